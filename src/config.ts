@@ -1,0 +1,158 @@
+// One typed configuration: every setting, its environment variable and its default live in SETTINGS.
+// Precedence: explicit option, then environment, then default. A bad value stops start-up naming the variable.
+
+type Kind = "string" | "int" | "bool" | "list";
+
+interface Setting<K extends Kind = Kind> {
+  env: string;
+  kind: K;
+  default: K extends "int" ? number : K extends "bool" ? boolean : K extends "list" ? string[] : string | undefined;
+  min?: number;
+  max?: number;
+  oneOf?: readonly string[];
+  doc: string;
+}
+
+const int = (env: string, def: number, min: number, max: number, doc: string): Setting<"int"> => ({ env, kind: "int", default: def, min, max, doc });
+const str = (env: string, def: string | undefined, doc: string, oneOf?: readonly string[]): Setting<"string"> => ({ env, kind: "string", default: def, doc, oneOf });
+const bool = (env: string, def: boolean, doc: string): Setting<"bool"> => ({ env, kind: "bool", default: def, doc });
+const list = (env: string, doc: string): Setting<"list"> => ({ env, kind: "list", default: [], doc });
+
+const MiB = 1024 * 1024;
+
+export const SETTINGS = {
+  // Process and storage
+  databaseUrl: list("DATABASE_URL", "Postgres cluster(s) for KV data, comma-separated. Unset: an embedded Postgres is started."),
+  dataDir: str("KVDRIVE_DATA_DIR", "./.kvdrive", "Data directory: embedded Postgres, API token, local logs."),
+  host: str("KVDRIVE_HOST", "127.0.0.1", "Address the HTTP and Postgres listeners bind to."),
+  httpPort: int("KVDRIVE_HTTP_PORT", 8787, 0, 65535, "HTTP port (0 picks a free port)."),
+  apiToken: str("KVDRIVE_API_TOKEN", undefined, "Bearer token for HTTP. Unset: generated on first start and saved in the data dir."),
+  dbPoolSize: int("KVDRIVE_DB_POOL_SIZE", 16, 1, 1000, "Connections from the KV store to each Postgres cluster."),
+
+  // KV write path
+  batchMaxRows: int("KVDRIVE_BATCH_MAX_ROWS", 512, 1, 10_000, "Group commit: most rows in one multi-row upsert."),
+  batchMaxBytes: int("KVDRIVE_BATCH_MAX_BYTES", 8 * MiB, 1024, 256 * MiB, "Group commit: most value bytes in one batch."),
+  batchWindowMs: int("KVDRIVE_BATCH_WINDOW_MS", 2, 0, 1000, "Group commit: how long a batch waits for company."),
+  batchConcurrency: int("KVDRIVE_BATCH_CONCURRENCY", 4, 1, 64, "Group commit: batches in flight at once."),
+  tombstoneGraceSeconds: int("KVDRIVE_TOMBSTONE_GRACE_SECONDS", 3600, 0, 30 * 86400, "How long a tombstone is kept before it is purged."),
+  purgeIntervalSeconds: int("KVDRIVE_PURGE_INTERVAL_SECONDS", 60, 1, 86400, "How often expired entries and old tombstones are purged."),
+
+  // KV read cache
+  cacheBytes: int("KVDRIVE_CACHE_BYTES", 64 * MiB, 0, 64 * 1024 * MiB, "In-process KV read cache bound in bytes (0 disables it)."),
+
+  // Postgres pooler (Hyperdrive)
+  pgPort: int("KVDRIVE_PG_PORT", 6432, 0, 65535, "Postgres wire-protocol listener port (0 picks a free port)."),
+  originDatabaseUrl: str("ORIGIN_DATABASE_URL", undefined, "Origin Postgres for the pooler. Unset: the embedded Postgres."),
+  pgUsers: list("KVDRIVE_PG_USERS", "Pooler client users, user=password pairs, comma-separated. Unset: the origin URL's user."),
+  pgAuth: str("KVDRIVE_PG_AUTH", "scram-sha-256", "Pooler client authentication.", ["scram-sha-256", "md5", "trust"]),
+  pgTlsCert: str("KVDRIVE_PG_TLS_CERT", undefined, "PEM certificate file for client TLS on the pooler."),
+  pgTlsKey: str("KVDRIVE_PG_TLS_KEY", undefined, "PEM key file for client TLS on the pooler."),
+  poolSize: int("KVDRIVE_POOL_SIZE", 20, 1, 10_000, "Origin connections per (database, user) pool."),
+  poolIdleTimeoutSeconds: int("KVDRIVE_POOL_IDLE_TIMEOUT_SECONDS", 600, 0, 86400, "Close idle origin connections after this long (0: never)."),
+  poolMaxLifetimeSeconds: int("KVDRIVE_POOL_MAX_LIFETIME_SECONDS", 3600, 0, 7 * 86400, "Retire origin connections after this long (0: never)."),
+  poolMaxWaiting: int("KVDRIVE_POOL_MAX_WAITING", 10_000, 0, 1_000_000, "Clients that may wait for an origin connection per pool."),
+  poolWaitTimeoutMs: int("KVDRIVE_POOL_WAIT_TIMEOUT_MS", 30_000, 1, 3_600_000, "How long a client waits for an origin connection."),
+  pgMaxClients: int("KVDRIVE_PG_MAX_CLIENTS", 10_000, 1, 1_000_000, "Client connections the pooler accepts at once."),
+  pgMaxMessageBytes: int("KVDRIVE_PG_MAX_MESSAGE_BYTES", 64 * MiB, 1024, 1024 * MiB, "Largest protocol message accepted from a client."),
+  queryCacheMaxAge: int("KVDRIVE_CACHE_MAX_AGE", 60, 0, 3600, "Query cache max_age in seconds."),
+  queryCacheSwr: int("KVDRIVE_CACHE_SWR", 15, 0, 3600, "Query cache stale-while-revalidate in seconds."),
+  queryCacheDisabled: str("KVDRIVE_CACHE_DISABLED", "false", "Disable the query cache: true, or a comma-separated list of databases."),
+  queryCacheBytes: int("KVDRIVE_QUERY_CACHE_BYTES", 64 * MiB, 0, 64 * 1024 * MiB, "Query cache memory bound in bytes."),
+  queryCacheMaxResultBytes: int("KVDRIVE_QUERY_CACHE_MAX_RESULT_BYTES", MiB, 0, 1024 * MiB, "Results larger than this are not cached."),
+} as const;
+
+type Settings = typeof SETTINGS;
+type ValueOf<S> = S extends Setting<infer K>
+  ? K extends "int" ? number : K extends "bool" ? boolean : K extends "list" ? string[] : string
+  : never;
+type Optional<S> = S extends { default: undefined } ? true : false;
+
+export type Config = {
+  [K in keyof Settings]: Optional<Settings[K]> extends true ? ValueOf<Settings[K]> | undefined : ValueOf<Settings[K]>;
+};
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+function parseValue(name: keyof Settings, s: Setting, raw: string): unknown {
+  switch (s.kind) {
+    case "int": {
+      if (!/^\s*-?\d+\s*$/.test(raw)) throw new ConfigError(`${s.env}=${JSON.stringify(raw)} is not an integer`);
+      const n = Number(raw);
+      if (n < s.min! || n > s.max!) throw new ConfigError(`${s.env}=${n} is outside the allowed range ${s.min}..${s.max}`);
+      return n;
+    }
+    case "bool": {
+      const v = raw.trim().toLowerCase();
+      if (["1", "true", "yes", "on"].includes(v)) return true;
+      if (["0", "false", "no", "off", ""].includes(v)) return false;
+      throw new ConfigError(`${s.env}=${JSON.stringify(raw)} is not a boolean (true/false)`);
+    }
+    case "list":
+      return raw.split(",").map((x) => x.trim()).filter(Boolean);
+    case "string": {
+      if (s.oneOf && !s.oneOf.includes(raw)) throw new ConfigError(`${s.env}=${JSON.stringify(raw)} must be one of ${s.oneOf.join(", ")}`);
+      void name;
+      return raw;
+    }
+  }
+}
+
+/** Builds the config from explicit overrides, then the environment, then defaults. Throws ConfigError naming the variable. */
+export function loadConfig(overrides: Partial<Config> = {}, env: Record<string, string | undefined> = process.env): Config {
+  const out: Record<string, unknown> = {};
+  for (const [name, s] of Object.entries(SETTINGS) as [keyof Settings, Setting][]) {
+    if (name in overrides && (overrides as Record<string, unknown>)[name] !== undefined) {
+      out[name] = (overrides as Record<string, unknown>)[name];
+      continue;
+    }
+    const raw = env[s.env];
+    out[name] = raw === undefined || (raw === "" && s.kind !== "bool") ? s.default : parseValue(name, s, raw);
+  }
+  const cfg = out as Config;
+  validate(cfg);
+  return cfg;
+}
+
+function validate(cfg: Config) {
+  for (const url of cfg.databaseUrl) checkPostgresUrl("DATABASE_URL", url);
+  if (cfg.originDatabaseUrl) checkPostgresUrl("ORIGIN_DATABASE_URL", cfg.originDatabaseUrl);
+  for (const pair of cfg.pgUsers) {
+    if (!/^[^=]+=.+$/.test(pair)) throw new ConfigError(`KVDRIVE_PG_USERS entry ${JSON.stringify(pair)} is not user=password`);
+  }
+  if (cfg.apiToken !== undefined && cfg.apiToken.length < 8) throw new ConfigError("KVDRIVE_API_TOKEN must be at least 8 characters");
+  if (Boolean(cfg.pgTlsCert) !== Boolean(cfg.pgTlsKey)) throw new ConfigError("KVDRIVE_PG_TLS_CERT and KVDRIVE_PG_TLS_KEY must be set together");
+}
+
+function checkPostgresUrl(variable: string, url: string) {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new ConfigError(`${variable} has an entry that is not a URL: ${JSON.stringify(redact(url))}`);
+  }
+  if (u.protocol !== "postgres:" && u.protocol !== "postgresql:") {
+    throw new ConfigError(`${variable} must use postgres:// or postgresql://, got ${JSON.stringify(u.protocol)}`);
+  }
+}
+
+/** Hides the password in a connection string before it is printed. */
+export function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = "***";
+    return u.toString();
+  } catch {
+    return url.replace(/:[^:@/]*@/, ":***@");
+  }
+}
+
+/** The settings table as markdown, for the README. */
+export function settingsTable(): string {
+  const rows = Object.values(SETTINGS).map((s: Setting) => {
+    const def = s.kind === "list" ? "(empty)" : s.default === undefined ? "(unset)" : String(s.default);
+    return `| \`${s.env}\` | ${def} | ${s.doc} |`;
+  });
+  return ["| variable | default | meaning |", "| --- | --- | --- |", ...rows].join("\n");
+}

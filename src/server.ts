@@ -1,0 +1,84 @@
+// Assembles one kvdrive process: storage (embedded or given Postgres), the KV service, the HTTP API and
+// the Postgres pooler. main.ts adds signals; tests call startKvdrive directly on free ports.
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import type { Config } from "./config.ts";
+import { systemClock, type Clock } from "./clock.ts";
+import { startEmbeddedPostgres, type EmbeddedPostgres } from "./embedded/postgres.ts";
+import { createRegistry, type Registry } from "./metrics/registry.ts";
+import { createKVService } from "./kv/service.ts";
+import { createHttpApp } from "./http/app.ts";
+
+export interface StartOptions {
+  config: Config;
+  clock?: Clock;
+  log?: (line: string) => void;
+}
+
+export interface Kvdrive {
+  httpUrl: string;
+  httpPort: number;
+  apiToken: string;
+  /** Postgres clusters holding KV data. */
+  databaseUrls: string[];
+  metrics: Registry;
+  stop(): Promise<void>;
+}
+
+/** KVDRIVE_API_TOKEN, or a token generated once and kept in the data dir with mode 0600. */
+export function resolveApiToken(config: Config): string {
+  if (config.apiToken) return config.apiToken;
+  const file = path.join(config.dataDir, "api-token");
+  if (fs.existsSync(file)) return fs.readFileSync(file, "utf8").trim();
+  const token = randomBytes(24).toString("base64url");
+  fs.writeFileSync(file, token + "\n", { mode: 0o600 });
+  return token;
+}
+
+export async function startKvdrive(opts: StartOptions): Promise<Kvdrive> {
+  const { config } = opts;
+  const clock = opts.clock ?? systemClock;
+  const log = opts.log ?? (() => {});
+  fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o755 });
+  const apiToken = resolveApiToken(config);
+  const metrics = createRegistry();
+
+  const embedded: EmbeddedPostgres[] = [];
+  const stopAll = async () => {
+    await Promise.all(embedded.map((pg) => pg.stop()));
+  };
+  try {
+    if (config.databaseUrl.length === 0) {
+      embedded.push(await startEmbeddedPostgres({ dataDir: path.join(config.dataDir, "pg") }));
+    }
+    const databaseUrls = config.databaseUrl.length ? config.databaseUrl : embedded.map((pg) => pg.url);
+
+    const kv = await createKVService({ urls: databaseUrls, config, clock, metrics });
+    const app = createHttpApp({ kv, config, metrics, apiToken, clock });
+    const server = Bun.serve({ fetch: app.fetch, hostname: config.host, port: config.httpPort, maxRequestBodySize: 128 * 1024 * 1024 });
+    const httpUrl = `http://${config.host}:${server.port}`;
+    log(`kvdrive HTTP listening on ${httpUrl}`);
+
+    let stopping: Promise<void> | undefined;
+    return {
+      httpUrl,
+      httpPort: server.port!,
+      apiToken,
+      databaseUrls,
+      metrics,
+      stop() {
+        // Order matters: stop accepting, flush what was accepted, then close storage.
+        stopping ??= (async () => {
+          await server.stop(false);
+          await kv.close();
+          await stopAll();
+        })();
+        return stopping;
+      },
+    };
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
+}
