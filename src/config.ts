@@ -53,6 +53,7 @@ export const SETTINGS = {
   poolMaxWaiting: int("KVDRIVE_POOL_MAX_WAITING", 10_000, 0, 1_000_000, "Clients that may wait for an origin connection per pool."),
   poolWaitTimeoutMs: int("KVDRIVE_POOL_WAIT_TIMEOUT_MS", 30_000, 1, 3_600_000, "How long a client waits for an origin connection."),
   pgMaxClients: int("KVDRIVE_PG_MAX_CLIENTS", 10_000, 1, 1_000_000, "Client connections the pooler accepts at once."),
+  poolMaxPreparedStatements: int("KVDRIVE_POOL_PREPARED_STATEMENTS", 256, 1, 100_000, "Protocol-level prepared statements kept per origin connection (LRU; Close on eviction)."),
   pgMaxMessageBytes: int("KVDRIVE_PG_MAX_MESSAGE_BYTES", 64 * MiB, 1024, 1024 * MiB, "Largest protocol message accepted from a client."),
   queryCacheMaxAge: int("KVDRIVE_CACHE_MAX_AGE", 60, 0, 3600, "Query cache max_age in seconds."),
   queryCacheSwr: int("KVDRIVE_CACHE_SWR", 15, 0, 3600, "Query cache stale-while-revalidate in seconds."),

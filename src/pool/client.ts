@@ -1,0 +1,621 @@
+// Client side: one wire-protocol client from its start-up packet to its Terminate. It authenticates the
+// client, borrows an origin connection for each transaction (or keeps one once pinned), rewrites statement
+// names so protocol-level prepared statements survive moving between connections, and replays session
+// parameters when it moves.
+import type { Socket } from "bun";
+import { randomBytes } from "node:crypto";
+import { ProtocolError } from "../protocol/bytes.ts";
+import { createFrames, readStartup, type Frames } from "../protocol/frames.ts";
+import { decodeParse, decodePassword, decodeQuery, decodeSASLInitialResponse, decodeStartup, encodeClose, encodeParse, encodeQuery, F, PROTOCOL_3_0 } from "../protocol/frontend.ts";
+import {
+  AUTH_OK, CLOSE_COMPLETE, encodeAuthentication, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery, errorMessage, PARSE_COMPLETE, READY_IDLE,
+} from "../protocol/backend.ts";
+import { createOutbox, type Outbox } from "./outbox.ts";
+import { createScramServer, md5Matches, ScramError } from "./scram.ts";
+import { K, replaySql, REPLAYED_LOWER, type Expect, type Owner, type Server } from "./relay.ts";
+import type { OriginError } from "./origin.ts";
+import type { Pool, Waiter } from "./pool.ts";
+import { sessionEffect, type Pin } from "./session.ts";
+import type { PoolerContext, UserAuth } from "./context.ts";
+
+
+interface Stmt {
+  /** The statement as the origin should prepare it: query and parameter types. */
+  key: string;
+  query: string;
+  paramTypes: number[];
+  serverName: string;
+  parse: Uint8Array | null;
+}
+
+export interface ClientSocketData {
+  client: ReturnType<typeof createClient> | null;
+}
+
+const enum St {
+  Startup,
+  Auth,
+  Validating,
+  Ready,
+  Closed,
+}
+
+let nextPid = (randomBytes(4).readUInt32BE() % 1_000_000_000) + 1;
+const textEncoder = new TextEncoder();
+
+/** Reads the statement name in a Bind body (portal\0statement\0...) and re-encodes it with another name. */
+function rewriteBind(body: Uint8Array, name: string): Uint8Array {
+  const p = body.indexOf(0);
+  const st = body.indexOf(0, p + 1);
+  const nameBytes = textEncoder.encode(name);
+  const out = new Uint8Array(5 + p + 1 + nameBytes.length + 1 + (body.length - st - 1));
+  const len = out.length - 1;
+  out[0] = F.Bind;
+  out[1] = len >>> 24;
+  out[2] = (len >>> 16) & 255;
+  out[3] = (len >>> 8) & 255;
+  out[4] = len & 255;
+  out.set(body.subarray(0, p + 1), 5);
+  out.set(nameBytes, 5 + p + 1);
+  out.set(body.subarray(st), 5 + p + 1 + nameBytes.length);
+  return out;
+}
+
+const quoteLiteral = (s: string) => "'" + s.replace(/'/g, "''") + "'";
+
+export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContext) {
+  const out: Outbox = createOutbox(socket);
+  const cfg = ctx.config;
+  let st = St.Startup;
+  let startupBuf: Uint8Array | null = null;
+  let frames: Frames | null = null;
+  let user = "";
+  let database = "";
+  let pool: Pool | null = null;
+  let server: Server | null = null;
+  let waiter: Waiter | null = null;
+  let pinned: Pin | null = null;
+  let status = 0x49; // last ReadyForQuery status the client saw
+  const params = new Map<string, string>();
+  const sets = new Map<string, string>();
+  const stmts = new Map<string, Stmt>();
+  let unnamed: Uint8Array | null = null;
+  let unnamedSeq = 0;
+  const id = ctx.nextClientId();
+  const pid = nextPid++;
+  const key = randomBytes(4);
+  let scram: ReturnType<typeof createScramServer> | null = null;
+  let md5Salt: Uint8Array | null = null;
+  let auth: UserAuth | undefined;
+  let toServer: Uint8Array[] = [];
+  let txStart = 0;
+  let pendingDiscard = false;
+
+  const send = (b: Uint8Array) => {
+    if (st !== St.Closed) out.write(b);
+  };
+
+  /** Sends a fatal error and closes: for protocol violations and failed authentication. */
+  function fatal(code: string, message: string) {
+    if (st === St.Closed) return;
+    send(errorMessage(code, message, "FATAL"));
+    close();
+  }
+
+  function close() {
+    if (st === St.Closed) return;
+    const wasReady = st === St.Ready;
+    st = St.Closed;
+    if (waiter && pool) pool.cancelWait(waiter);
+    waiter = null;
+    if (server) {
+      const s = server;
+      const clean = !pinned && s.expect.length === 0 && s.status === 0x49 && !s.copyIn;
+      detach(clean);
+    }
+    if (wasReady) ctx.unregister(pid, id, pinned !== null, pool);
+    socket.end();
+  }
+
+  // ---- owner of an origin connection --------------------------------------------------------------
+
+  const owner: Owner = {
+    send,
+    backpressured: () => out.queued() > 0,
+    parameterStatus(name, value, fromReplay) {
+      if (params.get(name) === value) return;
+      params.set(name, value);
+      if (fromReplay) send(encodeParameterStatus(name, value));
+    },
+    idle() {
+      if (!pinned && server && st === St.Ready) detach(true);
+    },
+    completed(e: Expect, type: number) {
+      if (e.k === K.Execute || (type === 0x5a && e.k === K.Query)) ctx.metrics.queries(pool!);
+      if (type === 0x5a && e.t !== undefined) ctx.metrics.latency(pool!, performance.now() - e.t);
+      if (type === 0x5a && (e.k === K.Sync || e.k === K.Query)) status = server ? server.status : status;
+    },
+    planChanged(serverName) {
+      for (const s of stmts.values()) {
+        if (s.serverName !== serverName) continue;
+        ctx.planChanged(s.key);
+        s.serverName = ctx.statementName(s.key);
+        s.parse = null;
+      }
+    },
+    serverClosed() {
+      if (st === St.Closed) return;
+      server = null;
+      fatal("08006", "the origin connection serving this session closed unexpectedly");
+    },
+    serverDrained() {
+      socket.resume();
+    },
+  };
+
+  function detach(reusable: boolean) {
+    const s = server!;
+    server = null;
+    s.owner = null;
+    s.conn.resume();
+    pool!.release(s, reusable);
+    ctx.metrics.transaction(pool!, performance.now() - txStart);
+  }
+
+  function attach(s: Server, onReplayed?: (error: Uint8Array | null) => void) {
+    server = s;
+    s.owner = owner;
+    txStart = performance.now();
+    const sql = replaySql(s, params, sets);
+    if (sql) {
+      s.conn.write(encodeQuery(sql));
+      s.push({ k: K.Replay, done: onReplayed });
+    } else onReplayed?.(null);
+  }
+
+  /**
+   * Borrows an origin connection. Returns true when one was granted at once; otherwise processing of the
+   * client's bytes stops (the current message stays held) until it arrives or the wait fails.
+   */
+  function acquire(): boolean {
+    let inCall = true;
+    let now = false;
+    const w: Waiter = {
+      grant(s) {
+        waiter = null;
+        if (st === St.Closed) return pool!.release(s, true);
+        attach(s);
+        if (inCall) return void (now = true);
+        socket.resume();
+        frames!.resume(onMessage);
+        flushToServer();
+      },
+      fail(err: OriginError) {
+        waiter = null;
+        if (st === St.Closed) return;
+        // The client gets the error for its request and stays usable: what it sent up to the next
+        // Sync or Query is answered with this error and one ReadyForQuery, like a failed query.
+        send(errorMessage(err.code, err.message));
+        pendingDiscard = true;
+        if (inCall) return;
+        socket.resume();
+        frames!.resume(onMessage);
+      },
+    };
+    waiter = w;
+    pool!.acquire(w);
+    inCall = false;
+    if (waiter) socket.pause();
+    return now;
+  }
+
+  function flushToServer() {
+    if (!toServer.length || !server) return;
+    const parts = toServer;
+    toServer = [];
+    server.conn.write(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+    if (server.conn.queued() > 0) socket.pause();
+  }
+
+  function toOrigin(b: Uint8Array) {
+    toServer.push(b);
+  }
+
+  /** Makes sure the origin connection has a client statement prepared, injecting a hidden Parse if not. */
+  function ensurePrepared(s: Server, stmt: Stmt) {
+    if (s.prepared.has(stmt.serverName)) {
+      s.prepared.delete(stmt.serverName); // refresh LRU position
+      s.prepared.set(stmt.serverName, true);
+      return;
+    }
+    evictIfFull(s);
+    stmt.parse ??= encodeParse({ name: stmt.serverName, query: stmt.query, paramTypes: stmt.paramTypes });
+    toOrigin(stmt.parse);
+    s.prepared.set(stmt.serverName, true);
+    s.push({ k: K.ParseHidden, name: stmt.serverName });
+  }
+
+  function evictIfFull(s: Server) {
+    while (s.prepared.size >= cfg.poolMaxPreparedStatements) {
+      const oldest = s.prepared.keys().next().value as string;
+      s.prepared.delete(oldest);
+      toOrigin(encodeClose({ kind: "S", name: oldest }));
+      s.push({ k: K.CloseHidden });
+    }
+  }
+
+  function notePin(sql: string) {
+    const eff = sessionEffect(sql);
+    if (eff.pin && !pinned) {
+      pinned = eff.pin;
+      ctx.metrics.pinned(pool!, eff.pin);
+    }
+    if (eff.set && REPLAYED_LOWER.has(eff.set.name)) return; // tracked through ParameterStatus
+    if (eff.set) {
+      sets.set(eff.set.name, eff.set.sql);
+      server!.applied.set(eff.set.name, eff.set.sql);
+    }
+    if (eff.reset !== undefined) {
+      if (eff.reset === "") {
+        sets.clear();
+        server!.applied.clear();
+      } else {
+        sets.delete(eff.reset);
+        server!.applied.delete(eff.reset);
+      }
+    }
+    if (eff.forgetsStatements) {
+      server!.prepared.clear();
+      server!.unnamedOwner = 0;
+    }
+  }
+
+  // ---- messages from the client, in Ready state -----------------------------------------------------
+
+  function onMessage(type: number, body: Uint8Array, buf: Uint8Array, at: number): boolean {
+    if (st !== St.Ready) return false;
+    if (pendingDiscard) {
+      if (type === F.Sync || type === F.Query) {
+        pendingDiscard = false;
+        send(encodeReadyForQuery(String.fromCharCode(status) as "I"));
+      } else if (type === F.Terminate) close();
+      return true;
+    }
+    if (type === F.Terminate) {
+      close();
+      return false;
+    }
+    if (!server) {
+      if (type === F.Sync) {
+        send(READY_IDLE); // nothing outstanding: answer without borrowing a connection
+        return true;
+      }
+      if (type === F.CopyData || type === F.CopyDone || type === F.CopyFail) return true; // ignored outside COPY, as Postgres does
+      if (!isFrontendType(type)) throw new ProtocolError(`unexpected message type ${type} (${JSON.stringify(String.fromCharCode(type))})`);
+      if (waiter) return false;
+      if (!acquire()) return pendingDiscard ? onMessage(type, body, buf, at) : false;
+    }
+    const s = server!;
+    const raw = buf.subarray(at, at + 5 + body.length);
+    switch (type) {
+      case F.Query: {
+        const sql = decodeQuery(body);
+        notePin(sql);
+        toOrigin(raw);
+        s.push({ k: K.Query, t: performance.now() });
+        return true;
+      }
+      case F.Parse: {
+        const m = decodeParse(body);
+        notePin(m.query);
+        if (m.name === "") {
+          unnamed = raw.slice();
+          unnamedSeq++;
+          s.unnamedOwner = id;
+          s.unnamedSeq = unnamedSeq;
+          toOrigin(raw);
+          s.push({ k: K.Parse });
+          return true;
+        }
+        if (stmts.size >= cfg.poolMaxPreparedStatements * 16 && !stmts.has(m.name)) {
+          throw new ProtocolError(`client has more than ${cfg.poolMaxPreparedStatements * 16} prepared statements (16 x KVDRIVE_POOL_PREPARED_STATEMENTS)`, "54000");
+        }
+        const k = m.query + "\0" + m.paramTypes.join(",");
+        const stmt: Stmt = { key: k, query: m.query, paramTypes: m.paramTypes, serverName: ctx.statementName(k), parse: null };
+        stmts.set(m.name, stmt);
+        if (s.prepared.has(stmt.serverName)) {
+          s.prepared.delete(stmt.serverName);
+          s.prepared.set(stmt.serverName, true);
+          s.push({ k: K.Synth, bytes: PARSE_COMPLETE });
+          return true;
+        }
+        evictIfFull(s);
+        stmt.parse = encodeParse({ name: stmt.serverName, query: m.query, paramTypes: m.paramTypes });
+        toOrigin(stmt.parse);
+        s.prepared.set(stmt.serverName, true);
+        s.push({ k: K.Parse, name: stmt.serverName });
+        return true;
+      }
+      case F.Bind: {
+        const p = body.indexOf(0);
+        const nameEnd = body.indexOf(0, p + 1);
+        if (p < 0 || nameEnd < 0) throw new ProtocolError("Bind message is malformed: missing portal or statement name");
+        if (nameEnd === p + 1) {
+          ensureUnnamed(s);
+          toOrigin(raw);
+        } else {
+          const name = new TextDecoder().decode(body.subarray(p + 1, nameEnd));
+          const stmt = stmts.get(name);
+          if (stmt) {
+            ensurePrepared(s, stmt);
+            toOrigin(rewriteBind(body, stmt.serverName));
+            s.push({ k: K.Bind, name: stmt.serverName });
+            return true;
+          }
+          toOrigin(rewriteBind(body, `kvdrive unknown statement ${name}`));
+        }
+        s.push({ k: K.Bind });
+        return true;
+      }
+      case F.Describe:
+      case F.Close: {
+        const kind = body[0];
+        const name = new TextDecoder().decode(body.subarray(1, body.length - 1));
+        if (body[body.length - 1] !== 0 || (kind !== 0x53 && kind !== 0x50)) throw new ProtocolError(`${type === F.Close ? "Close" : "Describe"} message is malformed`);
+        if (kind === 0x50 || name === "") {
+          if (kind === 0x53 && type === F.Describe) ensureUnnamed(s);
+          if (kind === 0x53 && type === F.Close) unnamed = null;
+          toOrigin(raw);
+          s.push({ k: type === F.Close ? K.Close : K.Describe });
+          return true;
+        }
+        const stmt = stmts.get(name);
+        if (type === F.Close) {
+          // The origin copy stays for other clients and the LRU; only this client's name goes.
+          stmts.delete(name);
+          s.push({ k: K.Synth, bytes: CLOSE_COMPLETE });
+          return true;
+        }
+        if (stmt) {
+          ensurePrepared(s, stmt);
+          toOrigin(new Uint8Array([F.Describe, ...lengthBytes(stmt.serverName.length + 6), 0x53, ...textEncoder.encode(stmt.serverName), 0]));
+        } else toOrigin(raw);
+        s.push({ k: K.Describe });
+        return true;
+      }
+      case F.Execute:
+        toOrigin(raw);
+        s.push({ k: K.Execute });
+        return true;
+      case F.Sync:
+        toOrigin(raw);
+        if (!s.copyIn) s.push({ k: K.Sync, t: performance.now() });
+        return true;
+      case F.Flush:
+        toOrigin(raw);
+        return true;
+      case F.CopyData:
+        toOrigin(raw);
+        return true;
+      case F.CopyDone:
+      case F.CopyFail:
+        toOrigin(raw);
+        s.copyIn = false;
+        return true;
+      case F.FunctionCall:
+        s.push({ k: K.Synth, bytes: errorMessage("0A000", "the fastpath function call protocol is not supported by the pooler; use SELECT") });
+        s.push({ k: K.Synth, bytes: encodeReadyForQuery(String.fromCharCode(status) as "I") });
+        return true;
+      default:
+        throw new ProtocolError(`unexpected message type ${type} (${JSON.stringify(String.fromCharCode(type))}) after start-up`);
+    }
+  }
+
+  function ensureUnnamed(s: Server) {
+    if (s.unnamedOwner === id && s.unnamedSeq === unnamedSeq) return;
+    if (unnamed) {
+      toOrigin(unnamed);
+      s.push({ k: K.ParseHidden });
+      s.unnamedOwner = id;
+      s.unnamedSeq = unnamedSeq;
+    } else {
+      // Another client's unnamed statement may sit there: drop it so this Bind fails as it would directly.
+      toOrigin(encodeClose({ kind: "S", name: "" }));
+      s.push({ k: K.CloseHidden });
+      s.unnamedOwner = 0;
+    }
+  }
+
+  // ---- start-up and authentication ------------------------------------------------------------------
+
+  function onStartupPacket(body: Uint8Array) {
+    const pkt = decodeStartup(body);
+    if (pkt.kind === "SSLRequest") {
+      if (ctx.tls && ctx.upgradeTls(socket)) return;
+      socket.write(new Uint8Array([0x4e])); // 'N'
+      return;
+    }
+    if (pkt.kind === "GSSENCRequest") {
+      socket.write(new Uint8Array([0x4e]));
+      return;
+    }
+    if (pkt.kind === "CancelRequest") {
+      ctx.cancel(pkt.pid, pkt.key);
+      st = St.Closed;
+      socket.end();
+      return;
+    }
+    const p = pkt.params;
+    if (p.replication !== undefined && p.replication !== "false" && p.replication !== "0" && p.replication !== "off") {
+      return fatal("08P01", "replication connections are not supported by the pooler");
+    }
+    user = p.user ?? "";
+    if (!user) return fatal("28000", "no PostgreSQL user name specified in startup packet");
+    database = p.database || user;
+    const unsupported = Object.keys(p).filter((k) => k.startsWith("_pq_."));
+    if (pkt.version !== PROTOCOL_3_0 || unsupported.length) send(encodeNegotiateProtocolVersion(PROTOCOL_3_0 & 0xffff, unsupported));
+    for (const [k, v] of Object.entries(p)) {
+      if (["user", "database", "replication", "options"].includes(k) || k.startsWith("_pq_.")) continue;
+      const canonical = REPLAYED_LOWER.get(k.toLowerCase());
+      if (canonical) params.set(canonical, k === "application_name" ? v.slice(0, 63) : v);
+      else sets.set(k.toLowerCase(), `SET "${k.toLowerCase()}" TO ${quoteLiteral(v)}`);
+    }
+    for (const m of (p.options ?? "").matchAll(/(?:-c\s*|--)([A-Za-z_.]+)=((?:\\.|[^\s\\])*)/g)) {
+      const name = m[1]!.replace(/-/g, "_");
+      const value = m[2]!.replace(/\\(.)/g, "$1");
+      const canonical = REPLAYED_LOWER.get(name.toLowerCase());
+      if (canonical) params.set(canonical, value);
+      else sets.set(name.toLowerCase(), `SET "${name.toLowerCase()}" TO ${quoteLiteral(value)}`);
+    }
+    auth = ctx.users.get(user);
+    st = St.Auth;
+    frames = createFrames(cfg.pgMaxMessageBytes);
+    if (ctx.authMethod === "trust") return authenticated();
+    if (ctx.authMethod === "md5") {
+      md5Salt = randomBytes(4);
+      send(encodeAuthentication({ kind: "MD5Password", salt: md5Salt }));
+    } else {
+      send(encodeAuthentication({ kind: "SASL", mechanisms: ["SCRAM-SHA-256"] }));
+    }
+  }
+
+  function onAuthMessage(type: number, body: Uint8Array): boolean {
+    if (type !== F.Password) throw new ProtocolError(`expected a password message, got message type ${type}`);
+    const failed = () => fatal("28P01", `password authentication failed for user "${user}"`);
+    if (md5Salt) {
+      const response = decodePassword(body);
+      if (!auth || !md5Matches(auth.md5, md5Salt, response)) return failed(), true;
+      return authenticated(), true;
+    }
+    try {
+      if (!scram) {
+        const init = decodeSASLInitialResponse(body);
+        if (init.mechanism !== "SCRAM-SHA-256") return fatal("28000", `SASL mechanism ${init.mechanism} is not supported; use SCRAM-SHA-256`), true;
+        // Unknown users get the same exchange with a throwaway verifier, so user names cannot be probed.
+        scram = createScramServer(auth?.scram ?? ctx.dummyVerifier);
+        send(encodeAuthentication({ kind: "SASLContinue", data: textEncoder.encode(scram.first(Buffer.from(init.data).toString())) }));
+        return true;
+      }
+      const final = scram.final(Buffer.from(body).toString());
+      if (!final || !auth) return failed(), true;
+      send(encodeAuthentication({ kind: "SASLFinal", data: textEncoder.encode(final) }));
+      authenticated();
+      return true;
+    } catch (e) {
+      if (e instanceof ScramError) return fatal("08P01", e.message), true;
+      throw e;
+    }
+  }
+
+  function authenticated() {
+    st = St.Validating;
+    pool = ctx.pool(database, user);
+    const startupParams = () => {
+      for (const [k, v] of ctx.defaultParams(pool!)) if (!params.has(k)) params.set(k, v);
+    };
+    const finish = () => {
+      if (st !== St.Validating) return;
+      send(AUTH_OK);
+      for (const [k, v] of params) send(encodeParameterStatus(k, v));
+      send(encodeBackendKeyData(pid, key));
+      send(READY_IDLE);
+      st = St.Ready;
+      ctx.register(pid, key, id, cancelRunning, pool!);
+      socket.resume();
+      frames!.resume(onMessage);
+      flushToServer();
+    };
+    const needsCheck = sets.size > 0 || [...params.keys()].some((k) => k !== "application_name");
+    if (pool.verified() && !needsCheck) {
+      startupParams();
+      return finish();
+    }
+    // First use of this database, or start-up parameters the origin must validate: do it on a real
+    // connection now, so a bad database (3D000) or setting is reported at connect time as Postgres would.
+    socket.pause();
+    const w: Waiter = {
+      grant(s) {
+        waiter = null;
+        if (st === St.Closed) return pool!.release(s, true);
+        startupParams();
+        attach(s, (error) => {
+          if (error) {
+            detach(true);
+            send(error);
+            return close();
+          }
+          if (server?.expect.length === 0) detach(true);
+          finish();
+        });
+        flushToServer();
+      },
+      fail(err) {
+        waiter = null;
+        fatal(err.code, err.message);
+      },
+    };
+    waiter = w;
+    pool.acquire(w);
+  }
+
+  function cancelRunning() {
+    if (server) ctx.cancelOrigin(server);
+  }
+
+  return {
+    onData(chunk: Uint8Array) {
+      try {
+        if (st === St.Startup) {
+          let buf = startupBuf ? Buffer.concat([startupBuf, chunk]) : chunk;
+          for (;;) {
+            const pkt = readStartup(buf, 10_000);
+            if (!pkt) break;
+            buf = buf.subarray(pkt[1]);
+            onStartupPacket(pkt[0]);
+            if ((st as St) !== St.Startup) break;
+          }
+          startupBuf = buf.length ? buf.slice() : null;
+          if ((st as St) === St.Auth && startupBuf) {
+            const rest = startupBuf;
+            startupBuf = null;
+            frames!.push(rest, onAuthOrReady);
+          }
+          return;
+        }
+        if (st === St.Closed) return;
+        if (st === St.Validating) {
+          frames!.push(chunk, () => false);
+          return;
+        }
+        frames!.push(chunk, onAuthOrReady);
+        flushToServer();
+      } catch (e) {
+        if (e instanceof ProtocolError) return fatal(e.code, e.message);
+        ctx.log(`kvdrive pooler: client ${id} failed: ${(e as Error).stack}`);
+        fatal("XX000", "internal error in the pooler");
+      }
+    },
+    onDrain() {
+      if (out.drain() && server) server.conn.resume();
+    },
+    onClose() {
+      if (st !== St.Closed) close();
+    },
+    isReady: () => st === St.Ready,
+  };
+
+  function onAuthOrReady(type: number, body: Uint8Array, buf: Uint8Array, at: number): boolean {
+    if (st === St.Auth) return onAuthMessage(type, body);
+    if (st === St.Ready) return onMessage(type, body, buf, at);
+    return false;
+  }
+}
+
+function lengthBytes(n: number): number[] {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255];
+}
+
+const FRONTEND_TYPES = new Set<number>(Object.values(F));
+function isFrontendType(t: number) {
+  return FRONTEND_TYPES.has(t) && t !== F.Password;
+}

@@ -1,0 +1,43 @@
+// What a client needs from the pooler it belongs to; the pooler implements it, tests may read it.
+import type { Socket } from "bun";
+import type { Config } from "../config.ts";
+import type { Pool } from "./pool.ts";
+import type { Server } from "./relay.ts";
+import type { ScramVerifier } from "./scram.ts";
+import type { Pin } from "./session.ts";
+
+export interface UserAuth {
+  scram: ScramVerifier;
+  /** md5(password || user), hex: what MD5 authentication checks against. */
+  md5: string;
+}
+
+export interface PoolerContext {
+  config: Config;
+  users: Map<string, UserAuth>;
+  authMethod: "scram-sha-256" | "md5" | "trust";
+  /** Verifier used for unknown users, so the exchange looks the same and then fails. */
+  dummyVerifier: ScramVerifier;
+  tls: boolean;
+  /** Answers 'S' and switches the socket to TLS; false when that is not possible. */
+  upgradeTls(socket: Socket<any>): boolean;
+  pool(database: string, user: string): Pool;
+  /** ParameterStatus values of the pool's origin connections, for a new client's start-up. */
+  defaultParams(pool: Pool): Map<string, string>;
+  nextClientId(): number;
+  register(pid: number, key: Uint8Array, id: number, cancel: () => void, pool: Pool): void;
+  unregister(pid: number, id: number, pinned: boolean, pool: Pool | null): void;
+  cancel(pid: number, key: Uint8Array): void;
+  cancelOrigin(server: Server): void;
+  /** Origin-side name of a statement (query and parameter types), the same on every connection. */
+  statementName(key: string): string;
+  /** The origin said the statement's result type changed: future uses get a fresh name, hence a fresh plan. */
+  planChanged(key: string): void;
+  metrics: {
+    queries(pool: Pool): void;
+    latency(pool: Pool, ms: number): void;
+    transaction(pool: Pool, ms: number): void;
+    pinned(pool: Pool, reason: Pin): void;
+  };
+  log(line: string): void;
+}

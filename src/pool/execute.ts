@@ -1,0 +1,157 @@
+// Runs statements for the HTTP /sql endpoint on the same pools as wire clients: extended protocol with
+// text parameters and text results, one Sync for a transaction (an implicit transaction block) or one per
+// statement otherwise. Results are collected in memory, so they are bounded by KVDRIVE_PG_MAX_MESSAGE_BYTES.
+import { createFrames } from "../protocol/frames.ts";
+import { encodeBind, encodeDescribe, encodeExecute, encodeParse, encodeQuery, SYNC } from "../protocol/frontend.ts";
+import { B, decodeCommandComplete, decodeDataRow, decodeErrorResponse, decodeRowDescription } from "../protocol/backend.ts";
+import { K, replaySql, type Owner, type Server } from "./relay.ts";
+import type { Pool } from "./pool.ts";
+import type { PoolerContext } from "./context.ts";
+import type { OriginError } from "./origin.ts";
+
+export interface ExecuteRequest {
+  database: string;
+  user: string;
+  statements: Array<{ sql: string; params?: unknown[] }>;
+  /** Run all statements in one transaction (all or nothing). */
+  transaction: boolean;
+}
+
+export interface ExecuteResult {
+  command: string;
+  rowCount: number | null;
+  fields: Array<{ name: string; dataTypeID: number }>;
+  rows: Array<Array<string | null>>;
+  cache: string;
+}
+
+/** An error from the origin or the pooler, with its SQLSTATE `code` (and the origin's other fields). */
+export class PoolerError extends Error {
+  override name = "PoolerError";
+  constructor(message: string, readonly code: string, readonly fields: Record<string, string> = {}) {
+    super(message);
+  }
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** A JavaScript value as a text-format parameter. */
+export function textParam(v: unknown): Uint8Array | null {
+  if (v === null || v === undefined) return null;
+  if (v instanceof Uint8Array) return encoder.encode("\\x" + Buffer.from(v).toString("hex"));
+  if (v instanceof Date) return encoder.encode(v.toISOString());
+  if (typeof v === "object") return encoder.encode(JSON.stringify(v));
+  return encoder.encode(String(v));
+}
+
+/** "INSERT 0 3" -> ["INSERT", 3]; "CREATE TABLE" -> ["CREATE TABLE", null]. */
+export function parseTag(tag: string): { command: string; rowCount: number | null } {
+  const m = /^(.*?)((?: \d+)+)$/.exec(tag);
+  if (!m) return { command: tag, rowCount: null };
+  const nums = m[2]!.trim().split(" ");
+  return { command: m[1]!, rowCount: Number(nums[nums.length - 1]) };
+}
+
+function acquire(pool: Pool): Promise<Server> {
+  return new Promise((resolve, reject) => pool.acquire({ grant: resolve, fail: (e: OriginError) => reject(new PoolerError(e.message, e.code)) }));
+}
+
+export async function executeStatements(pool: Pool, params: () => Map<string, string>, req: ExecuteRequest, ctx: PoolerContext): Promise<ExecuteResult[]> {
+  if (!req.statements.length) return [];
+  const limit = ctx.config.pgMaxMessageBytes;
+  const server = await acquire(pool);
+  const results: ExecuteResult[] = [];
+  let current: ExecuteResult | null = null;
+  let error: PoolerError | null = null;
+  let bytes = 0;
+  const frames = createFrames(limit);
+  const started = performance.now();
+
+  return new Promise<ExecuteResult[]>((resolve, reject) => {
+    let finished = false;
+    const finish = (reusable: boolean) => {
+      if (finished) return;
+      finished = true;
+      server.owner = null;
+      pool.release(server, reusable);
+      ctx.metrics.transaction(pool, performance.now() - started);
+      if (error) reject(error);
+      else resolve(results);
+    };
+    const onMessage = (type: number, body: Uint8Array) => {
+      switch (type) {
+        case B.RowDescription:
+          current ??= { command: "", rowCount: null, fields: [], rows: [], cache: "uncacheable" };
+          current.fields = decodeRowDescription(body).map((f) => ({ name: f.name, dataTypeID: f.typeOid }));
+          break;
+        case B.NoData:
+          current ??= { command: "", rowCount: null, fields: [], rows: [], cache: "uncacheable" };
+          break;
+        case B.DataRow:
+          bytes += body.length;
+          if (bytes > limit && !error) error = new PoolerError(`result exceeds ${limit} bytes (KVDRIVE_PG_MAX_MESSAGE_BYTES)`, "54000");
+          if (!error) current!.rows.push(decodeDataRow(body).map((v) => (v === null ? null : decoder.decode(v))));
+          break;
+        case B.CommandComplete:
+        case B.EmptyQueryResponse: {
+          const r: ExecuteResult = current ?? { command: "", rowCount: null, fields: [], rows: [], cache: "uncacheable" };
+          if (type === B.CommandComplete) Object.assign(r, parseTag(decodeCommandComplete(body)));
+          results.push(r);
+          current = null;
+          break;
+        }
+        case B.ErrorResponse: {
+          const f = decodeErrorResponse(body);
+          error ??= new PoolerError(f.M ?? "query failed", f.C ?? "XX000", f);
+          current = null;
+          break;
+        }
+      }
+    };
+    const owner: Owner = {
+      send: (b) => frames.push(b, onMessage),
+      backpressured: () => false,
+      parameterStatus() {},
+      idle: () => finish(true),
+      completed(e, type) {
+        if (e.k === K.Execute) ctx.metrics.queries(pool);
+        if (type === B.ReadyForQuery && e.k === K.Sync && e.t !== undefined) ctx.metrics.latency(pool, performance.now() - e.t);
+      },
+      planChanged() {},
+      serverClosed() {
+        error ??= new PoolerError("the origin connection closed during the query", "08006");
+        finish(false);
+      },
+      serverDrained() {},
+    };
+    server.owner = owner;
+    const parts: Uint8Array[] = [];
+    // A previous user may have left different session settings: put the defaults back first.
+    const replay = replaySql(server, params(), new Map());
+    if (replay) {
+      parts.push(encodeQuery(replay));
+      server.push({ k: K.Replay });
+    }
+    server.unnamedOwner = 0; // the unnamed statement is about to be replaced
+    for (const stmt of req.statements) {
+      parts.push(encodeParse({ name: "", query: stmt.sql, paramTypes: [] }));
+      server.push({ k: K.Parse });
+      parts.push(encodeBind({ portal: "", statement: "", paramFormats: [], params: (stmt.params ?? []).map(textParam), resultFormats: [] }));
+      server.push({ k: K.Bind });
+      parts.push(encodeDescribe({ kind: "P", name: "" }));
+      server.push({ k: K.Describe });
+      parts.push(encodeExecute(""));
+      server.push({ k: K.Execute });
+      if (!req.transaction) {
+        parts.push(SYNC);
+        server.push({ k: K.Sync, t: performance.now() });
+      }
+    }
+    if (req.transaction) {
+      parts.push(SYNC);
+      server.push({ k: K.Sync, t: performance.now() });
+    }
+    server.conn.write(Buffer.concat(parts));
+  });
+}

@@ -1,0 +1,200 @@
+// The Hyperdrive-like pooler assembled: listener, client authentication, pools per (database, user),
+// cancel routing, metrics, and `execute` for the HTTP /sql endpoint.
+import { randomBytes, timingSafeEqual } from "node:crypto";
+import type { Config } from "../config.ts";
+import type { Clock } from "../clock.ts";
+import type { Registry } from "../metrics/registry.ts";
+import { connectOrigin, cancelOrigin, OriginError, parseOriginUrl, type OriginTarget } from "./origin.ts";
+import { createPool, type Pool, type PoolStats } from "./pool.ts";
+import { createServer, type Server } from "./relay.ts";
+import { deriveScramVerifier, md5Verifier } from "./scram.ts";
+import type { PoolerContext, UserAuth } from "./context.ts";
+import { listen, type Listener } from "./listener.ts";
+import { executeStatements, type ExecuteRequest, type ExecuteResult } from "./execute.ts";
+import type { Pin } from "./session.ts";
+
+export interface PoolerOptions {
+  config: Config;
+  /** The origin: ORIGIN_DATABASE_URL or the embedded Postgres. */
+  originUrl: string;
+  clock: Clock;
+  metrics: Registry;
+  log?: (line: string) => void;
+}
+
+export interface PoolStatsFull extends PoolStats {
+  clients: number;
+  activeClients: number;
+  pinnedClients: number;
+  queries: number;
+}
+
+export interface Pooler {
+  port: number;
+  /** A connection string for clients of the pooler, for the given database (default: the origin's). */
+  connectionString(database?: string): string;
+  execute(req: ExecuteRequest): Promise<ExecuteResult[]>;
+  stats(): { pools: PoolStatsFull[]; clients: number };
+  stop(): Promise<void>;
+}
+
+export { PoolerError } from "./execute.ts";
+export type { ExecuteRequest, ExecuteResult } from "./execute.ts";
+
+interface PoolInfo {
+  pool: Pool;
+  params: Map<string, string>;
+  clients: number;
+  pinned: number;
+  queries: number;
+}
+
+export async function startPooler(o: PoolerOptions): Promise<Pooler> {
+  const { config, clock, metrics } = o;
+  const log = o.log ?? (() => {});
+  const origin = parseOriginUrl(o.originUrl);
+  const target: OriginTarget = origin;
+
+  // Verifiers are derived once here: a new client connection then costs a few HMACs, not PBKDF2.
+  const users = new Map<string, UserAuth>();
+  const addUser = (user: string, password: string) => users.set(user, { scram: deriveScramVerifier(password), md5: md5Verifier(user, password) });
+  if (config.pgUsers.length) {
+    for (const pair of config.pgUsers) {
+      const eq = pair.indexOf("=");
+      addUser(pair.slice(0, eq), pair.slice(eq + 1));
+    }
+  } else addUser(origin.user, origin.password);
+  const clientPassword = config.pgUsers.length ? undefined : origin.password;
+
+  const pools = new Map<string, PoolInfo>();
+  const byPool = new Map<Pool, PoolInfo>();
+  const cancels = new Map<number, { key: Uint8Array; id: number; cancel: () => void }>();
+  const planGens = new Map<string, number>();
+  let clientIds = 0;
+
+  const mQueries = metrics.counter("kvdrive_pool_queries_total", "Queries run through the pooler, per pool.");
+  const mPins = metrics.counter("kvdrive_pool_pinned_clients_total", "Clients pinned to one origin connection by a session-only feature, by reason.");
+  const mLatency = metrics.histogram("kvdrive_pool_query_duration_seconds", "Time from a client's Sync or Query to the origin's ReadyForQuery.");
+  const mTx = metrics.histogram("kvdrive_pool_transaction_duration_seconds", "Time a client held an origin connection.");
+  const labels = (p: Pool) => ({ database: p.database, user: p.user });
+  const gauge = (name: string, help: string, pick: (s: PoolStatsFull) => number) =>
+    metrics.gauge(name, help, () => stats().pools.map((s) => [{ database: s.database, user: s.user }, pick(s)]));
+  gauge("kvdrive_pool_clients", "Clients connected, per pool.", (s) => s.clients);
+  gauge("kvdrive_pool_clients_active", "Clients holding an origin connection.", (s) => s.activeClients);
+  gauge("kvdrive_pool_clients_waiting", "Clients waiting for an origin connection.", (s) => s.waitingClients);
+  gauge("kvdrive_pool_clients_pinned", "Clients pinned to an origin connection.", (s) => s.pinnedClients);
+  gauge("kvdrive_pool_servers_active", "Origin connections in use.", (s) => s.activeServers);
+  gauge("kvdrive_pool_servers_idle", "Origin connections idle in the pool.", (s) => s.idleServers);
+
+  function poolFor(database: string, user: string): PoolInfo {
+    const k = database + "\0" + user;
+    let info = pools.get(k);
+    if (info) return info;
+    const pool = createPool({
+      database,
+      user,
+      size: config.poolSize,
+      maxWaiting: config.poolMaxWaiting,
+      waitTimeoutMs: config.poolWaitTimeoutMs,
+      idleTimeoutMs: config.poolIdleTimeoutSeconds * 1000,
+      maxLifetimeMs: config.poolMaxLifetimeSeconds * 1000,
+      clock,
+      log,
+      open: async () => {
+        const conn = await connectOrigin(target, database, clock.now);
+        if (!info!.params.size) for (const [k, v] of conn.params) info!.params.set(k, v);
+        return createServer(conn);
+      },
+    });
+    info = { pool, params: new Map(), clients: 0, pinned: 0, queries: 0 };
+    pools.set(k, info);
+    byPool.set(pool, info);
+    return info;
+  }
+
+  const ctx: PoolerContext = {
+    config,
+    users,
+    authMethod: config.pgAuth as PoolerContext["authMethod"],
+    dummyVerifier: deriveScramVerifier(randomBytes(16).toString("hex")),
+    tls: false,
+    upgradeTls: () => false,
+    pool: (database, user) => poolFor(database, user).pool,
+    defaultParams: (pool) => byPool.get(pool)!.params,
+    nextClientId: () => ++clientIds,
+    register(pid, key, id, cancel, pool) {
+      cancels.set(pid, { key, id, cancel });
+      byPool.get(pool)!.clients++;
+    },
+    unregister(pid, id, pinned, pool) {
+      if (cancels.get(pid)?.id === id) cancels.delete(pid);
+      const info = pool && byPool.get(pool);
+      if (!info) return;
+      info.clients--;
+      if (pinned) info.pinned--;
+    },
+    cancel(pid, key) {
+      const c = cancels.get(pid);
+      if (c && c.key.length === key.length && timingSafeEqual(c.key, key)) c.cancel();
+    },
+    cancelOrigin(server: Server) {
+      void cancelOrigin(target, server.conn.pid, server.conn.key);
+    },
+    statementName(key) {
+      const gen = planGens.get(key);
+      return "kv" + Bun.hash(key).toString(36) + (gen ? "_" + gen : "");
+    },
+    planChanged(key) {
+      planGens.set(key, (planGens.get(key) ?? 0) + 1);
+    },
+    metrics: {
+      queries(pool) {
+        byPool.get(pool)!.queries++;
+        mQueries.inc(labels(pool));
+      },
+      latency: (pool, ms) => mLatency.observe(ms / 1000, labels(pool)),
+      transaction: (pool, ms) => mTx.observe(ms / 1000, labels(pool)),
+      pinned(pool: Pool, reason: Pin) {
+        byPool.get(pool)!.pinned++;
+        mPins.inc({ ...labels(pool), reason });
+      },
+    },
+    log,
+  };
+
+  function stats() {
+    const list: PoolStatsFull[] = [];
+    let clients = 0;
+    for (const info of pools.values()) {
+      const s = info.pool.stats();
+      clients += info.clients;
+      list.push({ ...s, clients: info.clients, activeClients: s.activeServers, pinnedClients: info.pinned, queries: info.queries });
+    }
+    return { pools: list, clients };
+  }
+
+  const listener: Listener = listen(ctx, config.host, config.pgPort);
+  const janitor = setInterval(() => {
+    for (const info of pools.values()) info.pool.janitor();
+  }, 1000);
+  janitor.unref?.();
+  log(`kvdrive Postgres pooler listening on ${config.host}:${listener.port}`);
+
+  return {
+    port: listener.port,
+    connectionString(database = origin.database) {
+      const user = config.pgUsers.length ? config.pgUsers[0]!.split("=")[0]! : origin.user;
+      const pw = clientPassword !== undefined ? `:${encodeURIComponent(clientPassword)}` : "";
+      return `postgres://${encodeURIComponent(user)}${pw}@${config.host}:${listener.port}/${encodeURIComponent(database)}`;
+    },
+    execute: (req) => executeStatements(poolFor(req.database, req.user).pool, () => poolFor(req.database, req.user).params, req, ctx),
+    stats,
+    async stop() {
+      clearInterval(janitor);
+      listener.stop();
+      for (const info of pools.values()) info.pool.close();
+    },
+  };
+}
+
+export { OriginError };

@@ -1,0 +1,272 @@
+// Server side of a pooled session: what each origin connection is expected to answer, in order.
+// Every message sent to the origin that produces a response pushes an Expect entry; responses pop them.
+// That is how injected messages (a lazy re-Parse, a Close on LRU eviction, a parameter replay) have their
+// answers swallowed, and synthetic answers (ParseComplete for a statement the origin already has) are
+// slotted in at the right place, while everything else streams to the client unparsed.
+import { B } from "../protocol/backend.ts";
+import { createScanner, type ScanSink, type Scanner } from "../protocol/scan.ts";
+import type { OriginConn } from "./origin.ts";
+
+export const enum K {
+  Parse,
+  ParseHidden,
+  Bind,
+  Describe,
+  Execute,
+  Close,
+  CloseHidden,
+  Synth,
+  Sync,
+  Query,
+  Replay,
+}
+
+export interface Expect {
+  k: K;
+  /** Server-side statement name of a Parse/Bind (to forget it when the Parse fails). */
+  name?: string;
+  /** Bytes to emit for a Synth entry. */
+  bytes?: Uint8Array;
+  /** Replay: called with the origin's error fields, or null when it succeeded. */
+  done?: (error: Uint8Array | null) => void;
+  error?: Uint8Array;
+  /** performance.now() when sent, for latency. */
+  t?: number;
+}
+
+/** Whoever uses an origin connection right now: a wire client, or an internal executor. */
+export interface Owner {
+  send(bytes: Uint8Array): void;
+  /** The client socket's outbox is full: the origin socket should pause. */
+  backpressured(): boolean;
+  parameterStatus(name: string, value: string, fromReplay: boolean): void;
+  /** Called after a chunk when the origin is idle (ReadyForQuery 'I', nothing outstanding). */
+  idle(): void;
+  /** A statement finished (for latency metrics and cache bookkeeping). */
+  completed(e: Expect, status: number): void;
+  /** An ErrorResponse with SQLSTATE 0A000 "cached plan must not change result type" for this statement. */
+  planChanged(serverName: string): void;
+  serverClosed(): void;
+  serverDrained(): void;
+}
+
+export interface Server {
+  conn: OriginConn;
+  owner: Owner | null;
+  expect: Expect[];
+  /** Statement names prepared on this connection, oldest first (Map order = LRU order). */
+  prepared: Map<string, true>;
+  /** Which client's unnamed statement the origin holds (client id and its Parse sequence). */
+  unnamedOwner: number;
+  unnamedSeq: number;
+  /** Last ReadyForQuery status byte. */
+  status: number;
+  discarding: boolean;
+  copyIn: boolean;
+  /** Non-reported settings applied by SET on this connection, to undo before another client uses it. */
+  applied: Map<string, string>;
+  onClosed: () => void;
+  /** Pushes an expectation and emits any synthetic answers that are now due. */
+  push(e: Expect): void;
+  /** Emits leading synthetic entries (when the origin owes nothing before them). */
+  advance(): void;
+}
+
+const NEED_BODY = new Uint8Array(256);
+NEED_BODY[B.ReadyForQuery] = 1;
+NEED_BODY[B.ErrorResponse] = 1;
+NEED_BODY[B.ParameterStatus] = 1;
+
+const decoder = new TextDecoder();
+
+/** Parameters a client may change that the origin reports, so they are replayed on another connection. */
+export const REPLAYED = ["client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "application_name", "search_path", "standard_conforming_strings"];
+export const REPLAYED_LOWER = new Map(REPLAYED.map((p) => [p.toLowerCase(), p]));
+
+const quoteLiteral = (v: string) => "'" + v.replace(/'/g, "''") + "'";
+
+/**
+ * SQL that brings an origin connection to a session's state: reported parameters through set_config (which
+ * parses list values such as search_path like the config file does), other settings by re-running the
+ * session's SET statements and RESETting what a previous user set. Null when nothing differs.
+ */
+export function replaySql(s: Server, params: Map<string, string>, sets: Map<string, string>): string | null {
+  const parts: string[] = [];
+  const configs: string[] = [];
+  for (const [name, value] of params) {
+    if (!REPLAYED_LOWER.has(name.toLowerCase())) continue;
+    if (s.conn.params.get(name) !== value) configs.push(`pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false)`);
+  }
+  for (const [name, sql] of s.applied) if (sets.get(name) !== sql) parts.push(`RESET "${name.replace(/"/g, "")}"`);
+  for (const [name, sql] of sets) if (s.applied.get(name) !== sql) parts.push(sql);
+  if (configs.length) parts.push(`SELECT ${configs.join(", ")}`);
+  if (!parts.length) return null;
+  s.applied = new Map(sets);
+  return parts.join("; ");
+}
+
+/** SQLSTATE and message of an ErrorResponse body, read without decoding every field. */
+export function errorCode(body: Uint8Array): { code: string; message: string } {
+  let code = "";
+  let message = "";
+  for (let i = 0; i < body.length && body[i] !== 0; ) {
+    const t = body[i]!;
+    const end = body.indexOf(0, i + 1);
+    if (end < 0) break;
+    if (t === 0x43) code = decoder.decode(body.subarray(i + 1, end));
+    else if (t === 0x4d) message = decoder.decode(body.subarray(i + 1, end));
+    i = end + 1;
+  }
+  return { code, message };
+}
+
+export function createServer(conn: OriginConn): Server {
+  const scanner: Scanner = createScanner(NEED_BODY);
+  const q: Expect[] = [];
+
+  const s: Server = {
+    conn,
+    owner: null,
+    expect: q,
+    prepared: new Map(),
+    unnamedOwner: 0,
+    unnamedSeq: 0,
+    status: 0x49,
+    discarding: false,
+    copyIn: false,
+    applied: new Map(),
+    onClosed: () => {},
+    push(e) {
+      q.push(e);
+      if (q.length === 1 || q[0]!.k === K.Synth) s.advance();
+    },
+    advance() {
+      drain((b) => s.owner?.send(b));
+    },
+  };
+
+  /** Pops entries the origin will never answer: synthetic ones (emitted unless discarding) and, while discarding, all but Sync. */
+  function drain(emit: (b: Uint8Array) => void) {
+    while (q.length) {
+      const h = q[0]!;
+      if (h.k === K.Synth) {
+        q.shift();
+        if (!s.discarding) emit(h.bytes!);
+        continue;
+      }
+      if (s.discarding && h.k !== K.Sync) {
+        q.shift();
+        if ((h.k === K.Parse || h.k === K.ParseHidden) && h.name) s.prepared.delete(h.name);
+        continue;
+      }
+      return;
+    }
+  }
+
+  const pop = (k: K) => {
+    const h = q[0];
+    if (h && h.k === k) q.shift();
+    return h;
+  };
+
+  const sink: ScanSink = {
+    forward: (b) => s.owner?.send(b),
+    message(type, body, inject) {
+      if (q.length && (q[0]!.k === K.Synth || s.discarding)) drain(inject);
+      const owner = s.owner;
+      const h = q[0];
+      switch (type) {
+        case B.ParseComplete: {
+          const e = q.shift();
+          return e?.k === K.Parse;
+        }
+        case B.BindComplete:
+          pop(K.Bind);
+          return true;
+        case B.CloseComplete: {
+          const e = q.shift();
+          return e?.k === K.Close;
+        }
+        case B.RowDescription:
+        case B.NoData:
+          if (h?.k === K.Describe) q.shift();
+          return h?.k !== K.Replay;
+        case B.CommandComplete:
+        case B.EmptyQueryResponse:
+        case B.PortalSuspended:
+          if (h?.k === K.Execute) {
+            q.shift();
+            owner?.completed(h, type);
+          }
+          return h?.k !== K.Replay;
+        case B.ReadyForQuery: {
+          const e = q.shift();
+          s.status = body![0]!;
+          s.discarding = false;
+          s.copyIn = false;
+          if (e?.k === K.Replay) {
+            e.done?.(e.error ?? null);
+            return false;
+          }
+          if (e) owner?.completed(e, type);
+          return true;
+        }
+        case B.ErrorResponse: {
+          if (!h || h.k === K.Query || h.k === K.Sync) return true;
+          if (h.k === K.Replay) {
+            h.error = body!.slice();
+            return false;
+          }
+          const err = errorCode(body!);
+          if (err.code === "0A000" && h.name && /cached plan must not change result type/.test(err.message)) owner?.planChanged(h.name);
+          if (h.k === K.Execute) owner?.completed(h, type);
+          q.shift();
+          if ((h.k === K.Parse || h.k === K.ParseHidden) && h.name) s.prepared.delete(h.name);
+          // The origin now discards everything up to Sync; so must the expectations.
+          s.discarding = true;
+          drain(inject);
+          return true;
+        }
+        case B.ParameterStatus: {
+          const eq = body!.indexOf(0);
+          const name = decoder.decode(body!.subarray(0, eq));
+          const value = decoder.decode(body!.subarray(eq + 1, body!.indexOf(0, eq + 1)));
+          conn.params.set(name, value);
+          owner?.parameterStatus(name, value, h?.k === K.Replay);
+          return h?.k !== K.Replay;
+        }
+        case B.CopyInResponse:
+          s.copyIn = true;
+          // The origin ignores Sync while in COPY IN; drop expectations for Syncs sent before the client knew.
+          for (let i = q.length - 1; i > 0; i--) if (q[i]!.k === K.Sync) q.splice(i, 1);
+          return true;
+        case B.NoticeResponse:
+          return h?.k !== K.Replay;
+        default:
+          return h?.k !== K.Replay;
+      }
+    },
+  };
+
+  conn.handler = {
+    data(chunk) {
+      const owner = s.owner;
+      if (!owner) {
+        // An idle connection should be silent; a notice or a FATAL before closing is all it may send.
+        return;
+      }
+      scanner.feed(chunk, sink);
+      if (q.length && q[0]!.k === K.Synth) s.advance();
+      if (owner.backpressured()) conn.pause();
+      if (q.length === 0 && s.status === 0x49 && !s.copyIn && scanner.idle() && s.owner === owner) owner.idle();
+    },
+    drain() {
+      s.owner?.serverDrained();
+    },
+    closed() {
+      s.onClosed();
+      s.owner?.serverClosed();
+    },
+  };
+  return s;
+}

@@ -1,0 +1,222 @@
+// Frontend (client -> server) messages: one encoder and one decoder each.
+// https://www.postgresql.org/docs/current/protocol-message-formats.html
+import { createReader, createWriter, ProtocolError } from "./bytes.ts";
+
+export const PROTOCOL_3_0 = 196608;
+export const PROTOCOL_3_2 = 196610;
+export const SSL_REQUEST_CODE = 80877103;
+export const GSSENC_REQUEST_CODE = 80877104;
+export const CANCEL_REQUEST_CODE = 80877102;
+
+export const F = {
+  Query: 0x51, // Q
+  Parse: 0x50, // P
+  Bind: 0x42, // B
+  Describe: 0x44, // D
+  Execute: 0x45, // E
+  Close: 0x43, // C
+  Sync: 0x53, // S
+  Flush: 0x48, // H
+  Terminate: 0x58, // X
+  CopyData: 0x64, // d
+  CopyDone: 0x63, // c
+  CopyFail: 0x66, // f
+  FunctionCall: 0x46, // F
+  Password: 0x70, // p: PasswordMessage, SASLInitialResponse and SASLResponse share it
+} as const;
+
+/** The first packet of a connection, which has no type byte. */
+export type StartupPacket =
+  | { kind: "Startup"; version: number; params: Record<string, string> }
+  | { kind: "SSLRequest" }
+  | { kind: "GSSENCRequest" }
+  | { kind: "CancelRequest"; pid: number; key: Uint8Array };
+
+export interface Parse {
+  name: string;
+  query: string;
+  paramTypes: number[];
+}
+export interface Bind {
+  portal: string;
+  statement: string;
+  paramFormats: number[];
+  params: Array<Uint8Array | null>;
+  resultFormats: number[];
+}
+
+const w = createWriter();
+
+export function encodeStartup(params: Record<string, string>, version = PROTOCOL_3_0): Uint8Array {
+  w.begin().i32(version);
+  for (const [k, v] of Object.entries(params)) w.cstr(k).cstr(v);
+  return w.i8(0).end().take();
+}
+export const encodeSSLRequest = () => w.begin().i32(SSL_REQUEST_CODE).end().take();
+export const encodeGSSENCRequest = () => w.begin().i32(GSSENC_REQUEST_CODE).end().take();
+export const encodeCancelRequest = (pid: number, key: Uint8Array) => w.begin().i32(CANCEL_REQUEST_CODE).i32(pid).bytes(key).end().take();
+
+/** Decodes the body (after the length) of the first packet. */
+export function decodeStartup(body: Uint8Array): StartupPacket {
+  const r = createReader(body);
+  const code = r.i32();
+  if (code === SSL_REQUEST_CODE) return r.done("SSLRequest"), { kind: "SSLRequest" };
+  if (code === GSSENC_REQUEST_CODE) return r.done("GSSENCRequest"), { kind: "GSSENCRequest" };
+  if (code === CANCEL_REQUEST_CODE) {
+    const pid = r.i32();
+    const key = r.rest();
+    if (key.length < 4 || key.length > 256) throw new ProtocolError(`CancelRequest key of ${key.length} bytes is outside 4..256`);
+    return { kind: "CancelRequest", pid, key };
+  }
+  if (code >>> 16 !== 3) throw new ProtocolError(`unsupported frontend protocol ${code >>> 16}.${code & 0xffff}: server supports 3.0 to 3.2`, "0A000");
+  const params: Record<string, string> = Object.create(null);
+  for (;;) {
+    const k = r.cstr();
+    if (k === "") break;
+    params[k] = r.cstr();
+  }
+  r.done("StartupMessage");
+  return { kind: "Startup", version: code, params };
+}
+
+export const encodeQuery = (sql: string) => w.begin(F.Query).cstr(sql).end().take();
+export const decodeQuery = (body: Uint8Array) => {
+  const r = createReader(body);
+  const sql = r.cstr();
+  r.done("Query");
+  return sql;
+};
+
+export function encodeParse(m: Parse): Uint8Array {
+  w.begin(F.Parse).cstr(m.name).cstr(m.query).i16(m.paramTypes.length);
+  for (const t of m.paramTypes) w.i32(t);
+  return w.end().take();
+}
+export function decodeParse(body: Uint8Array): Parse {
+  const r = createReader(body);
+  const name = r.cstr();
+  const query = r.cstr();
+  const n = r.i16();
+  const paramTypes: number[] = [];
+  for (let i = 0; i < n; i++) paramTypes.push(r.i32() >>> 0);
+  r.done("Parse");
+  return { name, query, paramTypes };
+}
+
+export function encodeBind(m: Bind): Uint8Array {
+  w.begin(F.Bind).cstr(m.portal).cstr(m.statement).i16(m.paramFormats.length);
+  for (const f of m.paramFormats) w.i16(f);
+  w.i16(m.params.length);
+  for (const p of m.params) p === null ? w.i32(-1) : w.i32(p.length).bytes(p);
+  w.i16(m.resultFormats.length);
+  for (const f of m.resultFormats) w.i16(f);
+  return w.end().take();
+}
+export function decodeBind(body: Uint8Array): Bind {
+  const r = createReader(body);
+  const portal = r.cstr();
+  const statement = r.cstr();
+  const paramFormats: number[] = [];
+  for (let i = 0, n = r.i16(); i < n; i++) paramFormats.push(r.i16());
+  const params: Array<Uint8Array | null> = [];
+  for (let i = 0, n = r.i16(); i < n; i++) {
+    const len = r.i32();
+    if (len < -1) throw new ProtocolError(`Bind parameter ${i + 1} has invalid length ${len}`);
+    params.push(len === -1 ? null : r.bytes(len));
+  }
+  const resultFormats: number[] = [];
+  for (let i = 0, n = r.i16(); i < n; i++) resultFormats.push(r.i16());
+  r.done("Bind");
+  return { portal, statement, paramFormats, params, resultFormats };
+}
+
+/** Describe and Close share a shape: 'S' for a statement or 'P' for a portal, and a name. */
+export interface Target {
+  kind: "S" | "P";
+  name: string;
+}
+function decodeTarget(body: Uint8Array, what: string): Target {
+  const r = createReader(body);
+  const k = r.i8();
+  if (k !== 0x53 && k !== 0x50) throw new ProtocolError(`${what} target must be 'S' or 'P', got ${k}`);
+  const name = r.cstr();
+  r.done(what);
+  return { kind: k === 0x53 ? "S" : "P", name };
+}
+export const encodeDescribe = (t: Target) => w.begin(F.Describe).i8(t.kind.charCodeAt(0)).cstr(t.name).end().take();
+export const decodeDescribe = (body: Uint8Array) => decodeTarget(body, "Describe");
+export const encodeClose = (t: Target) => w.begin(F.Close).i8(t.kind.charCodeAt(0)).cstr(t.name).end().take();
+export const decodeClose = (body: Uint8Array) => decodeTarget(body, "Close");
+
+export const encodeExecute = (portal: string, maxRows = 0) => w.begin(F.Execute).cstr(portal).i32(maxRows).end().take();
+export function decodeExecute(body: Uint8Array): { portal: string; maxRows: number } {
+  const r = createReader(body);
+  const portal = r.cstr();
+  const maxRows = r.i32();
+  r.done("Execute");
+  return { portal, maxRows };
+}
+
+// Messages without a body are built once.
+export const SYNC = w.begin(F.Sync).end().take();
+export const FLUSH = w.begin(F.Flush).end().take();
+export const TERMINATE = w.begin(F.Terminate).end().take();
+export const COPY_DONE = w.begin(F.CopyDone).end().take();
+
+export const encodeCopyData = (data: Uint8Array) => w.begin(F.CopyData).bytes(data).end().take();
+export const encodeCopyFail = (message: string) => w.begin(F.CopyFail).cstr(message).end().take();
+export const decodeCopyFail = (body: Uint8Array) => {
+  const r = createReader(body);
+  const m = r.cstr();
+  r.done("CopyFail");
+  return m;
+};
+
+export const encodePassword = (password: string) => w.begin(F.Password).cstr(password).end().take();
+export const decodePassword = (body: Uint8Array) => {
+  const r = createReader(body);
+  const p = r.cstr();
+  r.done("PasswordMessage");
+  return p;
+};
+export function encodeSASLInitialResponse(mechanism: string, data: Uint8Array): Uint8Array {
+  return w.begin(F.Password).cstr(mechanism).i32(data.length).bytes(data).end().take();
+}
+export function decodeSASLInitialResponse(body: Uint8Array): { mechanism: string; data: Uint8Array } {
+  const r = createReader(body);
+  const mechanism = r.cstr();
+  const len = r.i32();
+  const data = len === -1 ? new Uint8Array(0) : r.bytes(len);
+  r.done("SASLInitialResponse");
+  return { mechanism, data };
+}
+export const encodeSASLResponse = (data: Uint8Array) => w.begin(F.Password).bytes(data).end().take();
+export const decodeSASLResponse = (body: Uint8Array) => body;
+
+export interface FunctionCall {
+  oid: number;
+  argFormats: number[];
+  args: Array<Uint8Array | null>;
+  resultFormat: number;
+}
+export function encodeFunctionCall(m: FunctionCall): Uint8Array {
+  w.begin(F.FunctionCall).i32(m.oid).i16(m.argFormats.length);
+  for (const f of m.argFormats) w.i16(f);
+  w.i16(m.args.length);
+  for (const a of m.args) a === null ? w.i32(-1) : w.i32(a.length).bytes(a);
+  return w.i16(m.resultFormat).end().take();
+}
+export function decodeFunctionCall(body: Uint8Array): FunctionCall {
+  const r = createReader(body);
+  const oid = r.i32() >>> 0;
+  const argFormats: number[] = [];
+  for (let i = 0, n = r.i16(); i < n; i++) argFormats.push(r.i16());
+  const args: Array<Uint8Array | null> = [];
+  for (let i = 0, n = r.i16(); i < n; i++) {
+    const len = r.i32();
+    args.push(len === -1 ? null : r.bytes(len));
+  }
+  const resultFormat = r.i16();
+  r.done("FunctionCall");
+  return { oid, argFormats, args, resultFormat };
+}

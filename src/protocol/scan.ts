@@ -1,0 +1,123 @@
+// Walks a backend byte stream message by message without copying it: for each message the sink decides
+// "forward" or "drop" from the type (and the body, for the few types that need it); forwarded bytes come
+// out as ranges of the input chunk, so a large result streams through in the chunks it arrived in.
+
+export interface ScanSink {
+  /**
+   * One message. `body` is given only for types marked in needBody, else null. `inject` writes bytes to the
+   * output just before this message. Returns true to forward the message, false to drop it.
+   */
+  message(type: number, body: Uint8Array | null, inject: (bytes: Uint8Array) => void): boolean;
+  /** Output bytes in order; may be a view into the chunk being fed, valid only during the call. */
+  forward(bytes: Uint8Array): void;
+}
+
+export interface Scanner {
+  feed(chunk: Uint8Array, sink: ScanSink): void;
+  /** True between messages (no partial message held). */
+  idle(): boolean;
+}
+
+/** needBody[type] = 1 for message types whose body the sink must see (kept small: Z, E, S ...). */
+export function createScanner(needBody: Uint8Array): Scanner {
+  const hdr = new Uint8Array(5);
+  let hdrFilled = 0;
+  let remaining = 0; // body bytes of the current message still to come
+  let mode: 0 | 1 | 2 = 0; // 0 forward, 1 drop, 2 collect
+  let coll: Uint8Array | null = null;
+  let collFilled = 0;
+  let collType = 0;
+
+  return {
+    idle: () => hdrFilled === 0 && remaining === 0,
+    feed(chunk, sink) {
+      const n = chunk.length;
+      let at = 0;
+      let start = 0; // start of the pending forward range
+      let curStart = 0;
+      const flush = (upto: number) => {
+        if (upto > start) sink.forward(chunk.subarray(start, upto));
+        if (upto > start) start = upto;
+      };
+      const inject = (b: Uint8Array) => {
+        flush(curStart);
+        sink.forward(b);
+      };
+      const finishCollected = () => {
+        const msg = coll!;
+        coll = null;
+        mode = 0;
+        if (sink.message(collType, msg.subarray(5), inject)) sink.forward(msg);
+      };
+      const begin = (type: number, bodyLen: number, split: boolean) => {
+        // split: the header came partly from an earlier chunk, so it lives in `hdr`, not in `chunk`.
+        if (needBody[type]) {
+          flush(curStart);
+          coll = new Uint8Array(bodyLen + 5);
+          collType = type;
+          if (split) coll.set(hdr);
+          else coll.set(chunk.subarray(at, at + 5));
+          collFilled = 5;
+          at += split ? 0 : 5;
+          start = at;
+          remaining = bodyLen;
+          mode = 2;
+          if (remaining === 0) finishCollected();
+          return;
+        }
+        const fwd = sink.message(type, null, inject);
+        if (split) {
+          if (fwd) sink.forward(hdr.slice());
+        } else {
+          if (!fwd) flush(at);
+          at += 5;
+          if (!fwd) start = at;
+        }
+        remaining = bodyLen;
+        mode = fwd ? 0 : 1;
+      };
+      while (at < n) {
+        if (remaining > 0) {
+          const take = Math.min(remaining, n - at);
+          if (mode === 2) {
+            coll!.set(chunk.subarray(at, at + take), collFilled);
+            collFilled += take;
+          }
+          at += take;
+          remaining -= take;
+          if (mode !== 0) start = at;
+          if (remaining === 0 && mode === 2) finishCollected();
+          continue;
+        }
+        if (hdrFilled > 0 || n - at < 5) {
+          flush(at);
+          const take = Math.min(5 - hdrFilled, n - at);
+          hdr.set(chunk.subarray(at, at + take), hdrFilled);
+          hdrFilled += take;
+          at += take;
+          start = at;
+          if (hdrFilled < 5) continue;
+          hdrFilled = 0;
+          curStart = at;
+          const len = ((hdr[1]! << 24) | (hdr[2]! << 16) | (hdr[3]! << 8) | hdr[4]!) >>> 0;
+          begin(hdr[0]!, Math.max(0, len - 4), true);
+          continue;
+        }
+        const type = chunk[at]!;
+        const len = ((chunk[at + 1]! << 24) | (chunk[at + 2]! << 16) | (chunk[at + 3]! << 8) | chunk[at + 4]!) >>> 0;
+        const bodyLen = Math.max(0, len - 4);
+        curStart = at;
+        if (needBody[type] && n - at >= bodyLen + 5) {
+          // Whole message in this chunk: no copy.
+          const fwd = sink.message(type, chunk.subarray(at + 5, at + 5 + bodyLen), inject);
+          if (!fwd) flush(at);
+          at += bodyLen + 5;
+          if (!fwd) start = at;
+          continue;
+        }
+        begin(type, bodyLen, false);
+      }
+      if (mode === 0 || remaining === 0) flush(n);
+    },
+  };
+}
