@@ -291,6 +291,18 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         return true;
       }
       if (type === F.CopyData || type === F.CopyDone || type === F.CopyFail) return true; // ignored outside COPY, as Postgres does
+      if (type === F.Parse && body[0] !== 0) {
+        // A named Parse outside a transaction needs no origin connection: it is prepared lazily where it is
+        // first bound. This keeps synchronous PQprepare callers (pgbench -M prepared with more clients than
+        // connections, all in one thread) from deadlocking; a syntax error surfaces at Bind instead.
+        const m = decodeParse(body);
+        const eff = sessionEffect(m.query);
+        if (!eff.pin && !eff.set && eff.reset === undefined && !eff.forgetsStatements) {
+          defineStatement(m);
+          send(PARSE_COMPLETE);
+          return true;
+        }
+      }
       if (!isFrontendType(type)) throw new ProtocolError(`unexpected message type ${type} (${JSON.stringify(String.fromCharCode(type))})`);
       if (waiter) return false;
       if (!acquire()) return pendingDiscard ? onMessage(type, body, buf, at) : false;
@@ -317,12 +329,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
           s.push({ k: K.Parse });
           return true;
         }
-        if (stmts.size >= cfg.poolMaxPreparedStatements * 16 && !stmts.has(m.name)) {
-          throw new ProtocolError(`client has more than ${cfg.poolMaxPreparedStatements * 16} prepared statements (16 x KVDRIVE_POOL_PREPARED_STATEMENTS)`, "54000");
-        }
-        const k = m.query + "\0" + m.paramTypes.join(",");
-        const stmt: Stmt = { key: k, query: m.query, paramTypes: m.paramTypes, serverName: ctx.statementName(k), parse: null };
-        stmts.set(m.name, stmt);
+        const stmt = defineStatement(m);
         if (s.prepared.has(stmt.serverName)) {
           s.prepared.delete(stmt.serverName);
           s.prepared.set(stmt.serverName, true);
@@ -409,6 +416,16 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       default:
         throw new ProtocolError(`unexpected message type ${type} (${JSON.stringify(String.fromCharCode(type))}) after start-up`);
     }
+  }
+
+  function defineStatement(m: { name: string; query: string; paramTypes: number[] }): Stmt {
+    if (stmts.size >= cfg.poolMaxPreparedStatements * 16 && !stmts.has(m.name)) {
+      throw new ProtocolError(`client has more than ${cfg.poolMaxPreparedStatements * 16} prepared statements (16 x KVDRIVE_POOL_PREPARED_STATEMENTS)`, "54000");
+    }
+    const k = m.query + "\0" + m.paramTypes.join(",");
+    const stmt: Stmt = { key: k, query: m.query, paramTypes: m.paramTypes, serverName: ctx.statementName(k), parse: null };
+    stmts.set(m.name, stmt);
+    return stmt;
   }
 
   function ensureUnnamed(s: Server) {
