@@ -17,7 +17,8 @@ const kvd = await startKvdrive({ config, log: (l) => console.log(l) });
 console.log(`kvdrive ready
   KV API:    ${kvd.httpUrl}/client/v4
   API token: ${kvd.apiToken}
-  storage:   ${kvd.databaseUrls.map(redact).join(", ")}`);
+  storage:   ${kvd.databaseUrls.map(redact).join(", ")}
+  Postgres:  ${kvd.pgUrl}`);
 
 let exiting = false;
 async function shutdown(signal: string) {

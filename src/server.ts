@@ -9,6 +9,7 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from "./embedded/postgre
 import { createRegistry, type Registry } from "./metrics/registry.ts";
 import { createKVService } from "./kv/service.ts";
 import { createHttpApp } from "./http/app.ts";
+import { startPooler, type Pooler } from "./pool/pooler.ts";
 
 export interface StartOptions {
   config: Config;
@@ -23,6 +24,10 @@ export interface Kvdrive {
   /** Postgres clusters holding KV data. */
   databaseUrls: string[];
   metrics: Registry;
+  /** The Postgres wire-protocol pooler (Hyperdrive): its port and a client connection string. */
+  pooler: Pooler;
+  pgPort: number;
+  pgUrl: string;
   stop(): Promise<void>;
 }
 
@@ -45,7 +50,9 @@ export async function startKvdrive(opts: StartOptions): Promise<Kvdrive> {
   const metrics = createRegistry();
 
   const embedded: EmbeddedPostgres[] = [];
+  let pooler: Pooler | undefined;
   const stopAll = async () => {
+    await pooler?.stop();
     await Promise.all(embedded.map((pg) => pg.stop()));
   };
   try {
@@ -54,6 +61,8 @@ export async function startKvdrive(opts: StartOptions): Promise<Kvdrive> {
     }
     const databaseUrls = config.databaseUrl.length ? config.databaseUrl : embedded.map((pg) => pg.url);
 
+    // The pooler's origin: ORIGIN_DATABASE_URL, else the (embedded) storage Postgres.
+    pooler = await startPooler({ config, originUrl: config.originDatabaseUrl ?? databaseUrls[0]!, clock, metrics, log });
     const kv = await createKVService({ urls: databaseUrls, config, clock, metrics });
     const app = createHttpApp({ kv, config, metrics, apiToken, clock });
     const server = Bun.serve({ fetch: app.fetch, hostname: config.host, port: config.httpPort, maxRequestBodySize: 128 * 1024 * 1024 });
@@ -67,9 +76,13 @@ export async function startKvdrive(opts: StartOptions): Promise<Kvdrive> {
       apiToken,
       databaseUrls,
       metrics,
+      pooler,
+      pgPort: pooler.port,
+      pgUrl: pooler.connectionString(),
       stop() {
         // Order matters: stop accepting, flush what was accepted, then close storage.
         stopping ??= (async () => {
+          await pooler!.stop();
           await server.stop(false);
           await kv.close();
           await stopAll();

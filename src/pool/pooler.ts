@@ -71,6 +71,7 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
   const cancels = new Map<number, { key: Uint8Array; id: number; cancel: () => void }>();
   const planGens = new Map<string, number>();
   let clientIds = 0;
+  let stopped = false;
 
   const mQueries = metrics.counter("kvdrive_pool_queries_total", "Queries run through the pooler, per pool.");
   const mPins = metrics.counter("kvdrive_pool_pinned_clients_total", "Clients pinned to one origin connection by a session-only feature, by reason.");
@@ -190,6 +191,8 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
     execute: (req) => executeStatements(poolFor(req.database, req.user).pool, () => poolFor(req.database, req.user).params, req, ctx),
     stats,
     async stop() {
+      if (stopped) return;
+      stopped = true;
       clearInterval(janitor);
       listener.stop();
       for (const info of pools.values()) info.pool.close();
