@@ -6,7 +6,7 @@ import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
 import { ProtocolError } from "../protocol/bytes.ts";
 import { createFrames, readStartup, type Frames } from "../protocol/frames.ts";
-import { decodeParse, decodePassword, decodeQuery, decodeSASLInitialResponse, decodeStartup, encodeClose, encodeParse, encodeQuery, F, PROTOCOL_3_0 } from "../protocol/frontend.ts";
+import { checkBind, decodeParse, decodePassword, decodeQuery, decodeSASLInitialResponse, decodeStartup, encodeClose, encodeParse, encodeQuery, F, PROTOCOL_3_0 } from "../protocol/frontend.ts";
 import {
   AUTH_OK, CLOSE_COMPLETE, encodeAuthentication, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery, errorMessage, PARSE_COMPLETE, READY_IDLE,
 } from "../protocol/backend.ts";
@@ -110,7 +110,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     waiter = null;
     if (server) {
       const s = server;
-      const clean = !pinned && s.expect.length === 0 && s.status === 0x49 && !s.copyIn;
+      const clean = !pinned && s.expect.length === 0 && s.status === 0x49 && !s.copyIn && !s.unsynced && !s.discarding;
       detach(clean);
     }
     if (wasReady) ctx.unregister(pid, id, pinned !== null, pool);
@@ -291,6 +291,11 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         return true;
       }
       if (type === F.CopyData || type === F.CopyDone || type === F.CopyFail) return true; // ignored outside COPY, as Postgres does
+      if (type === F.FunctionCall) {
+        send(FUNCTION_CALL_REFUSED);
+        send(READY_IDLE);
+        return true;
+      }
       if (type === F.Parse && body[0] !== 0) {
         // A named Parse outside a transaction needs no origin connection: it is prepared lazily where it is
         // first bound. This keeps synchronous PQprepare callers (pgbench -M prepared with more clients than
@@ -309,6 +314,8 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     }
     const s = server!;
     const raw = buf.subarray(at, at + 5 + body.length);
+    if (type === F.Sync || type === F.Query) s.unsynced = false;
+    else if (type === F.Parse || type === F.Bind || type === F.Describe || type === F.Execute || type === F.Close || type === F.Flush) s.unsynced = true;
     switch (type) {
       case F.Query: {
         const sql = decodeQuery(body);
@@ -344,14 +351,12 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         return true;
       }
       case F.Bind: {
-        const p = body.indexOf(0);
-        const nameEnd = body.indexOf(0, p + 1);
-        if (p < 0 || nameEnd < 0) throw new ProtocolError("Bind message is malformed: missing portal or statement name");
-        if (nameEnd === p + 1) {
+        const [nameStart, nameEnd] = checkBind(body);
+        if (nameEnd === nameStart) {
           ensureUnnamed(s);
           toOrigin(raw);
         } else {
-          const name = new TextDecoder().decode(body.subarray(p + 1, nameEnd));
+          const name = new TextDecoder().decode(body.subarray(nameStart, nameEnd));
           const stmt = stmts.get(name);
           if (stmt) {
             ensurePrepared(s, stmt);
@@ -410,7 +415,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         s.copyIn = false;
         return true;
       case F.FunctionCall:
-        s.push({ k: K.Synth, bytes: errorMessage("0A000", "the fastpath function call protocol is not supported by the pooler; use SELECT") });
+        s.push({ k: K.Synth, bytes: FUNCTION_CALL_REFUSED });
         s.push({ k: K.Synth, bytes: encodeReadyForQuery(String.fromCharCode(status) as "I") });
         return true;
       default:
@@ -632,6 +637,7 @@ function lengthBytes(n: number): number[] {
   return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255];
 }
 
+const FUNCTION_CALL_REFUSED = errorMessage("0A000", "the fastpath function call protocol is not supported by the pooler; use SELECT");
 const FRONTEND_TYPES = new Set<number>(Object.values(F));
 function isFrontendType(t: number) {
   return FRONTEND_TYPES.has(t) && t !== F.Password;

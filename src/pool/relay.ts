@@ -63,6 +63,8 @@ export interface Server {
   status: number;
   discarding: boolean;
   copyIn: boolean;
+  /** Extended-protocol messages were sent since the last Sync: the origin may hold an open implicit transaction. */
+  unsynced: boolean;
   /** Non-reported settings applied by SET on this connection, to undo before another client uses it. */
   applied: Map<string, string>;
   onClosed: () => void;
@@ -134,6 +136,7 @@ export function createServer(conn: OriginConn): Server {
     status: 0x49,
     discarding: false,
     copyIn: false,
+    unsynced: false,
     applied: new Map(),
     onClosed: () => {},
     push(e) {
@@ -258,7 +261,7 @@ export function createServer(conn: OriginConn): Server {
       scanner.feed(chunk, sink);
       if (q.length && q[0]!.k === K.Synth) s.advance();
       if (owner.backpressured()) conn.pause();
-      if (q.length === 0 && s.status === 0x49 && !s.copyIn && scanner.idle() && s.owner === owner) owner.idle();
+      if (q.length === 0 && s.status === 0x49 && !s.copyIn && !s.unsynced && scanner.idle() && s.owner === owner) owner.idle();
     },
     drain() {
       s.owner?.serverDrained();

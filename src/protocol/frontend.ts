@@ -130,6 +130,40 @@ export function decodeBind(body: Uint8Array): Bind {
   return { portal, statement, paramFormats, params, resultFormats };
 }
 
+/**
+ * Validates a Bind body's structure without copying it (the pooler forwards Bind bytes as they are, so a
+ * malformed one must be caught here rather than break the origin connection). Returns the statement name's
+ * [start, end) offsets.
+ */
+export function checkBind(body: Uint8Array): [number, number] {
+  const p = body.indexOf(0);
+  const st = p < 0 ? -1 : body.indexOf(0, p + 1);
+  if (st < 0) throw new ProtocolError("Bind message is malformed: portal or statement name is not NUL-terminated");
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  let at = st + 1;
+  const i16 = () => {
+    if (at + 2 > body.length) throw new ProtocolError("Bind message is truncated");
+    const v = view.getInt16(at);
+    at += 2;
+    return v;
+  };
+  const nf = i16();
+  if (nf < 0) throw new ProtocolError(`Bind has a negative format count ${nf}`);
+  at += 2 * nf;
+  const np = i16();
+  if (np < 0 || (nf > 1 && nf !== np)) throw new ProtocolError(`Bind has ${np} parameters but ${nf} parameter formats`);
+  for (let i = 0; i < np; i++) {
+    if (at + 4 > body.length) throw new ProtocolError("Bind message is truncated");
+    const len = view.getInt32(at);
+    at += 4;
+    if (len < -1 || at + Math.max(0, len) > body.length) throw new ProtocolError(`Bind parameter ${i + 1} has length ${len}, beyond the message`);
+    if (len > 0) at += len;
+  }
+  const nr = i16();
+  if (nr < 0 || at + 2 * nr !== body.length) throw new ProtocolError("Bind message has a wrong result-format section");
+  return [p + 1, st];
+}
+
 /** Describe and Close share a shape: 'S' for a statement or 'P' for a portal, and a name. */
 export interface Target {
   kind: "S" | "P";
