@@ -47,6 +47,7 @@ export const SETTINGS = {
   pgAuth: str("KVDRIVE_PG_AUTH", "scram-sha-256", "Pooler client authentication.", ["scram-sha-256", "md5", "trust"]),
   pgTlsCert: str("KVDRIVE_PG_TLS_CERT", undefined, "PEM certificate file for client TLS on the pooler."),
   pgTlsKey: str("KVDRIVE_PG_TLS_KEY", undefined, "PEM key file for client TLS on the pooler."),
+  pgScramIterations: int("KVDRIVE_PG_SCRAM_ITERATIONS", 4096, 1, 1_000_000, "SCRAM-SHA-256 iteration count of the pooler's client verifiers (Postgres' scram_iterations). Clients pay it per connection."),
   poolSize: int("KVDRIVE_POOL_SIZE", 20, 1, 10_000, "Origin connections per (database, user) pool."),
   poolIdleTimeoutSeconds: int("KVDRIVE_POOL_IDLE_TIMEOUT_SECONDS", 600, 0, 86400, "Close idle origin connections after this long (0: never)."),
   poolMaxLifetimeSeconds: int("KVDRIVE_POOL_MAX_LIFETIME_SECONDS", 3600, 0, 7 * 86400, "Retire origin connections after this long (0: never)."),
