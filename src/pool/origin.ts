@@ -72,6 +72,8 @@ export function parseOriginUrl(url: string): OriginTarget & { database: string }
 let nextId = 1;
 
 interface SocketState {
+  /** TLS certificate must verify (sslmode verify-ca/verify-full). */
+  verify?: boolean;
   onData(chunk: Uint8Array): void;
   onDrain(): void;
   onClose(err?: Error): void;
@@ -83,6 +85,9 @@ const handlers = {
   error: (s: Socket<SocketState>, err: Error) => s.data.onClose(err),
   end: (s: Socket<SocketState>) => void s.end(),
   connectError: (s: Socket<SocketState>, err: Error) => s.data.onClose(err),
+  handshake: (s: Socket<SocketState>, ok: boolean, err: Error | null) => {
+    if (!ok || (err && s.data.verify)) s.data.onClose(new Error(`TLS handshake with the origin failed: ${err?.message ?? "unknown error"}`));
+  },
 };
 
 /** Opens and authenticates one origin connection; `params` are extra start-up parameters. */
@@ -108,8 +113,13 @@ export async function connectOrigin(t: OriginTarget, database: string, now: () =
     if (answer === 0x53) {
       const verify = t.sslmode === "verify-full" || t.sslmode === "verify-ca";
       const ca = t.sslrootcert ? fs.readFileSync(t.sslrootcert, "utf8") : undefined;
+      // The plain socket now only carries the encrypted bytes: its events must not reach the protocol.
+      const tlsState: SocketState = { verify, onData: (c) => onData(c), onDrain: () => onDrain(), onClose: (e) => onClose(e) };
+      state.onData = () => {};
+      state.onDrain = () => {};
+      state.onClose = () => {};
       const [, tls] = socket.upgradeTLS<SocketState>({
-        data: state,
+        data: tlsState,
         tls: { rejectUnauthorized: verify, ca, serverName: t.sslmode === "verify-full" ? t.host : undefined, checkServerIdentity: t.sslmode === "verify-full" ? undefined : () => undefined } as never,
         socket: handlers,
       });

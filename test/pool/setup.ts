@@ -22,7 +22,7 @@ export async function startPoolerFixture(overrides: Partial<Config> = {}, clock:
   pg ??= await startTestPostgres();
   const config = loadConfig({ pgPort: 0, host: "127.0.0.1", ...overrides }, {});
   const metrics = createRegistry();
-  const pooler = await startPooler({ config, originUrl: pg.url, clock, metrics });
+  const pooler = await startPooler({ config, originUrl: config.originDatabaseUrl ?? pg.url, clock, metrics });
   const p = pg;
   return {
     pg: p,
