@@ -14,10 +14,11 @@ export interface NamespaceListOptions {
   direction: "asc" | "desc";
 }
 
-/** A value as the API sees it. `expiration` is unix seconds. `metadata` is already-parsed JSON. */
+/** A value as the API sees it. `expiration` is unix seconds. `metadata` stays serialized JSON so that a
+ * plain value read never parses it. */
 export interface KVValue {
   value: Uint8Array;
-  metadata: unknown | null;
+  metadata: string | null;
   expiration: number | null;
 }
 
@@ -39,7 +40,8 @@ export interface ListOptions {
 export interface ListedKey {
   name: string;
   expiration?: number;
-  metadata?: unknown;
+  /** Serialized JSON. */
+  metadata?: string;
 }
 
 export interface ListResult {
