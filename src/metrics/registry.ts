@@ -63,7 +63,7 @@ export function createRegistry(): Registry {
 
   return {
     counter(name, help) {
-      return register(name, help, "counter", () => {
+      return register<Counter & Series>(name, help, "counter", () => {
         const values = new Map<string, number>();
         return {
           inc(labels, by = 1) {
@@ -76,7 +76,7 @@ export function createRegistry(): Registry {
       });
     },
     gauge(name, help, collect) {
-      return register(name, help, "gauge", () => {
+      return register<Gauge & Series>(name, help, "gauge", () => {
         const values = new Map<string, number>();
         return {
           set(value, labels) {
@@ -95,7 +95,7 @@ export function createRegistry(): Registry {
       });
     },
     histogram(name, help, buckets = LATENCY_BUCKETS_SECONDS) {
-      return register(name, help, "histogram", () => {
+      return register<Histogram & Series>(name, help, "histogram", () => {
         const series = new Map<string, { counts: number[]; sum: number; count: number }>();
         return {
           observe(value, labels) {

@@ -1,0 +1,48 @@
+// Request bodies read with a bound: counted while streaming and refused past the limit, never buffered whole.
+import { KVError } from "../kv/errors.ts";
+import { CODE } from "../kv/codes.ts";
+
+export async function readLimited(req: Request, limit: number, tooLarge: (size: number) => KVError): Promise<Uint8Array> {
+  const declared = Number(req.headers.get("content-length") ?? NaN);
+  if (declared > limit) throw tooLarge(declared);
+  if (!req.body) return new Uint8Array(0);
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel().catch(() => {});
+      throw tooLarge(size);
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0]!;
+  const out = new Uint8Array(size);
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.byteLength;
+  }
+  return out;
+}
+
+export async function readJson(req: Request, limit: number, tooLarge: (size: number) => KVError): Promise<unknown> {
+  const bytes = await readLimited(req, limit, tooLarge);
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch (e) {
+    throw new KVError(400, CODE.badRequest, `Malformed JSON body: ${(e as Error).message}`);
+  }
+}
+
+export async function readForm(req: Request, limit: number, tooLarge: (size: number) => KVError): Promise<FormData> {
+  const bytes = await readLimited(req, limit, tooLarge);
+  try {
+    return (await new Response(bytes, { headers: { "content-type": req.headers.get("content-type") ?? "" } }).formData()) as unknown as FormData;
+  } catch (e) {
+    throw new KVError(400, CODE.badRequest, `Malformed multipart body: ${(e as Error).message}`);
+  }
+}

@@ -1,0 +1,23 @@
+// The Cloudflare v4 envelope, and the one place where errors become HTTP responses (never a stack trace).
+import { KVError } from "../kv/errors.ts";
+import { CODE } from "../kv/codes.ts";
+
+const JSON_HEADERS = { "content-type": "application/json" };
+
+export function ok(result: unknown, resultInfo?: unknown, status = 200): Response {
+  const body: Record<string, unknown> = { success: true, errors: [], messages: [], result };
+  if (resultInfo !== undefined) body.result_info = resultInfo;
+  return new Response(JSON.stringify(body), { status, headers: JSON_HEADERS });
+}
+
+export function fail(status: number, code: number, message: string): Response {
+  return new Response(JSON.stringify({ success: false, errors: [{ code, message }], messages: [], result: null }), { status, headers: JSON_HEADERS });
+}
+
+/** Maps anything thrown while serving a request to an envelope. Unknown errors are logged and answered generically. */
+export function errorResponse(error: unknown, log: (msg: string) => void = console.error): Response {
+  if (error instanceof KVError) return fail(error.status, error.code, error.message);
+  if (error instanceof SyntaxError) return fail(400, CODE.badRequest, `Malformed request body: ${error.message}`);
+  log(`kvdrive: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+  return fail(500, CODE.internal, "Internal error: the request could not be completed. It has been logged.");
+}

@@ -1,0 +1,21 @@
+// Cloudflare error codes used by the KV API, in one place.
+export const CODE = {
+  auth: 10000,
+  badRequest: 10001,
+  keyNotFound: 10009,
+  namespaceNotFound: 10013,
+  namespaceTitleExists: 10014,
+  badNamespaceTitle: 10019,
+  badKey: 10020,
+  valueTooLarge: 10021,
+  metadataTooLarge: 10022,
+  keyTooLong: 10025,
+  badListLimit: 10026,
+  badExpiration: 10033,
+  badExpirationTtl: 10034,
+  bulkTooLarge: 10037,
+  badCursor: 10056,
+  routeNotFound: 7003,
+  methodNotAllowed: 10405,
+  internal: 10043,
+} as const;

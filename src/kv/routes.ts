@@ -1,0 +1,218 @@
+// The Workers KV REST routes under /accounts/:account_id/storage/kv/namespaces (Cloudflare's v4 shape).
+// Keys are taken from the raw URL and percent-decoded exactly once, so %2F stays a slash inside the key.
+import { Elysia } from "elysia";
+import type { Clock } from "../clock.ts";
+import { ok } from "../http/envelope.ts";
+import { readForm, readJson, readLimited } from "../http/body.ts";
+import { CODE } from "./codes.ts";
+import { KVError } from "./errors.ts";
+import * as L from "./limits.ts";
+import type { KVService, KVValue, PutInput } from "./types.ts";
+import { oneOf, positiveInt, resolveExpiration, validateCacheTtl, validateKey, validateListLimit, validateMetadata, validateTitle } from "./validate.ts";
+
+const valueTooLarge = (size: number) => new KVError(413, CODE.valueTooLarge, `Value length of ${size} exceeds limit of ${L.MAX_VALUE_BYTES}.`);
+const bulkTooLarge = (size: number) => new KVError(413, CODE.bulkTooLarge, `Bulk request body of ${size} bytes exceeds limit of ${L.MAX_BULK_BYTES}.`);
+const bodyTooLarge = (size: number) => new KVError(413, CODE.badRequest, `Request body of ${size} bytes exceeds limit of ${1024 * 1024}.`);
+const decoder = new TextDecoder();
+
+/** The key after `/{segment}/` in the raw URL, decoded once. */
+function keyFromUrl(url: string, segment: "values" | "metadata"): string {
+  const q = url.indexOf("?");
+  const path = q < 0 ? url : url.slice(0, q);
+  const marker = `/${segment}/`;
+  const at = path.indexOf(marker, path.indexOf("/namespaces/"));
+  const raw = at < 0 ? "" : path.slice(at + marker.length);
+  let key: string;
+  try {
+    key = decodeURIComponent(raw);
+  } catch {
+    throw new KVError(400, CODE.badKey, `Key ${JSON.stringify(raw.slice(0, 64))} is not valid percent-encoding.`);
+  }
+  validateKey(key);
+  return key;
+}
+
+function query(url: string): URLSearchParams {
+  const q = url.indexOf("?");
+  return new URLSearchParams(q < 0 ? "" : url.slice(q + 1));
+}
+
+/** Metadata sent as `metadata[a][b]=…` bracket fields (the v7 SDK's form encoding of an object). */
+function bracketMetadata(form: FormData): Record<string, unknown> | undefined {
+  let out: Record<string, unknown> | undefined;
+  for (const [name, v] of form.entries()) {
+    if (!name.startsWith("metadata[")) continue;
+    const path = [...name.slice("metadata".length).matchAll(/\[([^\]]*)\]/g)].map((m) => m[1]!);
+    if (path.length === 0) continue;
+    out ??= {};
+    let node: Record<string, unknown> = out;
+    for (const p of path.slice(0, -1)) node = (node[p] ??= {}) as Record<string, unknown>;
+    node[path[path.length - 1]!] = typeof v === "string" ? v : "";
+  }
+  return out;
+}
+
+async function formPut(req: Request): Promise<{ value: Uint8Array; metadata: unknown }> {
+  const form = await readForm(req, L.MAX_VALUE_BYTES + 2 * L.MAX_METADATA_BYTES + 64 * 1024, valueTooLarge);
+  const v = form.get("value");
+  if (v === null) throw new KVError(400, CODE.badRequest, "Multipart body needs a 'value' part.");
+  const value = typeof v === "string" ? new TextEncoder().encode(v) : new Uint8Array(await v.arrayBuffer());
+  if (value.byteLength > L.MAX_VALUE_BYTES) throw valueTooLarge(value.byteLength);
+  const m = form.get("metadata");
+  let metadata: unknown = bracketMetadata(form);
+  if (m !== null) {
+    const text = typeof m === "string" ? m : await m.text();
+    try {
+      metadata = JSON.parse(text);
+    } catch {
+      throw new KVError(400, CODE.badRequest, "The 'metadata' part must be valid JSON.");
+    }
+  }
+  return { value, metadata };
+}
+
+function asObject(body: unknown, what: string): Record<string, unknown> {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw new KVError(400, CODE.badRequest, `${what} must be a JSON object.`);
+  return body as Record<string, unknown>;
+}
+
+function valueFor(v: KVValue, type: "text" | "json", key: string): unknown {
+  const text = decoder.decode(v.value);
+  if (type === "text") return text;
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new KVError(400, CODE.badRequest, `The value of key ${JSON.stringify(key)} is not valid JSON; ask for type "text".`);
+  }
+}
+
+export function kvRoutes(kv: KVService, clock: Clock) {
+  const nowSeconds = () => Math.floor(clock.now() / 1000);
+  const nsBase = "/accounts/:account_id/storage/kv/namespaces";
+  const one = `${nsBase}/:namespace_id`;
+
+  return (
+    new Elysia()
+      // Namespaces
+      .post(nsBase, async ({ request, params }) => {
+        const body = asObject(await readJson(request, 1024 * 1024, bodyTooLarge), "The body");
+        return ok(await kv.createNamespace(params.account_id, validateTitle(body.title)));
+      })
+      .get(nsBase, async ({ request, params }) => {
+        const q = query(request.url);
+        const page = positiveInt("page", q.get("page"), 1, 1_000_000);
+        const perPage = positiveInt("per_page", q.get("per_page"), 20, L.MAX_NAMESPACES_PER_PAGE);
+        const order = oneOf("order", q.get("order"), ["id", "title"] as const, "id");
+        const direction = oneOf("direction", q.get("direction"), ["asc", "desc"] as const, "asc");
+        const { namespaces, total } = await kv.listNamespaces(params.account_id, { page, perPage, order, direction });
+        return ok(namespaces, { page, per_page: perPage, count: namespaces.length, total_count: total, total_pages: Math.ceil(total / perPage) });
+      })
+      .get(one, async ({ params }) => ok(await kv.getNamespace(params.account_id, params.namespace_id)))
+      .put(one, async ({ request, params }) => {
+        const body = asObject(await readJson(request, 1024 * 1024, bodyTooLarge), "The body");
+        return ok(await kv.renameNamespace(params.account_id, params.namespace_id, validateTitle(body.title)));
+      })
+      .delete(one, async ({ params }) => {
+        await kv.deleteNamespace(params.account_id, params.namespace_id);
+        return ok({});
+      })
+
+      // Single values
+      .get(`${one}/values/*`, async ({ request, params }) => {
+        const key = keyFromUrl(request.url, "values");
+        const v = await kv.get(params.account_id, params.namespace_id, key, { cacheTtl: validateCacheTtl(query(request.url).get("cache_ttl")) });
+        if (!v) throw new KVError(404, CODE.keyNotFound, `key not found: ${JSON.stringify(key)}`);
+        const headers: Record<string, string> = { "content-type": "application/octet-stream" };
+        if (v.expiration !== null) headers.expiration = String(v.expiration);
+        return new Response(v.value, { headers });
+      })
+      .put(`${one}/values/*`, async ({ request, params }) => {
+        const key = keyFromUrl(request.url, "values");
+        const q = query(request.url);
+        const expiration = resolveExpiration(q.get("expiration"), q.get("expiration_ttl"), nowSeconds());
+        const ct = request.headers.get("content-type") ?? "";
+        const { value, metadata } = ct.startsWith("multipart/form-data")
+          ? await formPut(request)
+          : { value: await readLimited(request, L.MAX_VALUE_BYTES, valueTooLarge), metadata: undefined };
+        validateMetadata(metadata);
+        await kv.put(params.account_id, params.namespace_id, { key, value, metadata, expiration });
+        return ok({});
+      })
+      .delete(`${one}/values/*`, async ({ request, params }) => {
+        await kv.delete(params.account_id, params.namespace_id, keyFromUrl(request.url, "values"));
+        return ok({});
+      })
+      .get(`${one}/metadata/*`, async ({ request, params }) => {
+        const key = keyFromUrl(request.url, "metadata");
+        const v = await kv.get(params.account_id, params.namespace_id, key);
+        if (!v) throw new KVError(404, CODE.keyNotFound, `key not found: ${JSON.stringify(key)}`);
+        return ok(v.metadata === null ? null : JSON.parse(v.metadata));
+      })
+
+      // Listing
+      .get(`${one}/keys`, async ({ request, params }) => {
+        const q = query(request.url);
+        const limit = validateListLimit(q.get("limit"));
+        const res = await kv.list(params.account_id, params.namespace_id, { prefix: q.get("prefix") ?? undefined, limit, cursor: q.get("cursor") || undefined });
+        const keys = res.keys.map((k) => (k.metadata === undefined ? k : { ...k, metadata: JSON.parse(k.metadata) }));
+        return ok(keys, { count: keys.length, cursor: res.cursor });
+      })
+
+      // Bulk
+      .put(`${one}/bulk`, async ({ request, params }) => {
+        const body = await readJson(request, L.MAX_BULK_BYTES, bulkTooLarge);
+        if (!Array.isArray(body)) throw new KVError(400, CODE.badRequest, "A bulk write takes a JSON array of {key, value} objects.");
+        if (body.length > L.MAX_BULK_PAIRS) throw new KVError(413, CODE.bulkTooLarge, `Bulk write of ${body.length} pairs exceeds limit of ${L.MAX_BULK_PAIRS}.`);
+        const now = nowSeconds();
+        const inputs: PutInput[] = body.map((item, i) => {
+          const o = asObject(item, `Bulk item ${i}`);
+          if (typeof o.key !== "string") throw new KVError(400, CODE.badKey, `Bulk item ${i} needs a string 'key'.`);
+          validateKey(o.key);
+          if (typeof o.value !== "string") throw new KVError(400, CODE.badRequest, `Bulk item ${i} (${JSON.stringify(o.key)}) needs a string 'value'.`);
+          let value: Uint8Array;
+          if (o.base64 === true) {
+            if (!/^[A-Za-z0-9+/]*={0,2}$/.test(o.value)) throw new KVError(400, CODE.badRequest, `Bulk item ${i} (${JSON.stringify(o.key)}) is marked base64 but its value is not valid base64.`);
+            value = new Uint8Array(Buffer.from(o.value, "base64"));
+          } else value = new TextEncoder().encode(o.value);
+          if (value.byteLength > L.MAX_VALUE_BYTES) throw valueTooLarge(value.byteLength);
+          validateMetadata(o.metadata);
+          return { key: o.key, value, metadata: o.metadata, expiration: resolveExpiration(o.expiration, o.expiration_ttl, now) };
+        });
+        if (inputs.length) await kv.putMany(params.account_id, params.namespace_id, inputs);
+        return ok({ successful_key_count: inputs.length, unsuccessful_keys: [] });
+      })
+      .post(`${one}/bulk/delete`, async ({ request, params }) => bulkDelete(kv, request, params))
+      .delete(`${one}/bulk`, async ({ request, params }) => bulkDelete(kv, request, params))
+      .post(`${one}/bulk/get`, async ({ request, params }) => {
+        const body = asObject(await readJson(request, 1024 * 1024, bodyTooLarge), "The body");
+        const keys = body.keys;
+        if (!Array.isArray(keys) || keys.some((k) => typeof k !== "string")) throw new KVError(400, CODE.badRequest, "'keys' must be an array of strings.");
+        if (keys.length < 1 || keys.length > L.MAX_BULK_GET_KEYS) throw new KVError(400, CODE.badRequest, `Bulk get of ${keys.length} keys is outside the allowed 1..${L.MAX_BULK_GET_KEYS}.`);
+        const type = body.type === undefined ? "text" : body.type;
+        if (type !== "text" && type !== "json") throw new KVError(400, CODE.badRequest, `Invalid type ${JSON.stringify(type)}: it must be "text" or "json".`);
+        if (body.withMetadata !== undefined && typeof body.withMetadata !== "boolean") throw new KVError(400, CODE.badRequest, "'withMetadata' must be a boolean.");
+        for (const k of keys as string[]) validateKey(k);
+        const found = await kv.getMany(params.account_id, params.namespace_id, keys as string[]);
+        const values: Record<string, unknown> = {};
+        (keys as string[]).forEach((k, i) => {
+          const v = found[i];
+          if (!v) values[k] = null;
+          else if (body.withMetadata) {
+            const entry: Record<string, unknown> = { value: valueFor(v, type, k), metadata: v.metadata === null ? null : JSON.parse(v.metadata) };
+            if (v.expiration !== null) entry.expiration = v.expiration;
+            values[k] = entry;
+          } else values[k] = valueFor(v, type, k);
+        });
+        return ok({ values });
+      })
+  );
+}
+
+async function bulkDelete(kv: KVService, request: Request, params: { account_id: string; namespace_id: string }) {
+  const body = await readJson(request, L.MAX_BULK_BYTES, bulkTooLarge);
+  if (!Array.isArray(body) || body.some((k) => typeof k !== "string")) throw new KVError(400, CODE.badRequest, "A bulk delete takes a JSON array of key names.");
+  if (body.length > L.MAX_BULK_PAIRS) throw new KVError(413, CODE.bulkTooLarge, `Bulk delete of ${body.length} keys exceeds limit of ${L.MAX_BULK_PAIRS}.`);
+  for (const k of body as string[]) validateKey(k);
+  if (body.length) await kv.deleteMany(params.account_id, params.namespace_id, body as string[]);
+  return ok({ successful_key_count: body.length, unsuccessful_keys: [] });
+}
