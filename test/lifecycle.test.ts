@@ -1,0 +1,126 @@
+// The process as users run it: `bun src/main.ts` with the embedded default or a given DATABASE_URL,
+// configuration errors that name the variable, and SIGTERM under write load losing no acknowledged write.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import fs from "node:fs";
+import path from "node:path";
+import { startTestPostgres, tempDir, type TestPostgres } from "./helpers/postgres.ts";
+import { freePort } from "../src/embedded/postgres.ts";
+
+const root = path.resolve(import.meta.dir, "..");
+
+function spawnKvdrive(env: Record<string, string>) {
+  const proc = Bun.spawn(["bun", "src/main.ts"], { cwd: root, env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
+  let out = "";
+  const ready = (async () => {
+    const reader = proc.stdout.getReader();
+    const dec = new TextDecoder();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return out;
+      out += dec.decode(value);
+      if (out.includes("kvdrive ready") && out.includes("Postgres:")) {
+        // Keep draining so the child never blocks on a full pipe.
+        (async () => {
+          for (;;) {
+            const r = await reader.read();
+            if (r.done) break;
+            out += dec.decode(r.value);
+          }
+        })();
+        return out;
+      }
+    }
+  })();
+  return { proc, ready, output: () => out };
+}
+
+describe("configuration errors", () => {
+  test("a bad value stops start-up with a message naming the variable", async () => {
+    const proc = Bun.spawn(["bun", "src/main.ts"], { cwd: root, env: { ...process.env, KVDRIVE_HTTP_PORT: "eighty", DATABASE_URL: "postgres://x@127.0.0.1:1/x" }, stderr: "pipe", stdout: "pipe" });
+    expect(await proc.exited).not.toBe(0);
+    expect(await new Response(proc.stderr).text()).toContain("KVDRIVE_HTTP_PORT");
+    const proc2 = Bun.spawn(["bun", "src/main.ts"], { cwd: root, env: { ...process.env, DATABASE_URL: "mysql://nope" }, stderr: "pipe", stdout: "pipe" });
+    expect(await proc2.exited).not.toBe(0);
+    expect(await new Response(proc2.stderr).text()).toContain("DATABASE_URL");
+  });
+});
+
+describe("bun start on the embedded default", () => {
+  test("starts a real embedded Postgres, prints URL and token, keeps the token 0600, reuses data on a second start", async () => {
+    const dataDir = path.join(tempDir(), "data");
+    const env = { KVDRIVE_DATA_DIR: dataDir, KVDRIVE_HTTP_PORT: String(await freePort()), KVDRIVE_PG_PORT: String(await freePort()), DATABASE_URL: "", KVDRIVE_API_TOKEN: "" };
+    const first = spawnKvdrive(env);
+    const out = await first.ready;
+    const url = /KV API:\s+(\S+)/.exec(out)![1]!;
+    const token = /API token:\s+(\S+)/.exec(out)![1]!;
+    expect(fs.statSync(path.join(dataDir, "api-token")).mode & 0o777).toBe(0o600);
+    expect(fs.readFileSync(path.join(dataDir, "api-token"), "utf8").trim()).toBe(token);
+    const headers = { authorization: `Bearer ${token}` };
+    const ns = (await (await fetch(`${url}/accounts/a/storage/kv/namespaces`, { method: "POST", headers, body: JSON.stringify({ title: "persist" }) })).json()).result.id;
+    expect((await fetch(`${url}/accounts/a/storage/kv/namespaces/${ns}/values/k`, { method: "PUT", headers, body: "kept" })).status).toBe(200);
+    first.proc.kill("SIGTERM");
+    expect(await first.proc.exited).toBe(0);
+
+    const second = spawnKvdrive(env);
+    const out2 = await second.ready;
+    expect(out2).toContain(token);
+    expect(await (await fetch(`${url}/accounts/a/storage/kv/namespaces/${ns}/values/k`, { headers })).text()).toBe("kept");
+    second.proc.kill("SIGTERM");
+    expect(await second.proc.exited).toBe(0);
+    fs.rmSync(path.dirname(dataDir), { recursive: true, force: true });
+  });
+});
+
+describe("SIGTERM under load", () => {
+  let pg: TestPostgres;
+  beforeAll(async () => {
+    pg = await startTestPostgres();
+  });
+  afterAll(async () => {
+    await pg.destroy();
+  });
+
+  test("every acknowledged PUT survives, and the process exits 0", async () => {
+    const dataDir = tempDir();
+    const port = await freePort();
+    const token = "lifecycle-token-123";
+    // A long group-commit window keeps batches pending at the moment the signal lands.
+    const kvd = spawnKvdrive({ DATABASE_URL: pg.url, KVDRIVE_DATA_DIR: dataDir, KVDRIVE_HTTP_PORT: String(port), KVDRIVE_PG_PORT: "0", KVDRIVE_API_TOKEN: token, KVDRIVE_BATCH_WINDOW_MS: "20" });
+    await kvd.ready;
+    const base = `http://127.0.0.1:${port}/client/v4/accounts/a/storage/kv/namespaces`;
+    const headers = { authorization: `Bearer ${token}` };
+    const ns = (await (await fetch(base, { method: "POST", headers, body: JSON.stringify({ title: "sigterm" }) })).json()).result.id;
+
+    const acked: string[] = [];
+    let stop = false;
+    let n = 0;
+    const writer = async () => {
+      while (!stop) {
+        const key = `k${n++}`;
+        try {
+          const res = await fetch(`${base}/${ns}/values/${key}`, { method: "PUT", headers, body: `value-${key}` });
+          if (res.status === 200) acked.push(key);
+        } catch {
+          // Refused once the server stops accepting: not acknowledged, so not expected to survive.
+        }
+      }
+    };
+    const writers = Array.from({ length: 16 }, writer);
+    while (acked.length < 300) await Bun.sleep(5);
+    kvd.proc.kill("SIGTERM");
+    const code = await kvd.proc.exited;
+    stop = true;
+    await Promise.all(writers);
+    expect(code).toBe(0);
+    expect(kvd.output()).toContain("SIGTERM received");
+
+    const sql = new Bun.SQL(pg.url);
+    const rows = await sql`SELECT convert_from(key, 'UTF8') AS key, convert_from(value, 'UTF8') AS value FROM kv_entries WHERE ns = ${ns}`;
+    await sql.close();
+    const stored = new Map(rows.map((r: any) => [r.key, r.value]));
+    const lost = acked.filter((k) => stored.get(k) !== `value-${k}`);
+    expect(acked.length).toBeGreaterThan(300);
+    expect(lost).toEqual([]);
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+});
