@@ -8,6 +8,7 @@ import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 
 let pg: TestPostgres;
 let kv: KVService;
+const metrics = createRegistry();
 const clock = manualClock(Date.UTC(2026, 0, 1));
 const ACC = "acc-service";
 const text = (v: { value: Uint8Array } | null) => (v ? new TextDecoder().decode(v.value) : null);
@@ -15,7 +16,7 @@ const bytes = (s: string) => new TextEncoder().encode(s);
 
 beforeAll(async () => {
   pg = await startTestPostgres();
-  kv = await createKVService({ urls: [pg.url], config: loadConfig({ dataDir: "/tmp/unused" }, {}), clock, metrics: createRegistry() });
+  kv = await createKVService({ urls: [pg.url], config: loadConfig({ dataDir: "/tmp/unused" }, {}), clock, metrics });
 });
 afterAll(async () => {
   await kv.close();
@@ -116,6 +117,8 @@ describe("values", () => {
     const [raced] = await sql`SELECT value FROM kv_entries WHERE ns = ${ns} AND key = ${bytes("raced")}`;
     expect(new TextDecoder().decode(raced.value)).toBe("r199");
     await sql.close();
+    // Group commit: far fewer statements than writes.
+    expect(metrics.histogram("kvdrive_batch_rows", "").snapshot().count).toBeLessThan(600);
     const got = await kv.getMany(ACC, ns, Array.from({ length: 100 }, (_, i) => `k${i * 10}`));
     expect(got.map(text)).toEqual(Array.from({ length: 100 }, (_, i) => `v${i * 10}`));
   });
@@ -126,5 +129,30 @@ describe("values", () => {
     expect(text(await kv.get(ACC, ns, "b4999"))).toBe("4999");
     await kv.deleteMany(ACC, ns, ["b1", "b2"]);
     expect((await kv.getMany(ACC, ns, ["b1", "b2", "b3"])).map(text)).toEqual([null, null, "3"]);
+  });
+});
+
+describe("read cache", () => {
+  test("read-your-own-write, a hit does no I/O, cacheTtl bounds staleness", async () => {
+    const ns = (await kv.createNamespace(ACC, "cache")).id;
+    await kv.put(ACC, ns, { key: "c", value: bytes("v1") });
+    expect(text(await kv.get(ACC, ns, "c"))).toBe("v1");
+    // Change storage behind the service's back: a cache hit must not see it (no I/O)...
+    const sql = new Bun.SQL(pg.url);
+    await sql`UPDATE kv_entries SET value = ${bytes("behind")} WHERE ns = ${ns} AND key = ${bytes("c")}`;
+    expect(text(await kv.get(ACC, ns, "c"))).toBe("v1");
+    // ...until the entry is older than cacheTtl.
+    clock.advance(31_000);
+    expect(text(await kv.get(ACC, ns, "c", { cacheTtl: 30 }))).toBe("behind");
+    // Own writes and deletes are visible at once.
+    await kv.put(ACC, ns, { key: "c", value: bytes("v2") });
+    expect(text(await kv.get(ACC, ns, "c"))).toBe("v2");
+    await kv.delete(ACC, ns, "c");
+    expect(await kv.get(ACC, ns, "c")).toBeNull();
+    // Negative entries are cached too.
+    expect(await kv.get(ACC, ns, "absent")).toBeNull();
+    await sql`INSERT INTO kv_entries (ns, key, value, version_ts, version_nonce) VALUES (${ns}, ${bytes("absent")}, ${bytes("x")}, 1, 1)`;
+    expect(await kv.get(ACC, ns, "absent")).toBeNull();
+    await sql.close();
   });
 });
