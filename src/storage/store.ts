@@ -79,19 +79,27 @@ export async function openPostgresBackend(url: string, poolSize: number): Promis
   const sql = new SQL(url, { max: poolSize, idleTimeout: 0 });
   await migrate(sql);
 
+  // One statement text for every batch size (arrays through unnest), so Postgres plans it once per connection.
   async function upsert(q: SQL, rows: StoredEntry[]): Promise<number> {
-    const values = rows.map((r) => ({
-      ns: r.ns,
-      key: r.key,
-      value: r.value,
-      metadata: r.metadata,
-      expiration: r.expiration,
-      version_ts: r.version.ts,
-      version_nonce: r.version.nonce,
-      tombstone: r.tombstone,
-    }));
+    const n = rows.length;
+    const ns = new Array<string>(n), keys = new Array<Uint8Array>(n), values = new Array<Uint8Array | null>(n), metas = new Array<string | null>(n);
+    const exps = new Array<number | null>(n), tss = new Array<number>(n), nonces = new Array<number>(n), tombs = new Array<boolean>(n);
+    for (let i = 0; i < n; i++) {
+      const r = rows[i]!;
+      ns[i] = r.ns;
+      keys[i] = r.key;
+      values[i] = r.value;
+      metas[i] = r.metadata;
+      exps[i] = r.expiration;
+      tss[i] = r.version.ts;
+      nonces[i] = r.version.nonce;
+      tombs[i] = r.tombstone;
+    }
     const res = await q`
-      INSERT INTO kv_entries AS e ${sql(values)}
+      INSERT INTO kv_entries AS e (ns, key, value, metadata, expiration, version_ts, version_nonce, tombstone)
+      SELECT * FROM unnest(${sql.array(ns, "text")}::text[], ${sql.array(keys, "bytea")}::bytea[], ${sql.array(values, "bytea")}::bytea[],
+                           ${sql.array(metas, "text")}::text[], ${sql.array(exps, "int8")}::bigint[], ${sql.array(tss, "int8")}::bigint[],
+                           ${sql.array(nonces, "int4")}::int[], ${sql.array(tombs, "bool")}::bool[])
       ON CONFLICT (ns, key) DO UPDATE SET
         value = excluded.value, metadata = excluded.metadata, expiration = excluded.expiration,
         version_ts = excluded.version_ts, version_nonce = excluded.version_nonce, tombstone = excluded.tombstone
