@@ -12,7 +12,7 @@ import {
 } from "../protocol/backend.ts";
 import { createOutbox, type Outbox } from "./outbox.ts";
 import { createScramServer, md5Matches, ScramError } from "./scram.ts";
-import { K, replaySql, REPLAYED_LOWER, type Expect, type Owner, type Server } from "./relay.ts";
+import { K, replaySql, REPLAYED, REPLAYED_LOWER, type Expect, type Owner, type Server } from "./relay.ts";
 import type { OriginError } from "./origin.ts";
 import type { Pool, Waiter } from "./pool.ts";
 import { sessionEffect, type Pin } from "./session.ts";
@@ -88,7 +88,6 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   let md5Salt: Uint8Array | null = null;
   let auth: UserAuth | undefined;
   let toServer: Uint8Array[] = [];
-  let txStart = 0;
   let pendingDiscard = false;
 
   const send = (b: Uint8Array) => {
@@ -125,6 +124,8 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     parameterStatus(name, value, fromReplay) {
       if (params.get(name) === value) return;
       params.set(name, value);
+      sigCache = null;
+      if (server) server.sig = "";
       if (fromReplay) send(encodeParameterStatus(name, value));
     },
     idle() {
@@ -157,16 +158,27 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     const s = server!;
     server = null;
     s.owner = null;
+    s.sig = sig();
     s.conn.resume();
     pool!.release(s, reusable);
-    ctx.metrics.transaction(pool!, performance.now() - txStart);
+  }
+
+  let sigCache: string | null = null;
+  /** The replayed part of the session state as one string, recomputed only after it changed. */
+  function sig(): string {
+    if (sigCache !== null) return sigCache;
+    let out = "";
+    for (const name of REPLAYED) out += (params.get(name) ?? "") + "\0";
+    for (const [k, v] of sets) out += k + "=" + v + "\0";
+    return (sigCache = out);
   }
 
   function attach(s: Server, onReplayed?: (error: Uint8Array | null) => void) {
     server = s;
     s.owner = owner;
-    txStart = performance.now();
-    const sql = replaySql(s, params, sets);
+    const mine = sig();
+    const sql = s.sig === mine ? null : replaySql(s, params, sets);
+    s.sig = mine;
     if (sql) {
       s.conn.write(encodeQuery(sql));
       s.push({ k: K.Replay, done: onReplayed });
@@ -251,6 +263,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       ctx.metrics.pinned(pool!, eff.pin);
     }
     if (eff.set && REPLAYED_LOWER.has(eff.set.name)) return; // tracked through ParameterStatus
+    if (eff.set || eff.reset !== undefined) sigCache = null;
     if (eff.set) {
       sets.set(eff.set.name, eff.set.sql);
       server!.applied.set(eff.set.name, eff.set.sql);

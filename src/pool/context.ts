@@ -36,7 +36,6 @@ export interface PoolerContext {
   metrics: {
     queries(pool: Pool): void;
     latency(pool: Pool, ms: number): void;
-    transaction(pool: Pool, ms: number): void;
     pinned(pool: Pool, reason: Pin): void;
   };
   log(line: string): void;

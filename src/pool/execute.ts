@@ -66,7 +66,6 @@ export async function executeStatements(pool: Pool, params: () => Map<string, st
   let error: PoolerError | null = null;
   let bytes = 0;
   const frames = createFrames(limit);
-  const started = performance.now();
 
   return new Promise<ExecuteResult[]>((resolve, reject) => {
     let finished = false;
@@ -75,7 +74,6 @@ export async function executeStatements(pool: Pool, params: () => Map<string, st
       finished = true;
       server.owner = null;
       pool.release(server, reusable);
-      ctx.metrics.transaction(pool, performance.now() - started);
       if (error) reject(error);
       else resolve(results);
     };
@@ -129,6 +127,7 @@ export async function executeStatements(pool: Pool, params: () => Map<string, st
     const parts: Uint8Array[] = [];
     // A previous user may have left different session settings: put the defaults back first.
     const replay = replaySql(server, params(), new Map());
+    server.sig = "";
     if (replay) {
       parts.push(encodeQuery(replay));
       server.push({ k: K.Replay });

@@ -76,7 +76,6 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
   const mQueries = metrics.counter("kvdrive_pool_queries_total", "Queries run through the pooler, per pool.");
   const mPins = metrics.counter("kvdrive_pool_pinned_clients_total", "Clients pinned to one origin connection by a session-only feature, by reason.");
   const mLatency = metrics.histogram("kvdrive_pool_query_duration_seconds", "Time from a client's Sync or Query to the origin's ReadyForQuery.");
-  const mTx = metrics.histogram("kvdrive_pool_transaction_duration_seconds", "Time a client held an origin connection.");
   const labels = (p: Pool) => ({ database: p.database, user: p.user });
   const gauge = (name: string, help: string, pick: (s: PoolStatsFull) => number) =>
     metrics.gauge(name, help, () => stats().pools.map((s) => [{ database: s.database, user: s.user }, pick(s)]));
@@ -154,7 +153,6 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
         mQueries.inc(labels(pool));
       },
       latency: (pool, ms) => mLatency.observe(ms / 1000, labels(pool)),
-      transaction: (pool, ms) => mTx.observe(ms / 1000, labels(pool)),
       pinned(pool: Pool, reason: Pin) {
         byPool.get(pool)!.pinned++;
         mPins.inc({ ...labels(pool), reason });

@@ -67,6 +67,8 @@ export interface Server {
   unsynced: boolean;
   /** Non-reported settings applied by SET on this connection, to undo before another client uses it. */
   applied: Map<string, string>;
+  /** Signature of the session state the connection holds ("" unknown): equal signatures skip the replay check. */
+  sig: string;
   onClosed: () => void;
   /** Pushes an expectation and emits any synthetic answers that are now due. */
   push(e: Expect): void;
@@ -138,6 +140,7 @@ export function createServer(conn: OriginConn): Server {
     copyIn: false,
     unsynced: false,
     applied: new Map(),
+    sig: "",
     onClosed: () => {},
     push(e) {
       q.push(e);
