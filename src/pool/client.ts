@@ -89,6 +89,11 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   let auth: UserAuth | undefined;
   let toServer: Uint8Array[] = [];
   let pendingDiscard = false;
+  /**
+   * The batch in flight when it is one Bind of a prepared statement up to its Sync, sent while idle: it can be
+   * re-run if the origin says the cached plan's result type changed. Views into received chunks, not copies.
+   */
+  let retryBatch: { stmt: Stmt; serverName: string; bind: Uint8Array; rest: Uint8Array[]; synced: boolean } | null = null;
 
   const send = (b: Uint8Array) => {
     if (st !== St.Closed) out.write(b);
@@ -136,13 +141,19 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       if (type === 0x5a && e.t !== undefined) ctx.metrics.latency(pool!, performance.now() - e.t);
       if (type === 0x5a && (e.k === K.Sync || e.k === K.Query)) status = server ? server.status : status;
     },
-    planChanged(serverName) {
+    planChanged(serverName, retryable) {
       for (const s of stmts.values()) {
         if (s.serverName !== serverName) continue;
         ctx.planChanged(s.key);
         s.serverName = ctx.statementName(s.key);
         s.parse = null;
       }
+      const b = retryBatch;
+      retryBatch = null;
+      if (!retryable || !b?.synced || b.serverName !== serverName) return null;
+      const name = b.stmt.serverName;
+      b.stmt.parse = encodeParse({ name, query: b.stmt.query, paramTypes: b.stmt.paramTypes });
+      return { name, bytes: Buffer.concat([b.stmt.parse, rewriteBind(b.bind, name), ...b.rest]) };
     },
     serverClosed() {
       if (st === St.Closed) return;
@@ -327,6 +338,13 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     }
     const s = server!;
     const raw = buf.subarray(at, at + 5 + body.length);
+    if (retryBatch) {
+      if (!retryBatch.synced && (type === F.Describe || type === F.Execute || type === F.Sync)) {
+        retryBatch.rest.push(raw);
+        if (type === F.Sync) retryBatch.synced = true;
+      } else if (type !== F.Bind) retryBatch = null;
+    }
+    const wasUnsynced = s.unsynced;
     if (type === F.Sync || type === F.Query) s.unsynced = false;
     else if (type === F.Parse || type === F.Bind || type === F.Describe || type === F.Execute || type === F.Close || type === F.Flush) s.unsynced = true;
     switch (type) {
@@ -371,6 +389,8 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         } else {
           const name = new TextDecoder().decode(body.subarray(nameStart, nameEnd));
           const stmt = stmts.get(name);
+          const idle = s.expect.length === 0 && status === 0x49 && !wasUnsynced;
+          retryBatch = stmt && idle && s.prepared.has(stmt.serverName) ? { stmt, serverName: stmt.serverName, bind: body, rest: [], synced: false } : null;
           if (stmt) {
             ensurePrepared(s, stmt);
             toOrigin(rewriteBind(body, stmt.serverName));

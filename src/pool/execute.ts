@@ -116,7 +116,7 @@ export async function executeStatements(pool: Pool, params: () => Map<string, st
         if (e.k === K.Execute) ctx.metrics.queries(pool);
         if (type === B.ReadyForQuery && e.k === K.Sync && e.t !== undefined) ctx.metrics.latency(pool, performance.now() - e.t);
       },
-      planChanged() {},
+      planChanged: () => null,
       serverClosed() {
         error ??= new PoolerError("the origin connection closed during the query", "08006");
         finish(false);

@@ -44,8 +44,11 @@ export interface Owner {
   idle(): void;
   /** A statement finished (for latency metrics and cache bookkeeping). */
   completed(e: Expect, status: number): void;
-  /** An ErrorResponse with SQLSTATE 0A000 "cached plan must not change result type" for this statement. */
-  planChanged(serverName: string): void;
+  /**
+   * An ErrorResponse 0A000 "cached plan must not change result type" for this statement. May return bytes
+   * that re-run the failed batch under a fresh statement name (Parse first), to be sent instead of the error.
+   */
+  planChanged(serverName: string, retryable: boolean): { name: string; bytes: Uint8Array } | null;
   serverClosed(): void;
   serverDrained(): void;
 }
@@ -224,7 +227,17 @@ export function createServer(conn: OriginConn): Server {
             return false;
           }
           const err = errorCode(body!);
-          if (err.code === "0A000" && h.name && /cached plan must not change result type/.test(err.message)) owner?.planChanged(h.name);
+          if (err.code === "0A000" && h.name && /cached plan must not change result type/.test(err.message) && owner) {
+            // Retry only a batch that is exactly this Bind up to its Sync, the last thing sent: the origin skips
+            // the rest of the batch, answers the Sync, then runs the re-sent batch with a fresh plan.
+            const retry = owner.planChanged(h.name, h.k === K.Bind && q[q.length - 1]!.k === K.Sync && q.filter((e) => e.k === K.Sync).length === 1);
+            if (retry) {
+              s.prepared.set(retry.name, true);
+              q.unshift({ k: K.Replay }, { k: K.ParseHidden, name: retry.name });
+              conn.write(retry.bytes);
+              return false;
+            }
+          }
           if (h.k === K.Execute) owner?.completed(h, type);
           q.shift();
           if ((h.k === K.Parse || h.k === K.ParseHidden) && h.name) s.prepared.delete(h.name);
