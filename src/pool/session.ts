@@ -3,7 +3,7 @@
 // Deliberately conservative text checks on the statement's start and keywords; a false "pin" only costs
 // pooling efficiency for that client, a missed one would break the client, so we err towards pinning.
 
-export type Pin = "listen" | "advisory" | "temp" | "holdcursor" | "prepare" | "role";
+export type Pin = "listen" | "advisory" | "temp" | "holdcursor" | "prepare" | "role" | "set";
 
 export interface SessionEffect {
   pin?: Pin;
@@ -49,6 +49,11 @@ export function sessionEffect(sql: string): SessionEffect {
   const reset = /^reset\s+(all|[a-z_][a-z0-9_.]*)\s*;?\s*$/.exec(lower);
   if (reset) return { reset: reset[1] === "all" ? "" : reset[1] };
   const set = /^set\s+(?:session\s+)?(?!local\b|transaction\b|constraints\b|session\s+characteristics\b)("?[a-z_][a-z0-9_.]*"?)\s*(?:=|\bto\b)/.exec(lower);
-  if (set && !h.includes(";", set[0].length)) return { set: { name: set[1]!.replace(/"/g, ""), sql: h.replace(/;\s*$/, "") } };
+  if (set) {
+    const sql = h.replace(/[;\s]+$/, "");
+    // A SET inside a multi-statement string cannot be replayed on its own: keep the whole session instead.
+    if (sql.includes(";", set[0].length)) return { pin: "set" };
+    return { set: { name: set[1]!.replace(/"/g, ""), sql } };
+  }
   return NONE;
 }
