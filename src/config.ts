@@ -61,6 +61,7 @@ export const SETTINGS = {
   queryCacheDisabled: str("KVDRIVE_CACHE_DISABLED", "false", "Disable the query cache: true, or a comma-separated list of databases."),
   queryCacheBytes: int("KVDRIVE_QUERY_CACHE_BYTES", 64 * MiB, 0, 64 * 1024 * MiB, "Query cache memory bound in bytes."),
   queryCacheMaxResultBytes: int("KVDRIVE_QUERY_CACHE_MAX_RESULT_BYTES", MiB, 0, 1024 * MiB, "Results larger than this are not cached."),
+  pgLoginTimeoutSeconds: int("KVDRIVE_PG_LOGIN_TIMEOUT_SECONDS", 60, 1, 3600, "Pooler clients must finish start-up and authentication within this time."),
 } as const;
 
 type Settings = typeof SETTINGS;

@@ -63,7 +63,7 @@ function rewriteBind(body: Uint8Array, name: string): Uint8Array {
 
 const quoteLiteral = (s: string) => "'" + s.replace(/'/g, "''") + "'";
 
-export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContext) {
+export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContext, overTls = false) {
   const out: Outbox = createOutbox(socket);
   const cfg = ctx.config;
   let st = St.Startup;
@@ -95,6 +95,12 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
    */
   let retryBatch: { stmt: Stmt; serverName: string; bind: Uint8Array; rest: Uint8Array[]; synced: boolean } | null = null;
 
+  // A client that does not finish start-up in time is dropped, so idle half-open sockets cannot pile up.
+  const loginTimer = setTimeout(() => {
+    if (st !== St.Ready && st !== St.Closed) fatal("08P01", `start-up not completed within ${cfg.pgLoginTimeoutSeconds} s (KVDRIVE_PG_LOGIN_TIMEOUT_SECONDS)`);
+  }, cfg.pgLoginTimeoutSeconds * 1000);
+  loginTimer.unref?.();
+
   const send = (b: Uint8Array) => {
     if (st !== St.Closed) out.write(b);
   };
@@ -108,6 +114,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
 
   function close() {
     if (st === St.Closed) return;
+    clearTimeout(loginTimer);
     const wasReady = st === St.Ready;
     st = St.Closed;
     if (waiter && pool) pool.cancelWait(waiter);
@@ -486,6 +493,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   function onStartupPacket(body: Uint8Array) {
     const pkt = decodeStartup(body);
     if (pkt.kind === "SSLRequest") {
+      if (overTls) return fatal("08P01", "SSLRequest received on a connection that already uses TLS");
       if (ctx.tls && ctx.upgradeTls(socket)) return;
       socket.write(new Uint8Array([0x4e])); // 'N'
       return;
@@ -575,6 +583,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       send(encodeBackendKeyData(pid, key));
       send(READY_IDLE);
       st = St.Ready;
+      clearTimeout(loginTimer);
       ctx.register(pid, key, id, cancelRunning, pool!);
       socket.resume();
       frames!.resume(onMessage);

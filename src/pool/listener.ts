@@ -51,7 +51,7 @@ export function listen(ctx: PoolerContext, host: string, port: number): Listener
     socket.write(new Uint8Array([0x53])); // 'S'
     const data: ClientSocketData = { client: null };
     const [, tls] = socket.upgradeTLS<ClientSocketData>({ data, tls: tlsOptions, socket: { ...handlers, open() {} } });
-    data.client = createClient(tls, ctx);
+    data.client = createClient(tls, ctx, true);
     // The plain socket's client is done; the TLS socket continues the start-up.
     (socket.data as ClientSocketData).client = null;
     if (sockets.delete(socket)) sockets.add(tls);
