@@ -1,8 +1,8 @@
 // The in-process read cache: an LRU bounded in bytes, holding values and negative entries.
-// Write-through from this process gives read-your-own-write; a sequence number stops a read that began
-// before a local write from replacing the written entry when it lands late.
+// Write-through from this process gives read-your-own-write. Versions keep it monotonic: a read or write that
+// lands late never replaces a newer entry, and a read that overlapped the eviction of a newer entry is not kept.
 import type { Clock } from "../clock.ts";
-import type { Version } from "./version.ts";
+import { compareVersions, type Version } from "./version.ts";
 
 export interface CachedEntry {
   /** null for a negative entry (missing or deleted key). */
@@ -16,50 +16,68 @@ export interface CachedEntry {
 interface Slot extends CachedEntry {
   storedAt: number;
   size: number;
+  /** Cache sequence when stored: compared with read tickets. */
   seq: number;
 }
 
 export interface ReadCache {
-  /** A fresh entry (younger than ttlSeconds and not expired), or undefined. Never does I/O. */
+  /** A fresh entry (younger than ttlSeconds, not expired), or undefined. Never does I/O. */
   get(key: string, ttlSeconds: number): CachedEntry | undefined;
-  /** Sequence to pass to setFromRead: taken before a storage read starts. */
+  /** Sequence to pass to setFromRead, taken before the storage read starts. */
   readTicket(): number;
-  /** Stores a storage read's answer unless a local write to the key happened after the read began. */
+  /** Keeps a storage read's answer unless something newer was cached, or dropped, since the read began. */
   setFromRead(key: string, entry: CachedEntry, ticket: number): void;
-  /** Write-through of an acknowledged local write (value or tombstone). */
+  /** Write-through of an acknowledged local write (value or tombstone), unless a newer version is cached. */
   setFromWrite(key: string, entry: CachedEntry): void;
   deleteWhere(pred: (key: string) => boolean): void;
   readonly bytes: number;
   readonly entries: number;
-  readonly hits: number;
-  readonly misses: number;
 }
 
-const SLOT_OVERHEAD = 96;
+/** Map entry, slot object, Uint8Array header and version object, roughly. */
+export const SLOT_OVERHEAD_BYTES = 160;
+/** One value may take at most this share of the bound, so a few large values cannot flush everything else. */
+const MAX_ENTRY_SHARE = 8;
+
+export const entrySize = (key: string, e: CachedEntry) => SLOT_OVERHEAD_BYTES + key.length * 2 + (e.value?.byteLength ?? 0) + (e.metadata?.length ?? 0) * 2;
+
+// A view into a larger buffer (a request body, a network read) would pin all of it: keep a copy instead.
+const own = (v: Uint8Array | null) => (v === null || (v.byteOffset === 0 && v.byteLength === v.buffer.byteLength) ? v : v.slice());
 
 export function createReadCache(opts: { maxBytes: number; clock: Clock }): ReadCache {
   const map = new Map<string, Slot>();
+  const maxEntry = Math.floor(opts.maxBytes / MAX_ENTRY_SHARE);
   let bytes = 0;
   let seq = 0;
-  let hits = 0;
-  let misses = 0;
+  // Highest seq among slots dropped (evicted, too large, deleted): a read whose ticket is below it may be older
+  // than what was dropped, and is answered but not kept.
+  let droppedSeq = 0;
 
-  const remove = (key: string, slot: Slot) => {
+  const drop = (key: string, slot: Slot) => {
     map.delete(key);
     bytes -= slot.size;
+    if (slot.seq > droppedSeq) droppedSeq = slot.seq;
   };
 
-  function store(key: string, entry: CachedEntry, slotSeq: number) {
-    const size = SLOT_OVERHEAD + key.length * 2 + (entry.value?.byteLength ?? 0) + (entry.metadata?.length ?? 0) * 2;
+  function store(key: string, entry: CachedEntry) {
+    const size = entrySize(key, entry);
     const old = map.get(key);
-    if (old) remove(key, old);
-    if (size > opts.maxBytes) return;
-    map.set(key, { ...entry, storedAt: opts.clock.now(), size, seq: slotSeq });
+    if (old) {
+      map.delete(key);
+      bytes -= old.size;
+    }
+    const slotSeq = ++seq;
+    if (size > maxEntry) {
+      droppedSeq = slotSeq;
+      return;
+    }
+    map.set(key, { value: own(entry.value), metadata: entry.metadata, expiration: entry.expiration, version: entry.version, storedAt: opts.clock.now(), size, seq: slotSeq });
     bytes += size;
     if (bytes > opts.maxBytes) {
+      // Map iterates in insertion order and a hit re-inserts: the first slots are the least recently used.
       for (const [k, s] of map) {
         if (bytes <= opts.maxBytes) break;
-        remove(k, s);
+        drop(k, s);
       }
     }
   }
@@ -67,45 +85,37 @@ export function createReadCache(opts: { maxBytes: number; clock: Clock }): ReadC
   return {
     get(key, ttlSeconds) {
       const slot = map.get(key);
-      if (!slot) {
-        misses++;
-        return undefined;
-      }
+      if (!slot) return undefined;
       const now = opts.clock.now();
-      if (now - slot.storedAt >= ttlSeconds * 1000) {
-        misses++;
-        return undefined;
-      }
-      // Refresh recency: Map keeps insertion order, so the first entries are the least recently used.
+      if (now - slot.storedAt >= ttlSeconds * 1000) return undefined;
       map.delete(key);
       map.set(key, slot);
-      hits++;
       if (slot.expiration !== null && slot.expiration * 1000 <= now) return { value: null, metadata: null, expiration: null, version: slot.version };
       return slot;
     },
     readTicket: () => seq,
     setFromRead(key, entry, ticket) {
+      if (droppedSeq > ticket) return;
       const old = map.get(key);
-      if (old && old.seq > ticket) return;
-      store(key, entry, old?.seq ?? 0);
+      // An older answer is kept only when the newer slot was already cached before the read began: then storage
+      // really has nothing newer (the row was purged) and the answer is current.
+      if (old && old.seq > ticket && compareVersions(entry.version, old.version) < 0) return;
+      store(key, entry);
     },
     setFromWrite(key, entry) {
-      store(key, entry, ++seq);
+      const old = map.get(key);
+      // The conditional upsert did not apply an older write either; storage and cache agree on the newer one.
+      if (old && compareVersions(entry.version, old.version) < 0) return;
+      store(key, entry);
     },
     deleteWhere(pred) {
-      for (const [k, s] of map) if (pred(k)) remove(k, s);
+      for (const [k, s] of map) if (pred(k)) drop(k, s);
     },
     get bytes() {
       return bytes;
     },
     get entries() {
       return map.size;
-    },
-    get hits() {
-      return hits;
-    },
-    get misses() {
-      return misses;
     },
   };
 }

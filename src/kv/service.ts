@@ -6,9 +6,12 @@ import type { Config } from "../config.ts";
 import type { Registry } from "../metrics/registry.ts";
 import { createReadCache, type CachedEntry } from "../gateway/cache.ts";
 import { createVersionClock, ZERO_VERSION } from "../gateway/version.ts";
-import { createBatcher } from "../storage/batcher.ts";
+import { BatcherClosedError, createBatcher } from "../storage/batcher.ts";
+import { startPurger } from "../storage/purge.ts";
 import { openPostgresBackend, type NamespaceRow, type StoredEntry } from "../storage/store.ts";
+import { CODE } from "./codes.ts";
 import { KVError } from "./errors.ts";
+import { MIN_CACHE_TTL } from "./limits.ts";
 import { decodeCursor, encodeCursor, prefixUpperBound } from "./cursor.ts";
 import type { KVService, KVValue, Namespace, PutInput } from "./types.ts";
 
@@ -24,7 +27,9 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 const toNamespace = (r: NamespaceRow): Namespace => ({ id: r.id, title: r.title, supports_url_encoding: true });
-const namespaceMissing = (id: string) => new KVError(404, 10013, `namespace ${JSON.stringify(id)} not found`);
+const namespaceMissing = (id: string) => new KVError(404, CODE.namespaceNotFound, `namespace ${JSON.stringify(id)} not found`);
+const titleTaken = (title: string) => new KVError(400, CODE.namespaceTitleExists, `a namespace with the title ${JSON.stringify(title)} already exists in this account`);
+const cacheTtl = (o: { cacheTtl?: number } | undefined) => Math.max(MIN_CACHE_TTL, o?.cacheTtl ?? DEFAULT_CACHE_TTL);
 
 export async function createKVService({ urls, config, clock, metrics }: ServiceOptions): Promise<KVService> {
   // Sharding over every URL arrives with the redundancy work; one cluster serves all keys until then.
@@ -43,7 +48,6 @@ export async function createKVService({ urls, config, clock, metrics }: ServiceO
   const misses = metrics.counter("kvdrive_cache_misses_total", "KV reads that went to storage");
   metrics.gauge("kvdrive_cache_bytes", "Bytes held by the KV read cache", () => [[undefined, cache.bytes]]);
   metrics.gauge("kvdrive_cache_entries", "Entries held by the KV read cache", () => [[undefined, cache.entries]]);
-  const purged = metrics.counter("kvdrive_purged_total", "Expired entries and old tombstones removed");
 
   // Namespace rows are few and read on every request: keep them in memory, refreshed on a miss.
   const namespaces = new Map<string, NamespaceRow>();
@@ -60,10 +64,11 @@ export async function createKVService({ urls, config, clock, metrics }: ServiceO
   const cacheKey = (ns: string, key: string) => ns + "\0" + key;
   const nowSeconds = () => Math.floor(clock.now() / 1000);
 
+  // The entry itself is the answer (it has every KVValue field): a cache hit allocates nothing.
   function visible(e: CachedEntry): KVValue | null {
     if (e.value === null) return null;
     if (e.expiration !== null && e.expiration <= clock.now() / 1000) return null;
-    return { value: e.value, metadata: e.metadata, expiration: e.expiration };
+    return e as KVValue;
   }
 
   const fromStored = (s: StoredEntry | null): CachedEntry =>
@@ -80,22 +85,30 @@ export async function createKVService({ urls, config, clock, metrics }: ServiceO
 
   const remember = (r: StoredEntry, key: string) => cache.setFromWrite(cacheKey(r.ns, key), fromStored(r));
 
-  const purgeTimer = setInterval(async () => {
+  const purger = startPurger({ backend, clock, intervalSeconds: config.purgeIntervalSeconds, tombstoneGraceSeconds: config.tombstoneGraceSeconds, metrics });
+
+  // A write refused because shutdown began is not an input error: 503, and the client may retry elsewhere.
+  async function commit(p: Promise<void>) {
     try {
-      const now = clock.now();
-      purged.inc(undefined, await backend.purge(Math.floor(now / 1000), (now - config.tombstoneGraceSeconds * 1000) * 1000));
-    } catch {
-      // Storage may be briefly away; the next round tries again.
+      await p;
+    } catch (e) {
+      if (e instanceof BatcherClosedError) throw new KVError(503, CODE.internal, "kvdrive is shutting down: the write was not accepted, retry it");
+      throw e;
     }
-  }, config.purgeIntervalSeconds * 1000);
-  purgeTimer.unref?.();
+  }
+
+  /** A storage answer: later local writes must order after it (HLC), and it may be cached. */
+  function fromRead(ck: string, s: StoredEntry | null, ticket: number): CachedEntry {
+    const e = fromStored(s);
+    versions.observe(e.version);
+    cache.setFromRead(ck, e, ticket);
+    return e;
+  }
 
   return {
     async createNamespace(accountId, title) {
       const id = randomBytes(16).toString("hex");
-      if (!(await backend.createNamespace(accountId, id, title))) {
-        throw new KVError(400, 10014, `a namespace with the title ${JSON.stringify(title)} already exists in this account`);
-      }
+      if (!(await backend.createNamespace(accountId, id, title))) throw titleTaken(title);
       const r = { account_id: accountId, id, title };
       namespaces.set(id, r);
       return toNamespace(r);
@@ -111,7 +124,7 @@ export async function createKVService({ urls, config, clock, metrics }: ServiceO
     async renameNamespace(accountId, id, title) {
       const result = await backend.renameNamespace(accountId, id, title);
       if (result === "missing") throw namespaceMissing(id);
-      if (result === "duplicate") throw new KVError(400, 10014, `a namespace with the title ${JSON.stringify(title)} already exists in this account`);
+      if (result === "duplicate") throw titleTaken(title);
       namespaces.delete(id);
       return toNamespace(await namespace(accountId, id));
     },
@@ -125,20 +138,18 @@ export async function createKVService({ urls, config, clock, metrics }: ServiceO
     async get(accountId, nsId, key, opts) {
       const ns = await namespace(accountId, nsId);
       const ck = cacheKey(ns.id, key);
-      const cached = cache.get(ck, opts?.cacheTtl ?? DEFAULT_CACHE_TTL);
+      const cached = cache.get(ck, cacheTtl(opts));
       if (cached) {
         hits.inc();
         return visible(cached);
       }
       misses.inc();
       const ticket = cache.readTicket();
-      const entry = fromStored(await backend.get(ns.id, encoder.encode(key)));
-      cache.setFromRead(ck, entry, ticket);
-      return visible(entry);
+      return visible(fromRead(ck, await backend.get(ns.id, encoder.encode(key)), ticket));
     },
     async getMany(accountId, nsId, keys, opts) {
       const ns = await namespace(accountId, nsId);
-      const ttl = opts?.cacheTtl ?? DEFAULT_CACHE_TTL;
+      const ttl = cacheTtl(opts);
       const out: Array<KVValue | null> = new Array(keys.length).fill(null);
       const missing: number[] = [];
       keys.forEach((k, i) => {
@@ -153,9 +164,7 @@ export async function createKVService({ urls, config, clock, metrics }: ServiceO
         const ticket = cache.readTicket();
         const found = await backend.getMany(ns.id, missing.map((i) => encoder.encode(keys[i]!)));
         missing.forEach((i, j) => {
-          const e = fromStored(found[j]!);
-          cache.setFromRead(cacheKey(ns.id, keys[i]!), e, ticket);
-          out[i] = visible(e);
+          out[i] = visible(fromRead(cacheKey(ns.id, keys[i]!), found[j]!, ticket));
         });
       }
       return out;
@@ -163,25 +172,25 @@ export async function createKVService({ urls, config, clock, metrics }: ServiceO
     async put(accountId, nsId, input) {
       const ns = await namespace(accountId, nsId);
       const r = row(ns.id, input);
-      await batcher.submit(r);
+      await commit(batcher.submit(r));
       remember(r, input.key);
     },
     async putMany(accountId, nsId, inputs) {
       const ns = await namespace(accountId, nsId);
       const rows = inputs.map((i) => row(ns.id, i));
-      await batcher.submitAll(rows);
+      await commit(batcher.submitAll(rows));
       rows.forEach((r, i) => remember(r, inputs[i]!.key));
     },
     async delete(accountId, nsId, key) {
       const ns = await namespace(accountId, nsId);
       const r = tombstone(ns.id, key);
-      await batcher.submit(r);
+      await commit(batcher.submit(r));
       remember(r, key);
     },
     async deleteMany(accountId, nsId, keys) {
       const ns = await namespace(accountId, nsId);
       const rows = keys.map((k) => tombstone(ns.id, k));
-      await batcher.submitAll(rows);
+      await commit(batcher.submitAll(rows));
       rows.forEach((r, i) => remember(r, keys[i]!));
     },
     async list(accountId, nsId, o) {
@@ -203,8 +212,8 @@ export async function createKVService({ urls, config, clock, metrics }: ServiceO
     },
 
     async close() {
-      clearInterval(purgeTimer);
-      await batcher.flush();
+      await purger.stop();
+      await batcher.close();
       await backend.close();
     },
     ready: () => backend.ping(),

@@ -2,11 +2,11 @@
 // rows, bytes and a short window. A caller's promise settles only once its batch has committed.
 import type { Registry } from "../metrics/registry.ts";
 import { SIZE_BUCKETS } from "../metrics/registry.ts";
-import { compareVersions } from "../gateway/version.ts";
 import type { StoredEntry } from "./store.ts";
 
 export interface BatcherOptions {
-  write(rows: StoredEntry[]): Promise<number>;
+  /** Conditional multi-row write in one transaction (Backend.write). */
+  write(rows: StoredEntry[]): Promise<unknown>;
   maxRows: number;
   maxBytes: number;
   windowMs: number;
@@ -17,10 +17,12 @@ export interface BatcherOptions {
 export interface Batcher {
   /** Resolves after the batch holding this row has committed. */
   submit(row: StoredEntry): Promise<void>;
-  /** Writes every row in one transaction, ahead of nothing else: a bulk write is its own batch. */
+  /** Writes every row in one transaction: a bulk write is its own batch. */
   submitAll(rows: StoredEntry[]): Promise<void>;
   /** Resolves when everything submitted so far has settled. */
   flush(): Promise<void>;
+  /** Refuses new rows, then drains everything pending. */
+  close(): Promise<void>;
   readonly pending: number;
 }
 
@@ -30,102 +32,128 @@ interface Waiter {
   reject(e: unknown): void;
 }
 
-const rowBytes = (r: StoredEntry) => 64 + r.key.byteLength + (r.value?.byteLength ?? 0) + (r.metadata?.length ?? 0);
-
-/** Two writes to one key in a batch: only the newer version goes into the statement. */
-export function dedupeNewest(rows: StoredEntry[]): StoredEntry[] {
-  if (rows.length < 2) return rows;
-  const newest = new Map<string, StoredEntry>();
-  for (const r of rows) {
-    const k = r.ns + "\0" + Buffer.from(r.key.buffer, r.key.byteOffset, r.key.byteLength).toString("latin1");
-    const prev = newest.get(k);
-    if (!prev || compareVersions(r.version, prev.version) > 0) newest.set(k, r);
-  }
-  return newest.size === rows.length ? rows : [...newest.values()];
+export class BatcherClosedError extends Error {
+  override name = "BatcherClosedError";
 }
+
+const ROW_OVERHEAD_BYTES = 64;
+export const rowBytes = (r: StoredEntry) => ROW_OVERHEAD_BYTES + r.key.byteLength + (r.value?.byteLength ?? 0) + (r.metadata?.length ?? 0);
 
 export function createBatcher(opts: BatcherOptions): Batcher {
   const batchRows = opts.metrics.histogram("kvdrive_batch_rows", "Rows per group-commit batch", SIZE_BUCKETS);
   const batchSeconds = opts.metrics.histogram("kvdrive_batch_duration_seconds", "Time to commit one batch");
+  const committed = opts.metrics.counter("kvdrive_batches_committed_total", "Group-commit batches committed");
   const batchErrors = opts.metrics.counter("kvdrive_batch_errors_total", "Batches that failed to commit");
 
   let queue: Waiter[] = [];
   let queuedBytes = 0;
   let inFlight = 0;
+  let scheduled = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let closed = false;
   const settling = new Set<Promise<void>>();
+
+  // The upsert is conditional on versions, so replaying a batch that may have committed changes nothing: one
+  // retry turns a dropped connection into latency instead of an error.
+  async function writeWithRetry(rows: StoredEntry[]) {
+    try {
+      await opts.write(rows);
+    } catch {
+      await opts.write(rows);
+    }
+  }
+
+  function track(p: Promise<void>) {
+    const tracked = p.then(
+      () => {},
+      () => {},
+    );
+    settling.add(tracked);
+    tracked.finally(() => settling.delete(tracked));
+  }
 
   async function commit(waiters: Waiter[]) {
     const started = performance.now();
     try {
-      await opts.write(dedupeNewest(waiters.map((w) => w.row)));
+      await writeWithRetry(waiters.map((w) => w.row));
       batchRows.observe(waiters.length);
       batchSeconds.observe((performance.now() - started) / 1000);
+      committed.inc();
       for (const w of waiters) w.resolve();
     } catch (e) {
       batchErrors.inc();
       for (const w of waiters) w.reject(e);
+    } finally {
+      inFlight--;
+      // Rows that piled up while every slot was busy have waited long enough: they go at once.
+      if (queue.length) dispatch();
     }
   }
 
-  function run(waiters: Waiter[]) {
-    inFlight++;
-    const p = commit(waiters).finally(() => {
-      inFlight--;
-      settling.delete(p);
-      // Rows that piled up while every slot was busy go out now, without waiting for another window.
-      if (queue.length && inFlight < opts.concurrency) dispatch();
-    });
-    settling.add(p);
+  function takeBatch(): Waiter[] {
+    let n = 0;
+    let bytes = 0;
+    while (n < queue.length && n < opts.maxRows) {
+      const b = rowBytes(queue[n]!.row);
+      if (n > 0 && bytes + b > opts.maxBytes) break;
+      bytes += b;
+      n++;
+    }
+    const batch = n === queue.length ? queue : queue.slice(0, n);
+    queue = n === queue.length ? [] : queue.slice(n);
+    queuedBytes -= bytes;
+    return batch;
   }
 
   function dispatch() {
+    scheduled = false;
     if (timer) {
       clearTimeout(timer);
       timer = undefined;
     }
     while (queue.length && inFlight < opts.concurrency) {
-      let n = 0;
-      let bytes = 0;
-      while (n < queue.length && n < opts.maxRows) {
-        const b = rowBytes(queue[n]!.row);
-        if (n > 0 && bytes + b > opts.maxBytes) break;
-        bytes += b;
-        n++;
-      }
-      const batch = n === queue.length ? queue : queue.slice(0, n);
-      queue = n === queue.length ? [] : queue.slice(n);
-      queuedBytes -= bytes;
-      run(batch);
+      inFlight++;
+      track(commit(takeBatch()));
     }
+  }
+
+  // When storage is idle a batch leaves after the current I/O turn, so a lone write pays no window. While a
+  // batch is committing, new rows wait up to windowMs for company (or for a free slot), so batches grow with load.
+  function schedule() {
+    if (scheduled || inFlight >= opts.concurrency) return;
+    scheduled = true;
+    if (inFlight === 0 || opts.windowMs === 0) setImmediate(dispatch);
+    else timer = setTimeout(dispatch, opts.windowMs);
   }
 
   return {
     submit(row) {
+      if (closed) return Promise.reject(new BatcherClosedError("the write batcher is closed: kvdrive is shutting down"));
       return new Promise<void>((resolve, reject) => {
         queue.push({ row, resolve, reject });
         queuedBytes += rowBytes(row);
         if (queue.length >= opts.maxRows || queuedBytes >= opts.maxBytes) dispatch();
-        else if (!timer && inFlight < opts.concurrency) {
-          if (opts.windowMs === 0) queueMicrotask(dispatch);
-          else timer = setTimeout(dispatch, opts.windowMs);
-        }
+        else schedule();
       });
     },
     submitAll(rows) {
-      const p = opts.write(dedupeNewest(rows)).then(() => {
+      if (closed) return Promise.reject(new BatcherClosedError("the write batcher is closed: kvdrive is shutting down"));
+      const p = writeWithRetry(rows).then(() => {
         batchRows.observe(rows.length);
+        committed.inc();
       });
-      const tracked = p.catch(() => {}).finally(() => settling.delete(tracked));
-      settling.add(tracked);
+      track(p);
       return p;
     },
     async flush() {
       while (queue.length || settling.size) {
         if (queue.length) dispatch();
         await Promise.all([...settling]);
-        if (queue.length && inFlight >= opts.concurrency) await Bun.sleep(1);
       }
+    },
+    async close() {
+      closed = true;
+      await this.flush();
     },
     get pending() {
       return queue.length + inFlight;
