@@ -112,6 +112,23 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     close();
   }
 
+  /** Bad input closes this client with its SQLSTATE; anything else is our bug, logged, and closes it too. */
+  function failed(e: unknown) {
+    if (e instanceof ProtocolError) return fatal(e.code, e.message);
+    ctx.log(`kvdrive pooler: client ${id} failed: ${(e as Error).stack}`);
+    fatal("XX000", "internal error in the pooler");
+  }
+
+  /** Processes held messages; called from pool callbacks, outside onData's error handling. */
+  function resumeMessages() {
+    try {
+      frames!.resume(onMessage);
+      flushToServer();
+    } catch (e) {
+      failed(e);
+    }
+  }
+
   function close() {
     if (st === St.Closed) return;
     clearTimeout(loginTimer);
@@ -217,7 +234,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         attach(s);
         if (inCall) return void (now = true);
         socket.resume();
-        frames!.resume(onMessage);
+        resumeMessages();
         flushToServer();
       },
       fail(err: OriginError) {
@@ -229,7 +246,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         pendingDiscard = true;
         if (inCall) return;
         socket.resume();
-        frames!.resume(onMessage);
+        resumeMessages();
       },
     };
     waiter = w;
@@ -586,7 +603,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       clearTimeout(loginTimer);
       ctx.register(pid, key, id, cancelRunning, pool!);
       socket.resume();
-      frames!.resume(onMessage);
+      resumeMessages();
       flushToServer();
     };
     const needsCheck = sets.size > 0 || [...params.keys()].some((k) => k !== "application_name");
@@ -654,9 +671,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         frames!.push(chunk, onAuthOrReady);
         flushToServer();
       } catch (e) {
-        if (e instanceof ProtocolError) return fatal(e.code, e.message);
-        ctx.log(`kvdrive pooler: client ${id} failed: ${(e as Error).stack}`);
-        fatal("XX000", "internal error in the pooler");
+        failed(e);
       }
     },
     onDrain() {

@@ -274,10 +274,18 @@ export function createServer(conn: OriginConn): Server {
         // An idle connection should be silent; a notice or a FATAL before closing is all it may send.
         return;
       }
-      scanner.feed(chunk, sink);
-      if (q.length && q[0]!.k === K.Synth) s.advance();
-      if (owner.backpressured()) conn.pause();
-      if (q.length === 0 && s.status === 0x49 && !s.copyIn && !s.unsynced && scanner.idle() && s.owner === owner) owner.idle();
+      try {
+        scanner.feed(chunk, sink);
+        if (q.length && q[0]!.k === K.Synth) s.advance();
+        if (owner.backpressured()) conn.pause();
+        if (q.length === 0 && s.status === 0x49 && !s.copyIn && !s.unsynced && scanner.idle() && s.owner === owner) owner.idle();
+      } catch (e) {
+        // A response we cannot follow leaves the connection in an unknown state: drop it; its owner hears so.
+        console.error(`kvdrive pooler: origin connection ${conn.id} failed: ${(e as Error).stack}`);
+        conn.close();
+        s.onClosed();
+        s.owner?.serverClosed();
+      }
     },
     drain() {
       s.owner?.serverDrained();

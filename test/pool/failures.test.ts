@@ -15,7 +15,7 @@ let trust: PoolerFixture;
 beforeAll(async () => {
   pgServer = await startTestPostgres();
   scram = await startPoolerFixture({ poolSize: 10 }, undefined, pgServer);
-  trust = await startPoolerFixture({ pgAuth: "trust", poolSize: 1, poolWaitTimeoutMs: 300, pgMaxMessageBytes: 64 * 1024 }, undefined, pgServer);
+  trust = await startPoolerFixture({ pgAuth: "trust", poolSize: 1, poolWaitTimeoutMs: 300, pgMaxMessageBytes: 64 * 1024, pgLoginTimeoutSeconds: 1 }, undefined, pgServer);
 });
 afterAll(async () => {
   await trust.stop();
@@ -111,6 +111,40 @@ describe("opening negotiation", () => {
     g.write(new Uint8Array([0, 0, 0, 2, 1, 2, 3, 4]));
     expect(errorOf((await g.read((m) => m.type === "E")).at(-1)!).C).toBe("08P01");
     await g.closed();
+  });
+});
+
+describe("slow and vanishing peers", () => {
+  test("a client that never finishes start-up is dropped after KVDRIVE_PG_LOGIN_TIMEOUT_SECONDS", async () => {
+    const r = await rawConnect(trust.pooler.port);
+    const err = errorOf((await r.read((m) => m.type === "E", 10_000)).at(-1)!);
+    expect(err.C).toBe("08P01");
+    expect(err.M).toContain("KVDRIVE_PG_LOGIN_TIMEOUT_SECONDS");
+    await r.closed();
+  });
+  test("origin connections killed while idle are replaced", async () => {
+    const c = await connectPg(scram.url());
+    await c.query("select 1");
+    const admin = await connectPg(pgServer.url);
+    const killed = await admin.query("select count(*)::int as n from (select pg_terminate_backend(pid) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()) x");
+    expect(killed.rows[0].n).toBeGreaterThan(0);
+    await admin.end();
+    await Bun.sleep(100);
+    expect((await c.query("select 2 as n")).rows[0].n).toBe(2);
+    await c.end();
+  });
+  test("a client whose origin connection dies mid-transaction gets an error, others go on", async () => {
+    const c = await connectPg(scram.url());
+    c.on("error", () => {});
+    await c.query("begin");
+    const pid = (await c.query("select pg_backend_pid() as p")).rows[0].p;
+    const admin = await connectPg(pgServer.url);
+    await admin.query("select pg_terminate_backend($1)", [pid]);
+    await admin.end();
+    await expect(c.query("select 1")).rejects.toBeDefined();
+    const d = await connectPg(scram.url());
+    expect((await d.query("select 3 as n")).rows[0].n).toBe(3);
+    await d.end();
   });
 });
 
