@@ -1,66 +1,81 @@
-// `bun run bench [scenario] [--full]`: runs the benchmark scenarios and writes bench/results/<date>-<scenario>.{json,md}.
-import { execSync } from "node:child_process";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
-import { runKv } from "./scenarios/kv.ts";
-import type { LoadResult } from "./lib/load.ts";
+// `bun run bench` (quick suite, under 3 minutes), `bun run bench --full`, or `bun run bench <scenario>...`.
+// Options: --duration <s> and --warmup <s> override the per-run times (e.g. for a smoke run).
+// Each scenario writes bench/results/<date>-<scenario>.{json,md,svg} and refreshes bench/results/LATEST.md.
+import { createContext, type Scenario } from "./lib/context.ts";
+import { describeMachine, machine } from "./lib/machine.ts";
+import { liveChildren } from "./lib/procs.ts";
+import { writeResult } from "./lib/report.ts";
+import { failed } from "./lib/result.ts";
+import { kvRead } from "./scenarios/kv-read.ts";
 
-const args = process.argv.slice(2);
-const full = args.includes("--full");
-const only = args.find((a) => !a.startsWith("--"));
-const durationSec = full ? 15 : 5;
+const SCENARIOS: Scenario[] = [kvRead];
 
-const scenarios: Record<string, () => Promise<void>> = {
-  kv: async () => {
-    const r = await runKv({ durationSec, log: (l) => console.log(`  ${l}`) });
-    const rows = Object.values(r.results).map((x: LoadResult) => `| ${x.label} | ${Math.round(x.requestsPerSec)} | ${x.p50Ms.toFixed(2)} | ${x.p99Ms.toFixed(2)} | ${x.errors} | ${x.non2xx} |`);
-    const md = [
-      `### KV (issue 2), ${durationSec} s per run, 288-byte values`,
-      "",
-      "| target | req/s | p50 ms | p99 ms | errors | non-2xx |",
-      "| --- | ---: | ---: | ---: | ---: | ---: |",
-      ...rows,
-      "",
-      "| ratio | measured | target |",
-      "| --- | ---: | ---: |",
-      `| cached GET / Bun.serve hello-world | ${r.ratios.cachedGetVsHello.toFixed(2)}× | ≥ 0.6× |`,
-      `| PUT with group commit / direct single-row upserts (rows/s) | ${r.ratios.putGroupCommitVsDirectUpsert.toFixed(2)}× | ≥ 3× |`,
-      `| GET miss / direct Bun.SQL keyed select | ${r.ratios.getMissVsDirectSelect.toFixed(2)}× | ≥ 0.5× |`,
-      `| peak kvdrive RSS | ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB | < cache bound + 150 MiB = ${(r.cacheBoundBytes / 2 ** 20 + 150).toFixed(0)} MiB |`,
-    ].join("\n");
-    write("kv", r, md);
-  },
+function parseArgs(argv: string[]) {
+  const o = { full: false, names: [] as string[], duration: undefined as number | undefined, warmup: undefined as number | undefined, list: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--full") o.full = true;
+    else if (a === "--list") o.list = true;
+    else if (a === "--duration" || a === "--warmup") {
+      const v = Number(argv[++i]);
+      if (!(v > 0)) throw new Error(`${a} needs a positive number of seconds, got ${JSON.stringify(argv[i])}`);
+      o[a === "--duration" ? "duration" : "warmup"] = v;
+    } else if (a.startsWith("--")) throw new Error(`unknown option ${a}; known: --full, --list, --duration <s>, --warmup <s>`);
+    else o.names.push(a);
+  }
+  return o;
+}
+
+const args = parseArgs(process.argv.slice(2));
+if (args.list) {
+  for (const s of SCENARIOS) console.log(`${s.name.padEnd(12)} ${s.quick ? "quick+full" : "full      "} ${s.title}`);
+  process.exit(0);
+}
+const unknown = args.names.filter((n) => !SCENARIOS.some((s) => s.name === n));
+if (unknown.length) {
+  console.error(`unknown scenario ${unknown.join(", ")}; known: ${SCENARIOS.map((s) => s.name).join(", ")}`);
+  process.exit(2);
+}
+const chosen = args.names.length ? SCENARIOS.filter((s) => args.names.includes(s.name)) : SCENARIOS.filter((s) => args.full || s.quick);
+const durationSec = args.duration ?? (args.full ? 10 : 4);
+const warmupSec = args.warmup ?? (args.full ? 3 : 1);
+const m = machine();
+const command = `bun run bench${args.full ? " --full" : ""}${args.names.length ? " " + args.names.join(" ") : ""}${args.duration ? ` --duration ${args.duration}` : ""}${args.warmup ? ` --warmup ${args.warmup}` : ""}`;
+
+console.log(`kvdrive bench — ${args.full ? "full" : args.names.length ? "selected" : "quick"} suite: ${chosen.map((s) => s.name).join(", ")}`);
+console.log(`  per run ${durationSec} s, warm-up ${warmupSec} s per target (excluded from results)`);
+console.log(`  machine: ${describeMachine(m)}`);
+if (m.dirty) console.log("  WARNING: src/, bench/ or package.json differ from the commit; results are marked as such.");
+
+const run = createContext({ full: args.full, durationSec, warmupSec });
+const stopAll = async () => {
+  for (const c of liveChildren()) await c.stop().catch(() => {});
+  await run.endRun().catch(() => {});
 };
+process.on("SIGINT", () => void stopAll().finally(() => process.exit(130)));
+process.on("SIGTERM", () => void stopAll().finally(() => process.exit(143)));
 
-function commit(): string {
-  try {
-    return execSync("git rev-parse --short HEAD", { encoding: "utf8" }).trim() + (execSync("git status --porcelain --untracked-files=no", { encoding: "utf8" }).trim() ? "+dirty" : "");
-  } catch {
-    return "unknown";
+const t0 = Date.now();
+let failures = 0;
+try {
+  for (const [i, s] of chosen.entries()) {
+    console.log(`\n== ${i + 1}/${chosen.length} ${s.name}: ${s.title}`);
+    const started = new Date().toISOString();
+    try {
+      const result = await s.run(run.ctx);
+      await run.endScenario();
+      const files = await writeResult({ result, machine: m, date: started, command, warmup: `Warm-up: ${warmupSec} s per target before its measured runs, excluded.` });
+      for (const r of result.ratios) console.log(`  ratio  ${r.name}: ${r.value === null ? `— (${r.note})` : `${r.value.toFixed(2)}×`}${r.target ? ` (target ${r.target}${r.pass === undefined ? "" : r.pass ? ", met" : ", NOT met"})` : ""}`);
+      console.log(`  wrote ${[files.json, files.md, files.svg].filter(Boolean).join(", ")}`);
+    } catch (e) {
+      failures++;
+      await run.endScenario();
+      console.error(`  scenario ${s.name} failed: ${e instanceof Error ? e.stack : e}`);
+      await writeResult({ result: { scenario: s.name, title: s.title, params: {}, rows: [failed(s.name, e)], ratios: [], notes: [] }, machine: m, date: started, command, warmup: "" });
+    }
   }
+} finally {
+  await stopAll();
 }
-
-const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.platform()} ${os.release()}, Bun ${Bun.version}`;
-
-function write(name: string, data: unknown, md: string) {
-  const date = new Date().toISOString().slice(0, 10);
-  const dir = path.join(import.meta.dir, "results");
-  fs.mkdirSync(dir, { recursive: true });
-  const header = `<!-- commit ${commit()}; ${machine}; warm-up excluded -->\n`;
-  fs.writeFileSync(path.join(dir, `${date}-${name}.json`), JSON.stringify({ scenario: name, date: new Date().toISOString(), commit: commit(), machine, durationSec, data }, null, 2));
-  fs.writeFileSync(path.join(dir, `${date}-${name}.md`), header + md + "\n");
-  console.log("\n" + md + "\n");
-}
-
-const names = only ? [only] : Object.keys(scenarios);
-console.log(`kvdrive bench: ${names.join(", ")}; ${durationSec} s per run; commit ${commit()}; ${machine}`);
-for (const n of names) {
-  const run = scenarios[n];
-  if (!run) {
-    console.error(`unknown scenario ${JSON.stringify(n)}; known: ${Object.keys(scenarios).join(", ")}`);
-    process.exit(2);
-  }
-  console.log(`\n== ${n}`);
-  await run();
-}
+console.log(`\ndone in ${((Date.now() - t0) / 1000).toFixed(0)} s; bench/results/LATEST.md updated${failures ? `; ${failures} scenario(s) failed` : ""}`);
+process.exit(failures ? 1 : 0);

@@ -7,18 +7,28 @@ export interface Child {
   stop(): Promise<number>;
 }
 
+const live = new Set<Child>();
+
+/** Every child still running: the runner stops them on SIGINT so nothing is left behind. */
+export const liveChildren = () => [...live];
+
 /** Spawns a command and waits until its stdout contains `readyText`. */
 export async function spawnUntil(cmd: string[], env: Record<string, string>, readyText: string, timeoutMs = 60_000): Promise<Child> {
   const proc = Bun.spawn(cmd, { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe", cwd: new URL("../..", import.meta.url).pathname });
   let out = "";
+  let err = "";
   const reader = proc.stdout.getReader();
   const dec = new TextDecoder();
+  (async () => {
+    for await (const chunk of proc.stderr) err = (err + dec.decode(chunk)).slice(-4000);
+  })();
   const deadline = Date.now() + timeoutMs;
   while (!out.includes(readyText)) {
     const r = await Promise.race([reader.read(), Bun.sleep(Math.max(1, deadline - Date.now())).then(() => null)]);
     if (!r || r.done) {
       proc.kill("SIGKILL");
-      throw new Error(`${cmd.join(" ")} did not become ready: ${out}${await new Response(proc.stderr).text()}`);
+      await proc.exited;
+      throw new Error(`${cmd.join(" ")} did not become ready: ${out.slice(-1000)}${err}`);
     }
     out += dec.decode(r.value);
   }
@@ -26,13 +36,15 @@ export async function spawnUntil(cmd: string[], env: Record<string, string>, rea
     for (;;) {
       const r = await reader.read();
       if (r.done) break;
-      out += dec.decode(r.value);
+      out = (out + dec.decode(r.value)).slice(-100_000);
     }
   })();
-  return {
+  const child: Child = {
     proc,
     output: () => out,
     async stop() {
+      live.delete(child);
+      if (proc.exitCode !== null) return proc.exitCode;
       proc.kill("SIGTERM");
       const t = setTimeout(() => proc.kill("SIGKILL"), 20_000);
       const code = await proc.exited;
@@ -40,6 +52,8 @@ export async function spawnUntil(cmd: string[], env: Record<string, string>, rea
       return code;
     },
   };
+  live.add(child);
+  return child;
 }
 
 export function rssBytes(pid: number): number {
@@ -51,8 +65,8 @@ export function rssBytes(pid: number): number {
   }
 }
 
-/** Samples a process's RSS every 100 ms until stopped; returns the peak. */
-export function sampleRss(pid: number): { stop(): number } {
+/** Samples a process's RSS every 100 ms until stopped. */
+export function sampleRss(pid: number): { stop(): number; peak(): number } {
   let peak = rssBytes(pid);
   const t = setInterval(() => (peak = Math.max(peak, rssBytes(pid))), 100);
   return {
@@ -60,5 +74,6 @@ export function sampleRss(pid: number): { stop(): number } {
       clearInterval(t);
       return peak;
     },
+    peak: () => peak,
   };
 }

@@ -1,0 +1,46 @@
+// Charts as SVG through Vega-Lite (compiled) and Vega (rendered headless): throughput bars and
+// p50/p99/p99.9 latency bars for every measured row.
+import * as vega from "vega";
+import * as vl from "vega-lite";
+import type { ScenarioResult } from "./result.ts";
+
+export async function renderChart(r: ScenarioResult): Promise<string | null> {
+  const rows = r.rows.filter((x) => (x.status === "ok" || x.status === "errors") && x.rps !== undefined);
+  if (rows.length === 0) return null;
+  const name = (x: (typeof rows)[number]) => `${x.group ? `${x.group} · ` : ""}${x.label}${x.status === "errors" ? " (ERRORS)" : ""}`;
+  const order = rows.map(name);
+  const tput = rows.map((x) => ({ target: name(x), value: x.rowsPerSec ?? x.rps!, unit: x.rowsPerSec !== undefined ? "rows/s" : "req/s" }));
+  const lat = rows.flatMap((x) =>
+    (["p50", "p99", "p999"] as const).filter((p) => Number.isFinite(x[p])).map((p) => ({ target: name(x), percentile: p === "p999" ? "p99.9" : p, ms: Math.max(x[p]!, 0.01) })),
+  );
+  const y = { field: "target", type: "nominal", sort: order, title: null, axis: { labelLimit: 360 } } as const;
+  const spec = {
+    $schema: "https://vega.github.io/schema/vega-lite/v6.json",
+    title: { text: r.title, subtitle: "higher throughput and shorter bars of latency are better; latency axis is logarithmic" },
+    vconcat: [
+      {
+        data: { values: tput },
+        width: 520,
+        mark: { type: "bar", tooltip: true },
+        encoding: { y, x: { field: "value", type: "quantitative", title: "throughput (req/s, or rows/s for writes)" }, color: { field: "unit", type: "nominal", title: null } },
+      },
+      {
+        data: { values: lat },
+        width: 520,
+        mark: { type: "bar", tooltip: true },
+        encoding: {
+          y,
+          yOffset: { field: "percentile", sort: ["p50", "p99", "p99.9"] },
+          x: { field: "ms", type: "quantitative", scale: { type: "log" }, title: "latency (ms, log scale)" },
+          color: { field: "percentile", type: "nominal", sort: ["p50", "p99", "p99.9"] },
+        },
+      },
+    ],
+    resolve: { scale: { color: "independent" } },
+  };
+  const compiled = vl.compile(spec as unknown as vl.TopLevelSpec).spec;
+  const view = new vega.View(vega.parse(compiled), { renderer: "none" });
+  const svg = await view.toSVG();
+  view.finalize();
+  return svg;
+}

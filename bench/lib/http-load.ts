@@ -1,0 +1,93 @@
+// HTTP load: autocannon (in a Node child process) and wrk as a second opinion when it is installed.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { finish, type Row } from "./result.ts";
+
+export interface HttpRequestSpec {
+  method?: string;
+  /** Path and query, e.g. /client/v4/.../values/k. */
+  path: string;
+  body?: string;
+  /** Append a counter to the path on every request. */
+  unique?: boolean;
+}
+
+export interface HttpLoad {
+  /** Origin, e.g. http://127.0.0.1:8787 */
+  origin: string;
+  connections: number;
+  durationSec: number;
+  headers?: Record<string, string>;
+  /** One or more requests, issued in turn by each connection (a 95/5 mix is 19 GETs and one PUT). */
+  requests: HttpRequestSpec[];
+  /** Rows carried by one request, for rows/s (bulk writes). */
+  rowsPerRequest?: number;
+}
+
+const child = new URL("./autocannon-child.cjs", import.meta.url).pathname;
+
+export async function autocannon(label: string, o: HttpLoad, group?: string): Promise<Row> {
+  const spec = {
+    url: o.origin,
+    connections: o.connections,
+    durationSec: o.durationSec,
+    headers: o.headers,
+    requests: o.requests.map((r) => ({ method: r.method ?? "GET", path: r.path, body: r.body, unique: r.unique })),
+  };
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kvdrive-ac-"));
+  const file = path.join(dir, "spec.json");
+  fs.writeFileSync(file, JSON.stringify(spec));
+  const proc = Bun.spawn(["node", child, file], { stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  fs.rmSync(dir, { recursive: true, force: true });
+  if (code !== 0) throw new Error(`autocannon failed (exit ${code}): ${err.slice(0, 500)}`);
+  const j = JSON.parse(out);
+  const rps = j.requests.total / o.durationSec;
+  return finish({
+    label,
+    group,
+    connections: o.connections,
+    durationSec: o.durationSec,
+    total: j.requests.total,
+    rps,
+    rowsPerSec: o.rowsPerRequest ? rps * o.rowsPerRequest : undefined,
+    p50: j.latency.p50,
+    p99: j.latency.p99,
+    p999: j.latency.p99_9,
+    errors: j.errors + j.timeouts,
+    non2xx: j.non2xx,
+  });
+}
+
+export const wrkInstalled = () => Bun.which("wrk") !== null;
+
+const WRK_LUA = `
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRKJSON {"requests":%d,"duration_us":%d,"p50":%f,"p99":%f,"p999":%f,"errors":%d,"status":%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50)/1000, latency:percentile(99)/1000, latency:percentile(99.9)/1000,
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+`;
+
+/** wrk with two threads; non-2xx/3xx responses are counted by wrk as status errors. */
+export async function wrk(label: string, o: { url: string; connections: number; durationSec: number; headers?: Record<string, string> }, group?: string): Promise<Row> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kvdrive-wrk-"));
+  try {
+    const lua = path.join(dir, "report.lua");
+    fs.writeFileSync(lua, WRK_LUA);
+    const args = ["wrk", "-t2", `-c${o.connections}`, `-d${o.durationSec}s`, "-s", lua];
+    for (const [k, v] of Object.entries(o.headers ?? {})) args.push("-H", `${k}: ${v}`);
+    args.push(o.url);
+    const proc = Bun.spawn(args, { stdout: "pipe", stderr: "pipe" });
+    const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited]);
+    const line = /WRKJSON (.*)/.exec(out);
+    if (code !== 0 || !line) throw new Error(`wrk failed (exit ${code}): ${out.slice(0, 300)}`);
+    const j = JSON.parse(line[1]!);
+    const secs = j.duration_us / 1e6;
+    return finish({ label, group, connections: o.connections, durationSec: o.durationSec, total: j.requests, rps: j.requests / secs, p50: j.p50, p99: j.p99, p999: j.p999, errors: j.errors, non2xx: j.status });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,75 @@
+// pgbench as a load generator: its summary for tps and failures, and its per-transaction log (-l) for
+// latency percentiles. Warm-up runs are separate invocations whose results are discarded.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { finish, percentile, type Row } from "./result.ts";
+
+export interface PgbenchTarget {
+  host: string;
+  port: number;
+  user: string;
+  password: string;
+  db: string;
+}
+
+export interface PgbenchRun {
+  clients: number;
+  durationSec: number;
+  mode: "simple" | "extended" | "prepared";
+  /** -S: the select-only script; otherwise TPC-B. */
+  selectOnly: boolean;
+  /** -C: a new connection for every transaction. */
+  connectEach?: boolean;
+}
+
+export const pgbenchArgs = (r: PgbenchRun) => [`-c${r.clients}`, "-j2", `-T${r.durationSec}`, `-M${r.mode}`, ...(r.selectOnly ? ["-S"] : []), ...(r.connectEach ? ["-C"] : [])];
+
+const env = (t: PgbenchTarget) => ({ ...process.env, PGPASSWORD: t.password, PGHOST: t.host, PGPORT: String(t.port), PGUSER: t.user, PGDATABASE: t.db, PGSSLMODE: "disable" });
+
+export async function pgbenchInit(t: PgbenchTarget, scale = 1): Promise<void> {
+  const proc = Bun.spawn(["pgbench", "-i", "-q", `-s${scale}`], { env: env(t), stdout: "pipe", stderr: "pipe" });
+  const [err, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
+  if (code !== 0) throw new Error(`pgbench -i failed (${code}): ${err.slice(-400)}`);
+}
+
+export async function pgbench(label: string, t: PgbenchTarget, r: PgbenchRun, group?: string): Promise<Row> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kvdrive-pgbench-"));
+  try {
+    const args = ["pgbench", "-n", ...pgbenchArgs(r), "-l", `--log-prefix=${path.join(dir, "tx")}`];
+    const proc = Bun.spawn(args, { env: env(t), stdout: "pipe", stderr: "pipe", cwd: dir });
+    const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+    const text = out + "\n" + err;
+    const tps = Number(/tps = ([\d.]+)/.exec(text)?.[1] ?? NaN);
+    const processed = Number(/number of transactions actually processed: (\d+)/.exec(text)?.[1] ?? 0);
+    const failed = Number(/number of failed transactions: (\d+)/.exec(text)?.[1] ?? 0);
+    const aborted = (text.match(/client \d+ aborted/g) ?? []).length;
+    const lat: number[] = [];
+    for (const f of fs.readdirSync(dir)) {
+      if (!f.startsWith("tx")) continue;
+      for (const line of fs.readFileSync(path.join(dir, f), "utf8").split("\n")) {
+        const us = Number(line.split(" ")[2]);
+        if (line && Number.isFinite(us)) lat.push(us / 1000);
+      }
+    }
+    lat.sort((a, b) => a - b);
+    const row = finish({
+      label,
+      group,
+      connections: r.clients,
+      durationSec: r.durationSec,
+      total: processed,
+      rps: tps,
+      p50: percentile(lat, 0.5),
+      p99: percentile(lat, 0.99),
+      p999: percentile(lat, 0.999),
+      errors: failed + aborted + (code !== 0 && processed === 0 ? 1 : 0),
+      non2xx: 0,
+    });
+    const firstError = /(ERROR|FATAL|error):? [^\n]*/.exec(err)?.[0];
+    if (row.status !== "ok" && firstError) row.note = firstError.slice(0, 200);
+    return row;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}

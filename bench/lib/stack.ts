@@ -1,0 +1,87 @@
+// The system under test: an embedded Postgres in a temp dir, and kvdrive as its own process (`bun src/main.ts`)
+// on free ports, so load generators and the server never share an event loop.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { freePort, startEmbeddedPostgres, type EmbeddedPostgres } from "../../src/embedded/postgres.ts";
+import { spawnUntil, type Child } from "./procs.ts";
+
+export const TOKEN = "bench-token-0123456789abcdef";
+export const AUTH = { authorization: `Bearer ${TOKEN}` };
+
+export interface BenchPostgres extends EmbeddedPostgres {
+  destroy(): Promise<void>;
+}
+
+export async function startBenchPostgres(settings?: Record<string, string>): Promise<BenchPostgres> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kvdrive-bench-pg-"));
+  // The embedded server runs as the postgres user when we are root: it must reach the directory.
+  fs.chmodSync(dir, 0o755);
+  const pg = await startEmbeddedPostgres({ dataDir: path.join(dir, "pg"), settings });
+  return {
+    ...pg,
+    async destroy() {
+      await pg.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface KvdriveProcess {
+  child: Child;
+  pid: number;
+  /** http://127.0.0.1:port */
+  origin: string;
+  /** Path prefix of the namespaces collection for account "bench". */
+  nsCollection: string;
+  pgPort: number;
+  stop(): Promise<void>;
+}
+
+/** Starts `bun src/main.ts` against databaseUrl with extra environment (KVDRIVE_CACHE_BYTES=0 …). */
+export async function startKvdriveProcess(databaseUrl: string, env: Record<string, string> = {}): Promise<KvdriveProcess> {
+  const httpPort = await freePort();
+  const pgPort = await freePort();
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "kvdrive-bench-data-"));
+  const child = await spawnUntil(
+    ["bun", "src/main.ts"],
+    { DATABASE_URL: databaseUrl, KVDRIVE_HTTP_PORT: String(httpPort), KVDRIVE_PG_PORT: String(pgPort), KVDRIVE_DATA_DIR: dataDir, KVDRIVE_API_TOKEN: TOKEN, ...env },
+    "kvdrive ready",
+  );
+  return {
+    child,
+    pid: child.proc.pid,
+    origin: `http://127.0.0.1:${httpPort}`,
+    nsCollection: `/client/v4/accounts/bench/storage/kv/namespaces`,
+    pgPort,
+    async stop() {
+      await child.stop();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Creates a namespace (or finds it by title) and returns the path prefix of its values. */
+export async function namespace(k: KvdriveProcess, title: string): Promise<{ id: string; values: string; bulk: string }> {
+  const res = await fetch(k.origin + k.nsCollection, { method: "POST", headers: AUTH, body: JSON.stringify({ title }) });
+  let id: string | undefined = res.ok ? ((await res.json()) as { result?: { id: string } }).result?.id : undefined;
+  if (!id) {
+    const list = (await (await fetch(`${k.origin}${k.nsCollection}?per_page=1000`, { headers: AUTH })).json()) as { result?: Array<{ title: string; id: string }> };
+    id = list.result?.find((n) => n.title === title)?.id;
+  }
+  if (!id) throw new Error(`could not create namespace ${title} on ${k.origin}`);
+  return { id, values: `${k.nsCollection}/${id}/values/`, bulk: `${k.nsCollection}/${id}/bulk` };
+}
+
+/** Endpoint check before any load: the status and, when given, the body length must match. */
+export async function checkHttp(url: string, init: RequestInit, status: number, bodyBytes?: number): Promise<void> {
+  const res = await fetch(url, init);
+  const body = new Uint8Array(await res.arrayBuffer());
+  if (res.status !== status || (bodyBytes !== undefined && body.byteLength !== bodyBytes)) {
+    throw new Error(`endpoint check failed: ${init.method ?? "GET"} ${url} gave ${res.status} with ${body.byteLength} bytes, expected ${status}${bodyBytes !== undefined ? ` with ${bodyBytes} bytes` : ""}: ${new TextDecoder().decode(body.slice(0, 200))}`);
+  }
+}
+
+export function pgUrl(user: string, password: string, port: number, db = "postgres"): string {
+  return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${db}`;
+}

@@ -1,0 +1,132 @@
+// KV reads of 288-byte values: cache hit, miss served by Postgres, and the same keyed select sent straight to
+// Postgres with Bun.SQL, next to the Bun.serve ceiling; with and (in --full) without distance to storage.
+import { SQL } from "bun";
+import type { Context, Scenario } from "../lib/context.ts";
+import { startHello } from "../lib/hello.ts";
+import { autocannon, wrk, wrkInstalled } from "../lib/http-load.ts";
+import { closedLoop } from "../lib/recorder.ts";
+import { startRelay } from "../lib/relay.ts";
+import { failed, notBuilt, notInstalled, ratio, type Ratio, type Row } from "../lib/result.ts";
+import { AUTH, checkHttp, namespace } from "../lib/stack.ts";
+
+const VALUE = "r".repeat(288);
+const CONNS = 64;
+const MiB = 2 ** 20;
+const CACHE_BOUND = 64 * MiB;
+
+/** The select kvdrive's store sends for a GET (src/storage/store.ts), sent directly. */
+function directSelect(sql: SQL, ns: string, key: Uint8Array) {
+  return () => sql`SELECT key, value, metadata, expiration, version_ts, version_nonce, tombstone FROM kv_entries WHERE ns = ${ns} AND key = ${key}`;
+}
+
+async function readSet(ctx: Context, group: string, storageUrl: string, withHello: boolean): Promise<Row[]> {
+  const d = ctx.durationSec;
+  const rows: Row[] = [];
+  const cached = await ctx.kvdrive({}, storageUrl);
+  const nocache = await ctx.kvdrive({ KVDRIVE_CACHE_BYTES: "0" }, storageUrl);
+  const ns = await namespace(cached, "bench-read");
+  const url = `${cached.origin}${ns.values}hot`;
+  await checkHttp(url, { method: "PUT", headers: AUTH, body: VALUE }, 200);
+  await checkHttp(url, { headers: AUTH }, 200, 288);
+  await checkHttp(`${nocache.origin}${ns.values}hot`, { headers: AUTH }, 200, 288);
+  const get = { origin: cached.origin, connections: CONNS, durationSec: d, headers: AUTH, requests: [{ path: `${ns.values}hot` }] };
+
+  if (withHello) {
+    const hello = await startHello();
+    try {
+      await checkHttp(hello.url, {}, 200, 5);
+      await autocannon("warm-up", { origin: hello.url, connections: CONNS, durationSec: ctx.warmupSec, requests: [{ path: "/" }] });
+      rows.push(await ctx.measure("Bun.serve hello-world (ceiling), autocannon", d, () => autocannon("Bun.serve hello-world (ceiling), autocannon", { origin: hello.url, connections: CONNS, durationSec: d, requests: [{ path: "/" }] }, group)));
+      if (wrkInstalled()) rows.push(await ctx.measure("Bun.serve hello-world (ceiling), wrk", d, () => wrk("Bun.serve hello-world (ceiling), wrk", { url: hello.url + "/", connections: CONNS, durationSec: d }, group)));
+      else rows.push(notInstalled("Bun.serve hello-world (ceiling), wrk", "wrk", group));
+    } finally {
+      await hello.child.stop();
+    }
+  }
+
+  await autocannon("warm-up", { ...get, durationSec: ctx.warmupSec });
+  rows.push(await ctx.measure("kvdrive GET, cache hit, autocannon", d, () => autocannon("kvdrive GET, cache hit, autocannon", get, group)));
+  if (withHello) {
+    if (wrkInstalled()) rows.push(await ctx.measure("kvdrive GET, cache hit, wrk", d, () => wrk("kvdrive GET, cache hit, wrk", { url, connections: CONNS, durationSec: d, headers: AUTH }, group)));
+    else rows.push(notInstalled("kvdrive GET, cache hit, wrk", "wrk", group));
+  }
+
+  const miss = { ...get, origin: nocache.origin };
+  await autocannon("warm-up", { ...miss, durationSec: ctx.warmupSec });
+  rows.push(await ctx.measure("kvdrive GET, miss served by Postgres (cache off)", d, () => autocannon("kvdrive GET, miss served by Postgres (cache off)", miss, group)));
+  rows.push(notBuilt("kvdrive GET, miss on a key in the S3 tier", "the S3 tier is a later issue: not built yet", group));
+
+  // Same pool size as kvdrive's store (KVDRIVE_DB_POOL_SIZE default 16), same in-flight count as the HTTP runs.
+  const sql = new SQL(storageUrl, { max: 16 });
+  ctx.defer(() => sql.close());
+  const key = new TextEncoder().encode("hot");
+  const one = await directSelect(sql, ns.id, key)();
+  if (one.length !== 1 || one[0].value.byteLength !== 288) throw new Error(`endpoint check failed: direct select returned ${one.length} rows`);
+  await closedLoop("warm-up", { concurrency: CONNS, durationSec: ctx.warmupSec }, directSelect(sql, ns.id, key));
+  rows.push(await ctx.measure("direct keyed select, Bun.SQL", d, () => closedLoop("direct keyed select, Bun.SQL", { concurrency: CONNS, durationSec: d, group }, directSelect(sql, ns.id, key))));
+  rows.push(notBuilt("direct GET to s3rver", "the S3 tier is a later issue: not built yet", group));
+  return rows;
+}
+
+export const kvRead: Scenario = {
+  name: "kv-read",
+  title: "KV reads, 288-byte values: cache hit, miss served by Postgres, direct Bun.SQL",
+  quick: true,
+  async run(ctx) {
+    const pg = await ctx.postgres();
+    const rows: Row[] = [];
+    const ratios: Ratio[] = [];
+    const notes: string[] = [];
+    const near = "no added delay";
+    rows.push(...(await readSet(ctx, near, pg.url, true)));
+    const find = (label: string, group = near) => rows.find((r) => r.label === label && r.group === group);
+    const hello = find("Bun.serve hello-world (ceiling), autocannon");
+    const hit = find("kvdrive GET, cache hit, autocannon");
+    ratios.push(ratio("cached GET / Bun.serve hello-world (req/s, autocannon, 64 conns)", hit, hello, "rps", { min: 0.6 }));
+    if (hit?.p99 !== undefined) ratios.push({ name: `cached GET p99 within 2 ms (2 ms / p99 of ${hit.p99} ms; autocannon has 1 ms resolution)`, value: 2 / hit.p99, target: "≥ 1×", pass: 2 / hit.p99 >= 1 });
+    ratios.push(ratio("cached GET / Bun.serve hello-world (req/s, wrk)", find("kvdrive GET, cache hit, wrk"), find("Bun.serve hello-world (ceiling), wrk"), "rps", { min: 0.6 }));
+    const wrkHit = find("kvdrive GET, cache hit, wrk");
+    if (wrkHit?.p99 !== undefined && wrkHit.status === "ok") ratios.push({ name: `cached GET p99 within 2 ms, wrk (2 ms / p99 of ${wrkHit.p99.toFixed(2)} ms)`, value: 2 / wrkHit.p99, target: "≥ 1×", pass: 2 / wrkHit.p99 >= 1 });
+    ratios.push(ratio("GET miss / direct Bun.SQL keyed select (req/s)", find("kvdrive GET, miss served by Postgres (cache off)"), find("direct keyed select, Bun.SQL"), "rps", { min: 0.5 }));
+    ratios.push(ratio("cache hit / cache miss (req/s)", hit, find("kvdrive GET, miss served by Postgres (cache off)"), "rps"));
+
+    // The relay's own cost: the same direct select through it at zero delay.
+    const relay = await startRelay({ targetHost: "127.0.0.1", targetPort: pg.port });
+    ctx.defer(() => relay.stop());
+    const viaRelay = pg.url.replace(`:${pg.port}/`, `:${relay.port}/`);
+    {
+      const sql = new SQL(viaRelay, { max: 16 });
+      ctx.defer(() => sql.close());
+      const ns = (await sql`SELECT id FROM kv_namespaces WHERE title = 'bench-read'`)[0].id as string;
+      const q = directSelect(sql, ns, new TextEncoder().encode("hot"));
+      await closedLoop("warm-up", { concurrency: CONNS, durationSec: ctx.warmupSec }, q);
+      rows.push(await ctx.measure("direct keyed select, Bun.SQL, through the relay at 0 ms", ctx.durationSec, () => closedLoop("direct keyed select, Bun.SQL, through the relay at 0 ms", { concurrency: CONNS, durationSec: ctx.durationSec, group: near }, q)));
+    }
+    const relayRow = find("direct keyed select, Bun.SQL, through the relay at 0 ms");
+    const r = ratio("relay overhead at zero delay: through relay / direct (req/s)", relayRow, find("direct keyed select, Bun.SQL"), "rps");
+    ratios.push(r);
+    if (relayRow?.p50 !== undefined && find("direct keyed select, Bun.SQL")?.p50 !== undefined) {
+      notes.push(`Relay overhead at zero delay (bench/lib/relay.ts): ${((1 - (r.value ?? NaN)) * 100).toFixed(0)}% fewer queries/s, p50 +${(relayRow.p50 - find("direct keyed select, Bun.SQL")!.p50!).toFixed(2)} ms, on the same 2 cores as everything else.`);
+    }
+
+    if (ctx.full) {
+      const far = "storage 1 ms one-way away (relay between kvdrive/Bun.SQL and Postgres)";
+      relay.setDelay(1, 0.1);
+      try {
+        rows.push(...(await readSet(ctx, far, viaRelay, false)));
+        const f = (label: string) => find(label, far);
+        ratios.push(ratio("storage 1 ms away: GET miss / direct Bun.SQL keyed select (req/s)", f("kvdrive GET, miss served by Postgres (cache off)"), f("direct keyed select, Bun.SQL"), "rps", { min: 0.5 }));
+        ratios.push(ratio("storage 1 ms away: cache hit / miss (p50 latency)", f("kvdrive GET, cache hit, autocannon"), f("kvdrive GET, miss served by Postgres (cache off)"), "p50"));
+      } catch (e) {
+        rows.push(failed("delayed run", e, far));
+      }
+    }
+
+    const peak = Math.max(0, ...ctx.peakRss().map((p) => p.bytes));
+    ratios.push({ name: `memory: (cache bound + 150 MiB) / peak kvdrive RSS (${(peak / MiB).toFixed(0)} MiB)`, value: (CACHE_BOUND + 150 * MiB) / peak, target: "≥ 1×", pass: peak < CACHE_BOUND + 150 * MiB });
+    notes.push(`RSS of every kvdrive process sampled every 100 ms during the scenario; peak ${(peak / MiB).toFixed(0)} MiB against a bound of ${(CACHE_BOUND / MiB + 150).toFixed(0)} MiB (64 MiB cache + 150 MiB).`);
+    notes.push("autocannon (Node, separate process) and wrk both run on the same 2 cores as the server; the hello-world row is the ceiling that this machine allows an HTTP server under that load.");
+    notes.push("Direct Bun.SQL rows run from the bench process itself with 64 queries in flight over 16 connections, the same pool size kvdrive's store uses.");
+    return { scenario: "kv-read", title: this.title, params: { connections: CONNS, "value size": "288 B", "duration per run": `${ctx.durationSec} s`, "warm-up": `${ctx.warmupSec} s per target, excluded` }, rows, ratios, notes };
+  },
+};
