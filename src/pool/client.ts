@@ -265,7 +265,11 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   }
 
   function toOrigin(b: Uint8Array) {
-    toServer.push(b);
+    // Consecutive messages forwarded unchanged are adjacent views of one chunk: send them as one view.
+    const last = toServer.length ? toServer[toServer.length - 1]! : null;
+    if (last && last.buffer === b.buffer && last.byteOffset + last.length === b.byteOffset) {
+      toServer[toServer.length - 1] = new Uint8Array(b.buffer, last.byteOffset, last.length + b.length);
+    } else toServer.push(b);
   }
 
   /** Makes sure the origin connection has a client statement prepared, injecting a hidden Parse if not. */
@@ -380,6 +384,16 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         return true;
       }
       case F.Parse: {
+        if (body[0] === 0 && unnamed && Buffer.compare(unnamed, raw) === 0) {
+          // The same unnamed statement again (drivers without named statements do this per query): it was
+          // classified already, and the origin must see the Parse anyway to replace its unnamed statement.
+          unnamedSeq++;
+          s.unnamedOwner = id;
+          s.unnamedSeq = unnamedSeq;
+          toOrigin(raw);
+          s.push({ k: K.Parse });
+          return true;
+        }
         const m = decodeParse(body);
         notePin(m.query);
         if (m.name === "") {
