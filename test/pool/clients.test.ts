@@ -87,6 +87,37 @@ describe("node-postgres", () => {
     expect((await d.query(q)).rows).toEqual([{ b: 7 }]);
   });
 
+  test("a cancel reaches only the query of the client whose key it carries", async () => {
+    const a = await pgClient();
+    const b = await pgClient();
+    const cancel = async (pid: number, key: number) => {
+      const sock = await Bun.connect({ hostname: "127.0.0.1", port: f.pooler.port, socket: { data() {} } });
+      const buf = Buffer.alloc(16);
+      buf.writeInt32BE(16, 0);
+      buf.writeInt32BE(80877102, 4);
+      buf.writeInt32BE(pid, 8);
+      buf.writeInt32BE(key, 12);
+      sock.write(buf);
+      sock.end();
+    };
+    const pidA = (a as any).processID as number;
+    const keyA = (a as any).secretKey as number;
+    const pidB = (b as any).processID as number;
+    const keyB = (b as any).secretKey as number;
+    // a is idle: its cancel must not touch b's running query; nor may a wrong key for b.
+    const running = b.query("select pg_sleep(0.5), 'done' as r");
+    await Bun.sleep(100);
+    await cancel(pidA, keyA);
+    await cancel(pidB, keyB ^ 1);
+    expect((await running).rows[0].r).toBe("done");
+    // The right key cancels b's query, and b goes on.
+    const again = b.query("select pg_sleep(30)").catch((e) => e);
+    await Bun.sleep(200);
+    await cancel(pidB, keyB);
+    expect((await again).code).toBe("57014");
+    expect((await b.query("select 1 as one")).rows[0].one).toBe(1);
+  });
+
   test("temp tables pin the client: the table survives across transactions", async () => {
     const c = await pgClient();
     await c.query("create temp table clients_tmp (x int)");
