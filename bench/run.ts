@@ -7,8 +7,9 @@ import { liveChildren } from "./lib/procs.ts";
 import { writeResult } from "./lib/report.ts";
 import { failed } from "./lib/result.ts";
 import { kvRead } from "./scenarios/kv-read.ts";
+import { kvWrite } from "./scenarios/kv-write.ts";
 
-const SCENARIOS: Scenario[] = [kvRead];
+const SCENARIOS: Scenario[] = [kvRead, kvWrite];
 
 function parseArgs(argv: string[]) {
   const o = { full: false, names: [] as string[], duration: undefined as number | undefined, warmup: undefined as number | undefined, list: false };

@@ -66,7 +66,7 @@ export async function namespace(k: KvdriveProcess, title: string): Promise<{ id:
   const res = await fetch(k.origin + k.nsCollection, { method: "POST", headers: AUTH, body: JSON.stringify({ title }) });
   let id: string | undefined = res.ok ? ((await res.json()) as { result?: { id: string } }).result?.id : undefined;
   if (!id) {
-    const list = (await (await fetch(`${k.origin}${k.nsCollection}?per_page=1000`, { headers: AUTH })).json()) as { result?: Array<{ title: string; id: string }> };
+    const list = (await (await fetch(`${k.origin}${k.nsCollection}?per_page=100`, { headers: AUTH })).json()) as { result?: Array<{ title: string; id: string }> };
     id = list.result?.find((n) => n.title === title)?.id;
   }
   if (!id) throw new Error(`could not create namespace ${title} on ${k.origin}`);
