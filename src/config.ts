@@ -37,6 +37,14 @@ export const SETTINGS = {
   tombstoneGraceSeconds: int("KVDRIVE_TOMBSTONE_GRACE_SECONDS", 3600, 0, 30 * 86400, "How long a tombstone is kept before it is purged."),
   purgeIntervalSeconds: int("KVDRIVE_PURGE_INTERVAL_SECONDS", 60, 1, 86400, "How often expired entries and old tombstones are purged."),
 
+  // Large values (issue 3): object storage, or a blob directory under the data dir when no bucket is set
+  largeValueBytes: int("KVDRIVE_LARGE_VALUE_BYTES", 128 * 1024, 0, 25 * MiB, "Values larger than this go to the blob store (S3, or the data dir's blobs/ when no bucket is set)."),
+  s3Endpoint: str("KVDRIVE_S3_ENDPOINT", undefined, "S3-compatible endpoint URL for large values (path-style addressing is used when set). Unset: AWS."),
+  s3Bucket: str("KVDRIVE_S3_BUCKET", undefined, "Bucket for large values. Unset: large values go to the data dir's blobs/ directory."),
+  s3Region: str("KVDRIVE_S3_REGION", "us-east-1", "Region of the large-value bucket."),
+  awsAccessKeyId: str("AWS_ACCESS_KEY_ID", undefined, "S3 access key id. Unset: the AWS SDK's default credential chain."),
+  awsSecretAccessKey: str("AWS_SECRET_ACCESS_KEY", undefined, "S3 secret access key. Unset: the AWS SDK's default credential chain."),
+
   // KV read cache
   cacheBytes: int("KVDRIVE_CACHE_BYTES", 64 * MiB, 0, 64 * 1024 * MiB, "In-process KV read cache bound in bytes (0 disables it)."),
 
