@@ -8,8 +8,9 @@ import { writeResult } from "./lib/report.ts";
 import { failed } from "./lib/result.ts";
 import { kvRead } from "./scenarios/kv-read.ts";
 import { kvWrite } from "./scenarios/kv-write.ts";
+import { pooler } from "./scenarios/pooler.ts";
 
-const SCENARIOS: Scenario[] = [kvRead, kvWrite];
+const SCENARIOS: Scenario[] = [kvRead, kvWrite, pooler];
 
 function parseArgs(argv: string[]) {
   const o = { full: false, names: [] as string[], duration: undefined as number | undefined, warmup: undefined as number | undefined, list: false };

@@ -1,0 +1,22 @@
+// Which later-issue features are in the tree, so a scenario says "not built yet" instead of measuring
+// something else under their name.
+import fs from "node:fs";
+import path from "node:path";
+
+const root = path.join(import.meta.dir, "..", "..");
+
+function filesUnder(dir: string): string[] {
+  const abs = path.join(root, dir);
+  if (!fs.existsSync(abs)) return [];
+  return fs.readdirSync(abs, { recursive: true }).map(String);
+}
+
+export const features = {
+  /** The pooler's query cache (issue 4): a module under src/pool or src/gateway named for it. */
+  queryCache: () => [...filesUnder("src/pool"), ...filesUnder("src/gateway")].some((f) => /query[-_]?cache/i.test(f)),
+  /** The S3 tier for large values (a later issue). */
+  s3Tier: () => [...filesUnder("src/storage"), ...filesUnder("src/gateway")].some((f) => /s3|blob/i.test(f)),
+  /** A consistent-hash ring over several clusters (a later issue). */
+  ring: () => filesUnder("src/storage").some((f) => /ring/i.test(f)),
+  module: (rel: string) => fs.existsSync(path.join(root, rel)),
+};

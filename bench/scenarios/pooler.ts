@@ -1,0 +1,129 @@
+// Pooler throughput with pgbench: direct Postgres, PgBouncer (apt) in transaction mode, kvdrive with the query
+// cache off and on; select-only (-S) and TPC-B, -M simple|extended|prepared, and -C (a connection per transaction).
+import type { Context, Scenario } from "../lib/context.ts";
+import { features } from "../lib/features.ts";
+import { installed, startPgBouncer } from "../lib/peers.ts";
+import { pgbench, pgbenchArgs, pgbenchInit, type PgbenchRun, type PgbenchTarget } from "../lib/pgbench.ts";
+import { failed, notBuilt, notInstalled, ratio, type Ratio, type Row } from "../lib/result.ts";
+
+const CLIENTS = 16;
+const POOL = 20;
+
+interface Target {
+  name: string;
+  target?: PgbenchTarget;
+  /** Why there is no target: not installed, not built. */
+  missing?: (label: string, group: string) => Row;
+}
+
+async function checkTarget(t: PgbenchTarget, name: string): Promise<void> {
+  const proc = Bun.spawn(["psql", "-X", "-A", "-t", "-c", "SELECT count(*) FROM pgbench_branches"], {
+    env: { ...process.env, PGPASSWORD: t.password, PGHOST: t.host, PGPORT: String(t.port), PGUSER: t.user, PGDATABASE: t.db, PGSSLMODE: "disable" },
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  if (code !== 0 || out.trim() !== "1") throw new Error(`endpoint check failed for ${name}: psql gave ${code}: ${out.trim()} ${err.trim()}`);
+}
+
+export const pooler: Scenario = {
+  name: "pooler",
+  title: "Pooler throughput, pgbench: direct Postgres, PgBouncer (transaction mode), kvdrive cache off/on",
+  quick: true,
+  async run(ctx: Context) {
+    const pg = await ctx.postgres();
+    const base = { host: "127.0.0.1", user: pg.user, password: pg.password, db: "postgres" };
+    const direct: PgbenchTarget = { ...base, port: pg.port };
+    await pgbenchInit(direct);
+    const targets: Target[] = [{ name: "direct Postgres", target: direct }];
+
+    if (installed("pgbouncer")) {
+      const tx = await startPgBouncer({ originPort: pg.port, user: pg.user, password: pg.password, mode: "transaction", poolSize: POOL });
+      ctx.defer(() => tx.stop());
+      targets.push({ name: "PgBouncer, transaction mode", target: { ...base, port: tx.port } });
+    } else targets.push({ name: "PgBouncer, transaction mode", missing: (l, g) => notInstalled(l, "pgbouncer", g) });
+
+    const off = await ctx.kvdrive({ KVDRIVE_CACHE_DISABLED: "true", KVDRIVE_POOL_SIZE: String(POOL) });
+    targets.push({ name: "kvdrive, cache off", target: { ...base, port: off.pgPort } });
+    if (features.queryCache()) {
+      const on = await ctx.kvdrive({ KVDRIVE_POOL_SIZE: String(POOL) });
+      targets.push({ name: "kvdrive, cache on", target: { ...base, port: on.pgPort } });
+    } else targets.push({ name: "kvdrive, cache on", missing: (l, g) => notBuilt(l, "the pooler's query cache (issue 4) is not in the tree yet", g) });
+    for (const t of targets) if (t.target) await checkTarget(t.target, t.name);
+
+    const rows: Row[] = [];
+    const runSet = async (group: string, run: PgbenchRun, names: string[]) => {
+      for (const t of targets.filter((x) => names.includes(x.name))) {
+        const label = t.name;
+        if (!t.target) {
+          rows.push(t.missing!(label, group));
+          continue;
+        }
+        try {
+          await pgbench("warm-up", t.target, { ...run, durationSec: ctx.warmupSec });
+          rows.push(await ctx.measure(`${group}: ${label}`, run.durationSec, () => pgbench(label, t.target!, run, group)));
+        } catch (e) {
+          rows.push(failed(label, e, group));
+        }
+      }
+    };
+    const all = targets.map((t) => t.name);
+    const d = ctx.durationSec;
+    const groupName = (r: PgbenchRun) => `pgbench ${pgbenchArgs({ ...r, durationSec: d }).filter((a) => !a.startsWith("-T") && a !== "-j2").join(" ")}`;
+
+    const prepared: PgbenchRun = { clients: CLIENTS, durationSec: d, mode: "prepared", selectOnly: true };
+    const connectEach: PgbenchRun = { clients: CLIENTS, durationSec: d, mode: "simple", selectOnly: true, connectEach: true };
+    await runSet(groupName(prepared), prepared, all);
+    // PgBouncer before 1.21 cannot keep protocol-level prepared statements in transaction mode; session mode
+    // is what its users fall back to, so it is shown too, under its own name.
+    const pgbTx = rows.find((r) => r.group === groupName(prepared) && r.label === "PgBouncer, transaction mode");
+    if (installed("pgbouncer") && pgbTx && pgbTx.status !== "ok") {
+      const s = await startPgBouncer({ originPort: pg.port, user: pg.user, password: pg.password, mode: "session", poolSize: POOL });
+      ctx.defer(() => s.stop());
+      targets.push({ name: "PgBouncer, session mode", target: { ...base, port: s.port } });
+      await runSet(groupName(prepared), prepared, ["PgBouncer, session mode"]);
+    }
+    await runSet(groupName(connectEach), connectEach, all.filter((n) => n !== "kvdrive, cache on"));
+
+    if (ctx.full) {
+      for (const mode of ["simple", "extended", "prepared"] as const) {
+        for (const selectOnly of [true, false]) {
+          if (mode === "prepared" && selectOnly) continue;
+          const r: PgbenchRun = { clients: CLIENTS, durationSec: d, mode, selectOnly };
+          await runSet(groupName(r), r, all);
+        }
+      }
+    }
+
+    const at = (group: string, label: string) => rows.find((r) => r.group === group && r.label === label);
+    const gp = groupName(prepared);
+    const gc = groupName(connectEach);
+    const ratios: Ratio[] = [
+      ratio("-S -M prepared -c 16: kvdrive cache off / PgBouncer transaction mode (tps)", at(gp, "kvdrive, cache off"), at(gp, "PgBouncer, transaction mode"), "rps", { min: 1 }),
+    ];
+    if (at(gp, "PgBouncer, session mode")) ratios.push(ratio("-S -M prepared -c 16: kvdrive cache off / PgBouncer session mode (tps)", at(gp, "kvdrive, cache off"), at(gp, "PgBouncer, session mode"), "rps", { min: 1 }));
+    ratios.push(
+      ratio("-S -M prepared -c 16: kvdrive cache off / direct Postgres (tps)", at(gp, "kvdrive, cache off"), at(gp, "direct Postgres"), "rps"),
+      ratio("-S -M prepared -c 16: kvdrive cache on / direct Postgres (tps)", at(gp, "kvdrive, cache on"), at(gp, "direct Postgres"), "rps", { min: 1.5 }),
+      ratio("-S -C -c 16: kvdrive / PgBouncer transaction mode (tps)", at(gc, "kvdrive, cache off"), at(gc, "PgBouncer, transaction mode"), "rps", { min: 1 }),
+      ratio("-S -C -c 16: kvdrive / direct Postgres with SCRAM (tps)", at(gc, "kvdrive, cache off"), at(gc, "direct Postgres"), "rps", { min: 20 }),
+    );
+    if (ctx.full) {
+      for (const mode of ["simple", "extended", "prepared"]) {
+        const g = `pgbench -c${CLIENTS} -M${mode}`;
+        ratios.push(ratio(`TPC-B -M ${mode}: kvdrive cache off / PgBouncer transaction mode (tps)`, at(g, "kvdrive, cache off"), at(g, "PgBouncer, transaction mode"), "rps"));
+      }
+    }
+    return {
+      scenario: "pooler",
+      title: this.title,
+      params: { clients: CLIENTS, threads: 2, "pool size (PgBouncer and kvdrive)": POOL, "duration per run": `${d} s`, scale: 1, auth: "SCRAM-SHA-256 everywhere (kvdrive verifiers: 4096 iterations)" },
+      rows,
+      ratios,
+      notes: [
+        "pgbench runs as its own process on the same 2 cores; tps is pgbench's own figure; latency percentiles come from its per-transaction log (-l). With -C, latency includes the connection and authentication.",
+        "kvdrive cache off is KVDRIVE_CACHE_DISABLED=true; direct Postgres is the embedded Postgres 18 that kvdrive and PgBouncer use as their origin.",
+      ],
+    };
+  },
+};
