@@ -9,8 +9,9 @@ import { failed } from "./lib/result.ts";
 import { kvRead } from "./scenarios/kv-read.ts";
 import { kvWrite } from "./scenarios/kv-write.ts";
 import { pooler } from "./scenarios/pooler.ts";
+import { hyperdrive } from "./scenarios/hyperdrive.ts";
 
-const SCENARIOS: Scenario[] = [kvRead, kvWrite, pooler];
+const SCENARIOS: Scenario[] = [kvRead, kvWrite, hyperdrive, pooler];
 
 function parseArgs(argv: string[]) {
   const o = { full: false, names: [] as string[], duration: undefined as number | undefined, warmup: undefined as number | undefined, list: false };
