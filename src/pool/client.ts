@@ -26,6 +26,8 @@ interface Stmt {
   paramTypes: number[];
   serverName: string;
   parse: Uint8Array | null;
+  /** Tables the statement writes (from the shared classifier), for cache invalidation. */
+  writes: string[];
 }
 
 export interface ClientSocketData {
@@ -89,6 +91,13 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   let auth: UserAuth | undefined;
   let toServer: Uint8Array[] = [];
   let pendingDiscard = false;
+  /** A cache lookup is in flight: later messages wait behind it. */
+  let busy = false;
+  /** The next Query was already tried against the cache (and must reach the origin). */
+  let bypassCache = false;
+  /** Tables written since the last idle ReadyForQuery: their cached reads are invalidated when it arrives. */
+  const pendingWrites: string[] = [];
+  let unnamedWrites: string[] = [];
   /**
    * The batch in flight when it is one Bind of a prepared statement up to its Sync, sent while idle: it can be
    * re-run if the origin says the cached plan's result type changed. Views into received chunks, not copies.
@@ -163,7 +172,11 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     completed(e: Expect, type: number) {
       if (e.k === K.Execute || (type === 0x5a && e.k === K.Query)) ctx.metrics.queries(pool!);
       if (type === 0x5a && e.t !== undefined) ctx.metrics.latency(pool!, performance.now() - e.t);
-      if (type === 0x5a && (e.k === K.Sync || e.k === K.Query)) status = server ? server.status : status;
+      if (type === 0x5a && (e.k === K.Sync || e.k === K.Query)) {
+        status = server ? server.status : status;
+        // At commit (or autocommit) of writes that went through us; after a rollback too, which is only wasteful.
+        if (status === 0x49 && pendingWrites.length && ctx.cachePath) ctx.cachePath.cache.invalidate(database, pendingWrites.splice(0));
+      }
     },
     planChanged(serverName, retryable) {
       for (const s of stmts.values()) {
@@ -337,6 +350,11 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       close();
       return false;
     }
+    if (busy) return false;
+    if (!server && type === F.Query && ctx.cachePath && !pinned && status === 0x49) {
+      if (bypassCache) bypassCache = false;
+      else if (tryCache(body, buf.subarray(at, at + 5 + body.length))) return true;
+    }
     if (!server) {
       if (type === F.Sync) {
         send(READY_IDLE); // nothing outstanding: answer without borrowing a connection
@@ -379,6 +397,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       case F.Query: {
         const sql = decodeQuery(body);
         notePin(sql);
+        if (ctx.cachePath) pendingWrites.push(...writesOf(sql));
         toOrigin(raw);
         s.push({ k: K.Query, t: performance.now() });
         return true;
@@ -397,6 +416,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         const m = decodeParse(body);
         notePin(m.query);
         if (m.name === "") {
+          unnamedWrites = writesOf(m.query);
           unnamed = raw.slice();
           unnamedSeq++;
           s.unnamedOwner = id;
@@ -422,6 +442,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       case F.Bind: {
         const [nameStart, nameEnd] = checkBind(body);
         if (nameEnd === nameStart) {
+          if (unnamedWrites.length) pendingWrites.push(...unnamedWrites);
           ensureUnnamed(s);
           toOrigin(raw);
         } else {
@@ -430,6 +451,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
           const idle = s.expect.length === 0 && status === 0x49 && !wasUnsynced;
           retryBatch = stmt && idle && s.prepared.has(stmt.serverName) ? { stmt, serverName: stmt.serverName, bind: body, rest: [], synced: false } : null;
           if (stmt) {
+            if (stmt.writes.length) pendingWrites.push(...stmt.writes);
             ensurePrepared(s, stmt);
             toOrigin(rewriteBind(body, stmt.serverName));
             s.push({ k: K.Bind, name: stmt.serverName });
@@ -494,12 +516,78 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     }
   }
 
+  /** Tables a statement writes, by the shared classifier; none without it (then there is no cache either). */
+  function writesOf(sql: string): string[] {
+    if (!ctx.cachePath) return [];
+    try {
+      return ctx.cachePath.classify(sql).writeTables;
+    } catch {
+      return [];
+    }
+  }
+
+  /**
+   * A simple Query on an idle client: answer it from the cache when the classifier allows. Returns false to
+   * take the ordinary path. Otherwise later messages wait until the answer is sent; if the cache could not
+   * answer (an error, an oversized result), the Query is put back and goes to the origin like any other.
+   */
+  function tryCache(body: Uint8Array, raw: Uint8Array): boolean {
+    const sql = decodeQuery(body);
+    let c;
+    try {
+      c = ctx.cachePath!.classify(sql);
+    } catch (e) {
+      ctx.log(`kvdrive pooler: classifier failed: ${(e as Error).message}`);
+      return false;
+    }
+    if (!c.cacheable || c.pin || sessionEffect(sql).pin) {
+      ctx.metrics.cacheStatus(pool!, c.status);
+      return false;
+    }
+    const copy = raw.slice();
+    busy = true;
+    socket.pause();
+    // Results depend on session settings (TimeZone, DateStyle, search_path, SETs), but not on application_name.
+    let session = "";
+    for (const name of REPLAYED) if (name !== "application_name") session += (params.get(name) ?? "") + "\0";
+    for (const [k, v] of sets) session += k + "=" + v + "\0";
+    const key = { database, user, sql, params: [], paramFormats: [], resultFormats: [], session };
+    const cache = ctx.cachePath!.cache;
+    const volatile = c.functions.length ? cache.isVolatile(database, c.functions) : Promise.resolve(false);
+    volatile
+      .then((v) => (v ? { status: "volatile", messages: [] } : cache.lookup(key, c.readTables, () => ctx.recordQuery(pool!, new Map(params), new Map(sets), sql))))
+      .then(
+      (r) => answered(r, copy),
+      (e) => {
+        ctx.log(`kvdrive pooler: cache lookup failed: ${(e as Error).message}`);
+        answered(null, copy);
+      },
+    );
+    return true;
+  }
+
+  function answered(r: { status: string; messages: Uint8Array[] } | null, query: Uint8Array) {
+    busy = false;
+    if (st === St.Closed) return;
+    if (r && r.messages.length) {
+      ctx.metrics.cacheStatus(pool!, r.status);
+      for (const m of r.messages) send(m);
+      send(READY_IDLE);
+    } else {
+      if (r) ctx.metrics.cacheStatus(pool!, r.status);
+      bypassCache = true;
+      frames!.unshift(query);
+    }
+    socket.resume();
+    resumeMessages();
+  }
+
   function defineStatement(m: { name: string; query: string; paramTypes: number[] }): Stmt {
     if (stmts.size >= cfg.poolMaxPreparedStatements * 16 && !stmts.has(m.name)) {
       throw new ProtocolError(`client has more than ${cfg.poolMaxPreparedStatements * 16} prepared statements (16 x KVDRIVE_POOL_PREPARED_STATEMENTS)`, "54000");
     }
     const k = m.query + "\0" + m.paramTypes.join(",");
-    const stmt: Stmt = { key: k, query: m.query, paramTypes: m.paramTypes, serverName: ctx.statementName(k), parse: null };
+    const stmt: Stmt = { key: k, query: m.query, paramTypes: m.paramTypes, serverName: ctx.statementName(k), parse: null, writes: writesOf(m.query) };
     stmts.set(m.name, stmt);
     return stmt;
   }

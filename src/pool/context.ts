@@ -5,6 +5,7 @@ import type { Pool } from "./pool.ts";
 import type { Server } from "./relay.ts";
 import type { ScramVerifier } from "./scram.ts";
 import type { Pin } from "./session.ts";
+import type { CachePath } from "./cache-path.ts";
 
 export interface UserAuth {
   scram: ScramVerifier;
@@ -33,7 +34,12 @@ export interface PoolerContext {
   statementName(key: string): string;
   /** The origin said the statement's result type changed: future uses get a fresh name, hence a fresh plan. */
   planChanged(key: string): void;
+  /** The query cache and statement classifier, when src/cache is present. */
+  cachePath: CachePath | null;
+  /** Runs a cache load for a client's statement on the pool, with the client's session settings. */
+  recordQuery(pool: Pool, params: Map<string, string>, sets: Map<string, string>, sql: string): Promise<Uint8Array[] | null>;
   metrics: {
+    cacheStatus(pool: Pool, status: string): void;
     queries(pool: Pool): void;
     latency(pool: Pool, ms: number): void;
     pinned(pool: Pool, reason: Pin): void;

@@ -8,6 +8,7 @@ import { K, replaySql, type Owner, type Server } from "./relay.ts";
 import type { Pool } from "./pool.ts";
 import type { PoolerContext } from "./context.ts";
 import type { OriginError } from "./origin.ts";
+import { recordQuery } from "./cache-path.ts";
 
 export interface ExecuteRequest {
   database: string;
@@ -59,6 +60,50 @@ function acquire(pool: Pool): Promise<Server> {
 
 export async function executeStatements(pool: Pool, params: () => Map<string, string>, req: ExecuteRequest, ctx: PoolerContext): Promise<ExecuteResult[]> {
   if (!req.statements.length) return [];
+  const cp = ctx.cachePath;
+  if (!cp) return run(pool, params, req, ctx, "disabled");
+  const classes = req.statements.map((s) => {
+    try {
+      return cp.classify(s.sql);
+    } catch {
+      return null;
+    }
+  });
+  const writes = classes.flatMap((c) => c?.writeTables ?? []);
+  const one = classes.length === 1 ? classes[0] : null;
+  const volatile = one?.cacheable && one.functions.length ? await cp.cache.isVolatile(req.database, one.functions).catch(() => true) : false;
+  if (!req.transaction && one?.cacheable && !one.pin && !volatile) {
+    const stmt = req.statements[0]!;
+    const bindParams = (stmt.params ?? []).map(textParam);
+    const key = { database: req.database, user: req.user, sql: stmt.sql, params: bindParams, paramFormats: [], resultFormats: [], session: "" };
+    const r = await cp.cache
+      .lookup(key, one.readTables, () => recordQuery(pool, params(), new Map(), stmt.sql, bindParams, ctx.config.queryCacheMaxResultBytes))
+      .catch(() => null);
+    if (r?.messages.length) {
+      ctx.metrics.cacheStatus(pool, r.status);
+      return [decodeRecorded(r.messages, r.status)];
+    }
+  }
+  const status = req.transaction ? "transaction" : classes.length > 1 ? "multiplestatements" : volatile ? "volatile" : (one?.status ?? "uncacheable");
+  const out = await run(pool, params, req, ctx, status);
+  for (let i = 0; i < out.length; i++) ctx.metrics.cacheStatus(pool, out[i]!.cache);
+  if (writes.length) cp.cache.invalidate(req.database, writes);
+  return out;
+}
+
+/** A cached response (RowDescription, DataRows, CommandComplete) as an ExecuteResult. */
+function decodeRecorded(messages: Uint8Array[], cache: string): ExecuteResult {
+  const r: ExecuteResult = { command: "", rowCount: null, fields: [], rows: [], cache };
+  for (const m of messages) {
+    const body = m.subarray(5);
+    if (m[0] === B.RowDescription) r.fields = decodeRowDescription(body).map((f) => ({ name: f.name, dataTypeID: f.typeOid }));
+    else if (m[0] === B.DataRow) r.rows.push(decodeDataRow(body).map((v) => (v === null ? null : decoder.decode(v))));
+    else if (m[0] === B.CommandComplete) Object.assign(r, parseTag(decodeCommandComplete(body)));
+  }
+  return r;
+}
+
+async function run(pool: Pool, params: () => Map<string, string>, req: ExecuteRequest, ctx: PoolerContext, cache: string): Promise<ExecuteResult[]> {
   const limit = ctx.config.pgMaxMessageBytes;
   const server = await acquire(pool);
   const results: ExecuteResult[] = [];
@@ -80,11 +125,11 @@ export async function executeStatements(pool: Pool, params: () => Map<string, st
     const onMessage = (type: number, body: Uint8Array) => {
       switch (type) {
         case B.RowDescription:
-          current ??= { command: "", rowCount: null, fields: [], rows: [], cache: "uncacheable" };
+          current ??= { command: "", rowCount: null, fields: [], rows: [], cache };
           current.fields = decodeRowDescription(body).map((f) => ({ name: f.name, dataTypeID: f.typeOid }));
           break;
         case B.NoData:
-          current ??= { command: "", rowCount: null, fields: [], rows: [], cache: "uncacheable" };
+          current ??= { command: "", rowCount: null, fields: [], rows: [], cache };
           break;
         case B.DataRow:
           bytes += body.length;
@@ -93,7 +138,7 @@ export async function executeStatements(pool: Pool, params: () => Map<string, st
           break;
         case B.CommandComplete:
         case B.EmptyQueryResponse: {
-          const r: ExecuteResult = current ?? { command: "", rowCount: null, fields: [], rows: [], cache: "uncacheable" };
+          const r: ExecuteResult = current ?? { command: "", rowCount: null, fields: [], rows: [], cache };
           if (type === B.CommandComplete) Object.assign(r, parseTag(decodeCommandComplete(body)));
           results.push(r);
           current = null;

@@ -12,6 +12,7 @@ import type { PoolerContext, UserAuth } from "./context.ts";
 import { listen, type Listener } from "./listener.ts";
 import { executeStatements, type ExecuteRequest, type ExecuteResult } from "./execute.ts";
 import type { Pin } from "./session.ts";
+import { loadCachePath, recordQuery } from "./cache-path.ts";
 
 export interface PoolerOptions {
   config: Config;
@@ -27,6 +28,8 @@ export interface PoolStatsFull extends PoolStats {
   activeClients: number;
   pinnedClients: number;
   queries: number;
+  /** Statements by cache status (hit, miss, stale, uncacheable, ...). */
+  cache: Record<string, number>;
 }
 
 export interface Pooler {
@@ -47,6 +50,7 @@ interface PoolInfo {
   clients: number;
   pinned: number;
   queries: number;
+  cache: Record<string, number>;
 }
 
 export async function startPooler(o: PoolerOptions): Promise<Pooler> {
@@ -106,13 +110,26 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
         return createServer(conn);
       },
     });
-    info = { pool, params: new Map(), clients: 0, pinned: 0, queries: 0 };
+    info = { pool, params: new Map(), clients: 0, pinned: 0, queries: 0, cache: {} };
     pools.set(k, info);
     byPool.set(pool, info);
     return info;
   }
 
+  const mCache = metrics.counter("kvdrive_pool_cache_total", "Statements by query cache status (hit, miss, stale, uncacheable, transaction, volatile, ...).");
+  const volatility = async (database: string, functions: string[]) => {
+    // provolatile <> 'i' for any function of that name: conservative for overloads.
+    const r = await executeStatements(poolFor(database, origin.user).pool, () => poolFor(database, origin.user).params, {
+      database, user: origin.user, transaction: false,
+      statements: [{ sql: "select count(*) from pg_catalog.pg_proc where proname = any($1::text[]) and provolatile <> 'i'", params: [`{${functions.map((f) => JSON.stringify(f)).join(",")}}`] }],
+    }, ctx);
+    return Number(r[0]?.rows[0]?.[0] ?? 1) > 0;
+  };
+  const cachePath = await loadCachePath({ config, clock, metrics, volatility });
+
   const ctx: PoolerContext = {
+    cachePath,
+    recordQuery: (pool, params, sets, sql) => recordQuery(pool, params, sets, sql, null, config.queryCacheMaxResultBytes),
     config,
     users,
     authMethod: config.pgAuth as PoolerContext["authMethod"],
@@ -148,6 +165,11 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
       planGens.set(key, (planGens.get(key) ?? 0) + 1);
     },
     metrics: {
+      cacheStatus(pool, status) {
+        const info = byPool.get(pool)!;
+        info.cache[status] = (info.cache[status] ?? 0) + 1;
+        mCache.inc({ ...labels(pool), status });
+      },
       queries(pool) {
         byPool.get(pool)!.queries++;
         mQueries.inc(labels(pool));
@@ -167,7 +189,7 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
     for (const info of pools.values()) {
       const s = info.pool.stats();
       clients += info.clients;
-      list.push({ ...s, clients: info.clients, activeClients: s.activeServers, pinnedClients: info.pinned, queries: info.queries });
+      list.push({ ...s, clients: info.clients, activeClients: s.activeServers, pinnedClients: info.pinned, queries: info.queries, cache: { ...info.cache } });
     }
     return { pools: list, clients };
   }

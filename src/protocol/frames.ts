@@ -13,6 +13,8 @@ export interface Frames {
   pending(): number;
   /** Re-runs held messages after a stop. */
   resume(onMessage: OnMessage): void;
+  /** Puts complete messages back in front of everything not yet processed (the next resume runs them first). */
+  unshift(bytes: Uint8Array): void;
 }
 
 type OnMessage = (type: number, body: Uint8Array, buf: Uint8Array, at: number) => boolean | void;
@@ -85,6 +87,14 @@ export function createFrames(maxBytes: number): Frames {
       if (off < chunk.length) run(off ? chunk.subarray(off) : chunk, onMessage);
     },
     pending: () => (held?.length ?? 0) + filled,
+    unshift(bytes) {
+      const parts = [bytes];
+      if (held) parts.push(held);
+      else if (acc) parts.push(acc.subarray(0, filled));
+      held = Buffer.concat(parts);
+      acc = null;
+      filled = 0;
+    },
     resume(onMessage) {
       const h = held;
       held = null;

@@ -180,3 +180,18 @@ describe("frame reader", () => {
     expect(seen).toEqual([Fe.F.Sync, Fe.F.Bind, Fe.F.Flush, Fe.F.Terminate]);
   });
 });
+
+describe("frame reader unshift", () => {
+  test("a message put back runs before held and partial bytes", () => {
+    const fr = createFrames(1 << 20);
+    const seen: number[] = [];
+    const q = Fe.encodeQuery("select 1");
+    const sync = Fe.SYNC;
+    // A partial Flush is pending when the Query is put back.
+    fr.push(Fe.FLUSH.subarray(0, 3), (t) => void seen.push(t));
+    fr.unshift(q);
+    fr.push(Buffer.concat([Fe.FLUSH.subarray(3), sync]), (t) => void seen.push(t));
+    fr.resume((t) => void seen.push(t));
+    expect(seen).toEqual([Fe.F.Query, Fe.F.Flush, Fe.F.Sync]);
+  });
+});

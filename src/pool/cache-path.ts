@@ -1,0 +1,136 @@
+// The query cache on the pooler's query path. The classifier and the cache live in src/cache/ (their own
+// concern); this file loads them when present and runs a cache load on a pooled connection: one simple
+// Query, its response recorded (bounded by KVDRIVE_QUERY_CACHE_MAX_RESULT_BYTES) up to ReadyForQuery.
+import type { Config } from "../config.ts";
+import type { Clock } from "../clock.ts";
+import type { Registry } from "../metrics/registry.ts";
+import { encodeBind, encodeDescribe, encodeExecute, encodeParse, encodeQuery, SYNC } from "../protocol/frontend.ts";
+import { B } from "../protocol/backend.ts";
+import { createFrames } from "../protocol/frames.ts";
+import { K, replaySql, type Owner, type Server } from "./relay.ts";
+import type { Pool } from "./pool.ts";
+
+/** What src/cache/classify.ts says about a statement (the shared contract). */
+export interface Classification {
+  cacheable: boolean;
+  status: string;
+  readTables: string[];
+  writeTables: string[];
+  functions: string[];
+  pin?: string;
+  txn?: "begin" | "commit" | "rollback";
+}
+
+/** The query cache of src/cache/query-cache.ts, as the pooler uses it (the shared contract). */
+export interface QueryCache {
+  lookup(key: unknown, readTables: string[], load: () => Promise<Uint8Array[] | null>): Promise<{ status: string; messages: Uint8Array[] }>;
+  invalidate(database: string, tables: string[]): void;
+  isVolatile(database: string, functions: string[]): Promise<boolean>;
+}
+
+export interface CachePath {
+  classify(sql: string): Classification;
+  cache: QueryCache;
+}
+
+/** Loads src/cache when it exists and exports the agreed functions; null otherwise (no cache, pooling only). */
+export async function loadCachePath(opts: { config: Config; clock: Clock; metrics: Registry; volatility: (database: string, functions: string[]) => Promise<boolean> }): Promise<CachePath | null> {
+  const classifyPath = "../cache/classify.ts";
+  const cachePath = "../cache/query-cache.ts";
+  let classifyMod: any;
+  let cacheMod: any;
+  try {
+    classifyMod = await import(classifyPath);
+    cacheMod = await import(cachePath);
+  } catch {
+    return null;
+  }
+  if (typeof classifyMod?.classify !== "function" || typeof cacheMod?.createQueryCache !== "function") return null;
+  const cache = cacheMod.createQueryCache({ config: opts.config, clock: opts.clock, metrics: opts.metrics, volatility: opts.volatility }) as QueryCache;
+  return { classify: classifyMod.classify, cache };
+}
+
+function acquire(pool: Pool): Promise<Server | null> {
+  return new Promise((resolve) => pool.acquire({ grant: resolve, fail: () => resolve(null) }));
+}
+
+/**
+ * Runs one statement as a simple Query on a pooled connection with the given session parameters, and returns
+ * its response messages without ReadyForQuery; null when it failed, was not a plain result, or exceeded
+ * maxBytes (then the caller runs it the ordinary way, streamed).
+ */
+export async function recordQuery(
+  pool: Pool,
+  params: Map<string, string>,
+  sets: Map<string, string>,
+  sql: string,
+  bindParams: Array<Uint8Array | null> | null,
+  maxBytes: number,
+): Promise<Uint8Array[] | null> {
+  const server = await acquire(pool);
+  if (!server) return null;
+  return new Promise((resolve) => {
+    const messages: Uint8Array[] = [];
+    let bytes = 0;
+    let usable = true;
+    let done = false;
+    const frames = createFrames(maxBytes + 1024);
+    const finish = (reusable: boolean) => {
+      if (done) return;
+      done = true;
+      server.owner = null;
+      pool.release(server, reusable);
+      resolve(usable ? messages : null);
+    };
+    const owner: Owner = {
+      send(b) {
+        if (!usable) return;
+        bytes += b.length;
+        if (bytes > maxBytes) {
+          usable = false;
+          messages.length = 0;
+          return;
+        }
+        frames.push(b, (type, _body, buf, at) => {
+          if (type === B.ErrorResponse || type === B.CopyInResponse || type === B.CopyOutResponse || type === B.CopyBothResponse) usable = false;
+          if (type === B.ReadyForQuery || type === B.ParameterStatus || type === B.NoticeResponse || type === B.ParseComplete || type === B.BindComplete) return;
+          messages.push(buf.slice(at, at + 1 + ((buf[at + 1]! << 24) | (buf[at + 2]! << 16) | (buf[at + 3]! << 8) | buf[at + 4]!)));
+        });
+      },
+      backpressured: () => false,
+      parameterStatus() {},
+      idle: () => finish(true),
+      completed() {},
+      planChanged: () => null,
+      serverClosed() {
+        usable = false;
+        finish(false);
+      },
+      serverDrained() {},
+    };
+    server.owner = owner;
+    const replay = replaySql(server, params, sets);
+    server.sig = "";
+    if (replay) {
+      server.conn.write(encodeQuery(replay));
+      server.push({ k: K.Replay });
+    }
+    if (bindParams === null) {
+      server.conn.write(encodeQuery(sql));
+      server.push({ k: K.Query });
+      return;
+    }
+    // With parameters: the unnamed statement, text results, Describe for the RowDescription.
+    server.unnamedOwner = 0;
+    server.conn.write(
+      Buffer.concat([
+        encodeParse({ name: "", query: sql, paramTypes: [] }),
+        encodeBind({ portal: "", statement: "", paramFormats: [], params: bindParams, resultFormats: [] }),
+        encodeDescribe({ kind: "P", name: "" }),
+        encodeExecute(""),
+        SYNC,
+      ]),
+    );
+    for (const k of [K.Parse, K.Bind, K.Describe, K.Execute, K.Sync]) server.push({ k });
+  });
+}
