@@ -7,6 +7,7 @@ import type { Registry } from "../metrics/registry.ts";
 import { createReadCache, type CachedEntry } from "../gateway/cache.ts";
 import { createVersionClock, ZERO_VERSION } from "../gateway/version.ts";
 import { BatcherClosedError, createBatcher } from "../storage/batcher.ts";
+import { createReadCoalescer } from "../storage/coalescer.ts";
 import { startPurger } from "../storage/purge.ts";
 import { openPostgresBackend, type NamespaceRow, type StoredEntry } from "../storage/store.ts";
 import { CODE } from "./codes.ts";
@@ -23,6 +24,9 @@ export interface ServiceOptions {
 }
 
 const DEFAULT_CACHE_TTL = 60;
+// Single-key reads in flight before further misses wait to be coalesced. A quarter of the pool: measured
+// (64 readers, 16 connections) well ahead of one query per read, and it leaves connections for write batches.
+const readSlots = (c: Config) => Math.max(1, Math.floor(c.dbPoolSize / 4));
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -35,6 +39,7 @@ export async function createKVService({ urls, config, clock, metrics }: ServiceO
   // Sharding over every URL arrives with the redundancy work; one cluster serves all keys until then.
   const backend = await openPostgresBackend(urls[0]!, config.dbPoolSize);
   const versions = createVersionClock(clock);
+  const reads = createReadCoalescer(backend, readSlots(config));
   const cache = createReadCache({ maxBytes: config.cacheBytes, clock });
   const batcher = createBatcher({
     write: (rows) => backend.write(rows),
@@ -145,7 +150,7 @@ export async function createKVService({ urls, config, clock, metrics }: ServiceO
       }
       misses.inc();
       const ticket = cache.readTicket();
-      return visible(fromRead(ck, await backend.get(ns.id, encoder.encode(key)), ticket));
+      return visible(fromRead(ck, await reads.get(ns.id, encoder.encode(key)), ticket));
     },
     async getMany(accountId, nsId, keys, opts) {
       const ns = await namespace(accountId, nsId);
