@@ -310,9 +310,11 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
 
   function notePin(sql: string) {
     const eff = sessionEffect(sql);
-    if (eff.pin && !pinned) {
-      pinned = eff.pin;
-      ctx.metrics.pinned(pool!, eff.pin);
+    // The shared classifier (a real SQL parser, when present) may see what our text checks cannot.
+    const pin = eff.pin ?? (ctx.cachePath && !pinned ? sharedPin(sql) : undefined);
+    if (pin && !pinned) {
+      pinned = pin;
+      ctx.metrics.pinned(pool!, pin);
     }
     if (eff.set && REPLAYED_LOWER.has(eff.set.name)) return; // tracked through ParameterStatus
     if (eff.set || eff.reset !== undefined) sigCache = null;
@@ -513,6 +515,14 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         return true;
       default:
         throw new ProtocolError(`unexpected message type ${type} (${JSON.stringify(String.fromCharCode(type))}) after start-up`);
+    }
+  }
+
+  function sharedPin(sql: string): Pin | undefined {
+    try {
+      return ctx.cachePath!.classify(sql).pin as Pin | undefined;
+    } catch {
+      return undefined;
     }
   }
 
