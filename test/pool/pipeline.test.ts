@@ -2,7 +2,7 @@
 // synthetic and swallowed answers keep the order, errors discard up to Sync, names never leak between clients.
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { decodeDataRow, decodeErrorResponse } from "../../src/protocol/backend.ts";
-import { encodeBind, encodeClose, encodeDescribe, encodeExecute, encodeParse, encodeQuery, encodeStartup, FLUSH, SYNC } from "../../src/protocol/frontend.ts";
+import { COPY_DONE, encodeBind, encodeClose, encodeCopyData, encodeDescribe, encodeExecute, encodeParse, encodeQuery, encodeStartup, FLUSH, SYNC } from "../../src/protocol/frontend.ts";
 import { startPoolerFixture, type PoolerFixture } from "./setup.ts";
 import { rawConnect, type RawConn, type RawMessage } from "./raw.ts";
 
@@ -91,5 +91,28 @@ test("simple queries with several statements and an error in the middle", async 
   expect(types(r)).toBe("TDCEZ");
   send(a, encodeQuery(""));
   expect(types(await untilZ(a))).toBe("IZ");
+  a.end();
+});
+
+test("COPY FROM STDIN through the extended protocol, with the Sync sent before the data", async () => {
+  const a = await session();
+  send(a, encodeQuery("create table pipe_copy (x int)"));
+  await untilZ(a);
+  send(a, encodeParse({ name: "", query: "copy pipe_copy from stdin", paramTypes: [] }), encodeBind({ portal: "", statement: "", paramFormats: [], params: [], resultFormats: [] }), encodeExecute(""), SYNC);
+  const g = await a.read((m) => m.type === "G");
+  expect(types(g)).toBe("12G");
+  send(a, encodeCopyData(t("1\n2\n3\n")), COPY_DONE, SYNC);
+  expect(types(await untilZ(a))).toBe("CZ");
+  send(a, encodeQuery("select count(*) from pipe_copy"));
+  expect(values(await untilZ(a))).toEqual(["3"]);
+  a.end();
+});
+
+test("NoticeResponse reaches the client", async () => {
+  const a = await session();
+  send(a, encodeQuery("do $$ begin raise notice 'hello from plpgsql'; end $$"));
+  const r = await untilZ(a);
+  expect(types(r)).toBe("NCZ");
+  expect(decodeErrorResponse(r[0]!.body).M).toBe("hello from plpgsql");
   a.end();
 });
