@@ -10,8 +10,9 @@ import { kvRead } from "./scenarios/kv-read.ts";
 import { kvWrite } from "./scenarios/kv-write.ts";
 import { pooler } from "./scenarios/pooler.ts";
 import { hyperdrive } from "./scenarios/hyperdrive.ts";
+import { micro } from "./scenarios/micro.ts";
 
-const SCENARIOS: Scenario[] = [kvRead, kvWrite, hyperdrive, pooler];
+const SCENARIOS: Scenario[] = [micro, kvRead, kvWrite, hyperdrive, pooler];
 
 function parseArgs(argv: string[]) {
   const o = { full: false, names: [] as string[], duration: undefined as number | undefined, warmup: undefined as number | undefined, list: false };
@@ -67,7 +68,7 @@ try {
     try {
       const result = await s.run(run.ctx);
       await run.endScenario();
-      const files = await writeResult({ result, machine: m, date: started, command, warmup: `Warm-up: ${warmupSec} s per target before its measured runs, excluded.` });
+      const files = await writeResult({ result, machine: m, date: started, command, warmup: result.warmup ?? `Warm-up: ${warmupSec} s per target before its measured runs, excluded.` });
       for (const r of result.ratios) console.log(`  ratio  ${r.name}: ${r.value === null ? `— (${r.note})` : `${r.value.toFixed(2)}×`}${r.target ? ` (target ${r.target}${r.pass === undefined ? "" : r.pass ? ", met" : ", NOT met"})` : ""}`);
       console.log(`  wrote ${[files.json, files.md, files.svg].filter(Boolean).join(", ")}`);
     } catch (e) {

@@ -23,7 +23,7 @@ export interface Context {
 }
 
 const fmt = (r: Row) =>
-  r.status === "ok" || r.status === "errors"
+  (r.status === "ok" || r.status === "errors") && r.rps !== undefined
     ? `${Math.round(r.rowsPerSec ?? r.rps ?? 0)} ${r.rowsPerSec !== undefined ? "rows/s" : "req/s"}, p50 ${r.p50?.toFixed(2)} ms, p99 ${r.p99?.toFixed(2)} ms, p99.9 ${r.p999?.toFixed(2)} ms, errors ${r.errors}, non-2xx ${r.non2xx}${r.status === "errors" ? "  << MARKED: errors" : ""}${r.note ? ` (${r.note})` : ""}`
     : `${r.status}${r.note ? `: ${r.note}` : ""}`;
 

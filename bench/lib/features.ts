@@ -12,8 +12,8 @@ function filesUnder(dir: string): string[] {
 }
 
 export const features = {
-  /** The pooler's query cache (issue 4): a module under src/pool or src/gateway named for it. */
-  queryCache: () => [...filesUnder("src/pool"), ...filesUnder("src/gateway")].some((f) => /query[-_]?cache/i.test(f)),
+  /** The pooler's query cache (issue 4): src/pool/cache-path.ts activates it when src/cache provides both. */
+  queryCache: () => ["src/cache/query-cache.ts", "src/cache/classify.ts"].every((f) => fs.existsSync(path.join(root, f))),
   /** The S3 tier for large values (a later issue). */
   s3Tier: () => [...filesUnder("src/storage"), ...filesUnder("src/gateway")].some((f) => /s3|blob/i.test(f)),
   /** A consistent-hash ring over several clusters (a later issue). */

@@ -16,7 +16,13 @@ export interface Stored {
   warmup: string;
 }
 
-const ms = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? "" : v < 10 ? v.toFixed(2) : v.toFixed(1));
+function ms(v: number | undefined): string {
+  if (v === undefined || !Number.isFinite(v)) return "";
+  // Micro benchmarks live far below a millisecond: give them a unit rather than "0.00".
+  if (v < 0.001) return `${(v * 1e6).toFixed(0)} ns`;
+  if (v < 0.1) return `${(v * 1e3).toFixed(1)} µs`;
+  return v < 10 ? v.toFixed(2) : v.toFixed(1);
+}
 const num = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? "" : Math.round(v).toLocaleString("en-US"));
 
 function rowLine(r: Row): string {

@@ -39,6 +39,8 @@ export interface ScenarioResult {
   rows: Row[];
   ratios: Ratio[];
   notes: string[];
+  /** How warm-up was handled, when not the runner's per-target warm-up (e.g. mitata's own). */
+  warmup?: string;
 }
 
 export const usable = (r: Row | undefined): r is Row => !!r && r.status === "ok";
