@@ -186,8 +186,11 @@ export function openRepairQueue(opts: RepairQueueOptions): RepairQueue {
 
   function apply(r: Rec): boolean {
     if (!r || typeof r !== "object" || typeof r.b !== "string") return false;
-    if (r.o === "x") return overflowed.add(r.b), true;
-    if (r.o === "c") return overflowed.delete(r.b), true;
+    if (r.o === "x" || r.o === "c") {
+      if (r.o === "x") overflowed.add(r.b);
+      else overflowed.delete(r.b);
+      return true;
+    }
     if (typeof r.n !== "string" || typeof r.k !== "string") return false;
     const id = idOf(r.b, r.n, r.k);
     const e = entries.get(id);
