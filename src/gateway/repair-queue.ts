@@ -98,7 +98,8 @@ type Rec =
   | { o: "q"; b: string; n: string; k: string; m: RepairMechanism; a: number; d: number; t: number }
   | { o: "f"; b: string; n: string; k: string; a: number; d: number }
   | { o: "d"; b: string; n: string; k: string }
-  | { o: "x" | "c"; b: string };
+  | { o: "x"; b: string }
+  | { o: "c"; b: string };
 
 const MECHANISMS: readonly RepairMechanism[] = ["write", "read", "crawler"];
 const idOf = (b: string, n: string, k: string) => JSON.stringify([b, n, k]);
