@@ -64,7 +64,8 @@ export async function recordQuery(
   params: Map<string, string>,
   sets: Map<string, string>,
   sql: string,
-  bindParams: Array<Uint8Array | null> | null,
+  /** Parameters: text values, or a client's own Bind message (any formats) with its parameter types. */
+  bindParams: Array<Uint8Array | null> | { bind: Uint8Array; paramTypes: number[] } | null,
   maxBytes: number,
 ): Promise<Uint8Array[] | null> {
   const server = await acquire(pool);
@@ -122,10 +123,11 @@ export async function recordQuery(
     }
     // With parameters: the unnamed statement, text results, Describe for the RowDescription.
     server.unnamedOwner = 0;
+    const own = !Array.isArray(bindParams);
     server.conn.write(
       Buffer.concat([
-        encodeParse({ name: "", query: sql, paramTypes: [] }),
-        encodeBind({ portal: "", statement: "", paramFormats: [], params: bindParams, resultFormats: [] }),
+        encodeParse({ name: "", query: sql, paramTypes: own ? bindParams.paramTypes : [] }),
+        own ? bindParams.bind : encodeBind({ portal: "", statement: "", paramFormats: [], params: bindParams, resultFormats: [] }),
         encodeDescribe({ kind: "P", name: "" }),
         encodeExecute(""),
         SYNC,

@@ -6,9 +6,9 @@ import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
 import { ProtocolError } from "../protocol/bytes.ts";
 import { createFrames, readStartup, type Frames } from "../protocol/frames.ts";
-import { checkBind, decodeParse, decodePassword, decodeQuery, decodeSASLInitialResponse, decodeStartup, encodeClose, encodeParse, encodeQuery, F, PROTOCOL_3_0 } from "../protocol/frontend.ts";
+import { checkBind, decodeBind, decodeParse, decodePassword, decodeQuery, decodeSASLInitialResponse, decodeStartup, encodeClose, encodeParse, encodeQuery, F, PROTOCOL_3_0 } from "../protocol/frontend.ts";
 import {
-  AUTH_OK, CLOSE_COMPLETE, encodeAuthentication, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery, errorMessage, PARSE_COMPLETE, READY_IDLE,
+  AUTH_OK, BIND_COMPLETE, CLOSE_COMPLETE, encodeAuthentication, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery, errorMessage, PARSE_COMPLETE, READY_IDLE,
 } from "../protocol/backend.ts";
 import { createOutbox, type Outbox } from "./outbox.ts";
 import { createScramServer, md5Matches, ScramError } from "./scram.ts";
@@ -17,6 +17,7 @@ import type { OriginError } from "./origin.ts";
 import type { Pool, Waiter } from "./pool.ts";
 import { sessionEffect, type Pin } from "./session.ts";
 import type { PoolerContext, UserAuth } from "./context.ts";
+import type { Classification } from "./cache-path.ts";
 
 
 interface Stmt {
@@ -28,6 +29,8 @@ interface Stmt {
   parse: Uint8Array | null;
   /** Tables the statement writes (from the shared classifier), for cache invalidation. */
   writes: string[];
+  /** The shared classifier's verdict, when it has one: reads, functions and whether it may be cached. */
+  cls: Classification | null;
 }
 
 export interface ClientSocketData {
@@ -98,6 +101,10 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   /** Tables written since the last idle ReadyForQuery: their cached reads are invalidated when it arrives. */
   const pendingWrites: string[] = [];
   let unnamedWrites: string[] = [];
+  /** Bind, Describe, Execute of a cacheable prepared statement on an idle client, collected up to Sync. */
+  let batch: { stmt: Stmt; msgs: Uint8Array[]; describe: boolean; exec: boolean } | null = null;
+  /** Messages taken for a cache lookup that must now go to the origin, before anything else. */
+  let deferred: Uint8Array[] = [];
   /**
    * The batch in flight when it is one Bind of a prepared statement up to its Sync, sent while idle: it can be
    * re-run if the origin says the cached plan's result type changed. Views into received chunks, not copies.
@@ -246,6 +253,13 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         if (st === St.Closed) return pool!.release(s, true);
         attach(s);
         if (inCall) return void (now = true);
+        if (deferred.length) {
+          try {
+            flushDeferred();
+          } catch (e) {
+            return failed(e);
+          }
+        }
         socket.resume();
         resumeMessages();
         flushToServer();
@@ -257,6 +271,12 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         // Sync or Query is answered with this error and one ReadyForQuery, like a failed query.
         send(errorMessage(err.code, err.message));
         pendingDiscard = true;
+        if (deferred.length) {
+          // The deferred batch ended with its Sync: its error is answered, later messages are not discarded.
+          deferred = [];
+          send(encodeReadyForQuery(String.fromCharCode(status) as "I"));
+          pendingDiscard = false;
+        }
         if (inCall) return;
         socket.resume();
         resumeMessages();
@@ -353,11 +373,13 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       return false;
     }
     if (busy) return false;
-    if (!server && type === F.Query && ctx.cachePath && !pinned && status === 0x49) {
-      if (bypassCache) bypassCache = false;
-      else if (tryCache(body, buf.subarray(at, at + 5 + body.length))) return true;
+    if (!server && ctx.cachePath && !pinned && status === 0x49) {
+      if (type === F.Query) {
+        if (bypassCache) bypassCache = false;
+        else if (tryCache(body, buf.subarray(at, at + 5 + body.length))) return true;
+      } else if (collectBatch(type, body, buf.subarray(at, at + 5 + body.length))) return true;
     }
-    if (!server) {
+    if (!server && !deferred.length) {
       if (type === F.Sync) {
         send(READY_IDLE); // nothing outstanding: answer without borrowing a connection
         return true;
@@ -380,10 +402,13 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
           return true;
         }
       }
+    }
+    if (!server) {
       if (!isFrontendType(type)) throw new ProtocolError(`unexpected message type ${type} (${JSON.stringify(String.fromCharCode(type))})`);
       if (waiter) return false;
       if (!acquire()) return pendingDiscard ? onMessage(type, body, buf, at) : false;
     }
+    if (deferred.length) flushDeferred();
     const s = server!;
     const raw = buf.subarray(at, at + 5 + body.length);
     if (retryBatch) {
@@ -526,6 +551,101 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     }
   }
 
+  function classifyOrNull(sql: string): Classification | null {
+    if (!ctx.cachePath) return null;
+    try {
+      return ctx.cachePath.classify(sql);
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * Extended protocol on an idle client: Bind (unnamed portal) of a cacheable prepared statement, optionally
+   * Describe of that portal, Execute, Sync is answered from the cache without an origin connection. Anything
+   * else ends the collection and what was collected goes to the origin first. Returns true when consumed.
+   */
+  function collectBatch(type: number, body: Uint8Array, raw: Uint8Array): boolean {
+    if (!batch) {
+      if (type !== F.Bind || body[0] !== 0) return false;
+      const [ns, ne] = checkBind(body);
+      const stmt = ne > ns ? stmts.get(new TextDecoder().decode(body.subarray(ns, ne))) : undefined;
+      if (!stmt?.cls?.cacheable || stmt.cls.pin) return false;
+      batch = { stmt, msgs: [raw.slice()], describe: false, exec: false };
+      return true;
+    }
+    if (type === F.Describe && !batch.exec && body.length === 2 && body[0] === 0x50 && body[1] === 0) {
+      batch.describe = true;
+    } else if (type === F.Execute && !batch.exec && body.length === 5 && body[0] === 0 && body[1]! + body[2]! + body[3]! + body[4]! === 0) {
+      batch.exec = true;
+    } else if (type === F.Sync && batch.exec) {
+      batch.msgs.push(raw.slice());
+      lookupBatch(batch);
+      batch = null;
+      return true;
+    } else {
+      deferred = batch.msgs;
+      batch = null;
+      return false;
+    }
+    batch.msgs.push(raw.slice());
+    return true;
+  }
+
+  function lookupBatch(b: { stmt: Stmt; msgs: Uint8Array[]; describe: boolean }) {
+    const cls = b.stmt.cls!;
+    const bind = decodeBind(b.msgs[0]!.subarray(5));
+    const forOrigin = { bind: rewriteBind(b.msgs[0]!.subarray(5), ""), paramTypes: b.stmt.paramTypes };
+    let session = "";
+    for (const name of REPLAYED) if (name !== "application_name") session += (params.get(name) ?? "") + "\0";
+    for (const [k, v] of sets) session += k + "=" + v + "\0";
+    const key = { database, user, sql: b.stmt.query, params: bind.params, paramFormats: bind.paramFormats, resultFormats: bind.resultFormats, paramTypes: b.stmt.paramTypes, session };
+    const cache = ctx.cachePath!.cache;
+    busy = true;
+    socket.pause();
+    const volatile = cls.functions.length ? cache.isVolatile(database, cls.functions) : Promise.resolve(false);
+    volatile
+      .then((v) => (v ? { status: "volatile", messages: [] } : cache.lookup(key, cls.readTables, () => ctx.recordQuery(pool!, new Map(params), new Map(sets), b.stmt.query, forOrigin))))
+      .then(
+        (r) => batchAnswered(r, b),
+        (e) => {
+          ctx.log(`kvdrive pooler: cache lookup failed: ${(e as Error).message}`);
+          batchAnswered(null, b);
+        },
+      );
+  }
+
+  function batchAnswered(r: { status: string; messages: Uint8Array[] } | null, b: { msgs: Uint8Array[]; describe: boolean }) {
+    busy = false;
+    if (st === St.Closed) return;
+    if (r) ctx.metrics.cacheStatus(pool!, r.status);
+    if (r && r.messages.length) {
+      send(BIND_COMPLETE);
+      for (const m of r.messages) if (b.describe || m[0] !== 0x54) send(m);
+      send(READY_IDLE);
+      socket.resume();
+      return resumeMessages();
+    }
+    deferred = b.msgs;
+    socket.resume();
+    try {
+      if (acquire()) {
+        flushDeferred();
+        flushToServer();
+      }
+    } catch (e) {
+      return failed(e);
+    }
+    if (!waiter) resumeMessages();
+  }
+
+  /** Sends messages collected for the cache to the origin, in order, now that a connection is attached. */
+  function flushDeferred() {
+    const d = deferred;
+    deferred = [];
+    for (const m of d) onMessage(m[0]!, m.subarray(5), m, 0);
+  }
+
   /** Tables a statement writes, by the shared classifier; none without it (then there is no cache either). */
   function writesOf(sql: string): string[] {
     if (!ctx.cachePath) return [];
@@ -597,7 +717,8 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       throw new ProtocolError(`client has more than ${cfg.poolMaxPreparedStatements * 16} prepared statements (16 x KVDRIVE_POOL_PREPARED_STATEMENTS)`, "54000");
     }
     const k = m.query + "\0" + m.paramTypes.join(",");
-    const stmt: Stmt = { key: k, query: m.query, paramTypes: m.paramTypes, serverName: ctx.statementName(k), parse: null, writes: writesOf(m.query) };
+    const cls = classifyOrNull(m.query);
+    const stmt: Stmt = { key: k, query: m.query, paramTypes: m.paramTypes, serverName: ctx.statementName(k), parse: null, writes: cls?.writeTables ?? [], cls };
     stmts.set(m.name, stmt);
     return stmt;
   }

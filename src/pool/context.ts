@@ -37,7 +37,7 @@ export interface PoolerContext {
   /** The query cache and statement classifier, when src/cache is present. */
   cachePath: CachePath | null;
   /** Runs a cache load for a client's statement on the pool, with the client's session settings. */
-  recordQuery(pool: Pool, params: Map<string, string>, sets: Map<string, string>, sql: string): Promise<Uint8Array[] | null>;
+  recordQuery(pool: Pool, params: Map<string, string>, sets: Map<string, string>, sql: string, extended?: { bind: Uint8Array; paramTypes: number[] }): Promise<Uint8Array[] | null>;
   metrics: {
     cacheStatus(pool: Pool, status: string): void;
     queries(pool: Pool): void;

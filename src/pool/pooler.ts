@@ -129,7 +129,7 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
 
   const ctx: PoolerContext = {
     cachePath,
-    recordQuery: (pool, params, sets, sql) => recordQuery(pool, params, sets, sql, null, config.queryCacheMaxResultBytes),
+    recordQuery: (pool, params, sets, sql, extended) => recordQuery(pool, params, sets, sql, extended ?? null, config.queryCacheMaxResultBytes),
     config,
     users,
     authMethod: config.pgAuth as PoolerContext["authMethod"],
