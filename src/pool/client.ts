@@ -105,6 +105,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   let batch: { stmt: Stmt; msgs: Uint8Array[]; describe: boolean; exec: boolean } | null = null;
   /** Messages taken for a cache lookup that must now go to the origin, before anything else. */
   let deferred: Uint8Array[] = [];
+  let cacheOn = false;
   /**
    * The batch in flight when it is one Bind of a prepared statement up to its Sync, sent while idle: it can be
    * re-run if the origin says the cached plan's result type changed. Views into received chunks, not copies.
@@ -373,7 +374,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       return false;
     }
     if (busy) return false;
-    if (!server && ctx.cachePath && !pinned && status === 0x49) {
+    if (!server && cacheOn && !pinned && status === 0x49) {
       if (type === F.Query) {
         if (bypassCache) bypassCache = false;
         else if (tryCache(body, buf.subarray(at, at + 5 + body.length))) return true;
@@ -833,6 +834,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       send(encodeBackendKeyData(pid, key));
       send(READY_IDLE);
       st = St.Ready;
+      cacheOn = ctx.cacheOn(database);
       clearTimeout(loginTimer);
       ctx.register(pid, key, id, cancelRunning, pool!);
       socket.resume();

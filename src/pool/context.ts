@@ -36,6 +36,8 @@ export interface PoolerContext {
   planChanged(key: string): void;
   /** The query cache and statement classifier, when src/cache is present. */
   cachePath: CachePath | null;
+  /** False when KVDRIVE_CACHE_DISABLED turns the cache off for this database (then statements skip it). */
+  cacheOn(database: string): boolean;
   /** Runs a cache load for a client's statement on the pool, with the client's session settings. */
   recordQuery(pool: Pool, params: Map<string, string>, sets: Map<string, string>, sql: string, extended?: { bind: Uint8Array; paramTypes: number[] }): Promise<Uint8Array[] | null>;
   metrics: {

@@ -62,6 +62,7 @@ export async function executeStatements(pool: Pool, params: () => Map<string, st
   if (!req.statements.length) return [];
   const cp = ctx.cachePath;
   if (!cp) return run(pool, params, req, ctx, "disabled");
+  if (!ctx.cacheOn(req.database)) return run(pool, params, req, ctx, "disabled");
   const classes = req.statements.map((s) => {
     try {
       return cp.classify(s.sql);

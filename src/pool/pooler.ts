@@ -127,8 +127,14 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
   };
   const cachePath = await loadCachePath({ config, clock, metrics, volatility });
 
+  const disabled = config.queryCacheDisabled.trim().toLowerCase();
+  const disabledDbs = new Set(config.queryCacheDisabled.split(",").map((d) => d.trim()).filter(Boolean));
+  const allOff = ["true", "1", "yes", "on"].includes(disabled);
+  const noneOff = ["false", "0", "no", "off", ""].includes(disabled);
+
   const ctx: PoolerContext = {
     cachePath,
+    cacheOn: (database) => cachePath !== null && !allOff && (noneOff || !disabledDbs.has(database)),
     recordQuery: (pool, params, sets, sql, extended) => recordQuery(pool, params, sets, sql, extended ?? null, config.queryCacheMaxResultBytes),
     config,
     users,
