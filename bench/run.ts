@@ -11,8 +11,11 @@ import { kvWrite } from "./scenarios/kv-write.ts";
 import { pooler } from "./scenarios/pooler.ts";
 import { hyperdrive } from "./scenarios/hyperdrive.ts";
 import { micro } from "./scenarios/micro.ts";
+import { kvSizes } from "./scenarios/kv-sizes.ts";
+import { kvPeers } from "./scenarios/kv-peers.ts";
+import { redundancy } from "./scenarios/redundancy.ts";
 
-const SCENARIOS: Scenario[] = [micro, kvRead, kvWrite, hyperdrive, pooler];
+const SCENARIOS: Scenario[] = [micro, kvRead, kvWrite, kvSizes, hyperdrive, pooler, kvPeers, redundancy];
 
 function parseArgs(argv: string[]) {
   const o = { full: false, names: [] as string[], duration: undefined as number | undefined, warmup: undefined as number | undefined, list: false };
