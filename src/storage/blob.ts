@@ -25,7 +25,7 @@ export interface BlobStore {
    * and nothing is stored.
    */
   put(key: string, body: BlobBody, size?: number): Promise<void>;
-  /** The blob as a stream, or null when there is none. */
+  /** The blob as a stream, or null when there is none. Read it to the end or cancel it: it holds a file or a socket. */
   get(key: string): Promise<ReadableStream<Uint8Array> | null>;
   /** Removes the blob; a missing key is not an error. */
   delete(key: string): Promise<void>;

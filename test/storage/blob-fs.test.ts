@@ -5,6 +5,8 @@ import os from "node:os";
 import path from "node:path";
 import { createFsBlobStore } from "../../src/storage/blob-fs.ts";
 import { readAll, type BlobStore } from "../../src/storage/blob.ts";
+import { loadConfig } from "../../src/config.ts";
+import { openBlobStore } from "../../src/storage/blob-open.ts";
 import { blobContract } from "./blob-contract.ts";
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "kvdrive-blobfs-"));
@@ -53,4 +55,14 @@ test("fs: a reader holding a stream keeps reading the blob it opened while it is
   expect(got.length).toBe(first.length);
   expect(got.every((b) => b === 1)).toBe(true);
   expect(await store.get("hold/k")).toBeNull();
+});
+
+test("without an S3 bucket, the configured blob store is the data dir's blobs/ directory", async () => {
+  const dataDir = path.join(root, "datadir");
+  const s = await openBlobStore(loadConfig({ dataDir }, {}));
+  expect(s.kind).toBe("fs");
+  await s.put("cfg/k", new TextEncoder().encode("v"));
+  expect(fs.existsSync(path.join(dataDir, "blobs"))).toBe(true);
+  expect(allFiles(path.join(dataDir, "blobs")).length).toBe(1);
+  await s.close();
 });

@@ -5,6 +5,7 @@ import { loadConfig } from "../../src/config.ts";
 import { createS3BlobStore, createS3Client, MIN_PART_BYTES, s3OptionsFromConfig } from "../../src/storage/blob-s3.ts";
 import { readAll, type BlobStore } from "../../src/storage/blob.ts";
 import { startTestS3, type TestS3 } from "../helpers/s3.ts";
+import { openBlobStore } from "../../src/storage/blob-open.ts";
 import { blobContract } from "./blob-contract.ts";
 
 let s3: TestS3;
@@ -92,4 +93,14 @@ test("s3: settings come from the config table and bad combinations name the vari
   expect(() => s3OptionsFromConfig(loadConfig({}, { KVDRIVE_S3_BUCKET: "b", KVDRIVE_S3_ENDPOINT: "not a url" }))).toThrow(/KVDRIVE_S3_ENDPOINT/);
   expect(() => s3OptionsFromConfig(loadConfig({}, { KVDRIVE_S3_BUCKET: "b", AWS_ACCESS_KEY_ID: "a" }))).toThrow(/AWS_SECRET_ACCESS_KEY/);
   expect(() => createS3BlobStore({ bucket: "b", partBytes: 1024 })).toThrow(/minimum part size of 5242880/);
+});
+
+test("with KVDRIVE_S3_BUCKET set, the configured blob store is S3 at that endpoint", async () => {
+  const s = await openBlobStore(loadConfig({}, {
+    KVDRIVE_S3_BUCKET: s3.bucket, KVDRIVE_S3_ENDPOINT: s3.endpoint, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
+  }));
+  expect(s.kind).toBe("s3");
+  await s.put("cfg/k", new TextEncoder().encode("via config"));
+  expect(new TextDecoder().decode(await readAll((await store.get("cfg/k"))!))).toBe("via config");
+  await s.close();
 });

@@ -2,7 +2,7 @@
 // If-Match/If-None-Match (so the writer detects "verify" mode), and through a stand-in proxy that honours them
 // ("cas" mode). Races are made deterministic by landing a competing write at an exact point of the call.
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
+import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import { createS3Client } from "../../src/storage/blob-s3.ts";
 import {
   createConditionalWriter, decodeVersion, encodeVersion, VERSION_METADATA, type ConditionalMode, type EntryVersion,
