@@ -141,11 +141,11 @@ let sql: InstanceType<typeof Bun.SQL>;
 beforeAll(async () => {
   pg = await startTestPostgres();
   sql = new Bun.SQL(pg.url, { max: 2 });
-});
+}, 60_000); // starting/stopping real servers on a busy 2-core machine
 afterAll(async () => {
   await sql?.close();
   await pg?.destroy();
-});
+}, 60_000); // starting/stopping real servers on a busy 2-core machine
 
 test("Postgres computes the same digests in SQL, over the whole space and per range, without sending keys", async () => {
   await sql`CREATE TABLE digest_probe (key bytea PRIMARY KEY, version_ts bigint NOT NULL, version_nonce integer NOT NULL)`;

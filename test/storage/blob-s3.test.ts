@@ -22,12 +22,12 @@ beforeAll(async () => {
     return next(args);
   }, { step: "initialize", name: "recordCommands" });
   store = createS3BlobStore({ ...s3, client, partBytes: MIN_PART_BYTES });
-});
+}, 60_000); // starting/stopping real servers on a busy 2-core machine
 afterAll(async () => {
   await store.close();
   client.destroy();
   await s3.stop();
-});
+}, 60_000); // starting/stopping real servers on a busy 2-core machine
 
 blobContract("s3", () => store, { largeBytes: MIN_PART_BYTES, serverKeepsS3Guarantees: false });
 

@@ -19,12 +19,12 @@ const v = (ts: number, nonce = 1): EntryVersion => ({ ts, nonce });
 beforeAll(async () => {
   s3 = await startTestS3("kvdrive-cas");
   shim = startCasShim(s3);
-});
+}, 60_000); // starting/stopping real servers on a busy 2-core machine
 afterAll(async () => {
   for (const c of clients) c.destroy();
   await shim.stop();
   await s3.stop();
-});
+}, 60_000); // starting/stopping real servers on a busy 2-core machine
 
 type Hook = { after: string; key: string; run: () => Promise<unknown> };
 /** A client whose calls can be followed, once, by a competing action: a real race at a chosen point. */
