@@ -36,7 +36,8 @@ export async function createFsBlobStore(opts: FsBlobOptions): Promise<BlobStore>
     const keyBytes = checkBlobKey(key);
     checkSize(size);
     const { dir, path } = fileOf(key);
-    await mkdir(dir, { recursive: true });
+    // a new fan-out directory is itself an entry of the root that must reach the disk
+    if (await mkdir(dir, { recursive: true })) await syncDir(root);
     const temp = join(dir, TEMP_PREFIX + randomBytes(8).toString("hex"));
     const fh = await open(temp, "wx", 0o600);
     let ok = false;
