@@ -10,7 +10,7 @@ export interface Ring {
   readonly vnodes: number;
   /** The node that owns (namespace, key). */
   owner(namespace: string, key: string | Uint8Array): string;
-  /** The node owning a position on the ring (an placementHash), for callers that hash once and route often. */
+  /** The node owning a position on the ring (an entryHash), for callers that hash once and route often. */
   ownerOfHash(h: bigint): string;
 }
 
@@ -25,7 +25,7 @@ export const xxh64 = (data: Uint8Array): bigint => Bun.hash.xxHash64(data, 0n);
  * The ring position of an entry. The namespace is length-prefixed, so ("ab", "c") and ("a", "bc") differ
  * even though both concatenate to "abc".
  */
-export function placementHash(namespace: string, key: string | Uint8Array): bigint {
+export function entryHash(namespace: string, key: string | Uint8Array): bigint {
   const ns = utf8.encode(namespace);
   const k = typeof key === "string" ? utf8.encode(key) : key;
   const buf = new Uint8Array(4 + ns.length + k.length);
@@ -88,7 +88,7 @@ export function createRing(nodes: readonly string[], vnodes = DEFAULT_VNODES): R
   return {
     nodes: sorted,
     vnodes,
-    owner: (namespace, key) => ownerOfHash(placementHash(namespace, key)),
+    owner: (namespace, key) => ownerOfHash(entryHash(namespace, key)),
     ownerOfHash,
   };
 }

@@ -1,6 +1,6 @@
 // The shard ring: pinned hash, balance, minimal movement when a cluster is added, hot namespaces spread.
 import { expect, test } from "bun:test";
-import { createRing, placementHash, xxh64, type Ring } from "../../src/storage/ring.ts";
+import { createRing, entryHash, xxh64, type Ring } from "../../src/storage/ring.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const N = 100_000;
@@ -20,9 +20,9 @@ test("the hash is XXH64 with seed 0: reference vectors, so placement is the same
   expect(xxh64(enc("a")).toString(16)).toBe("d24ec4f1a98c6e5b");
   expect(xxh64(enc("abc")).toString(16)).toBe("44bc2cf5ad770999");
   // Entry hashes and placements recorded once: a change here would move keys in a live dataset.
-  expect(placementHash("ns", "key").toString(16)).toBe("edfe1dff61609b96");
-  expect(placementHash("ns", enc("key")).toString(16)).toBe("edfe1dff61609b96");
-  expect(placementHash("", "").toString(16)).toBe("3aefa6fd5cf2deb4");
+  expect(entryHash("ns", "key").toString(16)).toBe("edfe1dff61609b96");
+  expect(entryHash("ns", enc("key")).toString(16)).toBe("edfe1dff61609b96");
+  expect(entryHash("", "").toString(16)).toBe("3aefa6fd5cf2deb4");
   const pinned = createRing(["pg-1", "pg-2", "pg-3"]);
   const placed = ["a", "b", "c", "d", "e", "f", "g", "h"].map((k) => pinned.owner("pinned", k));
   expect(placed).toEqual(PINNED_PLACEMENT);
@@ -32,7 +32,7 @@ test("the hash is XXH64 with seed 0: reference vectors, so placement is the same
 const PINNED_PLACEMENT = ["pg-3", "pg-2", "pg-3", "pg-2", "pg-2", "pg-2", "pg-1", "pg-2"];
 
 test("the namespace is length-prefixed: (ab, c) and (a, bc) are different entries", () => {
-  expect(placementHash("ab", "c")).not.toBe(placementHash("a", "bc"));
+  expect(entryHash("ab", "c")).not.toBe(entryHash("a", "bc"));
 });
 
 test("three clusters with 128 vnodes each get their share of 100k keys within 20%", () => {
