@@ -6,17 +6,17 @@ import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
 import { ProtocolError } from "../protocol/bytes.ts";
 import { createFrames, readStartup, type Frames } from "../protocol/frames.ts";
-import { checkBind, decodeBind, decodeParse, decodePassword, decodeQuery, decodeSASLInitialResponse, decodeStartup, encodeClose, encodeParse, encodeQuery, F, PROTOCOL_3_0 } from "../protocol/frontend.ts";
+import { checkBind, decodeBind, decodeParse, decodeQuery, decodeStartup, encodeClose, encodeParse, encodeQuery, F, PROTOCOL_3_0 } from "../protocol/frontend.ts";
 import {
-  AUTH_OK, BIND_COMPLETE, CLOSE_COMPLETE, encodeAuthentication, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery, errorMessage, PARSE_COMPLETE, READY_IDLE,
+  AUTH_OK, BIND_COMPLETE, CLOSE_COMPLETE, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery, errorMessage, PARSE_COMPLETE, READY_IDLE,
 } from "../protocol/backend.ts";
 import { createOutbox, type Outbox } from "./outbox.ts";
-import { createScramServer, md5Matches, ScramError } from "./scram.ts";
+import { createAuthExchange, readStartupParams, type AuthExchange, type AuthStep } from "./startup.ts";
 import { K, replaySql, REPLAYED, REPLAYED_LOWER, type Expect, type Owner, type Server } from "./relay.ts";
 import type { OriginError } from "./origin.ts";
 import type { Pool, Waiter } from "./pool.ts";
 import { sessionEffect, type Pin } from "./session.ts";
-import type { PoolerContext, UserAuth } from "./context.ts";
+import type { PoolerContext } from "./context.ts";
 import type { Classification } from "./cache-path.ts";
 
 
@@ -66,7 +66,6 @@ function rewriteBind(body: Uint8Array, name: string): Uint8Array {
   return out;
 }
 
-const quoteLiteral = (s: string) => "'" + s.replace(/'/g, "''") + "'";
 
 export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContext, overTls = false) {
   const out: Outbox = createOutbox(socket);
@@ -89,9 +88,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   const id = ctx.nextClientId();
   const pid = nextPid++;
   const key = randomBytes(4);
-  let scram: ReturnType<typeof createScramServer> | null = null;
-  let md5Salt: Uint8Array | null = null;
-  let auth: UserAuth | undefined;
+  let authx: AuthExchange | null = null;
   let toServer: Uint8Array[] = [];
   let pendingDiscard = false;
   /** A cache lookup is in flight: later messages wait behind it. */
@@ -759,66 +756,27 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       socket.end();
       return;
     }
-    const p = pkt.params;
-    if (p.replication !== undefined && p.replication !== "false" && p.replication !== "0" && p.replication !== "off") {
-      return fatal("08P01", "replication connections are not supported by the pooler");
-    }
-    user = p.user ?? "";
-    if (!user) return fatal("28000", "no PostgreSQL user name specified in startup packet");
-    database = p.database || user;
-    const unsupported = Object.keys(p).filter((k) => k.startsWith("_pq_."));
-    if (pkt.version !== PROTOCOL_3_0 || unsupported.length) send(encodeNegotiateProtocolVersion(PROTOCOL_3_0 & 0xffff, unsupported));
-    for (const [k, v] of Object.entries(p)) {
-      if (["user", "database", "replication", "options"].includes(k) || k.startsWith("_pq_.")) continue;
-      const canonical = REPLAYED_LOWER.get(k.toLowerCase());
-      if (canonical) params.set(canonical, k === "application_name" ? v.slice(0, 63) : v);
-      else sets.set(k.toLowerCase(), `SET "${k.toLowerCase()}" TO ${quoteLiteral(v)}`);
-    }
-    for (const m of (p.options ?? "").matchAll(/(?:-c\s*|--)([A-Za-z_.]+)=((?:\\.|[^\s\\])*)/g)) {
-      const name = m[1]!.replace(/-/g, "_");
-      const value = m[2]!.replace(/\\(.)/g, "$1");
-      const canonical = REPLAYED_LOWER.get(name.toLowerCase());
-      if (canonical) params.set(canonical, value);
-      else sets.set(name.toLowerCase(), `SET "${name.toLowerCase()}" TO ${quoteLiteral(value)}`);
-    }
-    auth = ctx.users.get(user);
+    const settings = readStartupParams(pkt.params);
+    user = settings.user;
+    database = settings.database;
+    for (const [k, v] of settings.params) params.set(k, v);
+    for (const [k, v] of settings.sets) sets.set(k, v);
+    if (pkt.version !== PROTOCOL_3_0 || settings.unsupported.length) send(encodeNegotiateProtocolVersion(PROTOCOL_3_0 & 0xffff, settings.unsupported));
+    authx = createAuthExchange(ctx.authMethod, user, ctx.users.get(user), ctx.dummyVerifier);
     st = St.Auth;
     frames = createFrames(cfg.pgMaxMessageBytes);
-    if (ctx.authMethod === "trust") return authenticated();
-    if (ctx.authMethod === "md5") {
-      md5Salt = randomBytes(4);
-      send(encodeAuthentication({ kind: "MD5Password", salt: md5Salt }));
-    } else {
-      send(encodeAuthentication({ kind: "SASL", mechanisms: ["SCRAM-SHA-256"] }));
-    }
+    authStep(authx.begin());
+  }
+
+  function authStep(r: AuthStep) {
+    if (r.error) return fatal(r.error.code, r.error.message);
+    if (r.send) send(r.send);
+    if (r.done) authenticated();
   }
 
   function onAuthMessage(type: number, body: Uint8Array): boolean {
-    if (type !== F.Password) throw new ProtocolError(`expected a password message, got message type ${type}`);
-    const failed = () => fatal("28P01", `password authentication failed for user "${user}"`);
-    if (md5Salt) {
-      const response = decodePassword(body);
-      if (!auth || !md5Matches(auth.md5, md5Salt, response)) return failed(), true;
-      return authenticated(), true;
-    }
-    try {
-      if (!scram) {
-        const init = decodeSASLInitialResponse(body);
-        if (init.mechanism !== "SCRAM-SHA-256") return fatal("28000", `SASL mechanism ${init.mechanism} is not supported; use SCRAM-SHA-256`), true;
-        // Unknown users get the same exchange with a throwaway verifier, so user names cannot be probed.
-        scram = createScramServer(auth?.scram ?? ctx.dummyVerifier);
-        send(encodeAuthentication({ kind: "SASLContinue", data: textEncoder.encode(scram.first(Buffer.from(init.data).toString())) }));
-        return true;
-      }
-      const final = scram.final(Buffer.from(body).toString());
-      if (!final || !auth) return failed(), true;
-      send(encodeAuthentication({ kind: "SASLFinal", data: textEncoder.encode(final) }));
-      authenticated();
-      return true;
-    } catch (e) {
-      if (e instanceof ScramError) return fatal("08P01", e.message), true;
-      throw e;
-    }
+    authStep(authx!.step(type, body));
+    return true;
   }
 
   function authenticated() {

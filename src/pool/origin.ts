@@ -6,7 +6,7 @@ import { ProtocolError } from "../protocol/bytes.ts";
 import { createFrames } from "../protocol/frames.ts";
 import { encodeCancelRequest, encodePassword, encodeSASLInitialResponse, encodeSASLResponse, encodeSSLRequest, encodeStartup } from "../protocol/frontend.ts";
 import { B, decodeAuthentication, decodeBackendKeyData, decodeErrorResponse, decodeParameterStatus, decodeReadyForQuery } from "../protocol/backend.ts";
-import { createOutbox, type Outbox } from "./outbox.ts";
+import { createOutbox } from "./outbox.ts";
 import { createScramClient, md5Response, md5Verifier } from "./scram.ts";
 
 export interface OriginTarget {

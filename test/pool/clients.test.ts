@@ -25,12 +25,12 @@ beforeAll(async () => {
   const c = await pgClient();
   await c.query("create table clients_t (id int primary key, v text)");
   await c.query("insert into clients_t select g, 'v' || g from generate_series(1, 100) g");
-});
+}, 60_000);
 
 afterAll(async () => {
   for (const c of opened) await c.end().catch(() => {});
   await f.stop();
-});
+}, 60_000);
 
 describe("node-postgres", () => {
   test("named prepared statements work from more clients than origin connections", async () => {

@@ -11,10 +11,10 @@ const req = (statements: Array<{ sql: string; params?: unknown[] }>, transaction
 beforeAll(async () => {
   f = await startPoolerFixture({ poolSize: 2 });
   await f.pooler.execute(req([{ sql: "create table exec_t (id int primary key, v text, j jsonb)" }]));
-});
+}, 60_000);
 afterAll(async () => {
   await f.stop();
-});
+}, 60_000);
 
 test("a select with parameters returns text rows and field types", async () => {
   const [r] = await f.pooler.execute(req([{ sql: "select $1::int + 1 as n, $2::text as s, null::text as z, $3::jsonb as j", params: [41, "hi", { a: 1 }] }]));

@@ -16,12 +16,12 @@ beforeAll(async () => {
   pgServer = await startTestPostgres();
   scram = await startPoolerFixture({ poolSize: 10 }, undefined, pgServer);
   trust = await startPoolerFixture({ pgAuth: "trust", poolSize: 1, poolWaitTimeoutMs: 300, pgMaxMessageBytes: 64 * 1024, pgLoginTimeoutSeconds: 1 }, undefined, pgServer);
-});
+}, 60_000);
 afterAll(async () => {
   await trust.stop();
   await scram.stop();
   await pgServer.destroy();
-});
+}, 60_000);
 
 async function connectPg(url: string) {
   const c = new pg.Client({ connectionString: url });

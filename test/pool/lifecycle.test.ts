@@ -9,10 +9,10 @@ const clock = manualClock();
 let f: PoolerFixture;
 beforeAll(async () => {
   f = await startPoolerFixture({ poolSize: 4, poolIdleTimeoutSeconds: 10, poolMaxLifetimeSeconds: 100 }, clock);
-});
+}, 60_000);
 afterAll(async () => {
   await f.stop();
-});
+}, 60_000);
 
 const pool = () => f.pooler.stats().pools.find((p) => p.database === "postgres")!;
 /** The janitor runs every second of real time; wait until it has seen the new clock. */

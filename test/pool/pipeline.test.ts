@@ -9,10 +9,10 @@ import { rawConnect, type RawConn, type RawMessage } from "./raw.ts";
 let f: PoolerFixture;
 beforeAll(async () => {
   f = await startPoolerFixture({ pgAuth: "trust", poolSize: 1, poolMaxPreparedStatements: 2 });
-});
+}, 60_000);
 afterAll(async () => {
   await f.stop();
-});
+}, 60_000);
 
 const t = (s: string) => new TextEncoder().encode(s);
 const types = (ms: RawMessage[]) => ms.map((m) => m.type).join("");

@@ -10,11 +10,11 @@ let kvd: TestServer;
 beforeAll(async () => {
   origin = await startTestPostgres();
   kvd = await startTestServer(origin.url);
-});
+}, 60_000);
 afterAll(async () => {
   await kvd.destroy();
   await origin.destroy();
-});
+}, 60_000);
 
 test("the printed connection string reaches the origin through the pooler", async () => {
   expect(kvd.pgPort).toBeGreaterThan(0);

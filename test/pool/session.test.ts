@@ -1,6 +1,7 @@
 // Which statements pin a client to its origin connection, and which SETs are replayed: pure checks.
 import { expect, test } from "bun:test";
 import { sessionEffect } from "../../src/pool/session.ts";
+import { readStartupParams } from "../../src/pool/startup.ts";
 
 test("session-only features pin", () => {
   expect(sessionEffect("LISTEN chan").pin).toBe("listen");
@@ -42,4 +43,15 @@ test("session SETs are recorded for replay; RESET and DISCARD undo them", () => 
   expect(sessionEffect("reset all").reset).toBe("");
   expect(sessionEffect("DISCARD ALL")).toEqual({ forgetsStatements: true, reset: "" });
   expect(sessionEffect("deallocate all").forgetsStatements).toBe(true);
+});
+
+test("start-up parameters: reported ones replayed, others as SETs, options parsed, replication refused", () => {
+  const s = readStartupParams({ user: "u", application_name: "x".repeat(70), TimeZone: "UTC", statement_timeout: "5s", options: "-c search_path=a,b --work-mem=64MB -c x.y=it\\'s", "_pq_.opt": "1" });
+  expect(s.user).toBe("u");
+  expect(s.database).toBe("u");
+  expect(Object.fromEntries(s.params)).toEqual({ application_name: "x".repeat(63), TimeZone: "UTC", search_path: "a,b" });
+  expect(Object.fromEntries(s.sets)).toEqual({ statement_timeout: `SET "statement_timeout" TO '5s'`, work_mem: `SET "work_mem" TO '64MB'`, "x.y": `SET "x.y" TO 'it''s'` });
+  expect(s.unsupported).toEqual(["_pq_.opt"]);
+  expect(() => readStartupParams({ user: "u", replication: "database" })).toThrow("replication");
+  expect(() => readStartupParams({ database: "d" })).toThrow("no PostgreSQL user name");
 });

@@ -9,10 +9,10 @@ import { startPoolerFixture, type PoolerFixture } from "./setup.ts";
 let f: PoolerFixture;
 beforeAll(async () => {
   f = await startPoolerFixture({ pgAuth: "trust", poolSize: 2 });
-});
+}, 60_000);
 afterAll(async () => {
   await f.stop();
-});
+}, 60_000);
 
 const MiB = 1024 * 1024;
 const rss = () => {

@@ -30,12 +30,12 @@ beforeAll(async () => {
   if (process.getuid?.() === 0) execFileSync("chown", ["-R", "postgres:postgres", pgDir]);
   origin = await startTestPostgres({ ssl: "on", ssl_cert_file: path.join(pgDir, "cert.pem"), ssl_key_file: path.join(pgDir, "key.pem") });
   f = await startPoolerFixture({ pgTlsCert: path.join(dir, "cert.pem"), pgTlsKey: path.join(dir, "key.pem"), originDatabaseUrl: `${origin.url}?sslmode=verify-full&sslrootcert=${path.join(dir, "cert.pem")}` }, undefined, origin);
-});
+}, 60_000);
 afterAll(async () => {
   await f.stop();
   await origin.destroy();
   fs.rmSync(dir, { recursive: true, force: true });
-});
+}, 60_000);
 
 test("psql connects to the pooler over TLS (sslmode=verify-full) and the pooler to the origin over verified TLS", async () => {
   const r = await run(["psql", `${f.url()}?sslmode=verify-full&sslrootcert=${path.join(dir, "cert.pem")}`, "-At", "-c", "select ssl from pg_stat_ssl where pid = pg_backend_pid()", "-c", "\\conninfo"]);

@@ -17,10 +17,10 @@ const processed = (out: string) => Number(/number of transactions actually proce
 
 beforeAll(async () => {
   f = await startPoolerFixture({ poolSize: 3 });
-});
+}, 60_000);
 afterAll(async () => {
   await f.stop();
-});
+}, 60_000);
 
 test("psql -c", async () => {
   const r = await run(["psql", f.url(), "-At", "-c", "select 40 + 2", "-c", "show application_name"]);
