@@ -36,6 +36,9 @@ export class BatcherClosedError extends Error {
   override name = "BatcherClosedError";
 }
 
+// Dedupe moved into Backend.write (every backend must honour it); the old name stays for bench/micro.
+export { sortNewestPerKey as dedupeNewest } from "./store.ts";
+
 const ROW_OVERHEAD_BYTES = 64;
 export const rowBytes = (r: StoredEntry) => ROW_OVERHEAD_BYTES + r.key.byteLength + (r.value?.byteLength ?? 0) + (r.metadata?.length ?? 0);
 
