@@ -6,7 +6,7 @@ import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
 import { ProtocolError } from "../protocol/bytes.ts";
 import { createFrames, readStartup, type Frames } from "../protocol/frames.ts";
-import { checkBind, decodeBind, decodeParse, decodeQuery, decodeStartup, encodeClose, encodeParse, encodeQuery, F, PROTOCOL_3_0 } from "../protocol/frontend.ts";
+import { checkBind, decodeBind, decodeParse, decodeQuery, decodeStartup, encodeClose, encodeDescribe, encodeParse, encodeQuery, F, PROTOCOL_3_0, renameBindStatement as rewriteBind } from "../protocol/frontend.ts";
 import {
   AUTH_OK, BIND_COMPLETE, CLOSE_COMPLETE, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery, errorMessage, PARSE_COMPLETE, READY_IDLE,
 } from "../protocol/backend.ts";
@@ -46,26 +46,6 @@ const enum St {
 }
 
 let nextPid = (randomBytes(4).readUInt32BE() % 1_000_000_000) + 1;
-const textEncoder = new TextEncoder();
-
-/** Reads the statement name in a Bind body (portal\0statement\0...) and re-encodes it with another name. */
-function rewriteBind(body: Uint8Array, name: string): Uint8Array {
-  const p = body.indexOf(0);
-  const st = body.indexOf(0, p + 1);
-  const nameBytes = textEncoder.encode(name);
-  const out = new Uint8Array(5 + p + 1 + nameBytes.length + 1 + (body.length - st - 1));
-  const len = out.length - 1;
-  out[0] = F.Bind;
-  out[1] = len >>> 24;
-  out[2] = (len >>> 16) & 255;
-  out[3] = (len >>> 8) & 255;
-  out[4] = len & 255;
-  out.set(body.subarray(0, p + 1), 5);
-  out.set(nameBytes, 5 + p + 1);
-  out.set(body.subarray(st), 5 + p + 1 + nameBytes.length);
-  return out;
-}
-
 
 export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContext, overTls = false) {
   const out: Outbox = createOutbox(socket);
@@ -508,7 +488,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         }
         if (stmt) {
           ensurePrepared(s, stmt);
-          toOrigin(new Uint8Array([F.Describe, ...lengthBytes(stmt.serverName.length + 6), 0x53, ...textEncoder.encode(stmt.serverName), 0]));
+          toOrigin(encodeDescribe({ kind: "S", name: stmt.serverName }));
         } else toOrigin(raw);
         s.push({ k: K.Describe });
         return true;
@@ -881,10 +861,6 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     if (st === St.Ready) return onMessage(type, body, buf, at);
     return false;
   }
-}
-
-function lengthBytes(n: number): number[] {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255];
 }
 
 const FUNCTION_CALL_REFUSED = errorMessage("0A000", "the fastpath function call protocol is not supported by the pooler; use SELECT");

@@ -164,6 +164,20 @@ export function checkBind(body: Uint8Array): [number, number] {
   return [p + 1, st];
 }
 
+/** A Bind message (type and length included) for another statement name, from a Bind body; the rest is copied. */
+export function renameBindStatement(body: Uint8Array, statement: string): Uint8Array {
+  const p = body.indexOf(0);
+  const st = body.indexOf(0, p + 1);
+  const name = new TextEncoder().encode(statement);
+  const out = new Uint8Array(5 + p + 1 + name.length + 1 + (body.length - st - 1));
+  new DataView(out.buffer).setInt32(1, out.length - 1);
+  out[0] = F.Bind;
+  out.set(body.subarray(0, p + 1), 5);
+  out.set(name, 5 + p + 1);
+  out.set(body.subarray(st), 5 + p + 1 + name.length);
+  return out;
+}
+
 /** Describe and Close share a shape: 'S' for a statement or 'P' for a portal, and a name. */
 export interface Target {
   kind: "S" | "P";

@@ -42,6 +42,7 @@ describe("frontend messages", () => {
     m = one(Fe.encodeBind(bind));
     expect([m.type, Fe.decodeBind(m.body)]).toEqual([Fe.F.Bind, bind]);
     expect(Fe.checkBind(m.body)).toEqual([2, 4]);
+    expect(Fe.decodeBind(one(Fe.renameBindStatement(m.body, "kv_other")).body)).toEqual({ ...bind, statement: "kv_other" });
     m = one(Fe.encodeDescribe({ kind: "S", name: "s1" }));
     expect([m.type, Fe.decodeDescribe(m.body)]).toEqual([Fe.F.Describe, { kind: "S", name: "s1" }]);
     m = one(Fe.encodeExecute("p", 10));
