@@ -61,7 +61,11 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
 
   // Verifiers are derived once here: a new client connection then costs a few HMACs, not PBKDF2.
   const users = new Map<string, UserAuth>();
-  const addUser = (user: string, password: string) => users.set(user, { scram: deriveScramVerifier(password, undefined, config.pgScramIterations), md5: md5Verifier(user, password) });
+  const addUser = (user: string, password: string) => users.set(user, {
+      scram: deriveScramVerifier(password, undefined, config.pgScramIterations),
+      // The MD5 hash is password-equivalent for MD5 authentication: kept only when MD5 is configured.
+      md5: config.pgAuth === "md5" ? md5Verifier(user, password) : "",
+    });
   if (config.pgUsers.length) {
     for (const pair of config.pgUsers) {
       const eq = pair.indexOf("=");
