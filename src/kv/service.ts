@@ -65,6 +65,11 @@ export async function createKVService({ urls, config, clock, metrics }: ServiceO
     if (!row || row.account_id !== accountId) throw namespaceMissing(id);
     return row;
   }
+  // The hot path (a known namespace) without an extra promise.
+  const knownNamespace = (accountId: string, id: string): NamespaceRow | Promise<NamespaceRow> => {
+    const row = namespaces.get(id);
+    return row !== undefined && row.account_id === accountId ? row : namespace(accountId, id);
+  };
 
   const cacheKey = (ns: string, key: string) => ns + "\0" + key;
   const nowSeconds = () => Math.floor(clock.now() / 1000);
@@ -141,7 +146,8 @@ export async function createKVService({ urls, config, clock, metrics }: ServiceO
     },
 
     async get(accountId, nsId, key, opts) {
-      const ns = await namespace(accountId, nsId);
+      const known = knownNamespace(accountId, nsId);
+      const ns = known instanceof Promise ? await known : known;
       const ck = cacheKey(ns.id, key);
       const cached = cache.get(ck, cacheTtl(opts));
       if (cached) {
