@@ -16,10 +16,13 @@ export async function runMicro(): Promise<void> {
   const r = await run(out ? { format: "quiet", throw: true } : { colors: !process.env.NO_COLOR });
   if (!out) return;
   const figures: MicroFigure[] = [];
+  // mitata keeps each trial's group as an index into its layout; neither is in its published types.
+  const layout = (r as unknown as { layout?: Array<{ name: string | null }> }).layout ?? [];
   for (const b of r.benchmarks) {
+    const g = (b as unknown as { group?: number }).group;
     for (const x of b.runs) {
       if (!x.stats) throw new Error(`micro benchmark ${x.name} failed: ${String(x.error)}`);
-      figures.push({ name: x.name, group: b.group === undefined ? undefined : String((r as unknown as { layout?: Array<{ name: string | null }> }).layout?.[b.group]?.name ?? ""), avgNs: x.stats.avg, p50Ns: x.stats.p50, p99Ns: x.stats.p99 });
+      figures.push({ name: x.name, group: g === undefined ? undefined : (layout[g]?.name ?? undefined), avgNs: x.stats.avg, p50Ns: x.stats.p50, p99Ns: x.stats.p99 });
     }
   }
   fs.writeFileSync(out, JSON.stringify(figures));

@@ -39,12 +39,12 @@ export interface KvdriveProcess {
 }
 
 /** Starts `bun src/main.ts` against databaseUrl with extra environment (KVDRIVE_CACHE_BYTES=0 …). */
-export async function startKvdriveProcess(databaseUrl: string, env: Record<string, string> = {}): Promise<KvdriveProcess> {
+export async function startKvdriveProcess(databaseUrl: string, env: Record<string, string> = {}, bunArgs: string[] = []): Promise<KvdriveProcess> {
   const httpPort = await freePort();
   const pgPort = await freePort();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "kvdrive-bench-data-"));
   const child = await spawnUntil(
-    ["bun", "src/main.ts"],
+    ["bun", ...bunArgs, "src/main.ts"],
     { DATABASE_URL: databaseUrl, KVDRIVE_HTTP_PORT: String(httpPort), KVDRIVE_PG_PORT: String(pgPort), KVDRIVE_DATA_DIR: dataDir, KVDRIVE_API_TOKEN: TOKEN, ...env },
     "kvdrive ready",
   );

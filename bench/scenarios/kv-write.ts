@@ -51,10 +51,14 @@ export const kvWrite: Scenario = {
 
     const gc16 = await put(ctx, k, "kvdrive PUT, group commit, 16 connections", 16);
     const gc64 = await put(ctx, k, "kvdrive PUT, group commit, 64 connections", 64);
-    rows.push(gc16, gc64);
+    // In a closed loop, rows/s ≤ connections / commit latency for both sides; group commit pays off when more
+    // writers are in flight than a direct pool has connections.
+    const gc256 = await put(ctx, k, "kvdrive PUT, group commit, 256 connections", 256);
+    rows.push(gc16, gc64, gc256);
     ratios.push(ratio("PUT with group commit / direct single-row upserts (rows/s, both 16 connections)", gc16, direct, "rowsPerSec", { min: 3 }));
     ratios.push(ratio("PUT with group commit at 64 connections / direct single-row upserts at 16 (rows/s)", gc64, direct, "rowsPerSec", { min: 3 }));
-    for (const r of [gc16, gc64]) {
+    ratios.push(ratio("PUT with group commit at 256 connections / direct single-row upserts at 16 (rows/s)", gc256, direct, "rowsPerSec", { min: 3 }));
+    for (const r of [gc16, gc64, gc256]) {
       if (r.p99 !== undefined && r.status === "ok") ratios.push({ name: `PUT group commit p99 within 10 ms, ${r.connections} conns (10 ms / p99 of ${r.p99} ms)`, value: 10 / r.p99, target: "≥ 1×", pass: r.p99 <= 10 });
     }
 
@@ -98,6 +102,7 @@ export const kvWrite: Scenario = {
         "Every PUT uses a fresh key; an HTTP 200 means the row's batch has committed (fsync on, Postgres defaults).",
         "Direct upserts run from the bench process: the statement kvdrive's store sends, with one row, RETURNING included.",
         `Peak kvdrive RSS during the scenario: ${(peak / MiB).toFixed(0)} MiB.`,
+        "In a closed loop every writer waits for its own commit, so at equal concurrency rows/s ≤ writers / commit latency on both sides, and Postgres already shares WAL flushes between concurrent direct commits: group commit can only pull ahead with more writers in flight than the direct pool has connections (the 64- and 256-connection rows).",
       ],
     };
   },
