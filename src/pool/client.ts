@@ -69,7 +69,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   const pid = nextPid++;
   const key = randomBytes(4);
   let authx: AuthExchange | null = null;
-  let toServer: Uint8Array[] = [];
+  const toServer: Uint8Array[] = [];
   let pendingDiscard = false;
   /** A cache lookup is in flight: later messages wait behind it. */
   let busy = false;
@@ -269,9 +269,9 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
 
   function flushToServer() {
     if (!toServer.length || !server) return;
-    const parts = toServer;
-    toServer = [];
-    server.conn.write(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+    const bytes = toServer.length === 1 ? toServer[0]! : Buffer.concat(toServer);
+    toServer.length = 0;
+    server.conn.write(bytes);
     if (server.conn.queued() > 0) socket.pause();
   }
 
@@ -302,7 +302,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       const oldest = s.prepared.keys().next().value as string;
       s.prepared.delete(oldest);
       toOrigin(encodeClose({ kind: "S", name: oldest }));
-      s.push({ k: K.CloseHidden });
+      s.push(EXPECT_CLOSEHIDDEN);
     }
   }
 
@@ -415,7 +415,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
           s.unnamedOwner = id;
           s.unnamedSeq = unnamedSeq;
           toOrigin(raw);
-          s.push({ k: K.Parse });
+          s.push(EXPECT_PARSE);
           return true;
         }
         const m = decodeParse(body);
@@ -427,7 +427,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
           s.unnamedOwner = id;
           s.unnamedSeq = unnamedSeq;
           toOrigin(raw);
-          s.push({ k: K.Parse });
+          s.push(EXPECT_PARSE);
           return true;
         }
         const stmt = defineStatement(m);
@@ -464,7 +464,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
           }
           toOrigin(rewriteBind(body, `kvdrive unknown statement ${name}`));
         }
-        s.push({ k: K.Bind });
+        s.push(EXPECT_BIND);
         return true;
       }
       case F.Describe:
@@ -476,7 +476,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
           if (kind === 0x53 && type === F.Describe) ensureUnnamed(s);
           if (kind === 0x53 && type === F.Close) unnamed = null;
           toOrigin(raw);
-          s.push({ k: type === F.Close ? K.Close : K.Describe });
+          s.push(type === F.Close ? EXPECT_CLOSE : EXPECT_DESCRIBE);
           return true;
         }
         const stmt = stmts.get(name);
@@ -490,12 +490,12 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
           ensurePrepared(s, stmt);
           toOrigin(encodeDescribe({ kind: "S", name: stmt.serverName }));
         } else toOrigin(raw);
-        s.push({ k: K.Describe });
+        s.push(EXPECT_DESCRIBE);
         return true;
       }
       case F.Execute:
         toOrigin(raw);
-        s.push({ k: K.Execute });
+        s.push(EXPECT_EXECUTE);
         return true;
       case F.Sync:
         toOrigin(raw);
@@ -711,7 +711,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     } else {
       // Another client's unnamed statement may sit there: drop it so this Bind fails as it would directly.
       toOrigin(encodeClose({ kind: "S", name: "" }));
-      s.push({ k: K.CloseHidden });
+      s.push(EXPECT_CLOSEHIDDEN);
       s.unnamedOwner = 0;
     }
   }
@@ -862,6 +862,14 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     return false;
   }
 }
+
+// Expectations without per-message data are shared: the relay only reads them.
+const EXPECT_PARSE: Expect = { k: K.Parse };
+const EXPECT_BIND: Expect = { k: K.Bind };
+const EXPECT_DESCRIBE: Expect = { k: K.Describe };
+const EXPECT_EXECUTE: Expect = { k: K.Execute };
+const EXPECT_CLOSE: Expect = { k: K.Close };
+const EXPECT_CLOSEHIDDEN: Expect = { k: K.CloseHidden };
 
 const FUNCTION_CALL_REFUSED = errorMessage("0A000", "the fastpath function call protocol is not supported by the pooler; use SELECT");
 const FRONTEND_TYPES = new Set<number>(Object.values(F));
