@@ -64,8 +64,12 @@ export function listen(ctx: PoolerContext, host: string, port: number): Listener
     port: server.port,
     clients: () => count,
     stop() {
+      const bye = errorMessage("57P01", "terminating connection: the pooler is shutting down", "FATAL");
+      for (const s of sockets) {
+        s.write(bye);
+        s.end();
+      }
       server.stop(true);
-      for (const s of sockets) s.end();
     },
   };
 }

@@ -199,6 +199,21 @@ describe("hostile input after start-up", () => {
 });
 
 describe("pool limits", () => {
+  test("clients over KVDRIVE_PG_MAX_CLIENTS get 53300; stopping the pooler tells clients 57P01", async () => {
+    const small = await startPoolerFixture({ pgAuth: "trust", pgMaxClients: 2 }, undefined, pgServer);
+    const a = await rawConnect(small.pooler.port);
+    const b = await rawConnect(small.pooler.port);
+    const c = await rawConnect(small.pooler.port);
+    expect(errorOf((await c.read((m) => m.type === "E")).at(-1)!).C).toBe("53300");
+    await c.closed();
+    a.write(encodeStartup({ user: pgServer.user, database: "postgres" }));
+    await a.read((m) => m.type === "Z");
+    await small.stop();
+    expect(errorOf((await a.read((m) => m.type === "E")).at(-1)!).C).toBe("57P01");
+    await a.closed();
+    b.end();
+  });
+
   test("waiting longer than KVDRIVE_POOL_WAIT_TIMEOUT_MS gets 53300 and the client stays usable", async () => {
     const holder = await connectPg(trust.url());
     const waiter = await connectPg(trust.url());
