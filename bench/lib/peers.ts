@@ -101,3 +101,26 @@ export async function startRedis(): Promise<Peer> {
   }
   return { port, stop };
 }
+
+export interface S3rver extends Peer {
+  endpoint: string;
+  bucket: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+}
+
+/** s3rver (the npm dev dependency) as its own Node process with one bucket; its fixed credentials are S3RVER. */
+export async function startS3rver(bucket = "kvdrive-bench"): Promise<S3rver> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kvdrive-bench-s3-"));
+  const port = await freePort();
+  const bin = new URL("../../node_modules/s3rver/bin/s3rver.js", import.meta.url).pathname;
+  const proc = Bun.spawn(["node", bin, "-d", dir, "-a", "127.0.0.1", "-p", String(port), "-s", "--configure-bucket", bucket], { stdout: "pipe", stderr: "pipe" });
+  const stop = stopper(proc, dir);
+  try {
+    await waitForPort(port, proc, "s3rver");
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { port, stop, endpoint: `http://127.0.0.1:${port}`, bucket, accessKeyId: "S3RVER", secretAccessKey: "S3RVER" };
+}

@@ -1,10 +1,13 @@
 // KV reads of 288-byte values: cache hit, miss served by Postgres, and the same keyed select sent straight to
-// Postgres with Bun.SQL, next to the Bun.serve ceiling; with and (in --full) without distance to storage.
+// Postgres with Bun.SQL and the same GET straight to an object store (s3rver), next to the Bun.serve ceiling;
+// without and (in --full) with distance to storage.
 import { SQL } from "bun";
 import type { Context, Scenario } from "../lib/context.ts";
 import { startHello } from "../lib/hello.ts";
 import { autocannon, wrk, wrkInstalled } from "../lib/http-load.ts";
 import { closedLoop } from "../lib/recorder.ts";
+import { features } from "../lib/features.ts";
+import { startS3rver, type S3rver } from "../lib/peers.ts";
 import { startRelay } from "../lib/relay.ts";
 import { failed, notBuilt, notInstalled, ratio, type Ratio, type Row } from "../lib/result.ts";
 import { AUTH, checkHttp, namespace } from "../lib/stack.ts";
@@ -19,7 +22,13 @@ function directSelect(sql: SQL, ns: string, key: Uint8Array) {
   return () => sql`SELECT key, value, metadata, expiration, version_ts, version_nonce, tombstone FROM kv_entries WHERE ns = ${ns} AND key = ${key}`;
 }
 
-async function readSet(ctx: Context, group: string, storageUrl: string, withHello: boolean): Promise<Row[]> {
+/** Object storage for the article's comparison: s3rver, reached at `endpoint` (directly or through a relay). */
+interface ObjectStore {
+  s3: S3rver;
+  endpoint: string;
+}
+
+async function readSet(ctx: Context, group: string, storageUrl: string, withHello: boolean, store?: ObjectStore): Promise<Row[]> {
   const d = ctx.durationSec;
   const rows: Row[] = [];
   const cached = await ctx.kvdrive({}, storageUrl);
@@ -54,7 +63,16 @@ async function readSet(ctx: Context, group: string, storageUrl: string, withHell
   const miss = { ...get, origin: nocache.origin };
   await autocannon("warm-up", { ...miss, durationSec: ctx.warmupSec });
   rows.push(await ctx.measure("kvdrive GET, miss served by Postgres (cache off)", d, () => autocannon("kvdrive GET, miss served by Postgres (cache off)", miss, group)));
-  rows.push(notBuilt("kvdrive GET, miss on a key in the S3 tier", "the S3 tier is a later issue: not built yet", group));
+  if (features.s3Tier() && store) {
+    // Values above KVDRIVE_LARGE_VALUE_BYTES live in the bucket: 256 puts this 288-byte value there.
+    const tiered = await ctx.kvdrive({ KVDRIVE_CACHE_BYTES: "0", KVDRIVE_LARGE_VALUE_BYTES: "256", KVDRIVE_S3_ENDPOINT: store.endpoint, KVDRIVE_S3_BUCKET: store.s3.bucket, AWS_ACCESS_KEY_ID: store.s3.accessKeyId, AWS_SECRET_ACCESS_KEY: store.s3.secretAccessKey }, storageUrl);
+    const tns = await namespace(tiered, "bench-read-s3");
+    await checkHttp(`${tiered.origin}${tns.values}hot`, { method: "PUT", headers: AUTH, body: VALUE }, 200);
+    await checkHttp(`${tiered.origin}${tns.values}hot`, { headers: AUTH }, 200, 288);
+    const s3miss = { ...get, origin: tiered.origin, requests: [{ path: `${tns.values}hot` }] };
+    await autocannon("warm-up", { ...s3miss, durationSec: ctx.warmupSec });
+    rows.push(await ctx.measure("kvdrive GET, miss on a key in the S3 tier (cache off)", d, () => autocannon("kvdrive GET, miss on a key in the S3 tier (cache off)", s3miss, group)));
+  } else rows.push(notBuilt("kvdrive GET, miss on a key in the S3 tier", "the large-value (S3) tier is not wired into the KV service yet", group));
 
   // Same pool size as kvdrive's store (KVDRIVE_DB_POOL_SIZE default 16), same in-flight count as the HTTP runs.
   const sql = new SQL(storageUrl, { max: 16 });
@@ -64,7 +82,14 @@ async function readSet(ctx: Context, group: string, storageUrl: string, withHell
   if (one.length !== 1 || one[0].value.byteLength !== 288) throw new Error(`endpoint check failed: direct select returned ${one.length} rows`);
   await closedLoop("warm-up", { concurrency: CONNS, durationSec: ctx.warmupSec }, directSelect(sql, ns.id, key));
   rows.push(await ctx.measure("direct keyed select, Bun.SQL", d, () => closedLoop("direct keyed select, Bun.SQL", { concurrency: CONNS, durationSec: d, group }, directSelect(sql, ns.id, key))));
-  rows.push(notBuilt("direct GET to s3rver", "the S3 tier is a later issue: not built yet", group));
+  if (store) {
+    const client = new Bun.S3Client({ accessKeyId: store.s3.accessKeyId, secretAccessKey: store.s3.secretAccessKey, endpoint: store.endpoint, bucket: store.s3.bucket });
+    await client.write("bench/hot", VALUE);
+    if ((await client.file("bench/hot").text()).length !== 288) throw new Error("endpoint check failed: s3rver GET did not return 288 bytes");
+    const s3get = () => client.file("bench/hot").arrayBuffer();
+    await closedLoop("warm-up", { concurrency: CONNS, durationSec: ctx.warmupSec }, s3get);
+    rows.push(await ctx.measure("direct GET to s3rver (Bun.S3Client)", d, () => closedLoop("direct GET to s3rver (Bun.S3Client)", { concurrency: CONNS, durationSec: d, group }, s3get)));
+  }
   return rows;
 }
 
@@ -78,7 +103,9 @@ export const kvRead: Scenario = {
     const ratios: Ratio[] = [];
     const notes: string[] = [];
     const near = "no added delay";
-    rows.push(...(await readSet(ctx, near, pg.url, true)));
+    const s3 = await startS3rver();
+    ctx.defer(() => s3.stop());
+    rows.push(...(await readSet(ctx, near, pg.url, true, { s3, endpoint: s3.endpoint })));
     const find = (label: string, group = near) => rows.find((r) => r.label === label && r.group === group);
     const hello = find("Bun.serve hello-world (ceiling), autocannon");
     const hit = find("kvdrive GET, cache hit, autocannon");
@@ -89,6 +116,8 @@ export const kvRead: Scenario = {
     if (wrkHit?.p99 !== undefined && wrkHit.status === "ok") ratios.push({ name: `cached GET p99 within 2 ms, wrk (2 ms / p99 of ${wrkHit.p99.toFixed(2)} ms)`, value: 2 / wrkHit.p99, target: "≥ 1×", pass: 2 / wrkHit.p99 >= 1 });
     ratios.push(ratio("GET miss / direct Bun.SQL keyed select (req/s)", find("kvdrive GET, miss served by Postgres (cache off)"), find("direct keyed select, Bun.SQL"), "rps", { min: 0.5 }));
     ratios.push(ratio("cache hit / cache miss (req/s)", hit, find("kvdrive GET, miss served by Postgres (cache off)"), "rps"));
+    ratios.push(ratio("Postgres vs object store: kvdrive GET miss p50 / direct s3rver GET p50 (latency, higher = Postgres faster)", find("kvdrive GET, miss served by Postgres (cache off)"), find("direct GET to s3rver (Bun.S3Client)"), "p50"));
+    ratios.push(ratio("Postgres vs object store at p99", find("kvdrive GET, miss served by Postgres (cache off)"), find("direct GET to s3rver (Bun.S3Client)"), "p99"));
 
     // The relay's own cost: the same direct select through it at zero delay.
     const relay = await startRelay({ targetHost: "127.0.0.1", targetPort: pg.port });
@@ -110,13 +139,16 @@ export const kvRead: Scenario = {
     }
 
     if (ctx.full) {
-      const far = "storage 1 ms one-way away (relay between kvdrive/Bun.SQL and Postgres)";
+      const far = "storage 1 ms one-way away (relays in front of Postgres and s3rver)";
       relay.setDelay(1, 0.1);
+      const s3relay = await startRelay({ targetHost: "127.0.0.1", targetPort: s3.port, delayMs: 1, jitterMs: 0.1 });
+      ctx.defer(() => s3relay.stop());
       try {
-        rows.push(...(await readSet(ctx, far, viaRelay, false)));
+        rows.push(...(await readSet(ctx, far, viaRelay, false, { s3, endpoint: `http://127.0.0.1:${s3relay.port}` })));
         const f = (label: string) => find(label, far);
         ratios.push(ratio("storage 1 ms away: GET miss / direct Bun.SQL keyed select (req/s)", f("kvdrive GET, miss served by Postgres (cache off)"), f("direct keyed select, Bun.SQL"), "rps", { min: 0.5 }));
         ratios.push(ratio("storage 1 ms away: cache hit / miss (p50 latency)", f("kvdrive GET, cache hit, autocannon"), f("kvdrive GET, miss served by Postgres (cache off)"), "p50"));
+        ratios.push(ratio("storage 1 ms away: Postgres miss vs direct s3rver GET (p50 latency)", f("kvdrive GET, miss served by Postgres (cache off)"), f("direct GET to s3rver (Bun.S3Client)"), "p50"));
       } catch (e) {
         rows.push(failed("delayed run", e, far));
       }
@@ -126,6 +158,7 @@ export const kvRead: Scenario = {
     ratios.push({ name: `memory: (cache bound + 150 MiB) / peak kvdrive RSS (${(peak / MiB).toFixed(0)} MiB)`, value: (CACHE_BOUND + 150 * MiB) / peak, target: "≥ 1×", pass: peak < CACHE_BOUND + 150 * MiB });
     notes.push(`RSS of every kvdrive process sampled every 100 ms during the scenario; peak ${(peak / MiB).toFixed(0)} MiB against a bound of ${(CACHE_BOUND / MiB + 150).toFixed(0)} MiB (64 MiB cache + 150 MiB).`);
     notes.push("autocannon (Node, separate process) and wrk both run on the same 2 cores as the server; the hello-world row is the ceiling that this machine allows an HTTP server under that load.");
+    notes.push("s3rver is a Node implementation of S3 on the local file system: it stands in for the article's object store, without its network distance (the --full run adds 1 ms each way).");
     notes.push("Direct Bun.SQL rows run from the bench process itself with 64 queries in flight over 16 connections, the same pool size kvdrive's store uses.");
     return { scenario: "kv-read", title: this.title, params: { connections: CONNS, "value size": "288 B", "duration per run": `${ctx.durationSec} s`, "warm-up": `${ctx.warmupSec} s per target, excluded` }, rows, ratios, notes };
   },
