@@ -141,6 +141,10 @@ export async function createKVService({ urls, config, clock, metrics }: ServiceO
     async deleteNamespace(accountId, id) {
       if (!(await backend.deleteNamespace(accountId, id))) throw namespaceMissing(id);
       namespaces.delete(id);
+      // A write that resolved the namespace just before it went may still commit: let pending batches land,
+      // then sweep once more so no orphan rows stay behind.
+      await batcher.flush();
+      await backend.dropNamespace(id);
       const prefix = id + "\0";
       cache.deleteWhere((k) => k.startsWith(prefix));
     },

@@ -274,3 +274,14 @@ describe("bounds, background purge and shutdown", () => {
     await expect(closing.put(ACC, ns, { key: "late", value: bytes("x") })).rejects.toMatchObject({ status: 503 });
   });
 });
+
+test("a namespace deleted while writes to it are in flight leaves no rows behind", async () => {
+  const ns = (await kv.createNamespace(ACC, "racing-delete")).id;
+  const writes = Array.from({ length: 200 }, (_, i) => kv.put(ACC, ns, { key: `k${i}`, value: bytes("v") }).catch(() => {}));
+  await kv.deleteNamespace(ACC, ns);
+  await Promise.all(writes);
+  const sql = new Bun.SQL(pg.url);
+  const [{ n }] = await sql`SELECT count(*)::int AS n FROM kv_entries WHERE ns = ${ns}`;
+  expect(n).toBe(0);
+  await sql.close();
+});
