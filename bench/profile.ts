@@ -16,7 +16,7 @@ interface ProfileNode {
   children?: number[];
 }
 
-const TARGETS = ["get-hit", "get-miss", "put", "pgbench"] as const;
+const TARGETS = ["get-hit", "get-miss", "put", "pgbench", "pgbench-connect"] as const;
 type Target = (typeof TARGETS)[number];
 
 export function summarize(profile: { nodes: ProfileNode[]; samples?: number[]; timeDeltas?: number[]; startTime?: number; endTime?: number }, top = 25): string {
@@ -76,17 +76,18 @@ if (import.meta.main) {
   const profDir = fs.mkdtempSync(path.join(os.tmpdir(), "kvdrive-prof-"));
   const pg = await startBenchPostgres();
   try {
-    const env: Record<string, string> = target === "get-miss" ? { KVDRIVE_CACHE_BYTES: "0" } : target === "pgbench" ? { KVDRIVE_CACHE_DISABLED: "true" } : {};
+    const env: Record<string, string> = target === "get-miss" ? { KVDRIVE_CACHE_BYTES: "0" } : target.startsWith("pgbench") ? { KVDRIVE_CACHE_DISABLED: "true" } : {};
     const k = await startKvdriveProcess(pg.url, env, ["--cpu-prof", `--cpu-prof-dir=${profDir}`]);
     let summary = "";
     try {
       const ns = await namespace(k, "bench-profile");
       const hot = `${ns.values}hot`;
       await checkHttp(k.origin + hot, { method: "PUT", headers: AUTH, body: "x".repeat(288) }, 200);
-      if (target === "pgbench") {
+      if (target.startsWith("pgbench")) {
         const t = { host: "127.0.0.1", port: k.pgPort, user: pg.user, password: pg.password, db: "postgres" };
         await pgbenchInit({ ...t, port: pg.port });
-        const r = await pgbench("pgbench -S -M prepared -c 16 through kvdrive", t, { clients: 16, durationSec, mode: "prepared", selectOnly: true });
+        const connect = target === "pgbench-connect";
+        const r = await pgbench(`pgbench -S ${connect ? "-C" : "-M prepared"} -c 16 through kvdrive`, t, { clients: 16, durationSec, mode: connect ? "simple" : "prepared", selectOnly: true, connectEach: connect });
         summary = `load: ${r.label}: ${Math.round(r.rps ?? 0)} tps, p50 ${r.p50?.toFixed(2)} ms, p99 ${r.p99?.toFixed(2)} ms, errors ${r.errors}`;
       } else {
         const requests = target === "put" ? [{ method: "PUT", path: `${ns.values}p-`, body: "x".repeat(288), unique: true }] : [{ path: hot }];

@@ -44,8 +44,8 @@ if (unknown.length) {
   process.exit(2);
 }
 const chosen = args.names.length ? SCENARIOS.filter((s) => args.names.includes(s.name)) : SCENARIOS.filter((s) => args.full || s.quick);
-const durationSec = args.duration ?? (args.full ? 10 : 4);
-const warmupSec = args.warmup ?? (args.full ? 3 : 1);
+const durationSec = args.duration ?? (args.full ? 8 : 4);
+const warmupSec = args.warmup ?? (args.full ? 2 : 1);
 const m = machine();
 const command = `bun run bench${args.full ? " --full" : ""}${args.names.length ? " " + args.names.join(" ") : ""}${args.duration ? ` --duration ${args.duration}` : ""}${args.warmup ? ` --warmup ${args.warmup}` : ""}`;
 
@@ -67,6 +67,7 @@ let failures = 0;
 try {
   for (const [i, s] of chosen.entries()) {
     console.log(`\n== ${i + 1}/${chosen.length} ${s.name}: ${s.title}`);
+    console.log(`  parameters: ${s.params}; ${durationSec} s per run, warm-up ${warmupSec} s excluded`);
     const started = new Date().toISOString();
     try {
       const result = await s.run(run.ctx);

@@ -7,16 +7,20 @@ import type { ScenarioResult } from "./result.ts";
 export async function renderChart(r: ScenarioResult): Promise<string | null> {
   const rows = r.rows.filter((x) => (x.status === "ok" || x.status === "errors") && x.rps !== undefined);
   if (rows.length === 0) return null;
-  const name = (x: (typeof rows)[number]) => `${x.group ? `${x.group} · ` : ""}${x.label}${x.status === "errors" ? " (ERRORS)" : ""}`;
+  // Groups get a short tag, explained in the subtitle, so labels stay readable.
+  const groups = [...new Set(rows.map((x) => x.group ?? ""))];
+  const tag = (g: string | undefined) => (groups.length > 1 ? `[${groups.indexOf(g ?? "") + 1}] ` : "");
+  const name = (x: (typeof rows)[number]) => `${tag(x.group)}${x.label}${x.status === "errors" ? " (ERRORS)" : ""}`;
+  const legend = groups.length > 1 ? groups.map((g, i) => `[${i + 1}] ${g || "—"}`) : [];
   const order = rows.map(name);
   const tput = rows.map((x) => ({ target: name(x), value: x.rowsPerSec ?? x.rps!, unit: x.rowsPerSec !== undefined ? "rows/s" : "req/s" }));
   const lat = rows.flatMap((x) =>
     (["p50", "p99", "p999"] as const).filter((p) => Number.isFinite(x[p])).map((p) => ({ target: name(x), percentile: p === "p999" ? "p99.9" : p, ms: Math.max(x[p]!, 0.01) })),
   );
-  const y = { field: "target", type: "nominal", sort: order, title: null, axis: { labelLimit: 360 } } as const;
+  const y = { field: "target", type: "nominal", sort: order, title: null, axis: { labelLimit: 640 } } as const;
   const spec = {
     $schema: "https://vega.github.io/schema/vega-lite/v6.json",
-    title: { text: r.title, subtitle: "higher throughput and shorter bars of latency are better; latency axis is logarithmic" },
+    title: { text: r.title, subtitle: ["higher throughput and shorter latency bars are better; the latency axis is logarithmic", ...legend] },
     vconcat: [
       {
         data: { values: tput },

@@ -41,7 +41,7 @@ export function createContext(o: { full: boolean; durationSec: number; warmupSec
       const started = Date.now();
       console.log(`  [${step}] ${label} — ${durationSec} s`);
       // Long runs show progress so a silent terminal is never mistaken for a hang.
-      const ticker = durationSec >= 10 ? setInterval(() => console.log(`      … ${Math.round((Date.now() - started) / 1000)} s of ${durationSec} s`), 5000) : undefined;
+      const ticker = durationSec >= 8 ? setInterval(() => console.log(`      … ${Math.round((Date.now() - started) / 1000)} s of ${durationSec} s`), 5000) : undefined;
       try {
         const r = await fn();
         console.log(`      ${fmt(r)}`);
@@ -88,5 +88,7 @@ export interface Scenario {
   title: string;
   /** Part of the quick suite (`bun run bench`); every scenario is part of --full. */
   quick: boolean;
+  /** Its parameters in one line (connections, value sizes, tools), printed before it runs. */
+  params: string;
   run(ctx: Context): Promise<import("./result.ts").ScenarioResult>;
 }

@@ -21,9 +21,11 @@ export interface PgbenchRun {
   selectOnly: boolean;
   /** -C: a new connection for every transaction. */
   connectEach?: boolean;
+  /** A custom script (-f) instead of the built-in ones; `name` labels it in tables. */
+  script?: { name: string; text: string };
 }
 
-export const pgbenchArgs = (r: PgbenchRun) => [`-c${r.clients}`, "-j2", `-T${r.durationSec}`, `-M${r.mode}`, ...(r.selectOnly ? ["-S"] : []), ...(r.connectEach ? ["-C"] : [])];
+export const pgbenchArgs = (r: PgbenchRun) => [`-c${r.clients}`, "-j2", `-T${r.durationSec}`, `-M${r.mode}`, ...(r.script ? [`-f ${r.script.name}`] : r.selectOnly ? ["-S"] : []), ...(r.connectEach ? ["-C"] : [])];
 
 const env = (t: PgbenchTarget) => ({ ...process.env, PGPASSWORD: t.password, PGHOST: t.host, PGPORT: String(t.port), PGUSER: t.user, PGDATABASE: t.db, PGSSLMODE: "disable" });
 
@@ -36,14 +38,19 @@ export async function pgbenchInit(t: PgbenchTarget, scale = 1): Promise<void> {
 export async function pgbench(label: string, t: PgbenchTarget, r: PgbenchRun, group?: string): Promise<Row> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kvdrive-pgbench-"));
   try {
-    const args = ["pgbench", "-n", ...pgbenchArgs(r), "-l", `--log-prefix=${path.join(dir, "tx")}`];
+    const args = ["pgbench", "-n", ...pgbenchArgs(r).filter((a) => !a.startsWith("-f ")), "-l", `--log-prefix=${path.join(dir, "tx")}`];
+    if (r.script) {
+      fs.writeFileSync(path.join(dir, "script.sql"), r.script.text);
+      args.push("-f", path.join(dir, "script.sql"));
+    }
     const proc = Bun.spawn(args, { env: env(t), stdout: "pipe", stderr: "pipe", cwd: dir });
     const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
     const text = out + "\n" + err;
     const tps = Number(/tps = ([\d.]+)/.exec(text)?.[1] ?? NaN);
     const processed = Number(/number of transactions actually processed: (\d+)/.exec(text)?.[1] ?? 0);
     const failed = Number(/number of failed transactions: (\d+)/.exec(text)?.[1] ?? 0);
-    const aborted = (text.match(/client \d+ aborted/g) ?? []).length;
+    // pgbench 15 words it "client 3 script 0 aborted in command 1 …" and exits non-zero when any client aborted.
+    const aborted = (text.match(/client \d+ (script \d+ )?aborted/g) ?? []).length;
     const lat: number[] = [];
     for (const f of fs.readdirSync(dir)) {
       if (!f.startsWith("tx")) continue;
@@ -63,10 +70,10 @@ export async function pgbench(label: string, t: PgbenchTarget, r: PgbenchRun, gr
       p50: percentile(lat, 0.5),
       p99: percentile(lat, 0.99),
       p999: percentile(lat, 0.999),
-      errors: failed + aborted + (code !== 0 && processed === 0 ? 1 : 0),
+      errors: failed + aborted + (code !== 0 && aborted === 0 ? 1 : 0),
       non2xx: 0,
     });
-    const firstError = /(ERROR|FATAL|error):? [^\n]*/.exec(err)?.[0];
+    const firstError = /(ERROR|FATAL):? [^\n]*/.exec(err)?.[0] ?? /error:? [^\n]*/.exec(err)?.[0];
     if (row.status !== "ok" && firstError) row.note = firstError.slice(0, 200);
     return row;
   } finally {

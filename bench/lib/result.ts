@@ -61,9 +61,9 @@ type Metric = "rps" | "rowsPerSec" | "p50" | "p99";
  * A row that is missing, failed or had errors gives no ratio, with the reason.
  */
 export function ratio(name: string, a: Row | undefined, b: Row | undefined, metric: Metric, target?: { min?: number; text?: string }): Ratio {
-  if (!a || !b) return { name, value: null, target: target?.text, note: "missing row" };
-  const bad = [a, b].find((r) => r.status !== "ok");
+  const bad = [a, b].find((r) => r && r.status !== "ok");
   if (bad) return { name, value: null, target: target?.text, note: `${bad.label}: ${bad.status}` };
+  if (!a || !b) return { name, value: null, target: target?.text, note: "missing row" };
   const av = a[metric] ?? NaN;
   const bv = b[metric] ?? NaN;
   const value = metric === "p50" || metric === "p99" ? bv / av : av / bv;

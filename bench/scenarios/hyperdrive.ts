@@ -55,6 +55,7 @@ export const hyperdrive: Scenario = {
   name: "hyperdrive",
   title: "Hyperdrive's scenario: client near kvdrive (1 ms RTT), origin far (50 ms RTT), a new connection per query",
   quick: true,
+  params: "8 concurrent invocations, each a new connection + SCRAM + one query; client↔kvdrive 0.5 ms, origin 25 ms one-way; node-postgres (--full adds postgres.js)",
   async run(ctx: Context) {
     const pg = await ctx.postgres();
     const setup = new SQL(pg.url, { max: 1 });

@@ -26,6 +26,7 @@ export const kvPeers: Scenario = {
   name: "kv-peers",
   title: "KV next to Redis: GET/SET of 288-byte values at 64 connections",
   quick: false,
+  params: "64 connections; 288-byte values; redis-benchmark against redis-server (no persistence) vs autocannon against kvdrive",
   async run(ctx: Context) {
     const d = ctx.durationSec;
     const group = "64 connections, 288-byte values";

@@ -97,6 +97,7 @@ export const kvRead: Scenario = {
   name: "kv-read",
   title: "KV reads, 288-byte values: cache hit, miss served by Postgres, direct Bun.SQL",
   quick: true,
+  params: "64 connections; 288-byte values; autocannon and wrk (separate processes) vs Bun.serve hello-world; Bun.SQL and Bun.S3Client closed loops with 64 in flight",
   async run(ctx) {
     const pg = await ctx.postgres();
     const rows: Row[] = [];

@@ -13,6 +13,7 @@ export const kvSizes: Scenario = {
   name: "kv-sizes",
   title: "KV value size sweep: 288 B, 1 KiB, 64 KiB, 1 MiB — PUT, cached GET, GET miss",
   quick: false,
+  params: "16 connections; values of 288 B, 1 KiB, 64 KiB and 1 MiB; PUT, cached GET, GET miss",
   async run(ctx: Context) {
     const cached = await ctx.kvdrive();
     const nocache = await ctx.kvdrive({ KVDRIVE_CACHE_BYTES: "0" });

@@ -23,6 +23,7 @@ export const kvWrite: Scenario = {
   name: "kv-write",
   title: "KV writes, 288-byte values: group commit, bulk, read/write mixes, direct single-row upserts",
   quick: true,
+  params: "288-byte values; PUTs at 16, 64 and 256 connections; direct upserts over 16 connections; --full adds no group commit, bulk (100 pairs) and 95/5, 50/50 mixes",
   async run(ctx) {
     const pg = await ctx.postgres();
     const rows: Row[] = [];

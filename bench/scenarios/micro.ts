@@ -13,6 +13,7 @@ export const micro: Scenario = {
   name: "micro",
   title: "Micro benchmarks (mitata): protocol codec, caches, versions, batching, ring, classification",
   quick: false,
+  params: "every bench/micro/*.bench.ts with mitata, one process each",
   async run(ctx) {
     const rows: Row[] = [];
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "kvdrive-micro-"));

@@ -9,6 +9,7 @@ export const redundancy: Scenario = {
   name: "redundancy",
   title: "Redundancy costs: active-active vs primary-only, one backend slowed, consistency harness",
   quick: false,
+  params: "not built yet",
   async run() {
     return {
       scenario: "redundancy",
