@@ -767,10 +767,11 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     };
     const finish = () => {
       if (st !== St.Validating) return;
-      send(AUTH_OK);
-      for (const [k, v] of params) send(encodeParameterStatus(k, v));
-      send(encodeBackendKeyData(pid, key));
-      send(READY_IDLE);
+      // One write for the whole greeting: a connection-per-transaction client pays for every syscall.
+      const greeting = [AUTH_OK];
+      for (const [k, v] of params) greeting.push(encodeParameterStatus(k, v));
+      greeting.push(encodeBackendKeyData(pid, key), READY_IDLE);
+      send(Buffer.concat(greeting));
       st = St.Ready;
       cacheOn = ctx.cacheOn(database);
       clearTimeout(loginTimer);
