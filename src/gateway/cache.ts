@@ -18,6 +18,8 @@ interface Slot extends CachedEntry {
   size: number;
   /** Cache sequence when stored: compared with read tickets. */
   seq: number;
+  /** `moves` when this slot last went to the recent end of the LRU order. */
+  movedAt: number;
 }
 
 export interface ReadCache {
@@ -49,6 +51,9 @@ export function createReadCache(opts: { maxBytes: number; clock: Clock }): ReadC
   const maxEntry = Math.floor(opts.maxBytes / MAX_ENTRY_SHARE);
   let bytes = 0;
   let seq = 0;
+  // Re-inserts into the Map (stores and promotions). A hit promotes only a slot in the older half of the order:
+  // a hot key then costs no Map churn, and only the older half is ever at risk of eviction.
+  let moves = 0;
   // Highest seq among slots dropped (evicted, too large, deleted): a read whose ticket is below it may be older
   // than what was dropped, and is answered but not kept.
   let droppedSeq = 0;
@@ -71,7 +76,7 @@ export function createReadCache(opts: { maxBytes: number; clock: Clock }): ReadC
       droppedSeq = slotSeq;
       return;
     }
-    map.set(key, { value: own(entry.value), metadata: entry.metadata, expiration: entry.expiration, version: entry.version, storedAt: opts.clock.now(), size, seq: slotSeq });
+    map.set(key, { value: own(entry.value), metadata: entry.metadata, expiration: entry.expiration, version: entry.version, storedAt: opts.clock.now(), size, seq: slotSeq, movedAt: ++moves });
     bytes += size;
     if (bytes > opts.maxBytes) {
       // Map iterates in insertion order and a hit re-inserts: the first slots are the least recently used.
@@ -88,8 +93,11 @@ export function createReadCache(opts: { maxBytes: number; clock: Clock }): ReadC
       if (!slot) return undefined;
       const now = opts.clock.now();
       if (now - slot.storedAt >= ttlSeconds * 1000) return undefined;
-      map.delete(key);
-      map.set(key, slot);
+      if (moves - slot.movedAt > map.size >> 1) {
+        map.delete(key);
+        map.set(key, slot);
+        slot.movedAt = ++moves;
+      }
       if (slot.expiration !== null && slot.expiration * 1000 <= now) return { value: null, metadata: null, expiration: null, version: slot.version };
       return slot;
     },

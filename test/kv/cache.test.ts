@@ -147,3 +147,17 @@ test("nonces are random 31-bit integers", () => {
   expect(new Set(nonces).size).toBeGreaterThan(990);
   expect(createVersionClock(manualClock(), () => 0.999999999999).next().nonce).toBeLessThanOrEqual(0x7fffffff);
 });
+
+test("eviction follows use: keys read again survive a stream of new keys, unread ones go", () => {
+  const cache = createReadCache({ maxBytes: 100 * entrySize("k000", entry("x".repeat(100))), clock: manualClock() });
+  for (let i = 0; i < 100; i++) cache.setFromWrite(`k${String(i).padStart(3, "0")}`, entry("x".repeat(100)));
+  const hot = ["k000", "k001", "k002", "k003"];
+  for (let i = 100; i < 400; i++) {
+    for (const h of hot) expect(cache.get(h, 60)).toBeDefined();
+    cache.setFromWrite(`k${String(i).padStart(3, "0")}`, entry("x".repeat(100)));
+  }
+  expect(cache.entries).toBe(100);
+  expect(cache.get("k004", 60)).toBeUndefined();
+  expect(cache.get("k299", 60)).toBeUndefined();
+  expect(cache.get("k399", 60)).toBeDefined();
+});
