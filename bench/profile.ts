@@ -1,4 +1,4 @@
-// `bun bench/profile.ts <target> [--duration s] [--connections n]`: runs one load against a kvdrive started with Bun's
+// `bun bench/profile.ts <target> [--duration s] [--connections n] [--strace]`: runs one load against a kvdrive started with Bun's
 // --cpu-prof and prints where its CPU time goes (self time by function and by source file), so a figure
 // that falls short can be traced to the module that bounds it. Targets: get-hit, get-miss, put, pgbench.
 import fs from "node:fs";
@@ -79,6 +79,10 @@ if (import.meta.main) {
     const env: Record<string, string> = target === "get-miss" ? { KVDRIVE_CACHE_BYTES: "0" } : target.startsWith("pgbench") ? { KVDRIVE_CACHE_DISABLED: "true" } : {};
     const k = await startKvdriveProcess(pg.url, env, ["--cpu-prof", `--cpu-prof-dir=${profDir}`]);
     let summary = "";
+    // --strace counts the system calls kvdrive makes during the load (per request, with the request count).
+    const straceOut = path.join(profDir, "strace.txt");
+    const strace = process.argv.includes("--strace") && Bun.which("strace") ? Bun.spawn(["strace", "-c", "-f", "-o", straceOut, "-p", String(k.pid)], { stdout: "ignore", stderr: "ignore" }) : undefined;
+    if (strace) await Bun.sleep(500);
     try {
       const ns = await namespace(k, "bench-profile");
       const hot = `${ns.values}hot`;
@@ -94,6 +98,15 @@ if (import.meta.main) {
         const conns = connections ?? (target === "put" ? 16 : 64);
         const r = await autocannon(target, { origin: k.origin, connections: conns, durationSec, headers: AUTH, requests });
         summary = `load: ${target} with autocannon, ${conns} connections, ${durationSec} s: ${Math.round(r.rps ?? 0)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, errors ${r.errors}, non-2xx ${r.non2xx}`;
+      }
+      if (strace) {
+        strace.kill("SIGINT");
+        await strace.exited;
+        const lines = fs.readFileSync(straceOut, "utf8").split("\n");
+        const total = Number(/(\d+)\s*(\d*)\s*total/.exec(lines.find((l) => l.includes("total")) ?? "")?.[1] ?? NaN);
+        const requests = Number(/(\d+) (tps|req)/.exec(summary)?.[1] ?? NaN) * durationSec;
+        summary += `\n\nSystem calls during the load (strace -c -f; about ${Math.round(requests)} requests):\n\n\`\`\`\n${lines.slice(0, 14).join("\n")}\n\`\`\``;
+        void total;
       }
       const metrics = await (await fetch(`${k.origin}/metrics`, { headers: AUTH })).text();
       summary += "\n\nAverages from /metrics after the load:\n\n" + averages(metrics);

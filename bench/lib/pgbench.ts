@@ -43,7 +43,9 @@ export async function pgbench(label: string, t: PgbenchTarget, r: PgbenchRun, gr
       fs.writeFileSync(path.join(dir, "script.sql"), r.script.text);
       args.push("-f", path.join(dir, "script.sql"));
     }
-    const proc = Bun.spawn(args, { env: env(t), stdout: "pipe", stderr: "pipe", cwd: dir });
+    // The client's own CPU per transaction (SCRAM's PBKDF2 runs in libpq): what bounds -C on a shared machine.
+    const time = fs.existsSync("/usr/bin/time") ? ["/usr/bin/time", "-f", "PGBENCH_CPU %U %S"] : [];
+    const proc = Bun.spawn([...time, ...args], { env: env(t), stdout: "pipe", stderr: "pipe", cwd: dir });
     const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
     const text = out + "\n" + err;
     const tps = Number(/tps = ([\d.]+)/.exec(text)?.[1] ?? NaN);
@@ -73,6 +75,8 @@ export async function pgbench(label: string, t: PgbenchTarget, r: PgbenchRun, gr
       errors: failed + aborted + (code !== 0 && aborted === 0 ? 1 : 0),
       non2xx: 0,
     });
+    const cpu = /PGBENCH_CPU ([\d.]+) ([\d.]+)/.exec(err);
+    if (cpu && processed > 0) row.clientCpuMsPerTx = ((Number(cpu[1]) + Number(cpu[2])) * 1000) / processed;
     const firstError = /(ERROR|FATAL):? [^\n]*/.exec(err)?.[0] ?? /error:? [^\n]*/.exec(err)?.[0];
     if (row.status !== "ok" && firstError) row.note = firstError.slice(0, 200);
     return row;

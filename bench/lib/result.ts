@@ -21,6 +21,8 @@ export interface Row {
   p999?: number;
   errors?: number;
   non2xx?: number;
+  /** CPU time the load generator itself spent per request (pgbench under /usr/bin/time). */
+  clientCpuMsPerTx?: number;
 }
 
 export interface Ratio {

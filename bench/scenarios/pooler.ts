@@ -122,6 +122,12 @@ export const pooler: Scenario = {
         ratios.push(ratio(`TPC-B -M ${mode}: kvdrive cache off / PgBouncer transaction mode (tps)`, at(g, "kvdrive, cache off"), at(g, "PgBouncer, transaction mode"), "rps"));
       }
     }
+    const cpuNote = rows
+      .filter((r) => r.group === gc && r.clientCpuMsPerTx !== undefined)
+      .map((r) => `${r.label}: ${r.clientCpuMsPerTx!.toFixed(2)} ms`)
+      .join(", ");
+    const notes: string[] = [];
+    if (cpuNote) notes.push(`With -C, pgbench itself (libpq: a TCP connection and SCRAM-SHA-256 with 4096 PBKDF2 iterations, client side) spends this much CPU per transaction: ${cpuNote}. On 2 shared cores that caps any pooler's -C rate at roughly 2000 ms / (client CPU + pooler CPU) per second, whatever the pooler does.`);
     return {
       scenario: "pooler",
       title: this.title,
@@ -131,6 +137,8 @@ export const pooler: Scenario = {
       notes: [
         "pgbench runs as its own process on the same 2 cores; tps is pgbench's own figure; latency percentiles come from its per-transaction log (-l). With -C, latency includes the connection and authentication.",
         "kvdrive cache off is KVDRIVE_CACHE_DISABLED=true; direct Postgres is the embedded Postgres 18 that kvdrive and PgBouncer use as their origin.",
+        "PgBouncer from apt is 1.18, which cannot keep protocol-level prepared statements in transaction mode (that came in 1.21): its -M prepared rows in transaction mode fail with errors and are marked; the session-mode row is what its users fall back to.",
+        ...notes,
       ],
     };
   },
