@@ -53,6 +53,7 @@ export function createReadCoalescer(backend: Pick<Backend, "get" | "getMany">, c
         const list = waiting.get(ns);
         if (list) list.push({ key, resolve, reject });
         else waiting.set(ns, [{ key, resolve, reject }]);
+        if (inFlight < concurrency) next();
       });
     },
   };
