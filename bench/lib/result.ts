@@ -63,14 +63,15 @@ type Metric = "rps" | "rowsPerSec" | "p50" | "p99";
  * A row that is missing, failed or had errors gives no ratio, with the reason.
  */
 export function ratio(name: string, a: Row | undefined, b: Row | undefined, metric: Metric, target?: { min?: number; text?: string }): Ratio {
+  const targetText = target?.text ?? (target?.min !== undefined ? `≥ ${target.min}×` : undefined);
   const bad = [a, b].find((r) => r && r.status !== "ok");
-  if (bad) return { name, value: null, target: target?.text, note: `${bad.label}: ${bad.status}` };
-  if (!a || !b) return { name, value: null, target: target?.text, note: "missing row" };
+  if (bad) return { name, value: null, target: targetText, note: `${bad.label}: ${bad.status}` };
+  if (!a || !b) return { name, value: null, target: targetText, note: "missing row" };
   const av = a[metric] ?? NaN;
   const bv = b[metric] ?? NaN;
   const value = metric === "p50" || metric === "p99" ? bv / av : av / bv;
-  if (!Number.isFinite(value)) return { name, value: null, target: target?.text, note: "no figure" };
-  return { name, value, target: target?.text ?? (target?.min !== undefined ? `≥ ${target.min}×` : undefined), pass: target?.min !== undefined ? value >= target.min : undefined };
+  if (!Number.isFinite(value)) return { name, value: null, target: targetText, note: "no figure" };
+  return { name, value, target: targetText, pass: target?.min !== undefined ? value >= target.min : undefined };
 }
 
 export function percentile(sorted: ArrayLike<number>, p: number): number {
