@@ -57,6 +57,8 @@ export function createHttpApp(opts: HttpAppOptions): { fetch(req: Request): Prom
   app.compile();
 
   const open = new Set(["/healthz", "/readyz"]);
+  // Bound metric handles per (route, method, status): the hot path skips building label keys.
+  const series = new Map<string, { count: { inc(): void }; time: { observe(v: number): void } }>();
   return {
     async fetch(req) {
       const started = performance.now();
@@ -71,8 +73,14 @@ export function createHttpApp(opts: HttpAppOptions): { fetch(req: Request): Prom
         res = errorResponse(e);
       }
       const route = routeLabel(path);
-      requests.inc({ route, method: req.method, status: res.status });
-      latency.observe((performance.now() - started) / 1000, { route });
+      const id = `${route} ${req.method} ${res.status}`;
+      let m = series.get(id);
+      if (!m) {
+        if (series.size > 1000) series.clear();
+        series.set(id, (m = { count: requests.with({ route, method: req.method, status: res.status }), time: latency.with({ route }) }));
+      }
+      m.count.inc();
+      m.time.observe((performance.now() - started) / 1000);
       return res;
     },
   };

@@ -23,6 +23,8 @@ function withLabel(key: string, extra: string): string {
 export interface Counter {
   inc(labels?: Labels, by?: number): void;
   get(labels?: Labels): number;
+  /** A handle bound to one label set, for hot paths: the label key is built once. */
+  with(labels: Labels): { inc(by?: number): void };
 }
 
 export interface Gauge {
@@ -33,6 +35,8 @@ export interface Gauge {
 
 export interface Histogram {
   observe(value: number, labels?: Labels): void;
+  /** A handle bound to one label set, for hot paths: the label key is built once. */
+  with(labels: Labels): { observe(value: number): void };
   /** Count and sum for one label set (tests and admin views). */
   snapshot(labels?: Labels): { count: number; sum: number };
 }
@@ -71,6 +75,10 @@ export function createRegistry(): Registry {
             values.set(k, (values.get(k) ?? 0) + by);
           },
           get: (labels) => values.get(labelKey(labels)) ?? 0,
+          with(labels) {
+            const k = labelKey(labels);
+            return { inc: (by = 1) => void values.set(k, (values.get(k) ?? 0) + by) };
+          },
           render: () => [...values].map(([k, v]) => `${name}${k} ${v}`),
         };
       });
@@ -97,14 +105,23 @@ export function createRegistry(): Registry {
     histogram(name, help, buckets = LATENCY_BUCKETS_SECONDS) {
       return register<Histogram & Series>(name, help, "histogram", () => {
         const series = new Map<string, { counts: number[]; sum: number; count: number }>();
+        const slot = (k: string) => {
+          let s = series.get(k);
+          if (!s) series.set(k, (s = { counts: new Array(buckets.length).fill(0), sum: 0, count: 0 }));
+          return s;
+        };
+        const record = (s: { counts: number[]; sum: number; count: number }, value: number) => {
+          s.sum += value;
+          s.count++;
+          for (let i = 0; i < buckets.length; i++) if (value <= buckets[i]!) { s.counts[i]!++; break; }
+        };
         return {
           observe(value, labels) {
-            const k = labelKey(labels);
-            let s = series.get(k);
-            if (!s) series.set(k, (s = { counts: new Array(buckets.length).fill(0), sum: 0, count: 0 }));
-            s.sum += value;
-            s.count++;
-            for (let i = 0; i < buckets.length; i++) if (value <= buckets[i]!) { s.counts[i]!++; break; }
+            record(slot(labelKey(labels)), value);
+          },
+          with(labels) {
+            const s = slot(labelKey(labels));
+            return { observe: (value: number) => record(s, value) };
           },
           snapshot(labels) {
             const s = series.get(labelKey(labels));
