@@ -88,8 +88,8 @@ test("bytes arrive intact and in order with no delay", async () => {
   }
 });
 
-test("bytes arrive intact and in order with delay and jitter, over concurrent connections", async () => {
-  const relay = await startRelay({ targetHost: "127.0.0.1", targetPort: echo.port, delayMs: 3, jitterMs: 3 });
+test("bytes arrive intact and in order with delay, jitter and a simulated handshake, over concurrent connections", async () => {
+  const relay = await startRelay({ targetHost: "127.0.0.1", targetPort: echo.port, delayMs: 3, jitterMs: 3, simulateHandshake: true });
   try {
     const payloads = Array.from({ length: 4 }, (_, i) => randomBytes(256 * 1024 + i * 977));
     const backs = await Promise.all(payloads.map((p) => roundTrip(relay.port, p)));

@@ -10,6 +10,11 @@ export interface RelayOptions {
   delayMs?: number;
   /** Uniform jitter of ± jitterMs around delayMs (never negative, never reordering). */
   jitterMs?: number;
+  /**
+   * Charge each new connection one round trip before its first bytes go upstream, as a TCP handshake over
+   * that distance would (the relay's own handshake with the client is local and instant).
+   */
+  simulateHandshake?: boolean;
   host?: string;
   port?: number;
 }
@@ -143,10 +148,16 @@ export async function startRelay(opts: RelayOptions): Promise<Relay> {
     port: opts.port ?? 0,
     socket: {
       open(client) {
+        let handshake = opts.simulateHandshake ?? false;
+        const upDelay = () => {
+          if (!handshake) return oneWay();
+          handshake = false;
+          return oneWay() + 2 * delayMs;
+        };
         const c: Conn = {
           client,
           closed: false,
-          up: createPipe(oneWay, (n) => (stats.bytesUp += n)),
+          up: createPipe(upDelay, (n) => (stats.bytesUp += n)),
           down: createPipe(oneWay, (n) => (stats.bytesDown += n)),
         };
         client.data = c;
