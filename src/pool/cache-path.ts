@@ -47,7 +47,13 @@ export async function loadCachePath(opts: { config: Config; clock: Clock; metric
   }
   if (typeof classifyMod?.classify !== "function" || typeof cacheMod?.createQueryCache !== "function") return null;
   const cache = cacheMod.createQueryCache({ config: opts.config, clock: opts.clock, metrics: opts.metrics, volatility: opts.volatility }) as QueryCache;
-  return { classify: classifyMod.classify, cache };
+  const list = (v: unknown) => (Array.isArray(v) ? (v as string[]) : []);
+  // Normalised once here, so the query path can rely on every field.
+  const classify = (sql: string): Classification => {
+    const c = classifyMod.classify(sql) ?? {};
+    return { ...c, cacheable: c.cacheable === true, status: String(c.status ?? "uncacheable"), readTables: list(c.readTables), writeTables: list(c.writeTables), functions: list(c.functions) };
+  };
+  return { classify, cache };
 }
 
 function acquire(pool: Pool): Promise<Server | null> {
