@@ -1,0 +1,225 @@
+// Statement classification for the query cache and the pooler, with the Postgres parser itself (libpg-query):
+// is a statement a cacheable read, which tables it reads and writes, which functions it calls, whether it pins
+// a session, and whether it opens or ends a transaction. Results are memoized by statement text.
+//
+// Contract (used by src/pool/cache-path.ts): classify(sql) -> Classification.
+// Table names are normalized to their bare lower-case relation name ("public.T" and "t" both become "t"):
+// invalidation by relation name may drop a little more than needed, never less. '*' means "every table".
+import { loadModule, parseSync } from "libpg-query";
+
+await loadModule();
+
+export type CacheStatus = "hit" | "miss" | "stale" | "uncacheable" | "transaction" | "volatile" | "multiplestatements" | "oversizedresult" | "disabled";
+export type Pin = "listen" | "advisory" | "temp" | "holdcursor" | "prepare";
+
+export interface Classification {
+  cacheable: boolean;
+  /** 'miss' for a cacheable statement (a candidate), else the reason it is not cacheable. */
+  status: CacheStatus;
+  readTables: string[];
+  writeTables: string[];
+  /** Functions called by name; the caller asks pg_proc whether they are all immutable. */
+  functions: string[];
+  pin?: Pin;
+  txn?: "begin" | "commit" | "rollback";
+  statements: number;
+}
+
+// Obviously not immutable: answered 'volatile' without asking the origin.
+const VOLATILE = new Set([
+  "now", "random", "nextval", "currval", "lastval", "setval", "pg_sleep", "clock_timestamp", "statement_timestamp", "transaction_timestamp",
+  "timeofday", "gen_random_uuid", "uuid_generate_v4", "txid_current", "pg_current_xact_id", "pg_backend_pid", "current_setting", "set_config",
+  "pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared", "pg_advisory_xact_lock", "pg_try_advisory_xact_lock",
+  "pg_notify", "random_normal", "setseed", "inet_client_addr", "pg_postmaster_start_time", "age",
+]);
+const SESSION_ADVISORY = new Set(["pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared"]);
+const WRITES = new Set(["InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"]);
+// Statements that change no table data (their effects are on the session or on nothing).
+const NO_WRITES = new Set([
+  "SelectStmt", "VariableSetStmt", "VariableShowStmt", "ListenStmt", "UnlistenStmt", "NotifyStmt", "DiscardStmt", "FetchStmt", "ClosePortalStmt",
+  "VacuumStmt", "CheckPointStmt", "LockStmt", "DeallocateStmt", "TransactionStmt", "PrepareStmt", "DeclareCursorStmt", "ExplainStmt",
+  "IndexStmt", "CreateSchemaStmt", "CreateSeqStmt", "CommentStmt", "GrantStmt", "GrantRoleStmt", "CreateRoleStmt", "CreateFunctionStmt",
+  "CreateExtensionStmt", "ViewStmt", "CreateTableAsStmt", "CreateStmt", "ReindexStmt", "ClusterStmt", "LoadStmt", "ConstraintsSetStmt",
+]);
+const CACHEABLE_TOPS = new Set(["SelectStmt"]);
+
+const MEMO_ENTRIES = 10_000;
+const MEMO_MAX_SQL = 16 * 1024;
+const memo = new Map<string, Classification>();
+
+const relName = (rv: any): string => String(rv?.relname ?? "").toLowerCase();
+const isCatalog = (rv: any) => {
+  const schema = String(rv?.schemaname ?? "").toLowerCase();
+  const name = relName(rv);
+  return schema === "pg_catalog" || schema === "information_schema" || name.startsWith("pg_");
+};
+
+interface Walk {
+  reads: Set<string>;
+  functions: Set<string>;
+  catalog: boolean;
+  temp: boolean;
+  volatileSyntax: boolean;
+  writesInside: boolean;
+  locking: boolean;
+  into: boolean;
+  advisory: boolean;
+  cteNames: Set<string>;
+}
+
+function walk(node: unknown, w: Walk) {
+  if (Array.isArray(node)) {
+    for (const n of node) walk(n, w);
+    return;
+  }
+  if (node === null || typeof node !== "object") return;
+  for (const [k, v] of Object.entries(node as Record<string, unknown>)) {
+    switch (k) {
+      case "RangeVar": {
+        const rv = v as any;
+        if (isCatalog(rv)) w.catalog = true;
+        if (String(rv.schemaname ?? "").toLowerCase() === "pg_temp" || rv.relpersistence === "t") w.temp = true;
+        w.reads.add(relName(rv));
+        break;
+      }
+      case "FuncCall": {
+        const names = ((v as any).funcname ?? []).map((n: any) => String(n?.String?.sval ?? ""));
+        const name = String(names[names.length - 1] ?? "").toLowerCase();
+        if (name) w.functions.add(name);
+        if (SESSION_ADVISORY.has(name)) w.advisory = true;
+        break;
+      }
+      case "SQLValueFunction":
+      case "NextValueExpr":
+        w.volatileSyntax = true;
+        break;
+      case "CommonTableExpr":
+        w.cteNames.add(String((v as any).ctename ?? "").toLowerCase());
+        break;
+      case "lockingClause":
+        if (Array.isArray(v) && v.length) w.locking = true;
+        break;
+      case "intoClause":
+        if (v) w.into = true;
+        break;
+    }
+    if (WRITES.has(k)) w.writesInside = true;
+    walk(v, w);
+  }
+}
+
+function writesOf(type: string, body: any, w: Walk): string[] {
+  switch (type) {
+    case "InsertStmt":
+    case "UpdateStmt":
+    case "DeleteStmt":
+    case "MergeStmt":
+      return [relName(body.relation)];
+    case "TruncateStmt":
+      return (body.relations ?? []).map((r: any) => relName(r.RangeVar));
+    case "CopyStmt":
+      return body.is_from && body.relation ? [relName(body.relation)] : [];
+    case "AlterTableStmt":
+    case "RenameStmt":
+    case "RuleStmt":
+    case "CreateTrigStmt":
+    case "AlterObjectSchemaStmt":
+      return body.relation ? [relName(body.relation)] : ["*"];
+    case "DropStmt":
+      if (["OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_FOREIGN_TABLE"].includes(body.removeType)) {
+        return (body.objects ?? []).map((o: any) => {
+          const items = o?.List?.items ?? [];
+          return String(items[items.length - 1]?.String?.sval ?? "*").toLowerCase();
+        });
+      }
+      return body.removeType === "OBJECT_INDEX" || body.removeType === "OBJECT_SEQUENCE" ? [] : ["*"];
+    case "RefreshMatViewStmt":
+      return [relName(body.relation)];
+    case "CreateTableAsStmt":
+      return [relName(body.into?.rel)];
+    case "SelectStmt":
+      // Data-modifying CTEs and SELECT INTO write; their targets are collected by a walk of the statement.
+      return w.writesInside || w.into ? collectWriteTargets(body) : [];
+    default:
+      return NO_WRITES.has(type) ? (w.writesInside ? collectWriteTargets(body) : []) : ["*"];
+  }
+}
+
+function collectWriteTargets(node: unknown, out: string[] = []): string[] {
+  if (Array.isArray(node)) {
+    for (const n of node) collectWriteTargets(n, out);
+  } else if (node && typeof node === "object") {
+    for (const [k, v] of Object.entries(node as Record<string, unknown>)) {
+      if (WRITES.has(k)) out.push(relName((v as any).relation));
+      if (k === "intoClause" && v) out.push(relName((v as any).rel));
+      collectWriteTargets(v, out);
+    }
+  }
+  return out;
+}
+
+function classifyParsed(stmts: Array<{ stmt: Record<string, unknown> }>): Classification {
+  const reads = new Set<string>();
+  const writes = new Set<string>();
+  const functions = new Set<string>();
+  let pin: Pin | undefined;
+  let txn: Classification["txn"];
+  let status: CacheStatus = "miss";
+  const fail = (s: CacheStatus) => {
+    if (status === "miss") status = s;
+  };
+
+  for (const { stmt } of stmts) {
+    const [type, body] = Object.entries(stmt)[0] as [string, any];
+    const w: Walk = { reads: new Set(), functions: new Set(), catalog: false, temp: false, volatileSyntax: false, writesInside: false, locking: false, into: false, advisory: false, cteNames: new Set() };
+    walk(body, w);
+    for (const t of writesOf(type, body, w)) writes.add(t);
+    for (const t of w.reads) if (!w.cteNames.has(t)) reads.add(t);
+    for (const f of w.functions) functions.add(f);
+
+    if (type === "ListenStmt") pin ??= "listen";
+    else if (type === "PrepareStmt") pin ??= "prepare";
+    else if (type === "DeclareCursorStmt" && ((body.options ?? 0) & 0x20) !== 0) pin ??= "holdcursor";
+    else if ((type === "CreateStmt" && body.relation?.relpersistence === "t") || (type === "CreateTableAsStmt" && body.into?.rel?.relpersistence === "t")) pin ??= "temp";
+    if (w.advisory) pin ??= "advisory";
+
+    if (type === "TransactionStmt") {
+      const kind = body.kind as string;
+      if (kind === "TRANS_STMT_BEGIN" || kind === "TRANS_STMT_START") txn = "begin";
+      else if (kind === "TRANS_STMT_COMMIT") txn = "commit";
+      else if (kind === "TRANS_STMT_ROLLBACK") txn = "rollback";
+    }
+
+    if (!CACHEABLE_TOPS.has(type) || w.writesInside || w.into || w.locking || w.catalog || w.temp) fail("uncacheable");
+    else if (w.volatileSyntax || [...w.functions].some((f) => VOLATILE.has(f))) fail("volatile");
+  }
+  if (stmts.length > 1) status = "multiplestatements";
+  if (stmts.length === 0) status = "uncacheable";
+  return {
+    cacheable: status === "miss",
+    status,
+    readTables: [...reads],
+    writeTables: [...writes],
+    functions: [...functions],
+    ...(pin ? { pin } : {}),
+    ...(txn ? { txn } : {}),
+    statements: stmts.length,
+  };
+}
+
+export function classify(sql: string): Classification {
+  const hit = memo.get(sql);
+  if (hit) return hit;
+  let c: Classification;
+  try {
+    c = classifyParsed((parseSync(sql).stmts ?? []) as unknown as Array<{ stmt: Record<string, unknown> }>);
+  } catch {
+    // Unparseable here: the origin will report the syntax error. Nothing to cache, and we cannot tell what it writes.
+    c = { cacheable: false, status: "uncacheable", readTables: [], writeTables: ["*"], functions: [], statements: 1 };
+  }
+  if (sql.length <= MEMO_MAX_SQL) {
+    if (memo.size >= MEMO_ENTRIES) memo.delete(memo.keys().next().value!);
+    memo.set(sql, c);
+  }
+  return c;
+}

@@ -1,0 +1,64 @@
+import { expect, test } from "bun:test";
+import { classify } from "../../src/cache/classify.ts";
+
+const cases: Array<[string, Partial<ReturnType<typeof classify>>]> = [
+  ["SELECT a FROM t WHERE id = $1", { cacheable: true, status: "miss", readTables: ["t"], writeTables: [] }],
+  ["select * from public.Users u join orders o on o.uid = u.id", { cacheable: true, readTables: ["users", "orders"] }],
+  ["VALUES (1), (2)", { cacheable: true }],
+  ["TABLE t", { cacheable: true, readTables: ["t"] }],
+  ["WITH x AS (SELECT * FROM t) SELECT * FROM x", { cacheable: true, readTables: ["t"] }],
+  ["WITH x AS (INSERT INTO t VALUES (1) RETURNING *) SELECT * FROM x", { cacheable: false, status: "uncacheable", writeTables: ["t"] }],
+  ["SELECT * FROM t FOR UPDATE", { cacheable: false, status: "uncacheable" }],
+  ["SELECT * FROM t FOR SHARE", { cacheable: false, status: "uncacheable" }],
+  ["SELECT * INTO z FROM t", { cacheable: false, writeTables: ["z"] }],
+  ["SELECT now()", { cacheable: false, status: "volatile" }],
+  ["SELECT current_timestamp", { cacheable: false, status: "volatile" }],
+  ["SELECT random() FROM t", { cacheable: false, status: "volatile" }],
+  ["SELECT lower(name) FROM t", { cacheable: true, functions: ["lower"] }],
+  ["SELECT * FROM pg_catalog.pg_class", { cacheable: false, status: "uncacheable" }],
+  ["SELECT * FROM pg_stat_activity", { cacheable: false, status: "uncacheable" }],
+  ["SELECT * FROM information_schema.tables", { cacheable: false, status: "uncacheable" }],
+  ["SELECT * FROM pg_temp.scratch", { cacheable: false, status: "uncacheable" }],
+  ["SELECT 1; SELECT 2", { cacheable: false, status: "multiplestatements", statements: 2 }],
+  ["INSERT INTO t VALUES (1)", { cacheable: false, writeTables: ["t"] }],
+  ["UPDATE s.t SET a = 1", { writeTables: ["t"] }],
+  ["DELETE FROM t USING u WHERE t.id = u.id", { writeTables: ["t"] }],
+  ["MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN DELETE", { writeTables: ["t"] }],
+  ["TRUNCATE a, b", { writeTables: ["a", "b"] }],
+  ["COPY t FROM STDIN", { writeTables: ["t"] }],
+  ["COPY t TO STDOUT", { writeTables: [], cacheable: false }],
+  ["ALTER TABLE t ADD COLUMN c int", { writeTables: ["t"] }],
+  ["DROP TABLE a, s.b", { writeTables: ["a", "b"] }],
+  ["CREATE INDEX ON t (a)", { writeTables: [] }],
+  ["DO $$ BEGIN PERFORM 1; END $$", { writeTables: ["*"] }],
+  ["CALL p()", { writeTables: ["*"] }],
+  ["BEGIN", { txn: "begin", cacheable: false }],
+  ["START TRANSACTION ISOLATION LEVEL SERIALIZABLE", { txn: "begin" }],
+  ["COMMIT", { txn: "commit" }],
+  ["END", { txn: "commit" }],
+  ["ROLLBACK", { txn: "rollback" }],
+  ["LISTEN ch", { pin: "listen" }],
+  ["SELECT pg_advisory_lock(1)", { pin: "advisory", cacheable: false }],
+  ["SELECT pg_advisory_xact_lock(1)", { pin: undefined }],
+  ["CREATE TEMP TABLE x (a int)", { pin: "temp" }],
+  ["CREATE TEMPORARY TABLE x AS SELECT 1", { pin: "temp" }],
+  ["DECLARE c CURSOR WITH HOLD FOR SELECT 1", { pin: "holdcursor" }],
+  ["DECLARE c CURSOR FOR SELECT 1", { pin: undefined }],
+  ["PREPARE p AS SELECT 1", { pin: "prepare" }],
+  ["SET search_path = x", { cacheable: false, writeTables: [] }],
+  ["SELEC oops", { cacheable: false, status: "uncacheable", writeTables: ["*"] }],
+];
+
+for (const [sql, expected] of cases) {
+  test(sql, () => {
+    const c = classify(sql);
+    for (const [k, v] of Object.entries(expected)) {
+      if (Array.isArray(v)) expect([...(c as any)[k]].sort()).toEqual([...v].sort());
+      else expect((c as any)[k]).toEqual(v);
+    }
+  });
+}
+
+test("memoized: the same text returns the same object", () => {
+  expect(classify("SELECT a FROM memo_t")).toBe(classify("SELECT a FROM memo_t"));
+});
