@@ -33,26 +33,39 @@ export interface CachePath {
   cache: QueryCache;
 }
 
-/** Loads src/cache when it exists and exports the agreed functions; null otherwise (no cache, pooling only). */
-export async function loadCachePath(opts: { config: Config; clock: Clock; metrics: Registry; volatility: (database: string, functions: string[]) => Promise<boolean> }): Promise<CachePath | null> {
+/** The shared statement classifier (src/cache/classify.ts, the Postgres parser) when present, normalised. */
+export async function loadClassifier(): Promise<((sql: string) => Classification) | null> {
   const classifyPath = "../cache/classify.ts";
+  let mod: any;
+  try {
+    mod = await import(classifyPath);
+  } catch {
+    return null;
+  }
+  if (typeof mod?.classify !== "function") return null;
+  const list = (v: unknown) => (Array.isArray(v) ? (v as string[]) : []);
+  // Normalised once here, so the query path can rely on every field.
+  return (sql: string): Classification => {
+    const c = mod.classify(sql) ?? {};
+    return { ...c, cacheable: c.cacheable === true, status: String(c.status ?? "uncacheable"), readTables: list(c.readTables), writeTables: list(c.writeTables), functions: list(c.functions) };
+  };
+}
+
+/** Loads src/cache when it exists and exports the agreed functions; null otherwise (no cache, pooling only). */
+export async function loadCachePath(
+  classify: ((sql: string) => Classification) | null,
+  opts: { config: Config; clock: Clock; metrics: Registry; volatility: (database: string, functions: string[]) => Promise<boolean> },
+): Promise<CachePath | null> {
+  if (!classify) return null;
   const cachePath = "../cache/query-cache.ts";
-  let classifyMod: any;
   let cacheMod: any;
   try {
-    classifyMod = await import(classifyPath);
     cacheMod = await import(cachePath);
   } catch {
     return null;
   }
-  if (typeof classifyMod?.classify !== "function" || typeof cacheMod?.createQueryCache !== "function") return null;
+  if (typeof cacheMod?.createQueryCache !== "function") return null;
   const cache = cacheMod.createQueryCache({ config: opts.config, clock: opts.clock, metrics: opts.metrics, volatility: opts.volatility }) as QueryCache;
-  const list = (v: unknown) => (Array.isArray(v) ? (v as string[]) : []);
-  // Normalised once here, so the query path can rely on every field.
-  const classify = (sql: string): Classification => {
-    const c = classifyMod.classify(sql) ?? {};
-    return { ...c, cacheable: c.cacheable === true, status: String(c.status ?? "uncacheable"), readTables: list(c.readTables), writeTables: list(c.writeTables), functions: list(c.functions) };
-  };
   return { classify, cache };
 }
 

@@ -309,7 +309,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   function notePin(sql: string) {
     const eff = sessionEffect(sql);
     // The shared classifier (a real SQL parser, when present) may see what our text checks cannot.
-    const pin = eff.pin ?? (ctx.cachePath && !pinned ? sharedPin(sql) : undefined);
+    const pin = eff.pin ?? (ctx.classify && !pinned ? sharedPin(sql) : undefined);
     if (pin && !pinned) {
       pinned = pin;
       ctx.metrics.pinned(pool!, pin);
@@ -523,7 +523,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
 
   function sharedPin(sql: string): Pin | undefined {
     try {
-      return ctx.cachePath!.classify(sql).pin as Pin | undefined;
+      return ctx.classify!(sql).pin as Pin | undefined;
     } catch {
       return undefined;
     }

@@ -5,7 +5,7 @@ import type { Pool } from "./pool.ts";
 import type { Server } from "./relay.ts";
 import type { ScramVerifier } from "./scram.ts";
 import type { Pin } from "./session.ts";
-import type { CachePath } from "./cache-path.ts";
+import type { CachePath, Classification } from "./cache-path.ts";
 
 export interface UserAuth {
   scram: ScramVerifier;
@@ -34,6 +34,8 @@ export interface PoolerContext {
   statementName(key: string): string;
   /** The origin said the statement's result type changed: future uses get a fresh name, hence a fresh plan. */
   planChanged(key: string): void;
+  /** The shared statement classifier (src/cache/classify.ts), when present: used for pinning too. */
+  classify: ((sql: string) => Classification) | null;
   /** The query cache and statement classifier, when src/cache is present. */
   cachePath: CachePath | null;
   /** False when KVDRIVE_CACHE_DISABLED turns the cache off for this database (then statements skip it). */

@@ -12,7 +12,7 @@ import type { PoolerContext, UserAuth } from "./context.ts";
 import { listen, type Listener } from "./listener.ts";
 import { executeStatements, type ExecuteRequest, type ExecuteResult } from "./execute.ts";
 import type { Pin } from "./session.ts";
-import { loadCachePath, recordQuery } from "./cache-path.ts";
+import { loadCachePath, loadClassifier, recordQuery } from "./cache-path.ts";
 
 export interface PoolerOptions {
   config: Config;
@@ -129,7 +129,8 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
     }, ctx);
     return Number(r[0]?.rows[0]?.[0] ?? 1) > 0;
   };
-  const cachePath = await loadCachePath({ config, clock, metrics, volatility });
+  const classifier = await loadClassifier();
+  const cachePath = await loadCachePath(classifier, { config, clock, metrics, volatility });
 
   const disabled = config.queryCacheDisabled.trim().toLowerCase();
   const disabledDbs = new Set(config.queryCacheDisabled.split(",").map((d) => d.trim()).filter(Boolean));
@@ -137,6 +138,7 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
   const noneOff = ["false", "0", "no", "off", ""].includes(disabled);
 
   const ctx: PoolerContext = {
+    classify: classifier,
     cachePath,
     cacheOn: (database) => cachePath !== null && !allOff && (noneOff || !disabledDbs.has(database)),
     recordQuery: (pool, params, sets, sql, extended) => recordQuery(pool, params, sets, sql, extended ?? null, config.queryCacheMaxResultBytes),
