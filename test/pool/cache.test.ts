@@ -1,0 +1,96 @@
+// The query cache on the wire: a hit after a miss, invalidation by a write through the proxy, freshness with an
+// injected clock, and never a cached answer inside a transaction or for a volatile function.
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import pg from "pg";
+import postgres from "postgres";
+import { manualClock } from "../../src/clock.ts";
+import { startPoolerFixture, type PoolerFixture } from "./setup.ts";
+
+let f: PoolerFixture;
+let client: pg.Client;
+const clock = manualClock();
+const statuses = () => {
+  const out: Record<string, number> = {};
+  for (const p of f.pooler.stats().pools) for (const [k, v] of Object.entries(p.cache)) out[k] = (out[k] ?? 0) + v;
+  return out;
+};
+const delta = async (fn: () => Promise<unknown>) => {
+  const before = statuses();
+  await fn();
+  const after = statuses();
+  const d: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after)) if (v - (before[k] ?? 0)) d[k] = v - (before[k] ?? 0);
+  return d;
+};
+
+beforeAll(async () => {
+  f = await startPoolerFixture({ poolSize: 4, queryCacheMaxAge: 60, queryCacheSwr: 15 }, clock);
+  client = new pg.Client(f.url());
+  await client.connect();
+  await client.query("create table cached_t (id int primary key, v text)");
+  await client.query("insert into cached_t values (1, 'one')");
+  await client.query("create function imm(x int) returns int language sql immutable as 'select x + 1'");
+  await client.query("create function vol(x int) returns int language sql volatile as 'select x + 1'");
+}, 60_000);
+afterAll(async () => {
+  await client.end();
+  await f.stop();
+}, 60_000);
+
+test("a hit after a miss (simple and extended protocol)", async () => {
+  expect(await delta(() => client.query("select v from cached_t where id = 1"))).toEqual({ miss: 1 });
+  expect(await delta(() => client.query("select v from cached_t where id = 1"))).toEqual({ hit: 1 });
+  // Extended protocol: a named prepared statement (node-postgres named query).
+  const named = { name: "by_id", text: "select v from cached_t where id = $1", values: [1] };
+  expect(await delta(() => client.query(named))).toEqual({ miss: 1 });
+  expect(await delta(() => client.query(named))).toEqual({ hit: 1 });
+  expect((await client.query(named)).rows).toEqual([{ v: "one" }]);
+  expect((await client.query({ ...named, values: [2] })).rows).toEqual([]);
+});
+
+test("a write through the proxy invalidates what read its table", async () => {
+  await client.query("select v from cached_t where id = 1");
+  await client.query("update cached_t set v = 'uno' where id = 1");
+  const r = await client.query("select v from cached_t where id = 1");
+  expect(r.rows).toEqual([{ v: "uno" }]);
+  // The same through a transaction: invalidated at COMMIT.
+  await client.query("begin");
+  await client.query("update cached_t set v = 'eins' where id = 1");
+  await client.query("commit");
+  expect((await client.query("select v from cached_t where id = 1")).rows).toEqual([{ v: "eins" }]);
+});
+
+test("max_age expiry and stale-while-revalidate follow the injected clock", async () => {
+  await client.query("select v, 'swr' as tag from cached_t where id = 1");
+  clock.advance(61_000);
+  expect(await delta(() => client.query("select v, 'swr' as tag from cached_t where id = 1"))).toEqual({ stale: 1 });
+  await Bun.sleep(50); // the one background refresh lands
+  expect(await delta(() => client.query("select v, 'swr' as tag from cached_t where id = 1"))).toEqual({ hit: 1 });
+  clock.advance(80_000);
+  expect(await delta(() => client.query("select v, 'swr' as tag from cached_t where id = 1"))).toEqual({ miss: 1 });
+});
+
+test("never a cached answer inside a transaction, for volatile functions, or for catalog reads", async () => {
+  await client.query("begin");
+  const inTx = await delta(() => client.query("select v from cached_t where id = 1"));
+  await client.query("commit");
+  expect(inTx.hit ?? 0).toBe(0);
+  for (const q of ["select vol(1)", "select vol(1)", "select now()"]) {
+    const d = await delta(() => client.query(q));
+    expect(d.volatile).toBe(1);
+    expect(d.hit ?? 0).toBe(0);
+  }
+  await client.query("select imm(1)");
+  expect(await delta(() => client.query("select imm(1)"))).toEqual({ hit: 1 });
+  expect((await delta(() => client.query("select count(*) from pg_class"))).hit ?? 0).toBe(0);
+});
+
+test("postgres.js with prepared statements gets cached answers that match the origin", async () => {
+  const sql = postgres(f.url(), { max: 2 });
+  const a = await sql`select v from cached_t where id = ${1}`;
+  const b = await sql`select v from cached_t where id = ${1}`;
+  expect([...b]).toEqual([...a]);
+  await sql`update cached_t set v = ${"un"} where id = ${1}`;
+  expect([...(await sql`select v from cached_t where id = ${1}`)]).toEqual([{ v: "un" }]);
+  await sql.end();
+});
