@@ -9,6 +9,7 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from "./embedded/postgre
 import { createRegistry, type Registry } from "./metrics/registry.ts";
 import { createKVService } from "./kv/service.ts";
 import { createHttpApp } from "./http/app.ts";
+import { sqlRoutes } from "./sql/routes.ts";
 import { startPooler, type Pooler } from "./pool/pooler.ts";
 
 export interface StartOptions {
@@ -64,7 +65,9 @@ export async function startKvdrive(opts: StartOptions): Promise<Kvdrive> {
     // The pooler's origin: ORIGIN_DATABASE_URL, else the (embedded) storage Postgres.
     pooler = await startPooler({ config, originUrl: config.originDatabaseUrl ?? databaseUrls[0]!, clock, metrics, log });
     const kv = await createKVService({ urls: databaseUrls, config, clock, metrics });
-    const app = createHttpApp({ kv, config, metrics, apiToken, clock });
+    const origin = new URL(config.originDatabaseUrl ?? databaseUrls[0]!);
+    const sql = sqlRoutes({ pooler, database: decodeURIComponent(origin.pathname.slice(1)) || "postgres", user: decodeURIComponent(origin.username) || "postgres" });
+    const app = createHttpApp({ kv, config, metrics, apiToken, clock, plugins: [sql] });
     const server = Bun.serve({ fetch: app.fetch, hostname: config.host, port: config.httpPort, maxRequestBodySize: 128 * 1024 * 1024 });
     const httpUrl = `http://${config.host}:${server.port}`;
     log(`kvdrive HTTP listening on ${httpUrl}`);
