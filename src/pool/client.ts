@@ -83,6 +83,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   /** Messages taken for a cache lookup that must now go to the origin, before anything else. */
   let deferred: Uint8Array[] = [];
   let cacheOn = false;
+  let pausedWhileBusy = false;
   /**
    * The batch in flight when it is one Bind of a prepared statement up to its Sync, sent while idle: it can be
    * re-run if the origin says the cached plan's result type changed. Views into received chunks, not copies.
@@ -580,7 +581,6 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     const key = { database, user, sql: b.stmt.query, params: bind.params, paramFormats: bind.paramFormats, resultFormats: bind.resultFormats, paramTypes: b.stmt.paramTypes, session };
     const cache = ctx.cachePath!.cache;
     busy = true;
-    socket.pause();
     const volatile = cls.functions.length ? cache.isVolatile(database, cls.functions) : Promise.resolve(false);
     volatile
       .then((v) => (v ? { status: "volatile", messages: [] } : cache.lookup(key, cls.readTables, () => ctx.recordQuery(pool!, new Map(params), new Map(sets), b.stmt.query, forOrigin))))
@@ -598,14 +598,16 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     if (st === St.Closed) return;
     if (r) ctx.metrics.cacheStatus(pool!, r.status);
     if (r && r.messages.length) {
-      send(BIND_COMPLETE);
-      for (const m of r.messages) if (b.describe || m[0] !== 0x54) send(m);
-      send(READY_IDLE);
-      socket.resume();
+      // One write for the whole answer.
+      const parts = [BIND_COMPLETE];
+      for (const m of r.messages) if (b.describe || m[0] !== 0x54) parts.push(m);
+      parts.push(READY_IDLE);
+      send(Buffer.concat(parts));
+      resumeAfterBusy();
       return resumeMessages();
     }
     deferred = b.msgs;
-    socket.resume();
+    resumeAfterBusy();
     try {
       if (acquire()) {
         flushDeferred();
@@ -654,7 +656,6 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     }
     const copy = raw.slice();
     busy = true;
-    socket.pause();
     // Results depend on session settings (TimeZone, DateStyle, search_path, SETs), but not on application_name.
     let session = "";
     for (const name of REPLAYED) if (name !== "application_name") session += (params.get(name) ?? "") + "\0";
@@ -674,19 +675,25 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     return true;
   }
 
+  /** Reading stops only when a client sends a lot while a cache lookup is in flight (see onData). */
+  function resumeAfterBusy() {
+    if (!pausedWhileBusy) return;
+    pausedWhileBusy = false;
+    socket.resume();
+  }
+
   function answered(r: { status: string; messages: Uint8Array[] } | null, query: Uint8Array) {
     busy = false;
     if (st === St.Closed) return;
     if (r && r.messages.length) {
       ctx.metrics.cacheStatus(pool!, r.status);
-      for (const m of r.messages) send(m);
-      send(READY_IDLE);
+      send(Buffer.concat([...r.messages, READY_IDLE]));
     } else {
       if (r) ctx.metrics.cacheStatus(pool!, r.status);
       bypassCache = true;
       frames!.unshift(query);
     }
-    socket.resume();
+    resumeAfterBusy();
     resumeMessages();
   }
 
@@ -844,6 +851,10 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         }
         frames!.push(chunk, onAuthOrReady);
         flushToServer();
+        if (busy && !pausedWhileBusy && frames!.pending() > 1024 * 1024) {
+          pausedWhileBusy = true;
+          socket.pause();
+        }
       } catch (e) {
         failed(e);
       }
