@@ -100,7 +100,7 @@ export class KVClient {
     if (options.expiration !== undefined) q.set("expiration", String(options.expiration));
     if (options.expirationTtl !== undefined) q.set("expiration_ttl", String(options.expirationTtl));
     const qs = q.size ? `?${q}` : "";
-    let body: BodyInit;
+    let body: Blob | FormData | ReadableStream | string | ArrayBuffer | Uint8Array;
     if (options.metadata !== undefined && options.metadata !== null) {
       const form = new FormData();
       form.set("value", new Blob([await bytesOf(value)]));

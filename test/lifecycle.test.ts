@@ -56,7 +56,7 @@ describe("bun start on the embedded default", () => {
     expect(fs.statSync(path.join(dataDir, "api-token")).mode & 0o777).toBe(0o600);
     expect(fs.readFileSync(path.join(dataDir, "api-token"), "utf8").trim()).toBe(token);
     const headers = { authorization: `Bearer ${token}` };
-    const ns = (await (await fetch(`${url}/accounts/a/storage/kv/namespaces`, { method: "POST", headers, body: JSON.stringify({ title: "persist" }) })).json()).result.id;
+    const ns = ((await (await fetch(`${url}/accounts/a/storage/kv/namespaces`, { method: "POST", headers, body: JSON.stringify({ title: "persist" }) })).json()) as any).result.id;
     expect((await fetch(`${url}/accounts/a/storage/kv/namespaces/${ns}/values/k`, { method: "PUT", headers, body: "kept" })).status).toBe(200);
     first.proc.kill("SIGTERM");
     expect(await first.proc.exited).toBe(0);
@@ -75,10 +75,10 @@ describe("SIGTERM under load", () => {
   let pg: TestPostgres;
   beforeAll(async () => {
     pg = await startTestPostgres();
-  });
+  }, 60_000);
   afterAll(async () => {
     await pg.destroy();
-  });
+  }, 60_000);
 
   test("every acknowledged PUT survives, and the process exits 0", async () => {
     const dataDir = tempDir();
@@ -89,7 +89,7 @@ describe("SIGTERM under load", () => {
     await kvd.ready;
     const base = `http://127.0.0.1:${port}/client/v4/accounts/a/storage/kv/namespaces`;
     const headers = { authorization: `Bearer ${token}` };
-    const ns = (await (await fetch(base, { method: "POST", headers, body: JSON.stringify({ title: "sigterm" }) })).json()).result.id;
+    const ns = ((await (await fetch(base, { method: "POST", headers, body: JSON.stringify({ title: "sigterm" }) })).json()) as any).result.id;
 
     const acked: string[] = [];
     let stop = false;

@@ -7,7 +7,7 @@ let pg: TestPostgres;
 let srv: TestServer;
 const sql = async (body: unknown, token = TEST_TOKEN) => {
   const res = await fetch(`${srv.httpUrl}/sql`, { method: "POST", headers: { authorization: `Bearer ${token}` }, body: typeof body === "string" ? body : JSON.stringify(body) });
-  return { status: res.status, body: await res.json() };
+  return { status: res.status, body: (await res.json()) as any };
 };
 
 beforeAll(async () => {
@@ -27,7 +27,7 @@ test("a parameterised write and read, with typed JSON values", async () => {
   const r = await sql({ query: "select * from sql_t where id = $1", params: [1] });
   expect(r.body.rows).toEqual([{ id: 1, name: "ada", score: 1.5, ok: true, doc: { k: [1] }, big: "9007199254740993" }]);
   expect(r.body.fields.map((f: any) => f.name)).toEqual(["id", "name", "score", "ok", "doc", "big"]);
-});
+}, 60_000);
 
 test("a hit after a miss through the cache, invalidated by a write through /sql", async () => {
   const q = { query: "select name from sql_t where id = $1", params: [1] };
@@ -37,7 +37,7 @@ test("a hit after a miss through the cache, invalidated by a write through /sql"
   const after = await sql(q);
   expect(after.body.cache).toBe("miss");
   expect(after.body.rows).toEqual([{ name: "grace" }]);
-});
+}, 60_000);
 
 test("an array runs as one transaction: all or nothing", async () => {
   const ok = await sql([{ query: "insert into sql_t (id, name) values (2, 'two')" }, { query: "select count(*)::int as n from sql_t" }]);
@@ -63,7 +63,7 @@ test("errors: SQL errors carry the SQLSTATE; malformed bodies are 400; auth is r
 test("GET /admin/pools shows pools with their counters", async () => {
   const res = await fetch(`${srv.httpUrl}/admin/pools`, { headers: { authorization: `Bearer ${TEST_TOKEN}` } });
   expect(res.status).toBe(200);
-  const body = await res.json();
+  const body: any = await res.json();
   expect(body.pools.length).toBeGreaterThan(0);
   expect(body.pools[0]).toHaveProperty("cache");
   expect((await fetch(`${srv.httpUrl}/admin/pools`)).status).toBe(401);

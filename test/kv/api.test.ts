@@ -16,11 +16,11 @@ beforeAll(async () => {
   srv = await startTestServer(pg.url);
   cf = new Cloudflare({ apiToken: TEST_TOKEN, baseURL: `${srv.httpUrl}/client/v4`, maxRetries: 0 });
   base = `${srv.httpUrl}/client/v4/accounts/${account_id}/storage/kv/namespaces`;
-});
+}, 60_000);
 afterAll(async () => {
   await srv.destroy();
   await pg.destroy();
-});
+}, 60_000);
 
 describe("namespaces through the SDK", () => {
   test("create, list with paging, get, rename, delete", async () => {
@@ -49,7 +49,7 @@ describe("values through the SDK", () => {
   let ns: string;
   beforeAll(async () => {
     ns = (await cf.kv.namespaces.create({ account_id, title: "sdk-values" })).id;
-  });
+  }, 60_000);
 
   test("put with metadata object and ttl, get raw bytes with expiration header, metadata, delete", async () => {
     await cf.kv.namespaces.values.update("greeting", { account_id, namespace_id: ns, value: "hello", metadata: { lang: "en" }, expiration_ttl: 300 });
@@ -113,7 +113,7 @@ describe("values through the SDK", () => {
 
 describe("raw fetch", () => {
   test("raw body PUT, envelope shape, DELETE /bulk, health, metrics", async () => {
-    const created = await (await fetch(base, { method: "POST", headers: auth, body: JSON.stringify({ title: "raw" }) })).json();
+    const created: any = await (await fetch(base, { method: "POST", headers: auth, body: JSON.stringify({ title: "raw" }) })).json();
     expect(created).toMatchObject({ success: true, errors: [], messages: [] });
     const ns = created.result.id;
     const put = await fetch(`${base}/${ns}/values/k?expiration_ttl=60&expiration=1`, { method: "PUT", headers: auth, body: "raw-body" });
@@ -122,7 +122,7 @@ describe("raw fetch", () => {
     expect(await get.text()).toBe("raw-body");
     expect(get.headers.get("expiration")).not.toBeNull();
     const del = await fetch(`${base}/${ns}/bulk`, { method: "DELETE", headers: auth, body: JSON.stringify(["k"]) });
-    expect((await del.json()).result.successful_key_count).toBe(1);
+    expect(((await del.json()) as any).result.successful_key_count).toBe(1);
     expect((await fetch(`${base}/${ns}/values/k`, { headers: auth })).status).toBe(404);
     expect((await fetch(`${srv.httpUrl}/healthz`)).status).toBe(200);
     expect((await fetch(`${srv.httpUrl}/readyz`)).status).toBe(200);

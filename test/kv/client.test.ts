@@ -12,13 +12,13 @@ beforeAll(async () => {
   pg = await startTestPostgres();
   srv = await startTestServer(pg.url);
   const res = await fetch(`${srv.httpUrl}/client/v4/accounts/acct-client/storage/kv/namespaces`, { method: "POST", headers: { authorization: `Bearer ${TEST_TOKEN}` }, body: JSON.stringify({ title: "client" }) });
-  const namespaceId = (await res.json()).result.id;
+  const namespaceId = ((await res.json()) as any).result.id;
   KV = new KVClient({ baseURL: `${srv.httpUrl}/client/v4`, apiToken: TEST_TOKEN, accountId: "acct-client", namespaceId });
-});
+}, 60_000);
 afterAll(async () => {
   await srv.destroy();
   await pg.destroy();
-});
+}, 60_000);
 
 // A Worker's fetch handler, unchanged, with the binding in env.
 const worker = {

@@ -17,11 +17,11 @@ const bytes = (s: string) => new TextEncoder().encode(s);
 beforeAll(async () => {
   pg = await startTestPostgres();
   kv = await createKVService({ urls: [pg.url], config: loadConfig({ dataDir: "/tmp/unused" }, {}), clock, metrics });
-});
+}, 60_000);
 afterAll(async () => {
   await kv.close();
   await pg.destroy();
-});
+}, 60_000);
 
 describe("namespaces", () => {
   test("create, duplicate title, rename, list, delete, account isolation", async () => {

@@ -10,11 +10,11 @@ let backend: Backend;
 beforeAll(async () => {
   pg = await startTestPostgres();
   backend = await openPostgresBackend(pg.url, 4);
-});
+}, 60_000);
 afterAll(async () => {
   await backend.close();
   await pg.destroy();
-});
+}, 60_000);
 
 backendContract("postgres", () => backend);
 
