@@ -4,7 +4,9 @@ import type { Context, Scenario } from "../lib/context.ts";
 import { features } from "../lib/features.ts";
 import { installed, startPgBouncer } from "../lib/peers.ts";
 import { pgbench, pgbenchArgs, pgbenchInit, type PgbenchRun, type PgbenchTarget } from "../lib/pgbench.ts";
+import { measuredAsCached } from "../lib/query-cache-stats.ts";
 import { failed, notBuilt, notInstalled, ratio, type Ratio, type Row } from "../lib/result.ts";
+import type { KvdriveProcess } from "../lib/stack.ts";
 
 const CLIENTS = 16;
 const POOL = 20;
@@ -12,6 +14,8 @@ const POOL = 20;
 interface Target {
   name: string;
   target?: PgbenchTarget;
+  /** The kvdrive behind it, whose cache statuses prove a "cache on" row was served from the cache. */
+  kvdrive?: KvdriveProcess;
   /** Why there is no target: not installed, not built. */
   missing?: (label: string, group: string) => Row;
 }
@@ -48,7 +52,7 @@ export const pooler: Scenario = {
     targets.push({ name: "kvdrive, cache off", target: { ...base, port: off.pgPort } });
     if (features.queryCache()) {
       const on = await ctx.kvdrive({ KVDRIVE_POOL_SIZE: String(POOL) });
-      targets.push({ name: "kvdrive, cache on", target: { ...base, port: on.pgPort } });
+      targets.push({ name: "kvdrive, cache on", target: { ...base, port: on.pgPort }, kvdrive: on });
     } else targets.push({ name: "kvdrive, cache on", missing: (l, g) => notBuilt(l, "the pooler's query cache (issue 4) is not in the tree yet", g) });
     for (const t of targets) if (t.target) await checkTarget(t.target, t.name);
 
@@ -62,7 +66,8 @@ export const pooler: Scenario = {
         }
         try {
           await pgbench("warm-up", t.target, { ...run, durationSec: ctx.warmupSec });
-          rows.push(await ctx.measure(`${group}: ${label}`, run.durationSec, () => pgbench(label, t.target!, run, group)));
+          const measure = () => pgbench(label, t.target!, run, group);
+          rows.push(await ctx.measure(`${group}: ${label}`, run.durationSec, () => (t.kvdrive ? measuredAsCached(t.kvdrive, measure) : measure())));
         } catch (e) {
           rows.push(failed(label, e, group));
         }
