@@ -125,9 +125,10 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
     // provolatile <> 'i' for any function of that name: conservative for overloads.
     const r = await executeStatements(poolFor(database, origin.user).pool, () => poolFor(database, origin.user).params, {
       database, user: origin.user, transaction: false,
-      statements: [{ sql: "select count(*) from pg_catalog.pg_proc where proname = any($1::text[]) and provolatile <> 'i'", params: [`{${functions.map((f) => JSON.stringify(f)).join(",")}}`] }],
+      // Safe only if every name exists and every overload of it is immutable; an unknown name counts as volatile.
+      statements: [{ sql: "select coalesce(count(distinct proname) = cardinality($1::text[]) and bool_and(provolatile = 'i'), false) from pg_catalog.pg_proc where proname = any($1::text[])", params: [`{${functions.map((f) => JSON.stringify(f)).join(",")}}`] }],
     }, ctx);
-    return Number(r[0]?.rows[0]?.[0] ?? 1) > 0;
+    return r[0]?.rows[0]?.[0] !== "t";
   };
   const classifier = await loadClassifier();
   const cachePath = await loadCachePath(classifier, { config, clock, metrics, volatility });
