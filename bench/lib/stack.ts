@@ -3,29 +3,15 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { freePort, startEmbeddedPostgres, type EmbeddedPostgres } from "../../src/embedded/postgres.ts";
+import { freePort, startTempPostgres, type TempPostgres } from "../../src/embedded/postgres.ts";
 import { spawnUntil, type Child } from "./procs.ts";
 
 export const TOKEN = "bench-token-0123456789abcdef";
 export const AUTH = { authorization: `Bearer ${TOKEN}` };
 
-export interface BenchPostgres extends EmbeddedPostgres {
-  destroy(): Promise<void>;
-}
+export type BenchPostgres = TempPostgres;
 
-export async function startBenchPostgres(settings?: Record<string, string>): Promise<BenchPostgres> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kvdrive-bench-pg-"));
-  // The embedded server runs as the postgres user when we are root: it must reach the directory.
-  fs.chmodSync(dir, 0o755);
-  const pg = await startEmbeddedPostgres({ dataDir: path.join(dir, "pg"), settings });
-  return {
-    ...pg,
-    async destroy() {
-      await pg.stop();
-      fs.rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
+export const startBenchPostgres = (settings?: Record<string, string>): Promise<BenchPostgres> => startTempPostgres("kvdrive-bench-pg-", settings);
 
 export interface KvdriveProcess {
   child: Child;

@@ -195,3 +195,22 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
     },
   };
 }
+
+export interface TempPostgres extends EmbeddedPostgres {
+  /** Stops the server and removes its directory. */
+  destroy(): Promise<void>;
+}
+
+/** A throwaway cluster in a fresh temp dir (tests, benchmarks), removed by destroy(). */
+export async function startTempPostgres(prefix: string, settings?: Record<string, string | number>): Promise<TempPostgres> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  fs.chmodSync(dir, 0o755); // as root, the postgres user must reach the cluster inside
+  const pg = await startEmbeddedPostgres({ dataDir: path.join(dir, "pg"), settings });
+  return {
+    ...pg,
+    async destroy() {
+      await pg.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

@@ -298,6 +298,16 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     s.push({ k: K.ParseHidden, name: stmt.serverName });
   }
 
+  /** The origin must see every unnamed Parse (it replaces its unnamed statement); the client owns it until the next. */
+  function forwardUnnamedParse(s: Server, raw: Uint8Array): true {
+    unnamedSeq++;
+    s.unnamedOwner = id;
+    s.unnamedSeq = unnamedSeq;
+    toOrigin(raw);
+    s.push(EXPECT_PARSE);
+    return true;
+  }
+
   function evictIfFull(s: Server) {
     while (s.prepared.size >= cfg.poolMaxPreparedStatements) {
       const oldest = s.prepared.keys().next().value as string;
@@ -412,24 +422,14 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         if (body[0] === 0 && unnamed && Buffer.compare(unnamed, raw) === 0) {
           // The same unnamed statement again (drivers without named statements do this per query): it was
           // classified already, and the origin must see the Parse anyway to replace its unnamed statement.
-          unnamedSeq++;
-          s.unnamedOwner = id;
-          s.unnamedSeq = unnamedSeq;
-          toOrigin(raw);
-          s.push(EXPECT_PARSE);
-          return true;
+          return forwardUnnamedParse(s, raw);
         }
         const m = decodeParse(body);
         notePin(m.query);
         if (m.name === "") {
           unnamedWrites = writesOf(m.query);
           unnamed = raw.slice();
-          unnamedSeq++;
-          s.unnamedOwner = id;
-          s.unnamedSeq = unnamedSeq;
-          toOrigin(raw);
-          s.push(EXPECT_PARSE);
-          return true;
+          return forwardUnnamedParse(s, raw);
         }
         const stmt = defineStatement(m);
         if (s.prepared.has(stmt.serverName)) {

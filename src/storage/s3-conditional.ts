@@ -89,7 +89,7 @@ export function createConditionalWriter(opts: ConditionalWriterOptions): Conditi
     } catch (e) {
       if (isPreconditionFailed(e)) return "cas";
       const status = (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-      if (status === 501 || status === 400) return "verify"; // rejected as not implemented
+      if (status === 501 || status === 400) return "verify"; // the endpoint refuses conditional headers (HTTP 501/400)
       throw e;
     } finally {
       await client.send(new DeleteObjectCommand({ Bucket, Key })).catch(() => {});

@@ -2,12 +2,9 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { startEmbeddedPostgres, type EmbeddedPostgres } from "../../src/embedded/postgres.ts";
+import { startTempPostgres, type TempPostgres } from "../../src/embedded/postgres.ts";
 
-export interface TestPostgres extends EmbeddedPostgres {
-  /** Stops the server and removes its directory. */
-  destroy(): Promise<void>;
-}
+export type TestPostgres = TempPostgres;
 
 export function tempDir(prefix = "kvdrive-test-"): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
@@ -15,14 +12,4 @@ export function tempDir(prefix = "kvdrive-test-"): string {
   return dir;
 }
 
-export async function startTestPostgres(settings?: Record<string, string | number>): Promise<TestPostgres> {
-  const dir = tempDir();
-  const pg = await startEmbeddedPostgres({ dataDir: path.join(dir, "pg"), settings });
-  return {
-    ...pg,
-    async destroy() {
-      await pg.stop();
-      fs.rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
+export const startTestPostgres = (settings?: Record<string, string | number>): Promise<TestPostgres> => startTempPostgres("kvdrive-test-", settings);
