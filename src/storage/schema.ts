@@ -2,7 +2,7 @@
 // order of their UTF-8 and any Unicode (NUL included) fits.
 import type { SQL } from "bun";
 
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 const MIGRATIONS: string[][] = [
   [
@@ -26,6 +26,17 @@ const MIGRATIONS: string[][] = [
      )`,
     `CREATE INDEX IF NOT EXISTS kv_entries_expiration ON kv_entries (expiration) WHERE expiration IS NOT NULL`,
     `CREATE INDEX IF NOT EXISTS kv_entries_tombstones ON kv_entries (version_ts) WHERE tombstone`,
+  ],
+  [
+    // Large values: the row holds a pointer into the blob store instead of the bytes.
+    `ALTER TABLE kv_entries ADD COLUMN IF NOT EXISTS blob text`,
+    // Each cluster names itself once, so shard placement follows the cluster, not its URL or list position.
+    `CREATE TABLE IF NOT EXISTS kvdrive_shard (id text NOT NULL)`,
+    `INSERT INTO kvdrive_shard (id) SELECT 'pg-' || substr(md5(random()::text || clock_timestamp()::text), 1, 12) WHERE NOT EXISTS (SELECT 1 FROM kvdrive_shard)`,
+    // The ring as last completed, kept on the first cluster; a rebalance moves keys from it to the configured one.
+    `CREATE TABLE IF NOT EXISTS kvdrive_ring (nodes text[] NOT NULL, vnodes integer NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())`,
+    // A per-namespace override of the replication mode (primary | shadow | active-active), set by the admin route.
+    `ALTER TABLE kv_namespaces ADD COLUMN IF NOT EXISTS replication text`,
   ],
 ];
 

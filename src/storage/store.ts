@@ -1,6 +1,7 @@
 // The storage backend interface and its Postgres implementation (Bun.SQL). Writes are conditional: a row is
 // applied only if its version is newer than the stored one, so replays, retries and repairs never go backwards.
 import { SQL } from "bun";
+import { digestSelectSql, type Digest, type KeyRange } from "../gateway/digest.ts";
 import { compareVersions, type Version } from "../gateway/version.ts";
 import { migrate } from "./schema.ts";
 
@@ -12,6 +13,37 @@ export interface StoredEntry {
   expiration: number | null;
   version: Version;
   tombstone: boolean;
+  /**
+   * Where a large value lives in the blob store (src/storage/large-values.ts), with `value` null. Backends
+   * that store values whole (the S3 replica) never set it.
+   */
+  blob?: string | null;
+}
+
+/** Every entry of a namespace in [after, before), tombstones and expired ones included: for the crawler,
+ * backfill and rebalance. */
+export interface ScanQuery {
+  ns: string;
+  /** Exclusive lower bound, or null. */
+  after: Uint8Array | null;
+  /** Exclusive upper bound, or null. */
+  before: Uint8Array | null;
+  limit: number;
+}
+
+/** A key's version without its value: what the crawler compares key by key. */
+export interface KeyVersion {
+  key: Uint8Array;
+  version: Version;
+  tombstone: boolean;
+  expiration: number | null;
+}
+
+/** Identifies exactly one stored version of a key (tombstone removal, rebalance). */
+export interface EntryRef {
+  ns: string;
+  key: Uint8Array;
+  version: Version;
 }
 
 export interface ListQuery {
@@ -54,6 +86,25 @@ export interface Backend {
   /** Removes entries expired at nowSeconds and tombstones older than tombstoneBeforeMicros; returns rows removed. */
   purge(nowSeconds: number, tombstoneBeforeMicros: number): Promise<number>;
   dropNamespace(ns: string): Promise<void>;
+
+  // Anti-entropy, backfill and rebalance. Expired entries count as absent in digests (both backends purge
+  // them on their own clocks); tombstones count, since both backends must hold them before they go.
+  /** Entries with their values, tombstones and expired ones included, in key byte order. */
+  scan(q: ScanQuery): Promise<StoredEntry[]>;
+  /** Keys and versions only, same order and bounds as scan. */
+  versions(q: ScanQuery): Promise<KeyVersion[]>;
+  /** Digest of (key, version) over the namespace's entries in range, leaving out those expired at nowSeconds. */
+  digest(ns: string, range: KeyRange, nowSeconds: number): Promise<Digest>;
+  /** Namespaces that hold entries, in order, strictly after `after`. */
+  namespaceIds(after: string | null, limit: number): Promise<string[]>;
+  /** Tombstones written before beforeMicros, in (ns, key) order strictly after `after`. */
+  tombstones(beforeMicros: number, after: { ns: string; key: Uint8Array } | null, limit: number): Promise<EntryRef[]>;
+  /**
+   * Removes each entry only while it still holds exactly that version (a newer write in between keeps it).
+   * Returns how many were removed.
+   */
+  removeIfVersion(refs: EntryRef[]): Promise<number>;
+
   ping(): Promise<boolean>;
   close(): Promise<void>;
 }
@@ -70,6 +121,7 @@ export interface NamespaceStore {
 
 // Bun.SQL binds at most 65535 parameters per statement; 8 columns a row.
 const ROWS_PER_STATEMENT = 4000;
+const DIGEST = digestSelectSql({ key: "key", ts: "version_ts", nonce: "version_nonce" });
 // Purge deletes in slices so one round never holds a huge transaction or blocks writers for long.
 const PURGE_SLICE = 5000;
 
@@ -81,6 +133,7 @@ const toEntry = (ns: string, r: any): StoredEntry => ({
   expiration: r.expiration === null ? null : Number(r.expiration),
   version: { ts: Number(r.version_ts), nonce: r.version_nonce },
   tombstone: r.tombstone,
+  blob: r.blob ?? null,
 });
 
 const keyString = (ns: string, k: Uint8Array) => ns + "\0" + Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString("latin1");
@@ -128,12 +181,14 @@ export async function openPostgresBackend(url: string, poolSize: number): Promis
       version_ts: r.version.ts,
       version_nonce: r.version.nonce,
       tombstone: r.tombstone,
+      blob: r.blob ?? null,
     }));
     const res = await q`
       INSERT INTO kv_entries AS e ${sql(values)}
       ON CONFLICT (ns, key) DO UPDATE SET
         value = excluded.value, metadata = excluded.metadata, expiration = excluded.expiration,
-        version_ts = excluded.version_ts, version_nonce = excluded.version_nonce, tombstone = excluded.tombstone
+        version_ts = excluded.version_ts, version_nonce = excluded.version_nonce, tombstone = excluded.tombstone,
+        blob = excluded.blob
       WHERE (e.version_ts, e.version_nonce) < (excluded.version_ts, excluded.version_nonce)
       RETURNING ns, key`.values();
     // Everything applied is the common case: skip mapping the returned keys back.
@@ -157,12 +212,12 @@ export async function openPostgresBackend(url: string, poolSize: number): Promis
 
   return {
     async get(ns, key) {
-      const rows = await sql`SELECT key, value, metadata, expiration, version_ts, version_nonce, tombstone FROM kv_entries WHERE ns = ${ns} AND key = ${key}`;
+      const rows = await sql`SELECT key, value, metadata, expiration, version_ts, version_nonce, tombstone, blob FROM kv_entries WHERE ns = ${ns} AND key = ${key}`;
       return rows.length ? toEntry(ns, rows[0]) : null;
     },
     async getMany(ns, keys) {
       if (keys.length === 0) return [];
-      const rows = await sql`SELECT key, value, metadata, expiration, version_ts, version_nonce, tombstone FROM kv_entries WHERE ns = ${ns} AND key = ANY(${sql.array(keys, "bytea")})`;
+      const rows = await sql`SELECT key, value, metadata, expiration, version_ts, version_nonce, tombstone, blob FROM kv_entries WHERE ns = ${ns} AND key = ANY(${sql.array(keys, "bytea")})`;
       const byKey = new Map<string, StoredEntry>();
       for (const r of rows) byKey.set(keyString(ns, r.key), toEntry(ns, r));
       return keys.map((k) => byKey.get(keyString(ns, k)) ?? null);
@@ -211,6 +266,59 @@ export async function openPostgresBackend(url: string, poolSize: number): Promis
     },
     async dropNamespace(ns) {
       await sql`DELETE FROM kv_entries WHERE ns = ${ns}`;
+    },
+    async scan(q) {
+      const rows = await sql`
+        SELECT key, value, metadata, expiration, version_ts, version_nonce, tombstone, blob FROM kv_entries
+        WHERE ns = ${q.ns} ${q.after ? sql`AND key > ${q.after}` : sql``} ${q.before ? sql`AND key < ${q.before}` : sql``}
+        ORDER BY key LIMIT ${q.limit}`;
+      return rows.map((r: any) => toEntry(q.ns, r));
+    },
+    async versions(q) {
+      const rows = await sql`
+        SELECT key, expiration, version_ts, version_nonce, tombstone FROM kv_entries
+        WHERE ns = ${q.ns} ${q.after ? sql`AND key > ${q.after}` : sql``} ${q.before ? sql`AND key < ${q.before}` : sql``}
+        ORDER BY key LIMIT ${q.limit}`;
+      return rows.map((r: any) => ({ key: r.key, version: { ts: Number(r.version_ts), nonce: r.version_nonce }, tombstone: r.tombstone, expiration: r.expiration === null ? null : Number(r.expiration) }));
+    },
+    async digest(ns, range, nowSeconds) {
+      // The select list is code, not input (digestSelectSql); every value is a parameter.
+      const rows = await sql.unsafe(
+        `SELECT ${DIGEST.count} AS n, (${DIGEST.sum})::text AS s FROM kv_entries
+         WHERE ns = $1 AND key >= $2 AND ($3::bytea IS NULL OR key < $3)
+           AND (tombstone OR expiration IS NULL OR expiration > $4)`,
+        [ns, range.start, range.end, nowSeconds],
+      );
+      return { count: Number(rows[0].n), sum: BigInt(rows[0].s) };
+    },
+    async namespaceIds(after, limit) {
+      // A loose index scan: one index probe per namespace instead of reading every entry.
+      const rows = await sql`
+        WITH RECURSIVE n AS (
+          (SELECT ns FROM kv_entries WHERE ns > ${after ?? ""} ORDER BY ns LIMIT 1)
+          UNION ALL
+          SELECT (SELECT e.ns FROM kv_entries e WHERE e.ns > n.ns ORDER BY e.ns LIMIT 1) FROM n WHERE n.ns IS NOT NULL
+        ) SELECT ns FROM n WHERE ns IS NOT NULL LIMIT ${limit}`;
+      return rows.map((r: any) => r.ns as string);
+    },
+    async tombstones(beforeMicros, after, limit) {
+      const rows = await sql`
+        SELECT ns, key, version_ts, version_nonce FROM kv_entries
+        WHERE tombstone AND version_ts < ${beforeMicros} ${after ? sql`AND (ns, key) > (${after.ns}, ${after.key})` : sql``}
+        ORDER BY ns, key LIMIT ${limit}`;
+      return rows.map((r: any) => ({ ns: r.ns, key: r.key, version: { ts: Number(r.version_ts), nonce: r.version_nonce } }));
+    },
+    async removeIfVersion(refs) {
+      let removed = 0;
+      for (let i = 0; i < refs.length; i += ROWS_PER_STATEMENT) {
+        const slice = refs.slice(i, i + ROWS_PER_STATEMENT);
+        const res = await sql`
+          DELETE FROM kv_entries e USING (SELECT * FROM unnest(${sql.array(slice.map((r) => r.ns), "text")}::text[], ${sql.array(slice.map((r) => r.key), "bytea")}::bytea[],
+            ${sql.array(slice.map((r) => r.version.ts), "int8")}::int8[], ${sql.array(slice.map((r) => r.version.nonce), "int4")}::int4[]) AS t(ns, key, ts, nonce)) t
+          WHERE e.ns = t.ns AND e.key = t.key AND e.version_ts = t.ts AND e.version_nonce = t.nonce`;
+        removed += res.count;
+      }
+      return removed;
     },
     async ping() {
       try {
