@@ -63,6 +63,8 @@ export interface RepairQueue {
   /** The repair failed: retried after the backoff. Returns the new due time. */
   failed(task: RepairTask): number;
   depth(backend?: string): number;
+  /** Whether the key waits in the queue for that backend. */
+  has(backend: string, namespace: string, key: string): boolean;
   /** Backends whose keys overflowed the bound: a full crawler pass must cover them. */
   needsCrawler(): string[];
   /** A full crawler pass over this backend finished: clears its overflow mark. */
@@ -347,6 +349,7 @@ export function openRepairQueue(opts: RepairQueueOptions): RepairQueue {
     done,
     failed,
     depth: (backend) => (backend === undefined ? entries.size : backendDepth.get(backend) ?? 0),
+    has: (backend, namespace, key) => entries.has(idOf(backend, namespace, key)),
     needsCrawler: () => [...overflowed].sort(),
     crawlerCovered(backend) {
       if (!overflowed.delete(backend)) return;

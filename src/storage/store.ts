@@ -69,6 +69,8 @@ export interface NamespaceRow {
   account_id: string;
   id: string;
   title: string;
+  /** The admin route's override of KVDRIVE_REPLICATION for this namespace, or null/absent. */
+  replication?: string | null;
 }
 
 /** What every storage backend implements (Postgres now; shards and an S3 replica later). test/storage/contract.ts is its test. */
@@ -117,7 +119,22 @@ export interface NamespaceStore {
   renameNamespace(accountId: string, id: string, title: string): Promise<"ok" | "missing" | "duplicate">;
   /** Removes the namespace and its entries; false when the account has no such namespace. */
   deleteNamespace(accountId: string, id: string): Promise<boolean>;
+  /** Sets (or with null clears) the namespace's replication mode override; false when there is no such namespace. */
+  setNamespaceReplication(id: string, mode: string | null): Promise<boolean>;
 }
+
+/** What a Postgres cluster says about itself, for sharding (src/storage/sharded.ts). */
+export interface ClusterMeta {
+  /** The id this cluster gave itself at its first migration: its name on the shard ring. */
+  shardId(): Promise<string>;
+  /** The ring as last completed (kept on the first cluster), or null before the first start. */
+  getRing(): Promise<{ nodes: string[]; vnodes: number } | null>;
+  setRing(nodes: string[], vnodes: number): Promise<void>;
+  /** Rows stored (tombstones included): progress totals for rebalance and backfill. */
+  countEntries(ns?: string): Promise<number>;
+}
+
+export type PostgresBackend = Backend & NamespaceStore & ClusterMeta;
 
 // Bun.SQL binds at most 65535 parameters per statement; 8 columns a row.
 const ROWS_PER_STATEMENT = 4000;
@@ -160,7 +177,7 @@ export function sortNewestPerKey(rows: StoredEntry[]): StoredEntry[] {
   return out;
 }
 
-export async function openPostgresBackend(url: string, poolSize: number): Promise<Backend & NamespaceStore> {
+export async function openPostgresBackend(url: string, poolSize: number): Promise<PostgresBackend> {
   const sql = new SQL(url, { max: poolSize, idleTimeout: 0 });
   try {
     await migrate(sql);
@@ -295,17 +312,17 @@ export async function openPostgresBackend(url: string, poolSize: number): Promis
       // A loose index scan: one index probe per namespace instead of reading every entry.
       const rows = await sql`
         WITH RECURSIVE n AS (
-          (SELECT ns FROM kv_entries WHERE ns > ${after ?? ""} ORDER BY ns LIMIT 1)
+          (SELECT ns FROM kv_entries WHERE ns > ${after ?? ""} COLLATE "C" ORDER BY ns COLLATE "C" LIMIT 1)
           UNION ALL
-          SELECT (SELECT e.ns FROM kv_entries e WHERE e.ns > n.ns ORDER BY e.ns LIMIT 1) FROM n WHERE n.ns IS NOT NULL
+          SELECT (SELECT e.ns FROM kv_entries e WHERE e.ns > n.ns COLLATE "C" ORDER BY e.ns COLLATE "C" LIMIT 1) FROM n WHERE n.ns IS NOT NULL
         ) SELECT ns FROM n WHERE ns IS NOT NULL LIMIT ${limit}`;
       return rows.map((r: any) => r.ns as string);
     },
     async tombstones(beforeMicros, after, limit) {
       const rows = await sql`
         SELECT ns, key, version_ts, version_nonce FROM kv_entries
-        WHERE tombstone AND version_ts < ${beforeMicros} ${after ? sql`AND (ns, key) > (${after.ns}, ${after.key})` : sql``}
-        ORDER BY ns, key LIMIT ${limit}`;
+        WHERE tombstone AND version_ts < ${beforeMicros} ${after ? sql`AND (ns COLLATE "C", key) > (${after.ns} COLLATE "C", ${after.key})` : sql``}
+        ORDER BY ns COLLATE "C", key LIMIT ${limit}`;
       return rows.map((r: any) => ({ ns: r.ns, key: r.key, version: { ts: Number(r.version_ts), nonce: r.version_nonce } }));
     },
     async removeIfVersion(refs) {
@@ -343,8 +360,30 @@ export async function openPostgresBackend(url: string, poolSize: number): Promis
       return { rows: rows.map((r: any) => ({ account_id: r.account_id, id: r.id, title: r.title })), total };
     },
     async getNamespace(id) {
-      const rows = await sql`SELECT account_id, id, title FROM kv_namespaces WHERE id = ${id}`;
+      const rows = await sql`SELECT account_id, id, title, replication FROM kv_namespaces WHERE id = ${id}`;
       return rows.length ? (rows[0] as NamespaceRow) : null;
+    },
+    async setNamespaceReplication(id, mode) {
+      const res = await sql`UPDATE kv_namespaces SET replication = ${mode} WHERE id = ${id}`;
+      return res.count === 1;
+    },
+    async shardId() {
+      const rows = await sql`SELECT id FROM kvdrive_shard LIMIT 1`;
+      return rows[0].id as string;
+    },
+    async getRing() {
+      const rows = await sql`SELECT nodes, vnodes FROM kvdrive_ring LIMIT 1`;
+      return rows.length ? { nodes: [...rows[0].nodes] as string[], vnodes: rows[0].vnodes as number } : null;
+    },
+    async setRing(nodes, vnodes) {
+      await sql.begin(async (tx) => {
+        await tx`DELETE FROM kvdrive_ring`;
+        await tx`INSERT INTO kvdrive_ring (nodes, vnodes) VALUES (${sql.array(nodes, "text")}, ${vnodes})`;
+      });
+    },
+    async countEntries(ns) {
+      const rows = ns === undefined ? await sql`SELECT count(*) AS n FROM kv_entries` : await sql`SELECT count(*) AS n FROM kv_entries WHERE ns = ${ns}`;
+      return Number(rows[0].n);
     },
     async renameNamespace(accountId, id, title) {
       try {
