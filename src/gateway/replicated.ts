@@ -1,0 +1,380 @@
+// Two independent backends behind one Backend: the primary (Postgres shards) and a replica (an S3 bucket or a
+// second group of Postgres clusters), in one of three modes, chosen per namespace:
+//   primary        the replica is not used.
+//   shadow         writes go to both and are acknowledged by the primary; reads go to the primary, and the
+//                  replica's answer is compared in the background (mismatches counted and queued for repair).
+//   active-active  writes race to both and are acknowledged on the first success; reads race too, and the first
+//                  valid answer wins.
+// A backend that fails a write gets the key in the durable repair queue (repair-queue.ts); raced reads that
+// disagree queue the key as well (read repair). Every write is conditional on versions, so no repair ever puts
+// an older version over a newer one.
+//
+// Read-your-own-write with a lagging backend: a key is "suspect" while a write of it is still in flight to one
+// of the backends, or while it waits in the repair queue for either. A suspect key is read from both backends
+// and the newer answer wins, so a read never returns a version older than an acknowledged write it follows.
+import type { Clock } from "../clock.ts";
+import type { Registry } from "../metrics/registry.ts";
+import type { Backend, EntryRef, ListQuery, StoredEntry } from "../storage/store.ts";
+import type { RepairQueue } from "./repair-queue.ts";
+import { compareVersions, type Version } from "./version.ts";
+
+export type ReplicationMode = "primary" | "shadow" | "active-active";
+export const REPLICATION_MODES: readonly ReplicationMode[] = ["primary", "shadow", "active-active"];
+
+export type Side = "primary" | "replica";
+
+export interface ReplicatedOptions {
+  primary: Backend;
+  replica: Backend;
+  /** The namespace's mode: its admin override, else the configured default. */
+  modeOf(ns: string): ReplicationMode;
+  queue: RepairQueue;
+  metrics: Registry;
+  clock: Clock;
+  /** A backend call slower than this counts as failed. */
+  timeoutMs: number;
+  log?: (msg: string) => void;
+}
+
+export interface ReplicatedBackend extends Backend {
+  readonly primary: Backend;
+  readonly replica: Backend;
+  /** Copies the newest version of (ns, key) to whichever side is older or missing it. True when both now agree. */
+  repairKey(ns: string, key: Uint8Array): Promise<boolean>;
+  /** Whether the key's newest version may be on one side only. */
+  suspect(ns: string, key: Uint8Array): boolean;
+}
+
+export class BackendTimeoutError extends Error {
+  override name = "BackendTimeoutError";
+}
+
+export const keyHex = (k: Uint8Array) => Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString("hex");
+export const keyFromHex = (h: string) => new Uint8Array(Buffer.from(h, "hex"));
+const other = (s: Side): Side => (s === "primary" ? "replica" : "primary");
+
+/** The newer of two answers; a missing entry is older than any stored one. */
+export function newest(a: StoredEntry | null, b: StoredEntry | null): StoredEntry | null {
+  if (a === null) return b;
+  if (b === null) return a;
+  return compareVersions(a.version, b.version) >= 0 ? a : b;
+}
+
+const sameVersion = (a: StoredEntry | null, b: StoredEntry | null, nowSeconds: number) => {
+  const x = absentIfExpired(a, nowSeconds);
+  const y = absentIfExpired(b, nowSeconds);
+  if (x === null || y === null) return x === y;
+  return compareVersions(x.version, y.version) === 0;
+};
+
+/** An expired live entry is as good as absent: both sides purge it on their own clocks. */
+export function absentIfExpired<T extends { tombstone: boolean; expiration: number | null }>(e: T | null, nowSeconds: number): T | null {
+  return e !== null && !e.tombstone && e.expiration !== null && e.expiration <= nowSeconds ? null : e;
+}
+
+export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBackend {
+  const { queue, clock } = opts;
+  const m = opts.metrics;
+  const seconds = m.histogram("kvdrive_backend_seconds", "Backend call latency, by backend and operation.");
+  const errors = m.counter("kvdrive_backend_errors_total", "Backend calls that failed or timed out, by backend and operation.");
+  const wins = m.counter("kvdrive_race_wins_total", "Raced calls answered first by each backend, by backend and operation.");
+  const readRepairs = m.counter("kvdrive_read_repair_divergence_total", "Raced or shadow reads whose two answers differed (the key was queued).");
+  const shadowMismatch = m.counter("kvdrive_shadow_mismatches_total", "Shadow-mode reads where the replica's answer differed from the primary's.");
+  const bothFailed = m.counter("kvdrive_backend_both_failed_total", "Calls no backend could serve, by operation.");
+  m.gauge("kvdrive_writes_in_flight_keys", "Keys with a write still in flight to one of the backends.", () => [[undefined, inflight.size]]);
+
+  const sides: Record<Side, Backend> = { primary: opts.primary, replica: opts.replica };
+  const nowSeconds = () => Math.floor(clock.now() / 1000);
+
+  /** Times a call, counts its failure, and fails it after timeoutMs. */
+  function call<T>(side: Side, op: string, f: (b: Backend) => Promise<T>): Promise<T> {
+    const started = performance.now();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new BackendTimeoutError(`${side} backend: ${op} took longer than KVDRIVE_BACKEND_TIMEOUT_MS=${opts.timeoutMs}`)), opts.timeoutMs);
+    });
+    let p: Promise<T>;
+    try {
+      p = f(sides[side]);
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    return Promise.race([p, timeout]).then(
+      (v) => {
+        clearTimeout(timer);
+        seconds.observe((performance.now() - started) / 1000, { backend: side, op });
+        return v;
+      },
+      (e) => {
+        clearTimeout(timer);
+        errors.inc({ backend: side, op });
+        throw e;
+      },
+    );
+  }
+
+  // Keys with a write in flight (count of writes), as "ns\0hex".
+  const inflight = new Map<string, number>();
+  const ck = (ns: string, key: Uint8Array) => ns + "\0" + keyHex(key);
+  const hold = (id: string) => inflight.set(id, (inflight.get(id) ?? 0) + 1);
+  const release = (id: string) => {
+    const n = (inflight.get(id) ?? 1) - 1;
+    if (n <= 0) inflight.delete(id);
+    else inflight.set(id, n);
+  };
+
+  function suspect(ns: string, key: Uint8Array): boolean {
+    if (inflight.size && inflight.has(ck(ns, key))) return true;
+    if (queue.depth() === 0) return false;
+    const hex = keyHex(key);
+    return queue.has("primary", ns, hex) || queue.has("replica", ns, hex);
+  }
+
+  function enqueue(side: Side, ns: string, key: Uint8Array, mechanism: "write" | "read" | "crawler") {
+    try {
+      queue.enqueue({ backend: side, namespace: ns, key: keyHex(key), mechanism });
+    } catch (e) {
+      opts.log?.(`repair queue refused ${side} ${ns}: ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * Races one write to both sides. Resolves with the first success; a side that fails (now or later) gets
+   * every row queued for repair. Rejects only when both fail.
+   */
+  function raceWrite(rows: StoredEntry[], ackOn: "first" | Side): Promise<boolean[]> {
+    const ids = rows.map((r) => ck(r.ns, r.key));
+    for (const id of ids) hold(id);
+    const attempt = (side: Side) =>
+      call(side, "write", (b) => b.write(rows)).catch((e) => {
+        for (const r of rows) enqueue(side, r.ns, r.key, "write");
+        throw e;
+      });
+    const p = attempt("primary");
+    const r = attempt("replica");
+    Promise.allSettled([p, r]).then(() => {
+      for (const id of ids) release(id);
+    });
+    if (ackOn !== "first") {
+      const mine = ackOn === "primary" ? p : r;
+      return mine;
+    }
+    return firstSuccess([p.then((v) => ({ v, side: "primary" as Side })), r.then((v) => ({ v, side: "replica" as Side }))], "write").then((x) => x.v);
+  }
+
+  /** The first promise to fulfil; rejects with the primary's error only when all reject. */
+  function firstSuccess<T extends { side: Side }>(ps: Promise<T>[], op: string, valid: (t: T) => boolean = () => true): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let pending = ps.length;
+      const errs: unknown[] = [];
+      const fallbacks: T[] = [];
+      const settleOne = () => {
+        if (--pending > 0) return;
+        if (fallbacks.length) resolve(fallbacks[0]!);
+        else {
+          bothFailed.inc({ op });
+          reject(errs[0]);
+        }
+      };
+      for (const p of ps) {
+        p.then(
+          (t) => {
+            if (valid(t)) {
+              wins.inc({ backend: t.side, op });
+              resolve(t);
+            } else fallbacks.push(t);
+            settleOne();
+          },
+          (e) => {
+            errs.push(e);
+            settleOne();
+          },
+        );
+      }
+    });
+  }
+
+  async function writeGroup(mode: ReplicationMode, rows: StoredEntry[]): Promise<boolean[]> {
+    if (mode === "primary") return call("primary", "write", (b) => b.write(rows));
+    return raceWrite(rows, mode === "shadow" ? "primary" : "first");
+  }
+
+  /** Both answers arrived: queue the key for the side that is behind. */
+  function compareAnswers(ns: string, key: Uint8Array, p: StoredEntry | null, r: StoredEntry | null, shadow: boolean) {
+    if (sameVersion(p, r, nowSeconds())) return;
+    if (shadow) shadowMismatch.inc();
+    readRepairs.inc();
+    const win = newest(p, r);
+    enqueue(win === p ? "replica" : "primary", ns, key, "read");
+  }
+
+  async function getRaced(ns: string, key: Uint8Array): Promise<StoredEntry | null> {
+    const mode = opts.modeOf(ns);
+    if (mode === "primary") return call("primary", "get", (b) => b.get(ns, key));
+    const p = call("primary", "get", (b) => b.get(ns, key));
+    const r = call("replica", "get", (b) => b.get(ns, key));
+    // Whatever the outcome, compare both answers once they are in.
+    Promise.allSettled([p, r]).then(([a, b]) => {
+      if (a.status === "fulfilled" && b.status === "fulfilled") compareAnswers(ns, key, a.value, b.value, mode === "shadow");
+    });
+    if (mode === "shadow") {
+      // The primary answers; when it cannot, the replica is better than an error.
+      return p.catch(() => r);
+    }
+    if (suspect(ns, key)) return newestOfBoth(p, r, "get");
+    return (await firstSuccess([p.then((e) => ({ e, side: "primary" as Side })), r.then((e) => ({ e, side: "replica" as Side }))], "get")).e;
+  }
+
+  /** Waits for both; the newer answer wins. One failing side is tolerated. */
+  async function newestOfBoth(p: Promise<StoredEntry | null>, r: Promise<StoredEntry | null>, op: string): Promise<StoredEntry | null> {
+    const [a, b] = await Promise.allSettled([p, r]);
+    if (a.status === "rejected" && b.status === "rejected") {
+      bothFailed.inc({ op });
+      throw a.reason;
+    }
+    return newest(a.status === "fulfilled" ? a.value : null, b.status === "fulfilled" ? b.value : null);
+  }
+
+  async function getManyRaced(ns: string, keys: Uint8Array[]): Promise<Array<StoredEntry | null>> {
+    const mode = opts.modeOf(ns);
+    if (mode === "primary") return call("primary", "getMany", (b) => b.getMany(ns, keys));
+    const p = call("primary", "getMany", (b) => b.getMany(ns, keys));
+    const r = call("replica", "getMany", (b) => b.getMany(ns, keys));
+    Promise.allSettled([p, r]).then(([a, b]) => {
+      if (a.status !== "fulfilled" || b.status !== "fulfilled") return;
+      keys.forEach((k, i) => compareAnswers(ns, k, a.value[i]!, b.value[i]!, mode === "shadow"));
+    });
+    if (mode === "shadow") return p.catch(() => r);
+    if (keys.some((k) => suspect(ns, k))) {
+      const [a, b] = await Promise.allSettled([p, r]);
+      if (a.status === "rejected" && b.status === "rejected") {
+        bothFailed.inc({ op: "getMany" });
+        throw a.reason;
+      }
+      return keys.map((_, i) => newest(a.status === "fulfilled" ? a.value[i]! : null, b.status === "fulfilled" ? b.value[i]! : null));
+    }
+    return (await firstSuccess([p.then((e) => ({ e, side: "primary" as Side })), r.then((e) => ({ e, side: "replica" as Side }))], "getMany")).e;
+  }
+
+  /** Primary first; the replica answers when the primary cannot (list has no versions to race on). */
+  function primaryThenReplica<T>(ns: string | null, op: string, f: (b: Backend) => Promise<T>): Promise<T> {
+    const p = call("primary", op, f);
+    if (ns !== null && opts.modeOf(ns) === "primary") return p;
+    return p.catch((e) =>
+      call("replica", op, f).catch(() => {
+        bothFailed.inc({ op });
+        throw e;
+      }),
+    );
+  }
+
+  async function repairKey(ns: string, key: Uint8Array): Promise<boolean> {
+    const [p, r] = await Promise.all([call("primary", "get", (b) => b.get(ns, key)), call("replica", "get", (b) => b.get(ns, key))]);
+    if (sameVersion(p, r, nowSeconds())) return true;
+    const win = newest(p, r)!;
+    const behind: Side = win === p ? "replica" : "primary";
+    await call(behind, "write", (b) => b.write([win]));
+    return true;
+  }
+
+  /**
+   * Tombstone removal: a tombstone older than the grace goes only once both sides hold it (or something newer),
+   * and each side removes it only while it still holds exactly that tombstone. A side that lacks it gets it
+   * queued instead, so a deleted key can never come back from the side that missed the delete.
+   */
+  async function collectTombstones(beforeMicros: number): Promise<number> {
+    let removed = 0;
+    for (const side of ["primary", "replica"] as Side[]) {
+      let after: { ns: string; key: Uint8Array } | null = null;
+      for (;;) {
+        const page: EntryRef[] = await call(side, "tombstones", (b) => b.tombstones(beforeMicros, after, 500));
+        if (page.length === 0) break;
+        after = page[page.length - 1]!;
+        const byNs = new Map<string, EntryRef[]>();
+        for (const t of page) (byNs.get(t.ns) ?? byNs.set(t.ns, []).get(t.ns)!).push(t);
+        for (const [ns, refs] of byNs) {
+          if (opts.modeOf(ns) === "primary") {
+            if (side === "primary") removed += await call("primary", "removeIfVersion", (b) => b.removeIfVersion(refs));
+            continue;
+          }
+          const there = await call(other(side), "getMany", (b) => b.getMany(ns, refs.map((t) => t.key)));
+          const held: EntryRef[] = [];
+          const sameThere: EntryRef[] = [];
+          refs.forEach((t, i) => {
+            const o = there[i]!;
+            if (o === null || compareVersions(o.version, t.version) < 0) {
+              enqueue(other(side), ns, t.key, "crawler");
+              return;
+            }
+            held.push(t);
+            if (o.tombstone && compareVersions(o.version, t.version) === 0) sameThere.push(t);
+          });
+          // Each side drops its copy only while it is exactly this tombstone.
+          if (held.length) removed += await call(side, "removeIfVersion", (b) => b.removeIfVersion(held));
+          if (sameThere.length) removed += await call(other(side), "removeIfVersion", (b) => b.removeIfVersion(sameThere));
+        }
+        if (page.length < 500) break;
+      }
+    }
+    return removed;
+  }
+
+  return {
+    primary: opts.primary,
+    replica: opts.replica,
+    repairKey,
+    suspect,
+
+    get: getRaced,
+    getMany: (ns, keys) => (keys.length === 0 ? Promise.resolve([]) : getManyRaced(ns, keys)),
+    async write(rows) {
+      if (rows.length === 0) return [];
+      // A batch can mix namespaces, and namespaces can have different modes.
+      const groups = new Map<ReplicationMode, number[]>();
+      rows.forEach((r, i) => {
+        const mode = opts.modeOf(r.ns);
+        (groups.get(mode) ?? groups.set(mode, []).get(mode)!).push(i);
+      });
+      if (groups.size === 1) return writeGroup(groups.keys().next().value!, rows);
+      const out: boolean[] = new Array(rows.length).fill(false);
+      await Promise.all(
+        [...groups].map(async ([mode, idx]) => {
+          const flags = await writeGroup(mode, idx.map((i) => rows[i]!));
+          idx.forEach((i, j) => (out[i] = flags[j]!));
+        }),
+      );
+      return out;
+    },
+    list: (q: ListQuery) => primaryThenReplica(q.ns, "list", (b) => b.list(q)),
+    async purge(nowSecs, tombstoneBeforeMicros) {
+      // Expired entries go on each side on its own; tombstones only by the protocol above.
+      const [a, b] = await Promise.allSettled([call("primary", "purge", (x) => x.purge(nowSecs, 0)), call("replica", "purge", (x) => x.purge(nowSecs, 0))]);
+      let n = (a.status === "fulfilled" ? a.value : 0) + (b.status === "fulfilled" ? b.value : 0);
+      n += await collectTombstones(tombstoneBeforeMicros);
+      if (a.status === "rejected") throw a.reason;
+      return n;
+    },
+    async dropNamespace(ns) {
+      await Promise.all([call("primary", "dropNamespace", (b) => b.dropNamespace(ns)), call("replica", "dropNamespace", (b) => b.dropNamespace(ns)).catch(() => {})]);
+    },
+    scan: (q) => primaryThenReplica(q.ns, "scan", (b) => b.scan(q)),
+    versions: (q) => primaryThenReplica(q.ns, "versions", (b) => b.versions(q)),
+    digest: (ns, range, now) => call("primary", "digest", (b) => b.digest(ns, range, now)),
+    namespaceIds: (after, limit) => primaryThenReplica(null, "namespaceIds", (b) => b.namespaceIds(after, limit)),
+    tombstones: (before, after, limit) => call("primary", "tombstones", (b) => b.tombstones(before, after, limit)),
+    async removeIfVersion(refs) {
+      const [a, b] = await Promise.all([call("primary", "removeIfVersion", (x) => x.removeIfVersion(refs)), call("replica", "removeIfVersion", (x) => x.removeIfVersion(refs))]);
+      return a + b;
+    },
+    async ping() {
+      // Ready while at least one side answers: that is the point of having two.
+      const [a, b] = await Promise.all([opts.primary.ping(), opts.replica.ping()]);
+      return a || b;
+    },
+    async close() {
+      await Promise.allSettled([opts.primary.close(), opts.replica.close()]);
+    },
+  };
+}
+
+export type { Version };
