@@ -118,6 +118,7 @@ export function withLargeValues(inner: Backend, blobs: BlobStore, opts: LargeVal
   const deleted = m?.counter("kvdrive_large_value_blobs_deleted_total", "Replaced, losing or orphaned blobs deleted, by store").with(labels);
   const deleteErrors = m?.counter("kvdrive_large_value_blob_delete_errors_total", "Blob deletes that failed (left to the orphan sweep), by store").with(labels);
   const swept = m?.counter("kvdrive_large_value_orphans_swept_total", "Orphaned blobs removed by the sweep, by store").with(labels);
+  const rereads = m?.counter("kvdrive_large_value_rereads_total", "Rows read again because their blob was missing when read (replaced by a newer write), by store").with(labels);
 
   const isLarge = (r: StoredEntry) => !r.tombstone && r.value !== null && r.value.byteLength > threshold;
 
@@ -172,6 +173,7 @@ export function withLargeValues(inner: Backend, blobs: BlobStore, opts: LargeVal
       } catch (e) {
         failure = e;
       }
+      if (round < MAX_REREADS) rereads?.inc();
       const again = round < MAX_REREADS ? await inner.get(ns, key) : cur;
       if (again?.blob === cur.blob) {
         if (failure) throw failure;
