@@ -45,6 +45,22 @@ export const SETTINGS = {
   awsAccessKeyId: str("AWS_ACCESS_KEY_ID", undefined, "S3 access key id. Unset: the AWS SDK's default credential chain."),
   awsSecretAccessKey: str("AWS_SECRET_ACCESS_KEY", undefined, "S3 secret access key. Unset: the AWS SDK's default credential chain."),
 
+  // Shards and the second backend (issue 3)
+  embeddedShards: int("KVDRIVE_EMBEDDED_SHARDS", 1, 1, 16, "Without DATABASE_URL: how many embedded Postgres clusters to start and shard keys over."),
+  shardVnodes: int("KVDRIVE_SHARD_VNODES", 128, 1, 4096, "Virtual nodes per cluster on the consistent-hash ring. Changing it moves keys: run `bun run kvdrive rebalance`."),
+  replicaDatabaseUrl: list("KVDRIVE_REPLICA_DATABASE_URL", "Second backend: a group of Postgres clusters, comma-separated."),
+  replicaS3Bucket: str("KVDRIVE_REPLICA_S3_BUCKET", undefined, "Second backend: an S3 bucket holding every entry."),
+  replicaS3Endpoint: str("KVDRIVE_REPLICA_S3_ENDPOINT", undefined, "Endpoint of the replica bucket. Unset: KVDRIVE_S3_ENDPOINT."),
+  replicaS3Region: str("KVDRIVE_REPLICA_S3_REGION", undefined, "Region of the replica bucket. Unset: KVDRIVE_S3_REGION."),
+  replicaS3AccessKeyId: str("KVDRIVE_REPLICA_S3_ACCESS_KEY_ID", undefined, "Access key id of the replica bucket. Unset: AWS_ACCESS_KEY_ID."),
+  replicaS3SecretAccessKey: str("KVDRIVE_REPLICA_S3_SECRET_ACCESS_KEY", undefined, "Secret access key of the replica bucket. Unset: AWS_SECRET_ACCESS_KEY."),
+  replication: str("KVDRIVE_REPLICATION", undefined, "primary | shadow | active-active. Unset: active-active when a replica is configured, else primary.", ["primary", "shadow", "active-active"]),
+  backendTimeoutMs: int("KVDRIVE_BACKEND_TIMEOUT_MS", 10_000, 100, 600_000, "A backend call slower than this counts as failed (the other backend serves; the key is queued for repair)."),
+  crawlerKeysPerSecond: int("KVDRIVE_CRAWLER_KEYS_PER_SECOND", 2000, 0, 1_000_000, "Anti-entropy crawler rate: keys digested or compared per second (0 disables the crawler)."),
+  crawlerIntervalSeconds: int("KVDRIVE_CRAWLER_INTERVAL_SECONDS", 300, 1, 86400, "Pause between two crawler passes."),
+  blobSweepIntervalSeconds: int("KVDRIVE_BLOB_SWEEP_INTERVAL_SECONDS", 3600, 1, 86400, "How often blobs no row points to are removed (after a grace of the same length)."),
+  invalidation: bool("KVDRIVE_INVALIDATION", true, "Announce writes over Postgres LISTEN/NOTIFY so other kvdrive instances evict those keys from their caches."),
+
   // KV read cache
   cacheBytes: int("KVDRIVE_CACHE_BYTES", 64 * MiB, 0, 64 * 1024 * MiB, "In-process KV read cache bound in bytes (0 disables it)."),
 
@@ -133,6 +149,13 @@ function validate(cfg: Config) {
     if (!/^[^=]+=.+$/.test(pair)) throw new ConfigError(`KVDRIVE_PG_USERS entry ${JSON.stringify(pair)} is not user=password`);
   }
   if (cfg.apiToken !== undefined && cfg.apiToken.length < 8) throw new ConfigError("KVDRIVE_API_TOKEN must be at least 8 characters");
+  for (const url of cfg.replicaDatabaseUrl) checkPostgresUrl("KVDRIVE_REPLICA_DATABASE_URL", url);
+  if (cfg.replicaDatabaseUrl.length && cfg.replicaS3Bucket) {
+    throw new ConfigError("KVDRIVE_REPLICA_DATABASE_URL and KVDRIVE_REPLICA_S3_BUCKET are both set: choose one second backend");
+  }
+  if (cfg.replication && cfg.replication !== "primary" && !cfg.replicaDatabaseUrl.length && !cfg.replicaS3Bucket) {
+    throw new ConfigError(`KVDRIVE_REPLICATION=${cfg.replication} needs a second backend: set KVDRIVE_REPLICA_S3_BUCKET or KVDRIVE_REPLICA_DATABASE_URL`);
+  }
   if (Boolean(cfg.pgTlsCert) !== Boolean(cfg.pgTlsKey)) throw new ConfigError("KVDRIVE_PG_TLS_CERT and KVDRIVE_PG_TLS_KEY must be set together");
 }
 

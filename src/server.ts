@@ -10,6 +10,7 @@ import { createRegistry, type Registry } from "./metrics/registry.ts";
 import { createKVService } from "./kv/service.ts";
 import { createHttpApp } from "./http/app.ts";
 import { sqlRoutes } from "./sql/routes.ts";
+import { kvAdminRoutes } from "./kv/admin.ts";
 import { startPooler, type Pooler } from "./pool/pooler.ts";
 
 export interface StartOptions {
@@ -58,16 +59,21 @@ export async function startKvdrive(opts: StartOptions): Promise<Kvdrive> {
   };
   try {
     if (config.databaseUrl.length === 0) {
-      embedded.push(await startEmbeddedPostgres({ dataDir: path.join(config.dataDir, "pg") }));
+      // KVDRIVE_EMBEDDED_SHARDS clusters: pg/ (the first, also the pooler's origin), then pg-2/, pg-3/…
+      for (let i = 1; i <= config.embeddedShards; i++) {
+        embedded.push(await startEmbeddedPostgres({ dataDir: path.join(config.dataDir, i === 1 ? "pg" : `pg-${i}`) }));
+      }
     }
     const databaseUrls = config.databaseUrl.length ? config.databaseUrl : embedded.map((pg) => pg.url);
+    // `bun run kvdrive rebalance|backfill` finds the running clusters here (it holds passwords: owner only).
+    fs.writeFileSync(path.join(config.dataDir, "storage.json"), JSON.stringify({ urls: databaseUrls }) + "\n", { mode: 0o600 });
 
     // The pooler's origin: ORIGIN_DATABASE_URL, else the (embedded) storage Postgres.
     pooler = await startPooler({ config, originUrl: config.originDatabaseUrl ?? databaseUrls[0]!, clock, metrics, log });
-    const kv = await createKVService({ urls: databaseUrls, config, clock, metrics });
+    const kv = await createKVService({ urls: databaseUrls, config, clock, metrics, log });
     const origin = new URL(config.originDatabaseUrl ?? databaseUrls[0]!);
     const sql = sqlRoutes({ pooler, database: decodeURIComponent(origin.pathname.slice(1)) || "postgres", user: decodeURIComponent(origin.username) || "postgres" });
-    const app = createHttpApp({ kv, config, metrics, apiToken, clock, plugins: [sql] });
+    const app = createHttpApp({ kv, config, metrics, apiToken, clock, plugins: [sql, kvAdminRoutes(kv)] });
     const server = Bun.serve({ fetch: app.fetch, hostname: config.host, port: config.httpPort, maxRequestBodySize: 128 * 1024 * 1024 });
     const httpUrl = `http://${config.host}:${server.port}`;
     log(`kvdrive HTTP listening on ${httpUrl}`);

@@ -9,7 +9,9 @@ import { createVersionClock, ZERO_VERSION } from "../gateway/version.ts";
 import { BatcherClosedError, createBatcher } from "../storage/batcher.ts";
 import { createReadCoalescer } from "../storage/coalescer.ts";
 import { startPurger } from "../storage/purge.ts";
-import { openPostgresBackend, type NamespaceRow, type StoredEntry } from "../storage/store.ts";
+import { openStorage } from "../storage/open.ts";
+import type { NamespaceRow, StoredEntry } from "../storage/store.ts";
+import { REPLICATION_MODES, type ReplicationMode } from "../gateway/replicated.ts";
 import { CODE } from "./codes.ts";
 import { KVError } from "./errors.ts";
 import { MIN_CACHE_TTL } from "./limits.ts";
@@ -21,6 +23,7 @@ export interface ServiceOptions {
   config: Config;
   clock: Clock;
   metrics: Registry;
+  log?: (msg: string) => void;
 }
 
 const DEFAULT_CACHE_TTL = 60;
@@ -35,9 +38,24 @@ const namespaceMissing = (id: string) => new KVError(404, CODE.namespaceNotFound
 const titleTaken = (title: string) => new KVError(400, CODE.namespaceTitleExists, `a namespace with the title ${JSON.stringify(title)} already exists in this account`);
 const cacheTtl = (o: { cacheTtl?: number } | undefined) => Math.max(MIN_CACHE_TTL, o?.cacheTtl ?? DEFAULT_CACHE_TTL);
 
-export async function createKVService({ urls, config, clock, metrics }: ServiceOptions): Promise<KVService> {
-  // Sharding over every URL arrives with the redundancy work; one cluster serves all keys until then.
-  const backend = await openPostgresBackend(urls[0]!, config.dbPoolSize);
+export async function createKVService({ urls, config, clock, metrics, log }: ServiceOptions): Promise<KVService> {
+  // Namespace rows are few and read on every request: keep them in memory, refreshed on a miss.
+  const namespaces = new Map<string, NamespaceRow>();
+  let defaultMode: ReplicationMode = "primary";
+  const modeOf = (ns: string): ReplicationMode => (namespaces.get(ns)?.replication as ReplicationMode | null | undefined) ?? defaultMode;
+  const storage = await openStorage({
+    config, urls, metrics, clock, log,
+    modeOf,
+    async resolveMode(ns) {
+      if (!namespaces.has(ns)) {
+        const row = await storage.catalog.getNamespace(ns).catch(() => null);
+        if (row) namespaces.set(ns, row);
+      }
+      return modeOf(ns);
+    },
+  });
+  defaultMode = storage.defaultMode;
+  const backend = { ...storage.catalog, ...storage.data };
   const versions = createVersionClock(clock);
   const reads = createReadCoalescer(backend, readSlots(config));
   const cache = createReadCache({ maxBytes: config.cacheBytes, clock });
@@ -54,8 +72,6 @@ export async function createKVService({ urls, config, clock, metrics }: ServiceO
   metrics.gauge("kvdrive_cache_bytes", "Bytes held by the KV read cache", () => [[undefined, cache.bytes]]);
   metrics.gauge("kvdrive_cache_entries", "Entries held by the KV read cache", () => [[undefined, cache.entries]]);
 
-  // Namespace rows are few and read on every request: keep them in memory, refreshed on a miss.
-  const namespaces = new Map<string, NamespaceRow>();
   async function namespace(accountId: string, id: string): Promise<NamespaceRow> {
     let row = namespaces.get(id);
     if (!row) {
@@ -63,6 +79,13 @@ export async function createKVService({ urls, config, clock, metrics }: ServiceO
       if (found) namespaces.set(id, (row = found));
     }
     if (!row || row.account_id !== accountId) throw namespaceMissing(id);
+    return row;
+  }
+  /** Admin routes address a namespace by id alone. */
+  async function namespaceById(id: string): Promise<NamespaceRow> {
+    const row = namespaces.get(id) ?? (await backend.getNamespace(id));
+    if (!row) throw namespaceMissing(id);
+    namespaces.set(id, row);
     return row;
   }
   // The hot path (a known namespace) without an extra promise.
@@ -115,7 +138,7 @@ export async function createKVService({ urls, config, clock, metrics }: ServiceO
     return e;
   }
 
-  return {
+  const service: KVService = {
     async createNamespace(accountId, title) {
       const id = randomBytes(16).toString("hex");
       if (!(await backend.createNamespace(accountId, id, title))) throw titleTaken(title);
@@ -226,11 +249,36 @@ export async function createKVService({ urls, config, clock, metrics }: ServiceO
       };
     },
 
+    async replication(nsId) {
+      const ns = await namespaceById(nsId);
+      return { mode: modeOf(ns.id), override: (ns.replication as ReplicationMode | null | undefined) ?? null, default: defaultMode, replica: storage.replicaKind };
+    },
+    async setReplication(nsId, mode) {
+      const ns = await namespaceById(nsId);
+      if (mode !== null && !(REPLICATION_MODES as readonly string[]).includes(mode)) throw new KVError(400, CODE.badRequest, `replication mode ${JSON.stringify(mode)} must be one of ${REPLICATION_MODES.join(", ")}`);
+      if (mode !== null && mode !== "primary" && !storage.replicated) throw new KVError(400, CODE.badRequest, `replication mode ${mode} needs a second backend: set KVDRIVE_REPLICA_S3_BUCKET or KVDRIVE_REPLICA_DATABASE_URL`);
+      if (!(await storage.catalog.setNamespaceReplication(ns.id, mode))) throw namespaceMissing(nsId);
+      namespaces.delete(ns.id);
+      return service.replication(nsId);
+    },
+    redundancy() {
+      return {
+        defaultMode,
+        replica: storage.replicaKind,
+        shards: storage.primary.shards.map((s) => s.id),
+        rebalancePending: storage.primary.previous() !== null,
+        repairQueueDepth: storage.queue?.depth() ?? 0,
+        lastCrawl: storage.crawler?.lastPass ?? null,
+      };
+    },
+    runCrawlerPass: () => (storage.crawler ? storage.crawler.runPass() : Promise.resolve(null)),
+
     async close() {
       await purger.stop();
       await batcher.close();
-      await backend.close();
+      await storage.close();
     },
     ready: () => backend.ping(),
   };
+  return service;
 }

@@ -72,8 +72,36 @@ export interface KVService {
   deleteMany(accountId: string, namespaceId: string, keys: string[]): Promise<void>;
   list(accountId: string, namespaceId: string, opts: ListOptions): Promise<ListResult>;
 
+  /** The namespace's replication mode (admin). */
+  replication(namespaceId: string): Promise<ReplicationInfo>;
+  /** Overrides (or with null clears) the namespace's replication mode (admin). */
+  setReplication(namespaceId: string, mode: string | null): Promise<ReplicationInfo>;
+  /** Shards, second backend, repair queue and crawler, for the admin view. */
+  redundancy(): RedundancyInfo;
+  /** One anti-entropy pass now (admin, tests); null without a second backend. */
+  runCrawlerPass(): Promise<unknown>;
+
   /** Flushes pending batches and closes connections. */
   close(): Promise<void>;
   /** True when storage answers. */
   ready(): Promise<boolean>;
+}
+
+export interface ReplicationInfo {
+  /** The mode in force for the namespace. */
+  mode: string;
+  /** The namespace's own override, or null when it follows the default. */
+  override: string | null;
+  default: string;
+  /** The second backend ("s3://bucket", "postgres (2 clusters)"), or null. */
+  replica: string | null;
+}
+
+export interface RedundancyInfo {
+  defaultMode: string;
+  replica: string | null;
+  shards: string[];
+  rebalancePending: boolean;
+  repairQueueDepth: number;
+  lastCrawl: unknown;
 }
