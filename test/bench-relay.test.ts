@@ -1,5 +1,7 @@
 // The benchmark relay (bench/lib/relay.ts) must deliver every byte intact and in order, with and without
 // delay and jitter, in both directions. No timing assertions: speed belongs to the benchmarks.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
 import type { TCPSocketListener } from "bun";

@@ -1,4 +1,6 @@
 // `bun run kvdrive …` as a user runs it: a real subprocess against real Postgres clusters.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import fs from "node:fs";
 import { FULL_RANGE } from "../src/gateway/digest.ts";

@@ -1,5 +1,7 @@
 // The process as users run it: `bun src/main.ts` with the embedded default or a given DATABASE_URL,
 // configuration errors that name the variable, and SIGTERM under write load losing no acknowledged write.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";

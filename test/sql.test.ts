@@ -1,4 +1,6 @@
 // POST /sql and GET /admin/pools on a live server: the same pools and cache as wire clients.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { startTestPostgres, type TestPostgres } from "./helpers/postgres.ts";
 import { startTestServer, TEST_TOKEN, type TestServer } from "./helpers/server.ts";

@@ -1,5 +1,7 @@
 // Range digests: order independence, incremental upkeep, sensitivity, range splitting, diffing, and the same
 // digest computed inside a real Postgres by the SQL form.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import {
   compareBytes, decodeDigest, diffRanges, digestAdd, digestEquals, digestOf, digestRanges, digestReplace, digestSelectSql,

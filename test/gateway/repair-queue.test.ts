@@ -1,5 +1,7 @@
 // The durable repair queue: dedupe, backoff with a manual clock, restart replay, crash safety (a torn line and a
 // real SIGKILL), compaction, bounds that hand overflow to the crawler, metrics.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, expect, test } from "bun:test";
 import fs from "node:fs";
 import os from "node:os";

@@ -1,6 +1,8 @@
 // Two real Postgres backends in active-active (and shadow): raced writes and reads, the repair queue while one
 // side is stopped, read repair, the crawler, tombstone removal, and read-your-own-write while the side that
 // missed a write answers first (slowed by a real TCP relay).
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import fs from "node:fs";
 import { startRelay, type Relay } from "../../bench/lib/relay.ts";

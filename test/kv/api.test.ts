@@ -1,4 +1,6 @@
 // Every KV route through the official cloudflare SDK and through raw fetch, against a real server.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import Cloudflare from "cloudflare";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";

@@ -1,5 +1,7 @@
 // The read cache on its own: byte bound, LRU order, TTL, and version safety (a late read or write never
 // replaces a newer entry). Plus the hybrid logical clock that makes versions.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { expect, test } from "bun:test";
 import { manualClock } from "../../src/clock.ts";
 import { createReadCache, entrySize, type CachedEntry } from "../../src/gateway/cache.ts";

@@ -1,4 +1,6 @@
 // KVClient against a live server: Worker-style code using the KVNamespace binding API.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { KVClient } from "../../src/client.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";

@@ -2,6 +2,8 @@
 // Postgres replica, several clients per instance hammering eight keys, the replica stopped for a while in the
 // middle. Asserts no read-your-own-write violation, and after convergence no lost write and no resurrection.
 // bench/scenarios/consistency.ts runs the long form and reports the cross-instance staleness.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import Cloudflare from "cloudflare";
 import { analyse, checkConvergence, runConsistency } from "../../bench/lib/consistency.ts";

@@ -1,5 +1,7 @@
 // Every limit and error of the KV API: right status, Cloudflare code, a message naming the value and limit,
 // never a 5xx, and the server keeps serving afterwards.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 import { startTestServer, TEST_TOKEN, type TestServer } from "../helpers/server.ts";

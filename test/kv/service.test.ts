@@ -1,3 +1,5 @@
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { manualClock } from "../../src/clock.ts";
 import { loadConfig } from "../../src/config.ts";

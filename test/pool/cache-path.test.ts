@@ -1,6 +1,8 @@
 // The pooler's side of the query cache: cache statuses counted per pool in stats(), a write that bypasses the
 // proxy stays unseen until max_age while one through the proxy invalidates, prepared statements with different
 // parameters are different entries, and execute (HTTP /sql) shares the cache.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import pg from "pg";
 import { startPoolerFixture, type PoolerFixture } from "./setup.ts";

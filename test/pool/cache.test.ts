@@ -1,5 +1,7 @@
 // The query cache on the wire: a hit after a miss, invalidation by a write through the proxy, freshness with an
 // injected clock, and never a cached answer inside a transaction or for a volatile function.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import pg from "pg";
 import postgres from "postgres";

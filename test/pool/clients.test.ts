@@ -1,6 +1,8 @@
 // node-pg and postgres.js through the pooler against a real Postgres: prepared statements, transactions,
 // errors, pipelining, COPY, cancel, session pinning and parameter replay, with fewer origin connections
 // than clients so that clients really move between connections.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import pg from "pg";
 import postgres from "postgres";

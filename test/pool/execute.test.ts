@@ -1,5 +1,7 @@
 // pooler.execute (the API behind HTTP /sql): text results, parameters, transactions, errors with SQLSTATE,
 // on the same pools as wire clients.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import pg from "pg";
 import { PoolerError } from "../../src/pool/pooler.ts";

@@ -1,5 +1,7 @@
 // Failure paths over real sockets: authentication errors, bad and hostile protocol input, a full pool
 // with a wait timeout, and 1,000 idle clients on a pool of 10.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import pg from "pg";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";

@@ -1,5 +1,7 @@
 // Origin connections are closed after the idle timeout and retired after their max lifetime (injected clock),
 // and the admin numbers and Prometheus series follow.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import pg from "pg";
 import { manualClock } from "../../src/clock.ts";

@@ -1,5 +1,7 @@
 // Extended-protocol pipelines over a raw socket, on a pool of one connection shared by two clients:
 // synthetic and swallowed answers keep the order, errors discard up to Sync, names never leak between clients.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { decodeDataRow, decodeErrorResponse } from "../../src/protocol/backend.ts";
 import { COPY_DONE, encodeBind, encodeClose, encodeCopyData, encodeDescribe, encodeExecute, encodeParse, encodeQuery, encodeStartup, FLUSH, SYNC } from "../../src/protocol/frontend.ts";

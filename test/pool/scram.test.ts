@@ -1,4 +1,6 @@
 // SCRAM-SHA-256 against the RFC 7677 test vector, both sides, and MD5 hashing as Postgres does it.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { expect, test } from "bun:test";
 import { createScramClient, createScramServer, deriveScramVerifier, md5Matches, md5Response, md5Verifier } from "../../src/pool/scram.ts";
 

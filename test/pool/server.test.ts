@@ -1,5 +1,7 @@
 // The pooler as part of a whole kvdrive: started with it, reachable with the connection string it prints,
 // stopped first on shutdown.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import pg from "pg";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";

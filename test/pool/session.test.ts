@@ -1,4 +1,6 @@
 // Which statements pin a client to its origin connection, and which SETs are replayed: pure checks.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { expect, test } from "bun:test";
 import { sessionEffect } from "../../src/pool/session.ts";
 import { readStartupParams } from "../../src/pool/startup.ts";

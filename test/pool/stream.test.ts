@@ -1,5 +1,7 @@
 // A 100 MB result streams through the pooler with backpressure: while the client does not read, the
 // pooler stops reading the origin, so the process's memory does not grow with the result.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { encodeQuery, encodeStartup } from "../../src/protocol/frontend.ts";

@@ -1,5 +1,7 @@
 // TLS on both sides: clients reach the pooler with sslmode require/verify-full (SSLRequest answered 'S'),
 // and the pooler reaches a TLS-only origin with sslmode require/verify-full.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";

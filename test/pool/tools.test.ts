@@ -1,4 +1,6 @@
 // psql and pgbench (the real binaries) through the pooler, with more clients than origin connections.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import fs from "node:fs";
 import { startPoolerFixture, type PoolerFixture } from "./setup.ts";

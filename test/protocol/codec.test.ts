@@ -1,4 +1,6 @@
 // Round trip of every protocol message the pooler uses: encode, split by the frame reader, decode.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { describe, expect, test } from "bun:test";
 import * as Fe from "../../src/protocol/frontend.ts";
 import * as Be from "../../src/protocol/backend.ts";

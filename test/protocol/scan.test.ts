@@ -1,4 +1,6 @@
 // The backend stream scanner forwards bytes untouched, drops and injects messages, at any chunking.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { expect, test } from "bun:test";
 import * as Be from "../../src/protocol/backend.ts";
 import { createScanner } from "../../src/protocol/scan.ts";

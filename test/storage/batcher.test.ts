@@ -1,5 +1,7 @@
 // Group commit over the real Postgres backend: bounds by rows and bytes, slots in flight, acknowledgement only
 // after commit, newest-wins inside a batch, draining on close, and one retry across a dropped connection.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { BatcherClosedError, createBatcher, rowBytes, type BatcherOptions } from "../../src/storage/batcher.ts";
 import { openPostgresBackend, type Backend, type StoredEntry } from "../../src/storage/store.ts";

@@ -1,4 +1,6 @@
 // The fs blob store against the shared blob contract, plus what only a directory can get wrong.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import fs from "node:fs";
 import os from "node:os";

@@ -1,4 +1,6 @@
 // The S3 blob store against the shared blob contract on a real s3rver, plus multipart and outage behaviour.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { ListObjectsV2Command, type S3Client } from "@aws-sdk/client-s3";
 import { loadConfig } from "../../src/config.ts";

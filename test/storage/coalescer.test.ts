@@ -1,5 +1,7 @@
 // Read coalescing over the real Postgres backend: answers stay per key and per namespace, busy slots turn many
 // reads into few queries, and a storage failure reaches every waiting reader.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { createReadCoalescer } from "../../src/storage/coalescer.ts";
 import { openPostgresBackend, type Backend } from "../../src/storage/store.ts";

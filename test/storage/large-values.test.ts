@@ -2,6 +2,8 @@
 // (with a 4-byte threshold, so nearly every contract value takes the blob path), on the fs store and on a real
 // s3rver, plus what is the wrapper's own: where the bytes live, which blobs go when, the orphan sweep and
 // readers racing writers.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import fs from "node:fs";
 import { manualClock } from "../../src/clock.ts";

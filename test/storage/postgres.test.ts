@@ -1,4 +1,6 @@
 // The Postgres backend: the shared backend contract, plus what is Postgres's own (schema migration).
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { SCHEMA_VERSION, migrate } from "../../src/storage/schema.ts";
 import { openPostgresBackend, type Backend } from "../../src/storage/store.ts";

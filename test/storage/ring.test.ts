@@ -1,4 +1,6 @@
 // The shard ring: pinned hash, balance, minimal movement when a cluster is added, hot namespaces spread.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { expect, test } from "bun:test";
 import { createRing, entryHash, xxh64, type Ring } from "../../src/storage/ring.ts";
 

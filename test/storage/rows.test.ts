@@ -1,4 +1,6 @@
 // Pure row handling before a write: sort order for lock ordering and newest-per-key dedupe.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { expect, test } from "bun:test";
 import { sortNewestPerKey, type StoredEntry } from "../../src/storage/store.ts";
 import { rowBytes } from "../../src/storage/batcher.ts";

@@ -1,6 +1,8 @@
 // Conditional writes on S3: never an older version over a newer one. Against real s3rver, which ignores
 // If-Match/If-None-Match (so the writer detects "verify" mode), and through a stand-in proxy that honours them
 // ("cas" mode). Races are made deterministic by landing a competing write at an exact point of the call.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import { createS3Client } from "../../src/storage/blob-s3.ts";

@@ -1,6 +1,8 @@
 // Shards over three real Postgres clusters: the backend contract through the ring, spread, exact merged
 // listing, and adding a cluster: reads find unmoved keys on their old owner, rebalance moves about 1/N of the
 // keys, resumes after an interruption, and completes the ring.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
