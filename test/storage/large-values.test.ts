@@ -83,7 +83,9 @@ for (const kind of ["fs", "s3"] as const) {
   const store = () => (kind === "fs" ? fsStore : s3Store);
 
   let contractBackend: LargeValueBackend | undefined;
-  backendContract(`large values (${kind})`, () => (contractBackend ??= withLargeValues(backend, kind === "fs" ? fsContractStore : s3Store, { thresholdBytes: 4, prefix: `contract/` })), `lv-${kind}`);
+  // 4 bytes: nearly every contract value goes to a blob. On s3rver, 5 bytes keeps the contract's 9,000-row
+  // writes ("v1000".."v8999") in rows, so the run stays short; every other contract value still goes to a blob.
+  backendContract(`large values (${kind})`, () => (contractBackend ??= withLargeValues(backend, kind === "fs" ? fsContractStore : s3Store, { thresholdBytes: kind === "fs" ? 4 : 5, prefix: `contract/` })), `lv-${kind}`);
 
   // Each test gets its own blob prefix and namespace, so blob listings and sweep counts are its own.
   let n = 0;
