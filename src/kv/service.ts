@@ -29,7 +29,8 @@ export interface ServiceOptions {
 const DEFAULT_CACHE_TTL = 60;
 // Single-key reads in flight before further misses wait to be coalesced. A quarter of the pool: measured
 // (64 readers, 16 connections) well ahead of one query per read, and it leaves connections for write batches.
-const readSlots = (c: Config) => Math.max(1, Math.floor(c.dbPoolSize / 4));
+// Each cluster has its own pool, so shards multiply the slots.
+const readSlots = (c: Config, clusters: number) => Math.max(1, Math.floor(c.dbPoolSize / 4)) * clusters;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -57,7 +58,7 @@ export async function createKVService({ urls, config, clock, metrics, log }: Ser
   defaultMode = storage.defaultMode;
   const backend = { ...storage.catalog, ...storage.data };
   const versions = createVersionClock(clock);
-  const reads = createReadCoalescer(backend, readSlots(config));
+  const reads = createReadCoalescer(backend, readSlots(config, storage.primary.shards.length));
   const cache = createReadCache({ maxBytes: config.cacheBytes, clock });
   const batcher = createBatcher({
     write: (rows) => backend.write(rows),
