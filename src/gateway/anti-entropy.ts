@@ -21,35 +21,40 @@ export function startRepairWorker(opts: { backend: ReplicatedBackend; queue: Rep
   let running: Promise<number> | undefined;
   let stopped = false;
 
-  function runOnce(): Promise<number> {
-    running ??= (async () => {
-      let repaired = 0;
-      try {
-        for (;;) {
-          const tasks = queue.take(clock.now(), batch);
-          if (tasks.length === 0) break;
-          let next = 0;
-          const lane = async () => {
-            while (next < tasks.length) {
-              const t = tasks[next++]!;
-              try {
-                await backend.repairKey(t.namespace, keyFromHex(t.key));
-                queue.done(t);
-                repaired++;
-              } catch {
-                queue.failed(t);
-              }
-            }
-          };
-          await Promise.all(Array.from({ length: Math.min(concurrency, tasks.length) }, lane));
-          if (tasks.length < batch || stopped) break;
+  async function round(): Promise<number> {
+    let repaired = 0;
+    for (;;) {
+      const tasks = queue.take(clock.now(), batch);
+      if (tasks.length === 0) break;
+      let next = 0;
+      const lane = async () => {
+        while (next < tasks.length) {
+          const t = tasks[next++]!;
+          try {
+            await backend.repairKey(t.namespace, keyFromHex(t.key));
+            queue.done(t);
+            repaired++;
+          } catch {
+            queue.failed(t);
+          }
         }
-      } finally {
-        running = undefined;
-      }
-      return repaired;
-    })();
-    return running;
+      };
+      await Promise.all(Array.from({ length: Math.min(concurrency, tasks.length) }, lane));
+      if (tasks.length < batch || stopped) break;
+    }
+    return repaired;
+  }
+
+  // The round's promise is kept until it settles; cleared after, never from inside (a round that finds the
+  // queue empty finishes synchronously, before it could be stored).
+  function runOnce(): Promise<number> {
+    if (running) return running;
+    const p = round();
+    running = p;
+    p.finally(() => {
+      if (running === p) running = undefined;
+    }).catch(() => {});
+    return p;
   }
 
   const timer = setInterval(() => {
@@ -227,30 +232,36 @@ export function startCrawler(opts: CrawlerOptions): Crawler {
     return [...all].sort();
   }
 
-  function runPass(): Promise<CrawlPass> {
-    running ??= (async () => {
-      const pass: CrawlPass = { namespaces: 0, rangesCompared: 0, rangesDiffering: 0, keysCompared: 0, divergent: 0 };
-      try {
-        const ids = await namespaces();
-        progress.set(0);
-        for (const ns of ids) {
-          if ((await opts.modeOf(ns)) === "primary") continue;
-          await crawlRange(ns, splitRange(FULL_RANGE, SPLIT), Math.floor(clock.now() / 1000), pass, 0);
-          pass.namespaces++;
-          progress.set(pass.namespaces / ids.length);
-        }
-        for (const b of opts.queue.needsCrawler()) opts.queue.crawlerCovered(b);
-        lastPass = pass;
-        passes.inc();
-        divergence.set(pass.divergent);
-        if (pass.divergent) opts.log?.(`crawler: ${pass.divergent} divergent keys repaired over ${pass.namespaces} namespaces`);
-        return pass;
-      } finally {
-        progress.set(1);
-        running = undefined;
+  async function onePass(): Promise<CrawlPass> {
+    const pass: CrawlPass = { namespaces: 0, rangesCompared: 0, rangesDiffering: 0, keysCompared: 0, divergent: 0 };
+    try {
+      const ids = await namespaces();
+      progress.set(0);
+      for (const ns of ids) {
+        if ((await opts.modeOf(ns)) === "primary") continue;
+        await crawlRange(ns, splitRange(FULL_RANGE, SPLIT), Math.floor(clock.now() / 1000), pass, 0);
+        pass.namespaces++;
+        progress.set(pass.namespaces / ids.length);
       }
-    })();
-    return running;
+      for (const b of opts.queue.needsCrawler()) opts.queue.crawlerCovered(b);
+      lastPass = pass;
+      passes.inc();
+      divergence.set(pass.divergent);
+      if (pass.divergent) opts.log?.(`crawler: ${pass.divergent} divergent keys repaired over ${pass.namespaces} namespaces`);
+      return pass;
+    } finally {
+      progress.set(1);
+    }
+  }
+
+  function runPass(): Promise<CrawlPass> {
+    if (running) return running;
+    const p = onePass();
+    running = p;
+    p.finally(() => {
+      if (running === p) running = undefined;
+    }).catch(() => {});
+    return p;
   }
 
   function schedule(ms: number) {

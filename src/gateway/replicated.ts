@@ -33,6 +33,11 @@ export interface ReplicatedOptions {
   clock: Clock;
   /** A backend call slower than this counts as failed. */
   timeoutMs: number;
+  /**
+   * Splits a write into the parts of the primary that fail independently (its clusters), so one cluster down
+   * fails only its rows on the primary and the replica acknowledges them, instead of failing the whole batch.
+   */
+  partition?: (rows: StoredEntry[]) => StoredEntry[][];
   log?: (msg: string) => void;
 }
 
@@ -162,14 +167,16 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
     return firstSuccess([p.then((v) => ({ v, side: "primary" as Side })), r.then((v) => ({ v, side: "replica" as Side }))], "write").then((x) => x.v);
   }
 
-  /** The first promise to fulfil; rejects with the primary's error only when all reject. */
+  /** The first promise to fulfil with a valid answer; else the first invalid one; rejects only when all reject. */
   function firstSuccess<T extends { side: Side }>(ps: Promise<T>[], op: string, valid: (t: T) => boolean = () => true): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let pending = ps.length;
+      let settled = false;
       const errs: unknown[] = [];
       const fallbacks: T[] = [];
-      const settleOne = () => {
-        if (--pending > 0) return;
+      const last = () => {
+        if (--pending > 0 || settled) return;
+        settled = true;
         if (fallbacks.length) resolve(fallbacks[0]!);
         else {
           bothFailed.inc({ op });
@@ -179,15 +186,16 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
       for (const p of ps) {
         p.then(
           (t) => {
-            if (valid(t)) {
+            if (!settled && valid(t)) {
+              settled = true;
               wins.inc({ backend: t.side, op });
               resolve(t);
             } else fallbacks.push(t);
-            settleOne();
+            last();
           },
           (e) => {
             errs.push(e);
-            settleOne();
+            last();
           },
         );
       }
@@ -196,7 +204,16 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
 
   async function writeGroup(mode: ReplicationMode, rows: StoredEntry[]): Promise<boolean[]> {
     if (mode === "primary") return call("primary", "write", (b) => b.write(rows));
-    return raceWrite(rows, mode === "shadow" ? "primary" : "first");
+    const parts = opts.partition ? opts.partition(rows) : [rows];
+    if (parts.length === 1) return raceWrite(rows, mode === "shadow" ? "primary" : "first");
+    const applied = new Map<StoredEntry, boolean>();
+    await Promise.all(
+      parts.map(async (part) => {
+        const flags = await raceWrite(part, mode === "shadow" ? "primary" : "first");
+        part.forEach((r, i) => applied.set(r, flags[i]!));
+      }),
+    );
+    return rows.map((r) => applied.get(r) ?? false);
   }
 
   /** Both answers arrived: queue the key for the side that is behind. */

@@ -12,7 +12,7 @@ import type { BlobStore } from "./blob.ts";
 import { openBlobStore } from "./blob-open.ts";
 import { s3OptionsFromConfig, type S3Options } from "./blob-s3.ts";
 import { withLargeValues, type LargeValueBackend } from "./large-values.ts";
-// The S3 replica backend is loaded only when configured.
+import { openS3Replica } from "./s3-replica.ts";
 import { openShardedBackend, type ShardedBackend } from "./sharded.ts";
 import type { Backend, NamespaceStore } from "./store.ts";
 
@@ -87,8 +87,7 @@ export async function openStorage(opts: StorageOptions): Promise<Storage> {
     let replicaKind: string | null = null;
     const s3 = replicaS3Options(config);
     if (s3) {
-      const { openS3Backend } = await import("./s3-backend.ts");
-      replica = await openS3Backend(s3);
+      replica = await openS3Replica(s3);
       replicaKind = `s3://${s3.bucket}`;
     } else if (config.replicaDatabaseUrl.length) {
       const group = await openShardedBackend(config.replicaDatabaseUrl, config.dbPoolSize, { vnodes: config.shardVnodes });
@@ -120,6 +119,7 @@ export async function openStorage(opts: StorageOptions): Promise<Storage> {
     closers.push(async () => queue.close());
     const replicated = createReplicatedBackend({
       primary: primaryData, replica, modeOf: opts.modeOf, queue, metrics, clock, timeoutMs: config.backendTimeoutMs, log: opts.log,
+      partition: (rows) => primary.partition(rows),
     });
     let crawler: Crawler | null = null;
     if (background) {

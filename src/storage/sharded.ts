@@ -32,6 +32,8 @@ export interface ShardedBackend extends PostgresBackend {
   refreshRing(): Promise<void>;
   /** The shard owning (ns, key) now. */
   ownerOf(ns: string, key: Uint8Array): Shard;
+  /** Rows grouped by the cluster that owns them: the units that fail independently. */
+  partition<T extends { ns: string; key: Uint8Array }>(rows: T[]): T[][];
 }
 
 export class ShardConfigError extends Error {
@@ -221,6 +223,10 @@ export async function openShardedBackend(urls: readonly string[], poolSize: numb
     previous: () => previous,
     refreshRing,
     ownerOf,
+    partition(rows) {
+      if (single) return [rows];
+      return [...groupBy(rows, (r) => ownerOf(r.ns, r.key)).values()].map((idx) => idx.map((i) => rows[i]!));
+    },
 
     async get(ns, key) {
       const got = await ownerOf(ns, key).backend.get(ns, key);
