@@ -1,27 +1,162 @@
-// Redundancy costs (active-active against primary-only, one backend slowed, the consistency harness's long
-// form): the redundancy issue has not landed, so this scenario reports that instead of measuring anything.
-import type { Scenario } from "../lib/context.ts";
-import { notBuilt } from "../lib/result.ts";
+// Redundancy costs, the redundancy issue's figures measured in one run:
+//  - PUT p50 in active-active (Postgres primary + S3 replica) against primary-only (target ≤ 1.2×);
+//  - latency with the replica slowed by a relay (follows the fast backend);
+//  - listing 1,000 keys across 3 shards (p99 ≤ 20 ms);
+//  - GET throughput on cache misses, 3 clusters against 1 (≥ 1.0×);
+//  - the crawler's CPU at its default rate (≤ 10% of one core);
+//  - the consistency harness, long form: RYOW violations and cross-instance staleness, with and without
+//    LISTEN/NOTIFY invalidation.
+import { readFileSync } from "node:fs";
+import { analyse, runConsistency } from "../lib/consistency.ts";
+import type { Context, Scenario } from "../lib/context.ts";
+import { autocannon } from "../lib/http-load.ts";
+import { startS3rver } from "../lib/peers.ts";
+import { startRelay } from "../lib/relay.ts";
+import { failed, finish, ratio, type Ratio, type Row } from "../lib/result.ts";
+import { AUTH, checkHttp, namespace, startBenchPostgres, TOKEN, type KvdriveProcess } from "../lib/stack.ts";
 
-const WHY = "the redundancy issue (active-active over several clusters) has not landed yet";
+const VALUE = "r".repeat(288);
+const CONNS = 16;
+
+/** CPU seconds (user + system) a process has used so far, from /proc. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+}
+
+async function fill(k: KvdriveProcess, bulkPath: string, n: number, prefix: string) {
+  for (let i = 0; i < n; i += 5000) {
+    const batch = Array.from({ length: Math.min(5000, n - i) }, (_, j) => ({ key: `${prefix}${String(i + j).padStart(6, "0")}`, value: VALUE }));
+    await checkHttp(`${k.origin}${bulkPath}`, { method: "PUT", headers: { ...AUTH, "content-type": "application/json" }, body: JSON.stringify(batch) }, 200);
+  }
+}
+
+async function putRun(ctx: Context, label: string, k: KvdriveProcess, values: string, group: string): Promise<Row> {
+  const spec = { origin: k.origin, connections: CONNS, durationSec: ctx.durationSec, headers: AUTH, requests: [{ method: "PUT", path: `${values}put-`, body: VALUE, unique: true }] };
+  await autocannon("warm-up", { ...spec, durationSec: ctx.warmupSec });
+  return ctx.measure(label, ctx.durationSec, () => autocannon(label, spec, group));
+}
 
 export const redundancy: Scenario = {
   name: "redundancy",
-  title: "Redundancy costs: active-active vs primary-only, one backend slowed, consistency harness",
+  title: "Redundancy: active-active vs primary-only, a slowed backend, shards, crawler CPU, consistency",
   quick: false,
-  params: "not built yet",
-  async run() {
-    return {
-      scenario: "redundancy",
-      title: this.title,
-      params: {},
-      rows: [
-        notBuilt("active-active vs primary-only: PUT and GET p50/p99", WHY),
-        notBuilt("latency with one backend slowed (relay delay on one cluster)", WHY),
-        notBuilt("consistency harness, long form: read-your-own-write violations, cross-instance staleness", WHY),
-      ],
-      ratios: [],
-      notes: ["bench/lib/relay.ts (startRelay / setDelay) is ready to slow one backend when the feature lands."],
+  params: `PUT/GET of ${VALUE.length}-byte values, ${CONNS} connections, autocannon; 3 embedded Postgres clusters; s3rver replica`,
+  async run(ctx) {
+    const rows: Row[] = [];
+    const ratios: Ratio[] = [];
+    const notes: string[] = [];
+    const pg1 = await ctx.postgres();
+    const [pg2, pg3] = await Promise.all([startBenchPostgres(), startBenchPostgres()]);
+    ctx.defer(() => Promise.all([pg2.destroy(), pg3.destroy()]));
+    const s3 = await startS3rver("kv-replica");
+    ctx.defer(() => s3.stop());
+    const relay = await startRelay({ targetHost: "127.0.0.1", targetPort: Number(new URL(s3.endpoint).port) });
+    ctx.defer(() => relay.stop());
+    const replicaEnv = {
+      KVDRIVE_REPLICA_S3_BUCKET: s3.bucket,
+      KVDRIVE_REPLICA_S3_ENDPOINT: `http://127.0.0.1:${relay.port}`,
+      KVDRIVE_REPLICA_S3_ACCESS_KEY_ID: s3.accessKeyId,
+      KVDRIVE_REPLICA_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
     };
+    const three = [pg1.url, pg2.url, pg3.url].join(",");
+
+    // 1. Active-active against primary-only, same single cluster.
+    const group1 = "PUT: active-active (Postgres + S3 replica) vs primary-only";
+    const solo = await ctx.kvdrive({}, pg1.url);
+    const both = await ctx.kvdrive({ ...replicaEnv, KVDRIVE_CRAWLER_KEYS_PER_SECOND: "0" }, pg1.url);
+    const nsSolo = await namespace(solo, "bench-aa-solo");
+    const nsBoth = await namespace(both, "bench-aa-both");
+    const primaryOnly = await putRun(ctx, "kvdrive PUT, primary only", solo, nsSolo.values, group1);
+    const aa = await putRun(ctx, "kvdrive PUT, active-active", both, nsBoth.values, group1);
+    rows.push(primaryOnly, aa);
+    ratios.push({ ...ratio("active-active PUT p50 / primary-only PUT p50", aa, primaryOnly, "p50"), target: "≤ 1.2×", ...invert(aa, primaryOnly, "p50", 1.2) });
+
+    // 2. The replica slowed by 20 ms each way: acknowledgements still follow the fast backend.
+    relay.setDelay(20);
+    const slowed = await putRun(ctx, "kvdrive PUT, active-active, replica 20 ms away", both, nsBoth.values, group1);
+    relay.setDelay(0);
+    rows.push(slowed);
+    ratios.push({ ...ratio("PUT p50 with the replica 20 ms away / active-active", slowed, aa, "p50"), target: "follows the fast backend (≈ 1×)", ...invert(slowed, aa, "p50") });
+
+    // 3. Listing 1,000 keys across three shards.
+    const group3 = "3 shards";
+    const sharded = await ctx.kvdrive({}, three);
+    const nsS = await namespace(sharded, "bench-list");
+    await fill(sharded, nsS.bulk, 5000, "l");
+    const listSpec = { origin: sharded.origin, connections: 4, durationSec: ctx.durationSec, headers: AUTH, requests: [{ path: `${nsS.values.replace(/values\/$/, "keys")}?limit=1000&prefix=l` }] };
+    await autocannon("warm-up", { ...listSpec, durationSec: ctx.warmupSec });
+    const list = await ctx.measure("list 1,000 keys across 3 shards, 4 connections", ctx.durationSec, () => autocannon("list 1,000 keys across 3 shards, 4 connections", listSpec, group3));
+    rows.push(list);
+    ratios.push({ name: "list 1,000 keys across 3 shards: p99 (ms)", value: list.status === "ok" ? list.p99! : null, target: "≤ 20 ms", pass: list.status === "ok" ? list.p99! <= 20 : undefined });
+
+    // 4. GET misses, three clusters against one.
+    const group4 = "GET on cache misses (cache off), 1 cluster vs 3";
+    const missOne = await ctx.kvdrive({ KVDRIVE_CACHE_BYTES: "0" }, pg1.url);
+    const missThree = await ctx.kvdrive({ KVDRIVE_CACHE_BYTES: "0" }, three);
+    const missRows: Row[] = [];
+    for (const [label, k] of [["kvdrive GET miss, 1 cluster", missOne], ["kvdrive GET miss, 3 clusters", missThree]] as const) {
+      const ns = await namespace(k, "bench-miss");
+      await fill(k, ns.bulk, 2000, "m");
+      const spec = { origin: k.origin, connections: 64, durationSec: ctx.durationSec, headers: AUTH, requests: Array.from({ length: 50 }, (_, i) => ({ path: `${ns.values}m${String(i * 37).padStart(6, "0")}` })) };
+      await autocannon("warm-up", { ...spec, durationSec: ctx.warmupSec });
+      missRows.push(await ctx.measure(label, ctx.durationSec, () => autocannon(label, spec, group4)));
+    }
+    rows.push(...missRows);
+    ratios.push(ratio("GET miss throughput, 3 clusters / 1 cluster", missRows[1], missRows[0], "rps", { min: 1.0 }));
+
+    // 5. The crawler's CPU at its default rate, over a pass that finds all 20,000 keys of a namespace missing on
+    // the replica (written while the namespace was in primary mode) and copies them, then a pass with nothing to do.
+    try {
+      const crawl = await ctx.kvdrive({ ...replicaEnv, KVDRIVE_CRAWLER_INTERVAL_SECONDS: "86400" }, three);
+      const ns = await namespace(crawl, "bench-crawl");
+      const modeUrl = `${crawl.origin}/admin/kv/namespaces/${ns.id}/replication`;
+      await checkHttp(modeUrl, { method: "PUT", headers: AUTH, body: JSON.stringify({ mode: "primary" }) }, 200);
+      await fill(crawl, ns.bulk, 20_000, "c");
+      await checkHttp(modeUrl, { method: "PUT", headers: AUTH, body: JSON.stringify({ mode: null }) }, 200);
+      for (const what of ["repairing 20,000 missing keys", "with nothing to repair"]) {
+        const before = cpuSeconds(crawl.pid);
+        const t = performance.now();
+        const res = await fetch(`${crawl.origin}/admin/kv/crawl`, { method: "POST", headers: AUTH });
+        const pass = ((await res.json()) as { result: { keysCompared: number; divergent: number } }).result;
+        const wall = (performance.now() - t) / 1000;
+        const cpu = cpuSeconds(crawl.pid) - before;
+        rows.push(finish({ label: `crawler pass ${what}: ${pass.divergent} divergent, ${wall.toFixed(1)} s wall, ${cpu.toFixed(2)} s CPU`, group: "crawler (default 2,000 keys/s)", total: pass.keysCompared, durationSec: wall, errors: res.ok ? 0 : 1 }));
+        ratios.push({ name: `crawler CPU ${what} (share of one core)`, value: cpu / wall, target: "≤ 0.10", pass: cpu / wall <= 0.1 });
+      }
+    } catch (e) {
+      rows.push(failed("crawler pass", e, "crawler"));
+    }
+
+    // 6. The consistency harness, long form: two instances on the same backends, with and without invalidation.
+    for (const invalidation of ["true", "false"]) {
+      const group = `consistency harness, 2 instances, invalidation ${invalidation === "true" ? "on" : "off"}`;
+      try {
+        const env = { ...replicaEnv, KVDRIVE_INVALIDATION: invalidation };
+        const a = await ctx.kvdrive(env, three);
+        const b = await ctx.kvdrive(env, three);
+        const ns = await namespace(a, `bench-consistency-${invalidation}`);
+        const history = await runConsistency({
+          instances: [a, b].map((k, i) => ({ name: `i${i}`, baseURL: `${k.origin}/client/v4`, apiToken: TOKEN })),
+          accountId: "bench", namespaceId: ns.id, clientsPerInstance: 8, keys: 16, durationMs: ctx.durationSec * 3000,
+        });
+        const r = analyse(history);
+        rows.push(finish({ label: `${r.ops} ops: RYOW violations ${r.ryowViolations} (${r.ryowViolationPct.toFixed(3)}%), stale cross-instance reads ${r.stalePct.toFixed(2)}%, staleness p50 ${r.staleness.p50.toFixed(1)} ms p99 ${r.staleness.p99.toFixed(1)} ms max ${r.staleness.max.toFixed(1)} ms`, group, total: r.ops, errors: r.failed }));
+        ratios.push({ name: `RYOW violations, invalidation ${invalidation === "true" ? "on" : "off"} (%)`, value: r.ryowViolationPct, target: "0", pass: r.ryowViolations === 0 });
+        ratios.push({ name: `cross-instance staleness p99, invalidation ${invalidation === "true" ? "on" : "off"} (ms)`, value: r.staleness.p99, target: "Workers KV: up to 60 s" });
+      } catch (e) {
+        rows.push(failed("consistency harness", e, group));
+      }
+    }
+    notes.push("Active-active acknowledges a write on the first backend that commits it; the other is repaired from the queue if it fails.");
+    notes.push("Staleness is measured from the acknowledgement of the newer write to the start of the read that missed it.");
+    return { scenario: "redundancy", title: this.title, params: { connections: CONNS, valueBytes: VALUE.length, clusters: 3 }, rows, ratios, notes };
   },
 };
+
+/** For "at most" targets: the ratio a/b on a latency, passing when ≤ max. */
+function invert(a: Row, b: Row, metric: "p50" | "p99", max?: number): Partial<Ratio> {
+  if (a.status !== "ok" || b.status !== "ok") return {};
+  const value = a[metric]! / b[metric]!;
+  return { value, pass: max === undefined ? undefined : value <= max };
+}
