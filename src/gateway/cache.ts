@@ -32,9 +32,19 @@ export interface ReadCache {
   /** Write-through of an acknowledged local write (value or tombstone), unless a newer version is cached. */
   setFromWrite(key: string, entry: CachedEntry): void;
   deleteWhere(pred: (key: string) => boolean): void;
+  /**
+   * Another instance changed these keys of a namespace (by keyHash): evicts them, and keeps any read already
+   * in flight from caching what it brings back (it may predate the change). Returns how many were evicted.
+   */
+  evictHashed(ns: string, hashes: readonly number[]): number;
+  /** Evicts everything (an invalidation channel was lost and messages may be missing). */
+  clear(): void;
   readonly bytes: number;
   readonly entries: number;
 }
+
+/** The hash cross-instance invalidation names a key by (src/gateway/notify.ts). Cache keys are `${ns}\0${key}`. */
+export const keyHash = (key: string): number => Bun.hash.xxHash32(key, 0);
 
 /** Map entry, slot object, Uint8Array header and version object, roughly. */
 export const SLOT_OVERHEAD_BYTES = 160;
@@ -58,8 +68,42 @@ export function createReadCache(opts: { maxBytes: number; clock: Clock }): ReadC
   // than what was dropped, and is answered but not kept.
   let droppedSeq = 0;
 
+  // Namespace -> key hash -> cache keys, for evictHashed: eviction costs the keys evicted, not a scan.
+  const byHash = new Map<string, Map<number, string | string[]>>();
+  const splitKey = (key: string) => {
+    const i = key.indexOf("\0");
+    return i < 0 ? null : { ns: key.slice(0, i), h: keyHash(key.slice(i + 1)) };
+  };
+  function indexAdd(key: string) {
+    const p = splitKey(key);
+    if (!p) return;
+    let hs = byHash.get(p.ns);
+    if (!hs) byHash.set(p.ns, (hs = new Map()));
+    const cur = hs.get(p.h);
+    if (cur === undefined) hs.set(p.h, key);
+    else if (typeof cur === "string") {
+      if (cur !== key) hs.set(p.h, [cur, key]);
+    } else if (!cur.includes(key)) cur.push(key);
+  }
+  function indexRemove(key: string) {
+    const p = splitKey(key);
+    if (!p) return;
+    const hs = byHash.get(p.ns);
+    const cur = hs?.get(p.h);
+    if (cur === undefined) return;
+    if (typeof cur === "string") {
+      if (cur === key) hs!.delete(p.h);
+    } else {
+      const rest = cur.filter((k) => k !== key);
+      if (rest.length === 0) hs!.delete(p.h);
+      else hs!.set(p.h, rest.length === 1 ? rest[0]! : rest);
+    }
+    if (hs!.size === 0) byHash.delete(p.ns);
+  }
+
   const drop = (key: string, slot: Slot) => {
     map.delete(key);
+    indexRemove(key);
     bytes -= slot.size;
     if (slot.seq > droppedSeq) droppedSeq = slot.seq;
   };
@@ -73,9 +117,11 @@ export function createReadCache(opts: { maxBytes: number; clock: Clock }): ReadC
     }
     const slotSeq = ++seq;
     if (size > maxEntry) {
+      if (old) indexRemove(key);
       droppedSeq = slotSeq;
       return;
     }
+    if (!old) indexAdd(key);
     map.set(key, { value: own(entry.value), metadata: entry.metadata, expiration: entry.expiration, version: entry.version, storedAt: opts.clock.now(), size, seq: slotSeq, movedAt: ++moves });
     bytes += size;
     if (bytes > opts.maxBytes) {
@@ -118,6 +164,31 @@ export function createReadCache(opts: { maxBytes: number; clock: Clock }): ReadC
     },
     deleteWhere(pred) {
       for (const [k, s] of map) if (pred(k)) drop(k, s);
+    },
+    evictHashed(ns, hashes) {
+      // Reads in flight began before this: what they bring back may predate the remote change.
+      droppedSeq = ++seq;
+      const hs = byHash.get(ns);
+      if (!hs) return 0;
+      let n = 0;
+      for (const h of hashes) {
+        const cur = hs.get(h);
+        if (cur === undefined) continue;
+        for (const k of typeof cur === "string" ? [cur] : [...cur]) {
+          const slot = map.get(k);
+          if (slot) {
+            drop(k, slot);
+            n++;
+          }
+        }
+      }
+      return n;
+    },
+    clear() {
+      map.clear();
+      byHash.clear();
+      bytes = 0;
+      droppedSeq = ++seq;
     },
     get bytes() {
       return bytes;

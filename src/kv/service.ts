@@ -4,7 +4,8 @@ import { randomBytes } from "node:crypto";
 import type { Clock } from "../clock.ts";
 import type { Config } from "../config.ts";
 import type { Registry } from "../metrics/registry.ts";
-import { createReadCache, type CachedEntry } from "../gateway/cache.ts";
+import { createReadCache, keyHash, type CachedEntry } from "../gateway/cache.ts";
+import { startInvalidation, type Invalidation } from "../gateway/notify.ts";
 import { createVersionClock, ZERO_VERSION } from "../gateway/version.ts";
 import { BatcherClosedError, createBatcher } from "../storage/batcher.ts";
 import { createReadCoalescer } from "../storage/coalescer.ts";
@@ -68,6 +69,30 @@ export async function createKVService({ urls, config, clock, metrics, log }: Ser
     concurrency: config.batchConcurrency,
     metrics,
   });
+  // Other instances evict what this one writes (and this one what they write), over LISTEN/NOTIFY on the first
+  // cluster. Without it (disabled, or that cluster down at start), staleness across instances is the cache TTL.
+  let invalidation: Invalidation | null = null;
+  if (config.invalidation) {
+    try {
+      invalidation = await startInvalidation({
+        url: urls[0]!,
+        instanceId: randomBytes(8).toString("hex"),
+        onEvict(ns, hashes) {
+          if (hashes === "all") {
+            const prefix = ns + "\0";
+            cache.deleteWhere((k) => k.startsWith(prefix));
+            cache.evictHashed(ns, []);
+          } else cache.evictHashed(ns, hashes);
+        },
+        onResync: () => cache.clear(),
+        metrics,
+        log,
+      });
+    } catch (e) {
+      log?.(`cross-instance invalidation is off: ${(e as Error).message}`);
+    }
+  }
+  const announce = (ns: string, keys: readonly string[]) => invalidation?.announce(ns, keys.map(keyHash));
   const hits = metrics.counter("kvdrive_cache_hits_total", "KV reads answered by the in-process cache");
   const misses = metrics.counter("kvdrive_cache_misses_total", "KV reads that went to storage");
   metrics.gauge("kvdrive_cache_bytes", "Bytes held by the KV read cache", () => [[undefined, cache.bytes]]);
@@ -213,24 +238,28 @@ export async function createKVService({ urls, config, clock, metrics, log }: Ser
       const r = row(ns.id, input);
       await commit(batcher.submit(r));
       remember(r, input.key);
+      announce(ns.id, [input.key]);
     },
     async putMany(accountId, nsId, inputs) {
       const ns = await namespace(accountId, nsId);
       const rows = inputs.map((i) => row(ns.id, i));
       await commit(batcher.submitAll(rows));
       rows.forEach((r, i) => remember(r, inputs[i]!.key));
+      announce(ns.id, inputs.map((i) => i.key));
     },
     async delete(accountId, nsId, key) {
       const ns = await namespace(accountId, nsId);
       const r = tombstone(ns.id, key);
       await commit(batcher.submit(r));
       remember(r, key);
+      announce(ns.id, [key]);
     },
     async deleteMany(accountId, nsId, keys) {
       const ns = await namespace(accountId, nsId);
       const rows = keys.map((k) => tombstone(ns.id, k));
       await commit(batcher.submitAll(rows));
       rows.forEach((r, i) => remember(r, keys[i]!));
+      announce(ns.id, keys);
     },
     async list(accountId, nsId, o) {
       const ns = await namespace(accountId, nsId);
@@ -277,6 +306,7 @@ export async function createKVService({ urls, config, clock, metrics, log }: Ser
     async close() {
       await purger.stop();
       await batcher.close();
+      await invalidation?.close().catch(() => {});
       await storage.close();
     },
     ready: () => backend.ping(),
