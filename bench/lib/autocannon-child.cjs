@@ -1,5 +1,6 @@
 // autocannon in its own Node process, so the load generator never shares an event loop with the server.
-// argv[2] names a JSON file (bodies can exceed argv's size limit): {url, connections, durationSec, headers, requests: [{method, path, body, unique}]}.
+// argv[2] names a JSON file (bodies can exceed argv's size limit): {url, connections, durationSec, headers, requests: [{method, path, body, unique}], overallRate?}.
+// overallRate caps requests per second across all connections (latency at a fixed offered load).
 // `unique` appends a per-run counter to the path (fresh keys for writes); autocannon's -I only rewrites bodies.
 // Prints autocannon's JSON result on stdout.
 const autocannon = require("autocannon");
@@ -12,7 +13,7 @@ const requests = o.requests.map((r) => {
   return req;
 });
 autocannon(
-  { url: o.url, connections: o.connections, duration: o.durationSec, headers: o.headers, requests, timeout: 10 },
+  { url: o.url, connections: o.connections, duration: o.durationSec, headers: o.headers, requests, timeout: 10, ...(o.overallRate ? { overallRate: o.overallRate } : {}) },
   (err, result) => {
     if (err) {
       console.error(err);

@@ -23,6 +23,8 @@ export interface HttpLoad {
   requests: HttpRequestSpec[];
   /** Rows carried by one request, for rows/s (bulk writes). */
   rowsPerRequest?: number;
+  /** Cap on requests per second across all connections: latency at a fixed offered load. */
+  overallRate?: number;
 }
 
 const child = new URL("./autocannon-child.cjs", import.meta.url).pathname;
@@ -34,6 +36,7 @@ export async function autocannon(label: string, o: HttpLoad, group?: string): Pr
     durationSec: o.durationSec,
     headers: o.headers,
     requests: o.requests.map((r) => ({ method: r.method ?? "GET", path: r.path, body: r.body, unique: r.unique })),
+    overallRate: o.overallRate,
   };
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kvdrive-ac-"));
   const file = path.join(dir, "spec.json");

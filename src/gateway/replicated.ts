@@ -38,6 +38,8 @@ export interface ReplicatedOptions {
    * fails only its rows on the primary and the replica acknowledges them, instead of failing the whole batch.
    */
   partition?: (rows: StoredEntry[]) => StoredEntry[][];
+  /** Rows in flight to the side that does not acknowledge before further rows go to it through the repair queue (default 20,000). */
+  maxInFlightRows?: number;
   log?: (msg: string) => void;
 }
 
@@ -53,6 +55,14 @@ export interface ReplicatedBackend extends Backend {
 export class BackendTimeoutError extends Error {
   override name = "BackendTimeoutError";
 }
+
+export class BackendBehindError extends Error {
+  override name = "BackendBehindError";
+}
+
+/** How long after its write settles a key is still read from both sides (see raceWrite). */
+const SUSPECT_GRACE_MS = 2_000;
+const MAX_RECENT = 200_000;
 
 export const keyHex = (k: Uint8Array) => Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString("hex");
 export const keyFromHex = (h: string) => new Uint8Array(Buffer.from(h, "hex"));
@@ -128,8 +138,26 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
     else inflight.set(id, n);
   };
 
+  // Keys whose writes settled within SUSPECT_GRACE_MS, in settling order (so the oldest are first to go).
+  const recent = new Map<string, number>();
+  function trimRecent() {
+    const now = performance.now();
+    for (const [id, until] of recent) {
+      if (until > now && recent.size <= MAX_RECENT) break;
+      recent.delete(id);
+    }
+  }
+  const rowsInFlight: Record<Side, number> = { primary: 0, replica: 0 };
+  const maxInFlightRows = opts.maxInFlightRows ?? 20_000;
+  const shed = m.counter("kvdrive_backend_shed_rows_total", "Rows not sent to a backend that was too far behind, queued for repair instead.");
+  m.gauge("kvdrive_backend_rows_in_flight", "Rows being written to each backend.", () => (["primary", "replica"] as Side[]).map((b) => [{ backend: b }, rowsInFlight[b]]));
+
   function suspect(ns: string, key: Uint8Array): boolean {
     if (inflight.size && inflight.has(ck(ns, key))) return true;
+    if (recent.size) {
+      const until = recent.get(ck(ns, key));
+      if (until !== undefined && until > performance.now()) return true;
+    }
     if (queue.depth() === 0) return false;
     const hex = keyHex(key);
     return queue.has("primary", ns, hex) || queue.has("replica", ns, hex);
@@ -150,15 +178,36 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
   function raceWrite(rows: StoredEntry[], ackOn: "first" | Side): Promise<boolean[]> {
     const ids = rows.map((r) => ck(r.ns, r.key));
     for (const id of ids) hold(id);
-    const attempt = (side: Side) =>
-      call(side, "write", (b) => b.write(rows)).catch((e) => {
+    const attempt = (side: Side): Promise<boolean[]> => {
+      // A side that has fallen this far behind gets the rows through the repair queue instead: its backlog
+      // stays bounded (and durable) rather than growing in memory at the fast side's pace.
+      const behind = (x: Side) => rowsInFlight[x] + rows.length > maxInFlightRows;
+      if (side !== ackOn && behind(side) && (ackOn !== "first" || !behind(other(side)))) {
+        shed.inc({ backend: side }, rows.length);
         for (const r of rows) enqueue(side, r.ns, r.key, "write");
-        throw e;
-      });
+        return Promise.reject(new BackendBehindError(`${side} backend is ${rowsInFlight[side]} rows behind: queued for repair`));
+      }
+      rowsInFlight[side] += rows.length;
+      return call(side, "write", (b) => b.write(rows))
+        .catch((e) => {
+          for (const r of rows) enqueue(side, r.ns, r.key, "write");
+          throw e;
+        })
+        .finally(() => {
+          rowsInFlight[side] -= rows.length;
+        });
+    };
     const p = attempt("primary");
     const r = attempt("replica");
     Promise.allSettled([p, r]).then(() => {
-      for (const id of ids) release(id);
+      // Keys stay suspect a little longer: an object store without compare-and-swap can still be overwritten
+      // by a concurrent older write for about one round trip after ours was verified (s3-conditional.ts).
+      const until = performance.now() + SUSPECT_GRACE_MS;
+      for (const id of ids) {
+        release(id);
+        recent.set(id, until);
+      }
+      trimRecent();
     });
     if (ackOn !== "first") {
       const mine = ackOn === "primary" ? p : r;

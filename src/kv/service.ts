@@ -30,8 +30,8 @@ export interface ServiceOptions {
 const DEFAULT_CACHE_TTL = 60;
 // Single-key reads in flight before further misses wait to be coalesced. A quarter of the pool: measured
 // (64 readers, 16 connections) well ahead of one query per read, and it leaves connections for write batches.
-// Each cluster has its own pool, so shards multiply the slots.
-const readSlots = (c: Config, clusters: number) => Math.max(1, Math.floor(c.dbPoolSize / 4)) * clusters;
+// Each cluster has its own pool and its own coalescer, so a batch of waiting reads goes to one cluster.
+const readSlots = (c: Config) => Math.max(1, Math.floor(c.dbPoolSize / 4));
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -59,7 +59,8 @@ export async function createKVService({ urls, config, clock, metrics, log }: Ser
   defaultMode = storage.defaultMode;
   const backend = { ...storage.catalog, ...storage.data };
   const versions = createVersionClock(clock);
-  const reads = createReadCoalescer(backend, readSlots(config, storage.primary.shards.length));
+  const shardReaders = new Map(storage.primary.shards.map((sh) => [sh, createReadCoalescer(backend, readSlots(config))]));
+  const readKey = (ns: string, key: Uint8Array) => shardReaders.get(storage.primary.ownerOf(ns, key))!.get(ns, key);
   const cache = createReadCache({ maxBytes: config.cacheBytes, clock });
   const batcher = createBatcher({
     write: (rows) => backend.write(rows),
@@ -209,7 +210,7 @@ export async function createKVService({ urls, config, clock, metrics, log }: Ser
       }
       misses.inc();
       const ticket = cache.readTicket();
-      return visible(fromRead(ck, await reads.get(ns.id, encoder.encode(key)), ticket));
+      return visible(fromRead(ck, await readKey(ns.id, encoder.encode(key)), ticket));
     },
     async getMany(accountId, nsId, keys, opts) {
       const ns = await namespace(accountId, nsId);

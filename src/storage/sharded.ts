@@ -150,7 +150,7 @@ export async function openShardedBackend(urls: readonly string[], poolSize: numb
    * has nothing for it (not moved yet). Entries come from `from`.
    */
   async function counted<T extends { key: Uint8Array }>(ns: string, from: Shard, entries: T[]): Promise<T[]> {
-    if (!previous && !single) return entries.filter((e) => ownerOf(ns, e.key) === from);
+    // With the ring settled, rebalance left no copies behind: every entry a cluster holds is its own.
     if (!previous) return entries;
     const keep: T[] = [];
     const unsure: T[] = [];
@@ -188,10 +188,13 @@ export async function openShardedBackend(urls: readonly string[], poolSize: numb
     let position = after;
     for (let round = 0; round < MAX_LIST_ROUNDS && out.length < limit; round++) {
       const want = limit - out.length;
-      const pages = await Promise.all(shards.map(async (s) => ({ s, rows: await fetch(s, position, want) })));
+      // Keys spread evenly, so each cluster holds about want/N of the next want keys: ask each for a margin
+      // above that, not for want; a cluster that fills its page bounds the round, and the next round goes on.
+      const ask = Math.min(want, Math.ceil((want / shards.length) * 1.25) + 16);
+      const pages = await Promise.all(shards.map(async (s) => ({ s, rows: await fetch(s, position, ask) })));
       let bound: Uint8Array | null = null;
       for (const p of pages) {
-        if (p.rows.length < want) continue;
+        if (p.rows.length < ask) continue;
         const last = p.rows[p.rows.length - 1]!.key;
         if (bound === null || compareBytes(last, bound) < 0) bound = last;
       }

@@ -231,3 +231,20 @@ test("active-active: with the primary stopped, the replica serves; a request no 
   await drain();
   expect(str((await primary.get("pdown", b("k2")))!.value)).toBe("v2");
 }, 60_000); // the stopped primary sits behind the relay, so its calls end by KVDRIVE_BACKEND_TIMEOUT_MS (3 s here)
+
+test("a side that falls too far behind gets further rows through the repair queue, and catches up from it", async () => {
+  const small = createReplicatedBackend({ primary, replica, modeOf: () => "active-active", queue, metrics, clock: systemClock, timeoutMs: 3000, maxInFlightRows: 10 });
+  relay.setDelay(100); // the primary is now the slow side
+  try {
+    const t = performance.now();
+    for (let i = 0; i < 20; i++) await small.write([row("behind", `k${i}`, `v${i}`, 10)]);
+    // Acknowledged by the replica each time, without waiting for the slow primary (20 × 200 ms otherwise).
+    expect(performance.now() - t).toBeLessThan(2000);
+    expect(queue.depth("primary")).toBeGreaterThanOrEqual(10);
+    expect(metrics.render()).toMatch(/kvdrive_backend_shed_rows_total\{backend="primary"\} (1\d|[2-9]\d)/);
+  } finally {
+    relay.setDelay(0);
+  }
+  await drain();
+  for (let i = 0; i < 20; i++) expect(str((await primary.get("behind", b(`k${i}`)))!.value)).toBe(`v${i}`);
+});
