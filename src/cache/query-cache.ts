@@ -9,7 +9,8 @@
 //     then messages is empty and the caller runs the statement the ordinary way.
 //   invalidate(database, tables)  ('*' = every table of the database)
 //   isVolatile(database, functions)
-import { createHash } from "node:crypto";
+//   fresh(id) -> the entry when a fresh answer is held (a hit, counted), else undefined: the synchronous hit path
+//   knownVolatile(database, functions) -> the remembered answer of isVolatile, undefined when not known yet
 import type { Clock } from "../clock.ts";
 import type { Config } from "../config.ts";
 import type { Registry } from "../metrics/registry.ts";
@@ -25,6 +26,15 @@ export interface QueryKey {
   paramTypes?: number[];
   /** Session settings that change results (TimeZone, DateStyle, search_path, SETs). */
   session?: string;
+  /**
+   * Instead of params and formats: a client Bind's bytes after the statement name (parameter formats, values,
+   * result formats), as sent; the pooler keys extended-protocol statements by them without decoding.
+   */
+  bindTail?: Uint8Array;
+  /** What else shapes the recorded answer (the pooler's "with or without RowDescription"). */
+  variant?: string;
+  /** cacheKey(this), when the caller has it already. */
+  id?: string;
 }
 
 export interface LookupResult {
@@ -32,10 +42,13 @@ export interface LookupResult {
   messages: Uint8Array[];
 }
 
-interface Entry {
+export interface Entry {
+  key: string;
   database: string;
   tables: string[];
   messages: Uint8Array[];
+  /** Wire forms of the answer built by the caller on its first hit, one per form (see the pooler's replies). */
+  replies: Array<Uint8Array | undefined>;
   bytes: number;
   storedAt: number;
   refreshing: boolean;
@@ -44,23 +57,27 @@ interface Entry {
 const ENTRY_OVERHEAD = 256;
 const VOLATILITY_TTL_MS = 60_000;
 
-/** A collision-resistant key: every part, length-prefixed, through SHA-256. */
-export function cacheKey(k: QueryKey): string {
-  const h = createHash("sha256");
-  const part = (s: string) => h.update(`${s.length}:`).update(s);
-  part(k.database);
-  part(k.user);
-  part(k.sql);
-  part(k.session ?? "");
-  part((k.paramFormats ?? []).join(","));
-  part((k.resultFormats ?? []).join(","));
-  part((k.paramTypes ?? []).join(","));
-  for (const p of k.params ?? []) {
-    if (p === null) h.update("N");
-    else h.update(`${p.byteLength}:`).update(p);
-  }
-  return h.digest("base64");
+const latin1 = new TextDecoder("latin1");
+const part = (s: string) => s.length + ":" + s;
+
+/**
+ * The statement part of a key: every part length-prefixed, so no two different keys read the same. Exact
+ * rather than hashed: a hash collision would serve one query's rows for another.
+ */
+export function keyPrefix(k: QueryKey): string {
+  return part(k.database) + part(k.user) + part(k.session ?? "") + part((k.paramTypes ?? []).join(",")) + part(k.sql);
 }
+
+/** The parameter part of a key; `bindTail` bytes are kept as they are, one character per byte. */
+export function keyTail(k: Pick<QueryKey, "variant" | "bindTail" | "params" | "paramFormats" | "resultFormats">): string {
+  const v = part(k.variant ?? "");
+  if (k.bindTail) return v + "B" + latin1.decode(k.bindTail);
+  let s = v + "P" + part((k.paramFormats ?? []).join(",")) + part((k.resultFormats ?? []).join(","));
+  for (const p of k.params ?? []) s += p === null ? "N" : part(latin1.decode(p));
+  return s;
+}
+
+export const cacheKey = (k: QueryKey): string => k.id ?? keyPrefix(k) + keyTail(k);
 
 export function createQueryCache(o: { config: Config; clock: Clock; metrics: Registry; volatility?: (database: string, functions: string[]) => Promise<boolean> }) {
   const { config, clock } = o;
@@ -72,10 +89,16 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
   // database -> table -> keys reading it; and generations, bumped by every invalidation.
   const index = new Map<string, Map<string, Set<string>>>();
   const generations = new Map<string, number>();
-  const volatileAnswers = new Map<string, { at: number; answer: Promise<boolean> }>();
+  const volatileAnswers = new Map<string, { at: number; answer: Promise<boolean>; value?: boolean }>();
   let bytes = 0;
 
   const requests = o.metrics.counter("kvdrive_query_cache_requests_total", "Query cache lookups by status");
+  const byStatus = new Map<CacheStatus, { inc(by?: number): void }>();
+  const counted = (status: CacheStatus) => {
+    let c = byStatus.get(status);
+    if (!c) byStatus.set(status, (c = requests.with({ status })));
+    return c;
+  };
   const invalidations = o.metrics.counter("kvdrive_query_cache_invalidations_total", "Cached results dropped because a write touched their tables");
   o.metrics.gauge("kvdrive_query_cache_bytes", "Bytes held by the query cache", () => [[undefined, bytes]]);
   o.metrics.gauge("kvdrive_query_cache_entries", "Results held by the query cache", () => [[undefined, entries.size]]);
@@ -93,10 +116,11 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
   }
 
   function store(key: string, database: string, tables: string[], messages: Uint8Array[]) {
-    const size = ENTRY_OVERHEAD + messages.reduce((n, m) => n + m.byteLength, 0);
-    if (size - ENTRY_OVERHEAD > config.queryCacheMaxResultBytes || size > maxBytes) return;
+    const result = messages.reduce((n, m) => n + m.byteLength, 0);
+    const size = ENTRY_OVERHEAD + 2 * key.length + result;
+    if (result > config.queryCacheMaxResultBytes || size > maxBytes) return;
     remove(key);
-    entries.set(key, { database, tables, messages, bytes: size, storedAt: clock.now(), refreshing: false });
+    entries.set(key, { key, database, tables, messages, replies: [], bytes: size, storedAt: clock.now(), refreshing: false });
     bytes += size;
     let byTable = index.get(database);
     if (!byTable) index.set(database, (byTable = new Map()));
@@ -105,6 +129,11 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
       if (!keys) byTable.set(t, (keys = new Set()));
       keys.add(key);
     }
+    evict();
+  }
+
+  /** Drops least recently used entries (Map order) until the byte bound holds. */
+  function evict() {
     for (const [k] of entries) {
       if (bytes <= maxBytes) break;
       remove(k);
@@ -121,27 +150,62 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
   }
 
   function count(status: CacheStatus, messages: Uint8Array[]): LookupResult {
-    requests.inc({ status });
+    counted(status).inc();
     return { status, messages };
   }
 
+  /** A fresh entry, moved to the recent end of the LRU; undefined when absent or past max_age. */
+  function fresh(key: string): Entry | undefined {
+    const e = entries.get(key);
+    if (!e || clock.now() - e.storedAt >= maxAgeMs) return undefined;
+    entries.delete(key);
+    entries.set(key, e);
+    return e;
+  }
+
+  const volatileId = (database: string, functions: string[]) => database + "\0" + (functions.length > 1 ? [...functions].sort().join(",") : functions[0]);
+
   return {
     key: cacheKey,
+    keyPrefix,
+    keyTail,
 
-    async lookup(k: QueryKey | string, readTables: string[], load: () => Promise<Uint8Array[] | null>): Promise<LookupResult> {
+    fresh(key: string): Entry | undefined {
+      const e = fresh(key);
+      if (e) counted("hit").inc();
+      return e;
+    },
+
+    /** The answer in one of the caller's wire forms, built once per entry and counted in the byte bound. */
+    reply(e: Entry, form: number, build: (messages: Uint8Array[]) => Uint8Array): Uint8Array {
+      const r = e.replies[form];
+      if (r) return r;
+      const b = build(e.messages);
+      e.replies[form] = b;
+      if (entries.get(e.key) === e) {
+        e.bytes += b.byteLength;
+        bytes += b.byteLength;
+        evict();
+      }
+      return b;
+    },
+
+    knownVolatile(database: string, functions: string[]): boolean | undefined {
+      if (functions.length === 0) return false;
+      const known = volatileAnswers.get(volatileId(database, functions));
+      return known && clock.now() - known.at < VOLATILITY_TTL_MS ? known.value : undefined;
+    },
+
+    async lookup(k: QueryKey, readTables: string[], load: () => Promise<Uint8Array[] | null>): Promise<LookupResult> {
       if (maxBytes === 0) return count("disabled", []);
-      const key = typeof k === "string" ? k : cacheKey(k);
-      const database = typeof k === "string" ? "" : k.database;
+      const key = cacheKey(k);
+      const database = k.database;
       const tables = readTables.length ? readTables : ["*"];
+      const hit = fresh(key);
+      if (hit) return count("hit", hit.messages);
       const e = entries.get(key);
       if (e) {
         const age = clock.now() - e.storedAt;
-        if (age < maxAgeMs) {
-          // Recency for the LRU: re-insert at the end.
-          entries.delete(key);
-          entries.set(key, e);
-          return count("hit", e.messages);
-        }
         if (age < maxAgeMs + swrMs) {
           if (!e.refreshing) {
             e.refreshing = true;
@@ -179,14 +243,16 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
     isVolatile(database: string, functions: string[]): Promise<boolean> {
       if (functions.length === 0) return Promise.resolve(false);
       if (!o.volatility) return Promise.resolve(true);
-      const id = database + "\0" + [...functions].sort().join(",");
+      const id = volatileId(database, functions);
       const now = clock.now();
       const known = volatileAnswers.get(id);
       if (known && now - known.at < VOLATILITY_TTL_MS) return known.answer;
       if (volatileAnswers.size > 10_000) volatileAnswers.clear();
       // Unknown or unanswerable counts as volatile: the safe side.
       const answer = o.volatility(database, functions).catch(() => true);
-      volatileAnswers.set(id, { at: now, answer });
+      const slot: { at: number; answer: Promise<boolean>; value?: boolean } = { at: now, answer };
+      volatileAnswers.set(id, slot);
+      void answer.then((v) => (slot.value = v));
       return answer;
     },
 

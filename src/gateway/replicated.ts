@@ -38,6 +38,12 @@ export interface ReplicatedOptions {
    * fails only its rows on the primary and the replica acknowledges them, instead of failing the whole batch.
    */
   partition?: (rows: StoredEntry[]) => StoredEntry[][];
+  /**
+   * False when the replica can go back a version (an object store without compare-and-swap, where an older
+   * write can overtake a newer one): then reads wait for both sides and the newer answer wins, instead of
+   * racing. Default true.
+   */
+  trustFirstAnswer?: boolean;
   /** Rows in flight to the side that does not acknowledge before further rows go to it through the repair queue (default 20,000). */
   maxInFlightRows?: number;
   log?: (msg: string) => void;
@@ -287,7 +293,7 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
       // The primary answers; when it cannot, the replica is better than an error.
       return p.catch(() => r);
     }
-    if (suspect(ns, key)) return newestOfBoth(p, r, "get");
+    if (opts.trustFirstAnswer === false || suspect(ns, key)) return newestOfBoth(p, r, "get");
     return (await firstSuccess([p.then((e) => ({ e, side: "primary" as Side })), r.then((e) => ({ e, side: "replica" as Side }))], "get")).e;
   }
 
@@ -311,7 +317,7 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
       keys.forEach((k, i) => compareAnswers(ns, k, a.value[i]!, b.value[i]!, mode === "shadow"));
     });
     if (mode === "shadow") return p.catch(() => r);
-    if (keys.some((k) => suspect(ns, k))) {
+    if (opts.trustFirstAnswer === false || keys.some((k) => suspect(ns, k))) {
       const [a, b] = await Promise.allSettled([p, r]);
       if (a.status === "rejected" && b.status === "rejected") {
         bothFailed.inc({ op: "getMany" });

@@ -21,11 +21,34 @@ export interface Classification {
   txn?: "begin" | "commit" | "rollback";
 }
 
+/** The parts of a cache key (src/cache/query-cache.ts QueryKey). */
+export interface CacheKeyParts {
+  database: string;
+  user: string;
+  sql: string;
+  session?: string;
+  paramTypes?: number[];
+  /** A Bind's bytes after the statement name: parameter formats, values, result formats. */
+  bindTail?: Uint8Array;
+  id?: string;
+}
+
+/** A held answer: its messages, and wire forms built from them by `reply`. */
+export interface CachedEntry {
+  messages: Uint8Array[];
+}
+
 /** The query cache of src/cache/query-cache.ts, as the pooler uses it (the shared contract). */
 export interface QueryCache {
-  lookup(key: unknown, readTables: string[], load: () => Promise<Uint8Array[] | null>): Promise<{ status: string; messages: Uint8Array[] }>;
+  lookup(key: CacheKeyParts, readTables: string[], load: () => Promise<Uint8Array[] | null>): Promise<{ status: string; messages: Uint8Array[] }>;
+  /** A fresh entry for an exact key (counted as a hit), or undefined: the synchronous hit path. */
+  fresh(id: string): CachedEntry | undefined;
+  reply(e: CachedEntry, form: number, build: (messages: Uint8Array[]) => Uint8Array): Uint8Array;
+  keyPrefix(k: CacheKeyParts): string;
+  keyTail(k: Pick<CacheKeyParts, "bindTail">): string;
   invalidate(database: string, tables: string[]): void;
   isVolatile(database: string, functions: string[]): Promise<boolean>;
+  knownVolatile(database: string, functions: string[]): boolean | undefined;
 }
 
 export interface CachePath {

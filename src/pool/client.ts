@@ -6,7 +6,7 @@ import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
 import { ProtocolError } from "../protocol/bytes.ts";
 import { createFrames, readStartup, type Frames } from "../protocol/frames.ts";
-import { checkBind, decodeBind, decodeParse, decodeQuery, decodeStartup, encodeClose, encodeDescribe, encodeParse, encodeQuery, F, PROTOCOL_3_0, renameBindStatement as rewriteBind } from "../protocol/frontend.ts";
+import { checkBind, decodeParse, decodeQuery, decodeStartup, encodeClose, encodeDescribe, encodeParse, encodeQuery, F, matchPreparedCall, PROTOCOL_3_0, renameBindStatement as rewriteBind } from "../protocol/frontend.ts";
 import {
   AUTH_OK, BIND_COMPLETE, CLOSE_COMPLETE, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery, errorMessage, PARSE_COMPLETE, READY_IDLE,
 } from "../protocol/backend.ts";
@@ -31,6 +31,9 @@ interface Stmt {
   writes: string[];
   /** The shared classifier's verdict, when it has one: reads, functions and whether it may be cached. */
   cls: Classification | null;
+  /** Its cache key prefix (statement and session), valid while prefixGen is the client's sessionGen. */
+  prefix: string;
+  prefixGen: number;
 }
 
 export interface ClientSocketData {
@@ -148,7 +151,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     parameterStatus(name, value, fromReplay) {
       if (params.get(name) === value) return;
       params.set(name, value);
-      sigCache = null;
+      sessionChanged();
       if (server) server.sig = "";
       if (fromReplay) send(encodeParameterStatus(name, value));
     },
@@ -198,6 +201,32 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   }
 
   let sigCache: string | null = null;
+  /** The session part of cache keys, and a generation that statements' cached key prefixes are checked against. */
+  let cacheSession: string | null = null;
+  let sessionGen = 0;
+  function sessionChanged() {
+    sigCache = null;
+    cacheSession = null;
+    sessionGen++;
+  }
+
+  /** Results depend on session settings (TimeZone, DateStyle, search_path, SETs), but not on application_name. */
+  function cacheSessionKey(): string {
+    if (cacheSession !== null) return cacheSession;
+    let s = "";
+    for (const name of REPLAYED) if (name !== "application_name") s += (params.get(name) ?? "") + "\0";
+    for (const [k, v] of sets) s += k + "=" + v + "\0";
+    return (cacheSession = s);
+  }
+
+  function stmtKeyPrefix(stmt: Stmt): string {
+    if (stmt.prefixGen !== sessionGen) {
+      stmt.prefix = ctx.cachePath!.cache.keyPrefix({ database, user, sql: stmt.query, paramTypes: stmt.paramTypes, session: cacheSessionKey() });
+      stmt.prefixGen = sessionGen;
+    }
+    return stmt.prefix;
+  }
+
   /** The replayed part of the session state as one string, recomputed only after it changed. */
   function sig(): string {
     if (sigCache !== null) return sigCache;
@@ -326,7 +355,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       ctx.metrics.pinned(pool!, pin);
     }
     if (eff.set && REPLAYED_LOWER.has(eff.set.name)) return; // tracked through ParameterStatus
-    if (eff.set || eff.reset !== undefined) sigCache = null;
+    if (eff.set || eff.reset !== undefined) sessionChanged();
     if (eff.set) {
       sets.set(eff.set.name, eff.set.sql);
       server!.applied.set(eff.set.name, eff.set.sql);
@@ -452,7 +481,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
           ensureUnnamed(s);
           toOrigin(raw);
         } else {
-          const name = new TextDecoder().decode(body.subarray(nameStart, nameEnd));
+          const name = utf8.decode(body.subarray(nameStart, nameEnd));
           const stmt = stmts.get(name);
           const idle = s.expect.length === 0 && status === 0x49 && !wasUnsynced;
           retryBatch = stmt && idle && s.prepared.has(stmt.serverName) ? { stmt, serverName: stmt.serverName, bind: body, rest: [], synced: false } : null;
@@ -471,7 +500,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       case F.Describe:
       case F.Close: {
         const kind = body[0];
-        const name = new TextDecoder().decode(body.subarray(1, body.length - 1));
+        const name = utf8.decode(body.subarray(1, body.length - 1));
         if (body[body.length - 1] !== 0 || (kind !== 0x53 && kind !== 0x50)) throw new ProtocolError(`${type === F.Close ? "Close" : "Describe"} message is malformed`);
         if (kind === 0x50 || name === "") {
           if (kind === 0x53 && type === F.Describe) ensureUnnamed(s);
@@ -548,7 +577,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     if (!batch) {
       if (type !== F.Bind || body[0] !== 0) return false;
       const [ns, ne] = checkBind(body);
-      const stmt = ne > ns ? stmts.get(new TextDecoder().decode(body.subarray(ns, ne))) : undefined;
+      const stmt = ne > ns ? stmts.get(utf8.decode(body.subarray(ns, ne))) : undefined;
       if (!stmt?.cls?.cacheable || stmt.cls.pin) return false;
       batch = { stmt, msgs: [raw.slice()], describe: false, exec: false };
       return true;
@@ -573,17 +602,24 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
 
   function lookupBatch(b: { stmt: Stmt; msgs: Uint8Array[]; describe: boolean }) {
     const cls = b.stmt.cls!;
-    const bind = decodeBind(b.msgs[0]!.subarray(5));
-    const forOrigin = { bind: rewriteBind(b.msgs[0]!.subarray(5), ""), paramTypes: b.stmt.paramTypes };
-    let session = "";
-    for (const name of REPLAYED) if (name !== "application_name") session += (params.get(name) ?? "") + "\0";
-    for (const [k, v] of sets) session += k + "=" + v + "\0";
-    const key = { database, user, sql: b.stmt.query, params: bind.params, paramFormats: bind.paramFormats, resultFormats: bind.resultFormats, paramTypes: b.stmt.paramTypes, session };
+    const body = b.msgs[0]!.subarray(5);
+    const tail = body.subarray(checkBind(body)[1] + 1);
     const cache = ctx.cachePath!.cache;
+    const id = stmtKeyPrefix(b.stmt) + cache.keyTail({ bindTail: tail });
+    if (cls.functions.length === 0 || cache.knownVolatile(database, cls.functions) === false) {
+      const e = cache.fresh(id);
+      if (e) {
+        ctx.metrics.cacheStatus(pool!, "hit");
+        send(cache.reply(e, b.describe ? REPLY_DESCRIBED : REPLY_BOUND, b.describe ? describedReply : boundReply));
+        return;
+      }
+    }
+    const key = { database, user, sql: b.stmt.query, paramTypes: b.stmt.paramTypes, session: cacheSessionKey(), bindTail: tail, id };
+    const load = () => ctx.recordQuery(pool!, new Map(params), new Map(sets), b.stmt.query, { bind: rewriteBind(body, ""), paramTypes: b.stmt.paramTypes });
     busy = true;
     const volatile = cls.functions.length ? cache.isVolatile(database, cls.functions) : Promise.resolve(false);
     volatile
-      .then((v) => (v ? { status: "volatile", messages: [] } : cache.lookup(key, cls.readTables, () => ctx.recordQuery(pool!, new Map(params), new Map(sets), b.stmt.query, forOrigin))))
+      .then((v) => (v ? { status: "volatile", messages: [] } : cache.lookup(key, cls.readTables, load)))
       .then(
         (r) => batchAnswered(r, b),
         (e) => {
@@ -593,16 +629,32 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       );
   }
 
+  /**
+   * The hit path: a chunk that is exactly one prepared-statement call (Bind, Describe, Execute, Sync) from an
+   * idle client, whose answer the cache holds fresh, is answered with one write before any other work. Anything
+   * else returns false and takes the ordinary path, which may still answer from the cache.
+   */
+  function answerFromCache(chunk: Uint8Array): boolean {
+    const m = matchPreparedCall(chunk);
+    if (!m) return false;
+    const stmt = stmts.get(utf8.decode(chunk.subarray(m.nameStart, m.nameEnd)));
+    const cls = stmt?.cls;
+    if (!cls?.cacheable || cls.pin) return false;
+    const cache = ctx.cachePath!.cache;
+    if (cls.functions.length && cache.knownVolatile(database, cls.functions) !== false) return false;
+    const e = cache.fresh(stmtKeyPrefix(stmt!) + cache.keyTail({ bindTail: chunk.subarray(m.nameEnd + 1, m.bindEnd) }));
+    if (!e) return false;
+    ctx.metrics.cacheStatus(pool!, "hit");
+    send(cache.reply(e, m.describe ? REPLY_DESCRIBED : REPLY_BOUND, m.describe ? describedReply : boundReply));
+    return true;
+  }
+
   function batchAnswered(r: { status: string; messages: Uint8Array[] } | null, b: { msgs: Uint8Array[]; describe: boolean }) {
     busy = false;
     if (st === St.Closed) return;
     if (r) ctx.metrics.cacheStatus(pool!, r.status);
     if (r && r.messages.length) {
-      // One write for the whole answer.
-      const parts = [BIND_COMPLETE];
-      for (const m of r.messages) if (b.describe || m[0] !== 0x54) parts.push(m);
-      parts.push(READY_IDLE);
-      send(Buffer.concat(parts));
+      send(b.describe ? describedReply(r.messages) : boundReply(r.messages));
       resumeAfterBusy();
       return resumeMessages();
     }
@@ -654,14 +706,19 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       ctx.metrics.cacheStatus(pool!, c.status);
       return false;
     }
+    const cache = ctx.cachePath!.cache;
+    const key = { database, user, sql, session: cacheSessionKey(), id: "" };
+    key.id = cache.keyPrefix(key) + cache.keyTail({});
+    if (c.functions.length === 0 || cache.knownVolatile(database, c.functions) === false) {
+      const e = cache.fresh(key.id);
+      if (e) {
+        ctx.metrics.cacheStatus(pool!, "hit");
+        send(cache.reply(e, REPLY_SIMPLE, simpleReply));
+        return true;
+      }
+    }
     const copy = raw.slice();
     busy = true;
-    // Results depend on session settings (TimeZone, DateStyle, search_path, SETs), but not on application_name.
-    let session = "";
-    for (const name of REPLAYED) if (name !== "application_name") session += (params.get(name) ?? "") + "\0";
-    for (const [k, v] of sets) session += k + "=" + v + "\0";
-    const key = { database, user, sql, params: [], paramFormats: [], resultFormats: [], session };
-    const cache = ctx.cachePath!.cache;
     const volatile = c.functions.length ? cache.isVolatile(database, c.functions) : Promise.resolve(false);
     volatile
       .then((v) => (v ? { status: "volatile", messages: [] } : cache.lookup(key, c.readTables, () => ctx.recordQuery(pool!, new Map(params), new Map(sets), sql))))
@@ -687,7 +744,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     if (st === St.Closed) return;
     if (r && r.messages.length) {
       ctx.metrics.cacheStatus(pool!, r.status);
-      send(Buffer.concat([...r.messages, READY_IDLE]));
+      send(simpleReply(r.messages));
     } else {
       if (r) ctx.metrics.cacheStatus(pool!, r.status);
       bypassCache = true;
@@ -703,7 +760,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     }
     const k = m.query + "\0" + m.paramTypes.join(",");
     const cls = classifyOrNull(m.query);
-    const stmt: Stmt = { key: k, query: m.query, paramTypes: m.paramTypes, serverName: ctx.statementName(k), parse: null, writes: cls?.writeTables ?? [], cls };
+    const stmt: Stmt = { key: k, query: m.query, paramTypes: m.paramTypes, serverName: ctx.statementName(k), parse: null, writes: cls?.writeTables ?? [], cls, prefix: "", prefixGen: -1 };
     stmts.set(m.name, stmt);
     return stmt;
   }
@@ -845,6 +902,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
           return;
         }
         if (st === St.Closed) return;
+        if (cacheOn && st === St.Ready && !server && !busy && !batch && !pinned && status === 0x49 && !pendingDiscard && !deferred.length && !waiter && frames!.pending() === 0 && answerFromCache(chunk)) return;
         if (st === St.Validating) {
           frames!.push(chunk, () => false);
           return;
@@ -874,6 +932,17 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     return false;
   }
 }
+
+const utf8 = new TextDecoder();
+
+// Wire forms of a cached answer (see QueryCache.reply): to a simple Query, and to a Bind/Execute/Sync with and
+// without a Describe of the portal (the recorded messages always start with the RowDescription).
+const REPLY_SIMPLE = 0;
+const REPLY_DESCRIBED = 1;
+const REPLY_BOUND = 2;
+const simpleReply = (ms: Uint8Array[]) => Buffer.concat([...ms, READY_IDLE]);
+const describedReply = (ms: Uint8Array[]) => Buffer.concat([BIND_COMPLETE, ...ms, READY_IDLE]);
+const boundReply = (ms: Uint8Array[]) => Buffer.concat([BIND_COMPLETE, ...ms.filter((m) => m[0] !== 0x54), READY_IDLE]);
 
 // Expectations without per-message data are shared: the relay only reads them.
 const EXPECT_PARSE: Expect = { k: K.Parse };

@@ -51,6 +51,10 @@ interface PoolInfo {
   pinned: number;
   queries: number;
   cache: Record<string, number>;
+  /** Metric series bound to this pool's labels: the per-query path builds no label keys. */
+  mQueries: { inc(by?: number): void };
+  mLatency: { observe(value: number): void };
+  mCache: Map<string, { inc(by?: number): void }>;
 }
 
 export async function startPooler(o: PoolerOptions): Promise<Pooler> {
@@ -114,7 +118,7 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
         return createServer(conn);
       },
     });
-    info = { pool, params: new Map(), clients: 0, pinned: 0, queries: 0, cache: {} };
+    info = { pool, params: new Map(), clients: 0, pinned: 0, queries: 0, cache: {}, mQueries: mQueries.with(labels(pool)), mLatency: mLatency.with(labels(pool)), mCache: new Map() };
     pools.set(k, info);
     byPool.set(pool, info);
     return info;
@@ -181,13 +185,16 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
       cacheStatus(pool, status) {
         const info = byPool.get(pool)!;
         info.cache[status] = (info.cache[status] ?? 0) + 1;
-        mCache.inc({ ...labels(pool), status });
+        let m = info.mCache.get(status);
+        if (!m) info.mCache.set(status, (m = mCache.with({ ...labels(pool), status })));
+        m.inc();
       },
       queries(pool) {
-        byPool.get(pool)!.queries++;
-        mQueries.inc(labels(pool));
+        const info = byPool.get(pool)!;
+        info.queries++;
+        info.mQueries.inc();
       },
-      latency: (pool, ms) => mLatency.observe(ms / 1000, labels(pool)),
+      latency: (pool, ms) => byPool.get(pool)!.mLatency.observe(ms / 1000),
       pinned(pool: Pool, reason: Pin) {
         byPool.get(pool)!.pinned++;
         mPins.inc({ ...labels(pool), reason });

@@ -164,6 +164,33 @@ export function checkBind(body: Uint8Array): [number, number] {
   return [p + 1, st];
 }
 
+/** Offsets of the zero bytes in Execute("", 0) followed by Sync, from the Execute's type byte. */
+const EXECUTE_SYNC_ZEROS = [1, 2, 3, 5, 6, 7, 8, 9, 11, 12, 13];
+
+/**
+ * One Bind of a named statement to the unnamed portal, an optional Describe of that portal, an Execute of it
+ * with no row limit and a Sync, filling exactly `buf`: a prepared-statement call as libpq, pg and most drivers
+ * send it. Returns the statement name's [start, end) and where the Bind ends (its parameter section is
+ * [nameEnd + 1, bindEnd)), or null for anything else. The parameter section is not validated.
+ */
+export function matchPreparedCall(buf: Uint8Array): { nameStart: number; nameEnd: number; bindEnd: number; describe: boolean } | null {
+  const n = buf.length;
+  if (n < 6 + 4 + 10 + 5 || buf[0] !== F.Bind || buf[5] !== 0) return null;
+  const bindEnd = 1 + (((buf[1]! << 24) | (buf[2]! << 16) | (buf[3]! << 8) | buf[4]!) >>> 0);
+  if (bindEnd + 15 > n) return null;
+  const nameEnd = buf.indexOf(0, 6);
+  if (nameEnd <= 6 || nameEnd >= bindEnd) return null;
+  let at = bindEnd;
+  const describe = buf[at] === F.Describe;
+  if (describe) {
+    if (buf[at + 1] !== 0 || buf[at + 2] !== 0 || buf[at + 3] !== 0 || buf[at + 4] !== 6 || buf[at + 5] !== 0x50 || buf[at + 6] !== 0) return null;
+    at += 7;
+  }
+  if (at + 15 !== n || buf[at] !== F.Execute || buf[at + 4] !== 9 || buf[at + 10] !== F.Sync || buf[at + 14] !== 4) return null;
+  for (const i of EXECUTE_SYNC_ZEROS) if (buf[at + i] !== 0) return null;
+  return { nameStart: 6, nameEnd, bindEnd, describe };
+}
+
 /** A Bind message (type and length included) for another statement name, from a Bind body; the rest is copied. */
 export function renameBindStatement(body: Uint8Array, statement: string): Uint8Array {
   const p = body.indexOf(0);

@@ -85,10 +85,14 @@ export async function openStorage(opts: StorageOptions): Promise<Storage> {
 
     let replica: Backend | null = null;
     let replicaKind: string | null = null;
+    let trustFirstAnswer = true;
     const s3 = replicaS3Options(config);
     if (s3) {
-      replica = await openS3Replica(s3);
-      replicaKind = `s3://${s3.bucket}`;
+      const bucket = await openS3Replica(s3);
+      replica = bucket;
+      // Without compare-and-swap a replica object can go back a version: then reads compare both sides.
+      trustFirstAnswer = (await bucket.conditionalMode().catch(() => "verify")) === "cas";
+      replicaKind = `s3://${s3.bucket}${trustFirstAnswer ? "" : " (no compare-and-swap: reads compare both backends)"}`;
     } else if (config.replicaDatabaseUrl.length) {
       const group = await openShardedBackend(config.replicaDatabaseUrl, config.dbPoolSize, { vnodes: config.shardVnodes });
       const data = large(group, "replica/");
@@ -120,6 +124,7 @@ export async function openStorage(opts: StorageOptions): Promise<Storage> {
     const replicated = createReplicatedBackend({
       primary: primaryData, replica, modeOf: opts.modeOf, queue, metrics, clock, timeoutMs: config.backendTimeoutMs, log: opts.log,
       partition: (rows) => primary.partition(rows),
+      trustFirstAnswer,
     });
     let crawler: Crawler | null = null;
     if (background) {

@@ -119,7 +119,12 @@ async function pool<T, R>(items: readonly T[], n: number, f: (t: T, i: number) =
   return out;
 }
 
-export async function openS3Replica(opts: S3ReplicaOptions): Promise<Backend> {
+export type S3ReplicaBackend = Backend & {
+  /** "cas" when the endpoint honours If-Match/If-None-Match; "verify" when a write can be overtaken by an older one. */
+  conditionalMode(): Promise<ConditionalMode>;
+};
+
+export async function openS3Replica(opts: S3ReplicaOptions): Promise<S3ReplicaBackend> {
   const prefix = opts.prefix ?? "kv/";
   const conc = opts.concurrency ?? 16;
   const Bucket = opts.bucket;
@@ -222,6 +227,7 @@ export async function openS3Replica(opts: S3ReplicaOptions): Promise<Backend> {
   }
 
   return {
+    conditionalMode: () => cas.mode(),
     get,
     getMany: (ns, keys) => pool(keys, conc, (k) => get(ns, k)),
     async write(rows) {

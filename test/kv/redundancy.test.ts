@@ -205,22 +205,18 @@ test("s3rver stopped under load: the shards carry on; after it resumes both conv
   expect((await replica.get(nsId, new TextEncoder().encode("s3down-0")))!.tombstone).toBe(true);
 });
 
-test("one backend slowed by the relay: write and read latency follow the fast backend", async () => {
+test("one backend slowed by the relay: write latency follows the fast backend; reads stay correct", async () => {
   const KV = kv();
   await KV.put("slow-probe", "x");
-  const time = async () => {
-    const t = performance.now();
-    for (let i = 0; i < 10; i++) {
-      await KV.put(`slow-${i}`, `v${i}`);
-      await KV.get(`nocache-${i}`, "text"); // a miss: raced to both backends
-    }
-    return (performance.now() - t) / 20;
-  };
   relay.setDelay(150);
   try {
-    const slowed = await time();
-    // Each call would take at least 300 ms if it waited for the slowed replica.
-    expect(slowed).toBeLessThan(150);
+    const t = performance.now();
+    for (let i = 0; i < 10; i++) await KV.put(`slow-${i}`, `v${i}`);
+    // Each PUT would take at least 300 ms if it waited for the slowed replica.
+    expect((performance.now() - t) / 10).toBeLessThan(150);
+    // s3rver has no compare-and-swap, so a replica object could go back a version: misses compare both
+    // backends rather than race (test/gateway/replicated.test.ts shows raced reads following the fast side).
+    for (let i = 0; i < 10; i++) expect(await KV.get(`slow-${i}`, "text")).toBe(`v${i}`);
   } finally {
     relay.setDelay(0);
   }
