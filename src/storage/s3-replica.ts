@@ -73,6 +73,19 @@ export function decodeKey(s: string): Uint8Array {
   return out;
 }
 
+/**
+ * A "/" every SEGMENT characters: file-backed stores (s3rver, MinIO) keep each path segment as a file name,
+ * limited to 255 bytes. Breaks sit at the same positions in every key and "/" sorts below every base32hex
+ * character, so order is kept.
+ */
+const SEGMENT = 200;
+export function segmented(enc: string): string {
+  if (enc.length <= SEGMENT) return enc;
+  const parts: string[] = [];
+  for (let i = 0; i < enc.length; i += SEGMENT) parts.push(enc.slice(i, i + SEGMENT));
+  return parts.join("/");
+}
+
 /** The greatest string below s that no encoded key lies between: StartAfter for an inclusive lower bound. */
 function justBefore(s: string): string {
   if (s.length === 0) return "";
@@ -136,7 +149,8 @@ export async function openS3Replica(opts: S3ReplicaOptions): Promise<S3ReplicaBa
       ...(opts.accessKeyId && opts.secretAccessKey ? { credentials: { accessKeyId: opts.accessKeyId, secretAccessKey: opts.secretAccessKey } } : {}),
       // Retries absorb transient 5xx (s3rver answers 500 when a GET meets a PUT of the same key); timeouts bound the rest.
       maxAttempts: 4,
-      requestHandler: new NodeHttpHandler({ connectionTimeout: Math.min(2000, opts.requestTimeoutMs ?? 5000), requestTimeout: opts.requestTimeoutMs ?? 5000 }),
+      // throwOnRequestTimeout: without it a server that accepts and never answers hangs the call forever.
+      requestHandler: new NodeHttpHandler({ connectionTimeout: Math.min(2000, opts.requestTimeoutMs ?? 5000), requestTimeout: opts.requestTimeoutMs ?? 5000, throwOnRequestTimeout: true }),
     });
   const cas = createConditionalWriter({ client, bucket: Bucket, mode: opts.mode, probePrefix: prefix });
   const purgeEvery = opts.purgeEveryMs ?? 3_600_000;
@@ -146,7 +160,7 @@ export async function openS3Replica(opts: S3ReplicaOptions): Promise<S3ReplicaBa
     if (ns.length === 0) throw new Error("namespace id must not be empty");
     return `${prefix}${encodeKey(utf8.encode(ns))}/`;
   };
-  const objectKey = (ns: string, key: Uint8Array) => nsPrefix(ns) + encodeKey(key);
+  const objectKey = (ns: string, key: Uint8Array) => nsPrefix(ns) + segmented(encodeKey(key));
 
   async function get(ns: string, key: Uint8Array): Promise<StoredEntry | null> {
     // A body cut off mid-read (s3rver replaces files in place under a concurrent PUT) is read again; errors
@@ -183,7 +197,7 @@ export async function openS3Replica(opts: S3ReplicaOptions): Promise<S3ReplicaBa
    */
   async function listKeys(ns: string, startAfter: string, before: Uint8Array | null, max: number): Promise<Uint8Array[]> {
     const p = nsPrefix(ns);
-    const end = before ? encodeKey(before) : null;
+    const end = before ? segmented(encodeKey(before)) : null;
     const out: Uint8Array[] = [];
     let token: string | undefined;
     let after = startAfter ? p + startAfter : undefined;
@@ -192,7 +206,7 @@ export async function openS3Replica(opts: S3ReplicaOptions): Promise<S3ReplicaBa
       for (const o of r.Contents ?? []) {
         const enc = o.Key!.slice(p.length);
         if (end !== null && enc >= end) return out;
-        out.push(decodeKey(enc));
+        out.push(decodeKey(enc.replaceAll("/", "")));
       }
       if (!r.IsTruncated || !(r.Contents ?? []).length) break;
       // s3rver's continuation tokens are unreliable across pages: continue after the last key instead.
@@ -203,7 +217,7 @@ export async function openS3Replica(opts: S3ReplicaOptions): Promise<S3ReplicaBa
   }
 
   async function heads(ns: string, q: { after: Uint8Array | null; before: Uint8Array | null; limit: number; inclusiveFrom?: Uint8Array | null }): Promise<Head[]> {
-    const start = q.inclusiveFrom && (!q.after || Buffer.compare(q.inclusiveFrom, q.after) > 0) ? justBefore(encodeKey(q.inclusiveFrom)) : q.after ? encodeKey(q.after) : "";
+    const start = q.inclusiveFrom && (!q.after || Buffer.compare(q.inclusiveFrom, q.after) > 0) ? justBefore(segmented(encodeKey(q.inclusiveFrom))) : q.after ? segmented(encodeKey(q.after)) : "";
     const keys = await listKeys(ns, start, q.before, q.limit);
     const hs = await pool(keys, conc, (k) => head(ns, k));
     return hs.filter((h): h is Head => h !== null);
@@ -287,7 +301,7 @@ export async function openS3Replica(opts: S3ReplicaOptions): Promise<S3ReplicaBa
       }
     },
     async scan(q: ScanQuery) {
-      const keys = await listKeys(q.ns, q.after ? encodeKey(q.after) : "", q.before, q.limit);
+      const keys = await listKeys(q.ns, q.after ? segmented(encodeKey(q.after)) : "", q.before, q.limit);
       const got = await pool(keys, conc, (k) => get(q.ns, k));
       return got.filter((e): e is StoredEntry => e !== null);
     },

@@ -51,3 +51,33 @@ test("s3: with the endpoint halted, calls fail within seconds; after resume they
   expect((await backend.get("s3c-fault", k))!.value).toEqual(new Uint8Array([1]));
   expect(await backend.ping()).toBe(true);
 });
+
+test("s3: a 512-byte key round-trips through write, get, list and scan (split into path segments file-backed stores accept)", async () => {
+  const long = new Uint8Array(512).fill(0x7a);
+  const longer = new Uint8Array(512).fill(0x7a);
+  longer[511] = 0x7b;
+  const mk = (key: Uint8Array, v: number) => ({ ns: "s3c-long", key, value: new Uint8Array([v]), metadata: null, expiration: null, version: { ts: 1, nonce: 1 }, tombstone: false });
+  expect(await backend.write([mk(long, 1), mk(longer, 2), mk(new Uint8Array([0x7a]), 3)])).toEqual([true, true, true]);
+  expect((await backend.get("s3c-long", long))!.value).toEqual(new Uint8Array([1]));
+  const listed = await backend.list({ ns: "s3c-long", after: null, from: null, before: null, limit: 10, now: 0 });
+  expect(listed.map((e) => e.key.length)).toEqual([1, 512, 512]);
+  expect(listed[2]!.key[511]).toBe(0x7b);
+  const scanned = await backend.scan({ ns: "s3c-long", after: long, before: null, limit: 10 });
+  expect(scanned.map((e) => e.value![0])).toEqual([2]);
+});
+
+test("s3: an endpoint that accepts connections and never answers fails calls within the timeout", async () => {
+  const net = await import("node:net");
+  const silent = net.createServer(() => {});
+  await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+  const port = (silent.address() as { port: number }).port;
+  const hung = await openS3Replica({ endpoint: `http://127.0.0.1:${port}`, bucket: "b", region: "us-east-1", accessKeyId: "x", secretAccessKey: "y", requestTimeoutMs: 1000, mode: "verify" });
+  try {
+    const t = performance.now();
+    await expect(hung.get("s3c-x", new Uint8Array([1]))).rejects.toThrow();
+    expect(performance.now() - t).toBeLessThan(15_000);
+  } finally {
+    await hung.close();
+    silent.close();
+  }
+});
