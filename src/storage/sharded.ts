@@ -44,6 +44,22 @@ export class ShardConfigError extends Error {
 // half done) can make a round come back short, and each round advances past every key it saw.
 const MAX_LIST_ROUNDS = 64;
 
+/** The first `max` entries of several lists sorted by key, in key order: a k-way merge (native byte compare). */
+function mergeSorted<T extends { key: Uint8Array }>(lists: T[][], max: number): T[] {
+  const out: T[] = [];
+  const at = lists.map(() => 0);
+  while (out.length < max) {
+    let best = -1;
+    for (let i = 0; i < lists.length; i++) {
+      if (at[i]! >= lists[i]!.length) continue;
+      if (best < 0 || Buffer.compare(lists[i]![at[i]!]!.key, lists[best]![at[best]!]!.key) < 0) best = i;
+    }
+    if (best < 0) break;
+    out.push(lists[best]![at[best]!++]!);
+  }
+  return out;
+}
+
 /** How often a process that routes around a pending rebalance looks whether it has completed. */
 const RING_REFRESH_MS = 5_000;
 
@@ -198,14 +214,13 @@ export async function openShardedBackend(urls: readonly string[], poolSize: numb
         const last = p.rows[p.rows.length - 1]!.key;
         if (bound === null || compareBytes(last, bound) < 0) bound = last;
       }
-      const merged: T[] = [];
+      const lists: T[][] = [];
       for (const p of pages) {
-        const within = bound === null ? p.rows : p.rows.filter((r) => compareBytes(r.key, bound!) <= 0);
-        merged.push(...(await counted(ns, p.s, within)));
+        const within = bound === null ? p.rows : p.rows.filter((r) => Buffer.compare(r.key, bound!) <= 0);
+        lists.push(await counted(ns, p.s, within));
       }
-      merged.sort((a, b) => compareBytes(a.key, b.key));
       // While a rebalance is due, a scan can meet a key on two shards; counted() keeps one of them.
-      out.push(...merged.slice(0, want));
+      out.push(...mergeSorted(lists, want));
       if (bound === null) break; // every shard is exhausted
       position = out.length >= limit ? null : bound;
       if (position === null) break;
