@@ -7,6 +7,8 @@ import pg from "pg";
 import postgres from "postgres";
 import { manualClock } from "../../src/clock.ts";
 import { startPoolerFixture, type PoolerFixture } from "./setup.ts";
+import { rawConnect } from "./raw.ts";
+import { encodeBind, encodeDescribe, encodeExecute, encodeParse, encodeQuery, encodeStartup, SYNC } from "../../src/protocol/frontend.ts";
 
 let f: PoolerFixture;
 let client: pg.Client;
@@ -95,4 +97,42 @@ test("postgres.js with prepared statements gets cached answers that match the or
   await sql`update cached_t set v = ${"un"} where id = ${1}`;
   expect([...(await sql`select v from cached_t where id = ${1}`)]).toEqual([{ v: "un" }]);
   await sql.end();
+});
+
+test("a prepared call in one write (Bind, Describe, Execute, Sync) gets the origin's answer byte for byte from the cache", async () => {
+  const t = await startPoolerFixture({ pgAuth: "trust", queryCacheMaxAge: 60, queryCacheSwr: 15 }, clock, f.pg);
+  try {
+    const counts = () => t.pooler.stats().pools[0]?.cache ?? {};
+    const r = await rawConnect(t.pooler.port);
+    r.write(encodeStartup({ user: f.pg.user, database: "postgres" }));
+    await r.read((m) => m.type === "Z");
+    r.write(Buffer.concat([encodeParse({ name: "s1", query: "select v, id from cached_t where id = $1", paramTypes: [] }), SYNC]));
+    await r.read((m) => m.type === "Z");
+    const call = (id: string, describe: boolean) =>
+      Buffer.concat([
+        encodeBind({ portal: "", statement: "s1", paramFormats: [], params: [new TextEncoder().encode(id)], resultFormats: [] }),
+        ...(describe ? [encodeDescribe({ kind: "P", name: "" })] : []),
+        encodeExecute(""),
+        SYNC,
+      ]);
+    const answer = async (bytes: Uint8Array) => {
+      r.write(bytes);
+      return (await r.read((m) => m.type === "Z")).map((m) => m.type + Buffer.from(m.body).toString("hex"));
+    };
+    const miss = await answer(call("1", true));
+    expect(miss.map((m) => m[0]).join("")).toBe("2TDCZ");
+    expect(counts()).toEqual({ miss: 1 });
+    expect(await answer(call("1", true))).toEqual(miss);
+    expect(await answer(call("1", false))).toEqual(miss.filter((m) => m[0] !== "T"));
+    expect(counts()).toEqual({ miss: 1, hit: 2 });
+    // Other parameters are another entry; a session setting is part of the key too.
+    expect((await answer(call("2", true))).map((m) => m[0]).join("")).toBe("2TCZ");
+    r.write(encodeQuery("set timezone = 'Asia/Tokyo'"));
+    await r.read((m) => m.type === "Z");
+    await answer(call("1", true));
+    expect(counts().miss).toBe(3);
+    r.end();
+  } finally {
+    await t.stop();
+  }
 });

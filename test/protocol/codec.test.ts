@@ -89,6 +89,41 @@ describe("frontend messages", () => {
   });
 });
 
+describe("prepared-call matcher", () => {
+  const bind = Fe.encodeBind({ portal: "", statement: "P_0", paramFormats: [0], params: [bytes("42")], resultFormats: [] });
+  const call = (...parts: Uint8Array[]) => Buffer.concat(parts);
+  const desc = Fe.encodeDescribe({ kind: "P", name: "" });
+  const exec = Fe.encodeExecute("");
+
+  test("Bind, optional Describe of the portal, Execute, Sync: the name and the parameter section", () => {
+    const withDescribe = call(bind, desc, exec, Fe.SYNC);
+    const m = Fe.matchPreparedCall(withDescribe)!;
+    expect(m.describe).toBe(true);
+    expect(new TextDecoder().decode(withDescribe.subarray(m.nameStart, m.nameEnd))).toBe("P_0");
+    const tail = withDescribe.subarray(m.nameEnd + 1, m.bindEnd);
+    const body = bind.subarray(5);
+    expect(tail).toEqual(body.subarray(Fe.checkBind(body)[1] + 1));
+    expect(Fe.matchPreparedCall(call(bind, exec, Fe.SYNC))!.describe).toBe(false);
+  });
+
+  test("anything else is not a match", () => {
+    const unnamed = Fe.encodeBind({ portal: "", statement: "", paramFormats: [], params: [], resultFormats: [] });
+    const portal = Fe.encodeBind({ portal: "p", statement: "P_0", paramFormats: [], params: [], resultFormats: [] });
+    for (const c of [
+      call(bind, exec),
+      call(bind, desc, exec, Fe.SYNC, Fe.SYNC),
+      call(unnamed, exec, Fe.SYNC),
+      call(portal, Fe.encodeExecute("p"), Fe.SYNC),
+      call(bind, Fe.encodeExecute("", 10), Fe.SYNC),
+      call(bind, Fe.encodeDescribe({ kind: "S", name: "P_0" }), exec, Fe.SYNC),
+      call(bind, exec, Fe.FLUSH),
+      call(Fe.encodeParse({ name: "P_0", query: "select 1", paramTypes: [] }), bind, exec, Fe.SYNC),
+    ]) {
+      expect(Fe.matchPreparedCall(c)).toBeNull();
+    }
+  });
+});
+
 describe("backend messages", () => {
   test("Authentication*", () => {
     const cases: Be.Authentication[] = [
