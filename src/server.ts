@@ -74,7 +74,17 @@ export async function startKvdrive(opts: StartOptions): Promise<Kvdrive> {
     const origin = new URL(config.originDatabaseUrl ?? databaseUrls[0]!);
     const sql = sqlRoutes({ pooler, database: decodeURIComponent(origin.pathname.slice(1)) || "postgres", user: decodeURIComponent(origin.username) || "postgres" });
     const app = createHttpApp({ kv, config, metrics, apiToken, clock, plugins: [sql, kvAdminRoutes(kv)] });
-    const server = Bun.serve({ fetch: app.fetch, hostname: config.host, port: config.httpPort, maxRequestBodySize: 128 * 1024 * 1024 });
+    const server = Bun.serve({
+      // An anti-entropy pass requested over HTTP runs at the crawler's rate, for minutes on a large dataset:
+      // that one request is exempt from the idle timeout.
+      fetch: (req, srv) => {
+        if (req.method === "POST" && req.url.endsWith("/admin/kv/crawl")) srv.timeout(req, 0);
+        return app.fetch(req);
+      },
+      hostname: config.host,
+      port: config.httpPort,
+      maxRequestBodySize: 128 * 1024 * 1024,
+    });
     const httpUrl = `http://${config.host}:${server.port}`;
     log(`kvdrive HTTP listening on ${httpUrl}`);
 

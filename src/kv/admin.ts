@@ -24,9 +24,6 @@ export function kvAdminRoutes(kv: KVService) {
       }
       return ok(await kv.setReplication(params.id, body.mode as string | null));
     })
-    // A pass runs at the crawler's rate and may take minutes: this request is exempt from the idle timeout.
-    .post("/admin/kv/crawl", async ({ request, server }) => {
-      server?.timeout(request, 0);
-      return ok(await kv.runCrawlerPass());
-    });
+    // A pass runs at the crawler's rate and may take minutes: server.ts exempts it from the idle timeout.
+    .post("/admin/kv/crawl", async () => ok(await kv.runCrawlerPass()));
 }
