@@ -11,6 +11,10 @@
 //   isVolatile(database, functions)
 //   fresh(id) -> the entry when a fresh answer is held (a hit, counted), else undefined: the synchronous hit path
 //   knownVolatile(database, functions) -> the remembered answer of isVolatile, undefined when not known yet
+//   recorder(key, readTables) -> for a miss that the caller runs itself (streaming the answer to its client):
+//     done(messages | null) stores the answer (counted as a miss) unless a write invalidated its tables
+//     meanwhile, done(null) gives up; recorder() is null when an entry (stale) or a load for the key exists,
+//     then lookup handles it
 import type { Clock } from "../clock.ts";
 import type { Config } from "../config.ts";
 import type { Registry } from "../metrics/registry.ts";
@@ -174,6 +178,23 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
       const e = fresh(key);
       if (e) counted("hit").inc();
       return e;
+    },
+
+    recorder(k: QueryKey, readTables: string[]): { done(messages: Uint8Array[] | null): void } | null {
+      if (maxBytes === 0) return null;
+      const key = cacheKey(k);
+      if (entries.has(key) || inflight.has(key)) return null;
+      const tables = readTables.length ? readTables : ["*"];
+      const before = snapshot(k.database, tables);
+      let open = true;
+      return {
+        done(messages) {
+          if (!open) return;
+          open = false;
+          if (messages) counted("miss").inc();
+          if (messages && snapshot(k.database, tables) === before) store(key, k.database, tables, messages);
+        },
+      };
     },
 
     /** The answer in one of the caller's wire forms, built once per entry and counted in the byte bound. */

@@ -49,6 +49,8 @@ export interface QueryCache {
   invalidate(database: string, tables: string[]): void;
   isVolatile(database: string, functions: string[]): Promise<boolean>;
   knownVolatile(database: string, functions: string[]): boolean | undefined;
+  /** A miss the pooler runs on the client's own connection, recording the answer as it streams. */
+  recorder(key: CacheKeyParts, readTables: string[]): { done(messages: Uint8Array[] | null): void } | null;
 }
 
 export interface CachePath {

@@ -6,7 +6,7 @@ import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
 import { ProtocolError } from "../protocol/bytes.ts";
 import { createFrames, readStartup, type Frames } from "../protocol/frames.ts";
-import { checkBind, decodeParse, decodeQuery, decodeStartup, encodeClose, encodeDescribe, encodeParse, encodeQuery, F, matchPreparedCall, PROTOCOL_3_0, renameBindStatement as rewriteBind } from "../protocol/frontend.ts";
+import { checkBind, checkBindAt, decodeParse, decodeQuery, decodeStartup, encodeClose, encodeDescribe, encodeParse, encodeQuery, F, matchPreparedCall, PROTOCOL_3_0, renameBindStatement as rewriteBind, renamePreparedCall } from "../protocol/frontend.ts";
 import {
   AUTH_OK, BIND_COMPLETE, CLOSE_COMPLETE, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery, errorMessage, PARSE_COMPLETE, READY_IDLE,
 } from "../protocol/backend.ts";
@@ -34,6 +34,9 @@ interface Stmt {
   /** Its cache key prefix (statement and session), valid while prefixGen is the client's sessionGen. */
   prefix: string;
   prefixGen: number;
+  /** serverName, encoded, and the Bind expectation naming it (shared: the relay only reads it). */
+  nameBytes: Uint8Array | null;
+  bindExpect: Expect | null;
 }
 
 export interface ClientSocketData {
@@ -128,6 +131,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   }
 
   function close() {
+    if (tee) endTee(null);
     if (st === St.Closed) return;
     clearTimeout(loginTimer);
     const wasReady = st === St.Ready;
@@ -146,7 +150,10 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   // ---- owner of an origin connection --------------------------------------------------------------
 
   const owner: Owner = {
-    send,
+    send(b) {
+      if (tee) record(b);
+      send(b);
+    },
     backpressured: () => out.queued() > 0,
     parameterStatus(name, value, fromReplay) {
       if (params.get(name) === value) return;
@@ -182,6 +189,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       return { name, bytes: Buffer.concat([b.stmt.parse, rewriteBind(b.bind, name), ...b.rest]) };
     },
     serverClosed() {
+      if (tee) endTee(null);
       if (st === St.Closed) return;
       server = null;
       fatal("08006", "the origin connection serving this session closed unexpectedly");
@@ -630,23 +638,84 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   }
 
   /**
-   * The hit path: a chunk that is exactly one prepared-statement call (Bind, Describe, Execute, Sync) from an
-   * idle client, whose answer the cache holds fresh, is answered with one write before any other work. Anything
-   * else returns false and takes the ordinary path, which may still answer from the cache.
+   * The common case first: a chunk that is exactly one prepared-statement call (Bind, Describe, Execute, Sync)
+   * from an idle client, with no origin connection attached. A fresh cached answer is sent with one write; a
+   * cacheable miss runs on the connection it borrows, its answer recorded for the cache as it streams back;
+   * anything else borrows a connection and goes out with one write, the Bind renamed in the same buffer. Returns
+   * false to take the ordinary message-by-message path (which handles every case, this one included).
    */
-  function answerFromCache(chunk: Uint8Array): boolean {
+  function preparedCall(chunk: Uint8Array): boolean {
     const m = matchPreparedCall(chunk);
     if (!m) return false;
     const stmt = stmts.get(utf8.decode(chunk.subarray(m.nameStart, m.nameEnd)));
-    const cls = stmt?.cls;
-    if (!cls?.cacheable || cls.pin) return false;
-    const cache = ctx.cachePath!.cache;
-    if (cls.functions.length && cache.knownVolatile(database, cls.functions) !== false) return false;
-    const e = cache.fresh(stmtKeyPrefix(stmt!) + cache.keyTail({ bindTail: chunk.subarray(m.nameEnd + 1, m.bindEnd) }));
-    if (!e) return false;
-    ctx.metrics.cacheStatus(pool!, "hit");
-    send(cache.reply(e, m.describe ? REPLY_DESCRIBED : REPLY_BOUND, m.describe ? describedReply : boundReply));
+    if (!stmt) return false;
+    checkBindAt(chunk, m.nameStart, m.bindEnd);
+    let rec: { done(messages: Uint8Array[] | null): void } | null = null;
+    const cls = stmt.cls;
+    if (cacheOn && cls?.cacheable && !cls.pin) {
+      const cache = ctx.cachePath!.cache;
+      if (cls.functions.length && cache.knownVolatile(database, cls.functions) !== false) return false;
+      const id = stmtKeyPrefix(stmt) + cache.keyTail({ bindTail: chunk.subarray(m.nameEnd + 1, m.bindEnd) });
+      const e = cache.fresh(id);
+      if (e) {
+        ctx.metrics.cacheStatus(pool!, "hit");
+        send(cache.reply(e, m.describe ? REPLY_DESCRIBED : REPLY_BOUND, m.describe ? describedReply : boundReply));
+        return true;
+      }
+      // Without a Describe the answer lacks the RowDescription a cached entry keeps: the ordinary path loads it.
+      if (!m.describe) return false;
+      rec = cache.recorder({ database, user, sql: stmt.query, id }, cls.readTables);
+      if (!rec) return false; // stale, or being loaded: the ordinary path knows what to do
+    }
+    if (!acquire()) {
+      // Waiting for a connection, the call is held like any message and runs the ordinary way once granted; if
+      // the wait failed at once, the ordinary path answers it with the error.
+      rec?.done(null);
+      frames!.push(chunk, waiter ? () => false : onAuthOrReady);
+      return true;
+    }
+    const s = server!;
+    if (stmt.writes.length) pendingWrites.push(...stmt.writes);
+    const idle = s.expect.length === 0 && !s.unsynced;
+    retryBatch = idle && s.prepared.has(stmt.serverName) ? { stmt, serverName: stmt.serverName, bind: chunk.subarray(5, m.bindEnd), rest: [chunk.subarray(m.bindEnd)], synced: true } : null;
+    ensurePrepared(s, stmt);
+    if (stmt.bindExpect?.name !== stmt.serverName) {
+      stmt.nameBytes = new TextEncoder().encode(stmt.serverName);
+      stmt.bindExpect = { k: K.Bind, name: stmt.serverName };
+    }
+    toOrigin(renamePreparedCall(chunk, m.nameEnd, stmt.nameBytes!));
+    s.push(stmt.bindExpect);
+    if (m.describe) s.push(EXPECT_DESCRIBE);
+    s.push(EXPECT_EXECUTE);
+    s.push({ k: K.Sync, t: performance.now() });
+    if (rec) {
+      ctx.metrics.cacheStatus(pool!, "miss");
+      tee = { rec, frames: createFrames(cfg.queryCacheMaxResultBytes + 1024), messages: [], bytes: 0, ok: true };
+    }
+    flushToServer();
     return true;
+  }
+
+  /** A miss in flight on this client's connection: its answer, recorded for the cache as it streams back. */
+  let tee: { rec: { done(messages: Uint8Array[] | null): void }; frames: Frames; messages: Uint8Array[]; bytes: number; ok: boolean } | null = null;
+
+  function record(b: Uint8Array) {
+    const t = tee!;
+    t.bytes += b.length;
+    if (t.bytes > cfg.queryCacheMaxResultBytes + 1024) return endTee(null);
+    t.frames.push(b, (type, _body, buf, at) => {
+      if (type === 0x5a) return void endTee(t.ok && status === 0x49 ? t.messages : null);
+      if (type === 0x45 || type === 0x47 || type === 0x48 || type === 0x57 || type === 0x73) t.ok = false; // error, COPY, suspended
+      // What recordQuery keeps: the RowDescription, rows and CommandComplete, not BindComplete or notices.
+      if (type === 0x32 || type === 0x53 || type === 0x4e || type === 0x41) return;
+      t.messages.push(buf.slice(at, at + 1 + (((buf[at + 1]! << 24) | (buf[at + 2]! << 16) | (buf[at + 3]! << 8) | buf[at + 4]!) >>> 0)));
+    });
+  }
+
+  function endTee(messages: Uint8Array[] | null) {
+    const t = tee!;
+    tee = null;
+    t.rec.done(messages);
   }
 
   function batchAnswered(r: { status: string; messages: Uint8Array[] } | null, b: { msgs: Uint8Array[]; describe: boolean }) {
@@ -760,7 +829,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     }
     const k = m.query + "\0" + m.paramTypes.join(",");
     const cls = classifyOrNull(m.query);
-    const stmt: Stmt = { key: k, query: m.query, paramTypes: m.paramTypes, serverName: ctx.statementName(k), parse: null, writes: cls?.writeTables ?? [], cls, prefix: "", prefixGen: -1 };
+    const stmt: Stmt = { key: k, query: m.query, paramTypes: m.paramTypes, serverName: ctx.statementName(k), parse: null, writes: cls?.writeTables ?? [], cls, prefix: "", prefixGen: -1, nameBytes: null, bindExpect: null };
     stmts.set(m.name, stmt);
     return stmt;
   }
@@ -902,7 +971,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
           return;
         }
         if (st === St.Closed) return;
-        if (cacheOn && st === St.Ready && !server && !busy && !batch && !pinned && status === 0x49 && !pendingDiscard && !deferred.length && !waiter && frames!.pending() === 0 && answerFromCache(chunk)) return;
+        if (st === St.Ready && !server && !busy && !batch && !pinned && status === 0x49 && !pendingDiscard && !deferred.length && !waiter && !tee && frames!.pending() === 0 && preparedCall(chunk)) return;
         if (st === St.Validating) {
           frames!.push(chunk, () => false);
           return;

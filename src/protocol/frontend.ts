@@ -137,13 +137,21 @@ export function decodeBind(body: Uint8Array): Bind {
  */
 export function checkBind(body: Uint8Array): [number, number] {
   const p = body.indexOf(0);
-  const st = p < 0 ? -1 : body.indexOf(0, p + 1);
-  if (st < 0) throw new ProtocolError("Bind message is malformed: portal or statement name is not NUL-terminated");
-  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  if (p < 0) throw new ProtocolError("Bind message is malformed: portal or statement name is not NUL-terminated");
+  return [p + 1, checkBindAt(body, p + 1, body.length)];
+}
+
+/**
+ * checkBind for a Bind body that starts at the statement name, buf[start, end): returns the offset of the
+ * statement name's NUL, with no allocation (the pooler's per-query path).
+ */
+export function checkBindAt(buf: Uint8Array, start: number, end: number): number {
+  const st = buf.indexOf(0, start);
+  if (st < 0 || st >= end) throw new ProtocolError("Bind message is malformed: portal or statement name is not NUL-terminated");
   let at = st + 1;
   const i16 = () => {
-    if (at + 2 > body.length) throw new ProtocolError("Bind message is truncated");
-    const v = view.getInt16(at);
+    if (at + 2 > end) throw new ProtocolError("Bind message is truncated");
+    const v = ((buf[at]! << 24) | (buf[at + 1]! << 16)) >> 16;
     at += 2;
     return v;
   };
@@ -153,15 +161,15 @@ export function checkBind(body: Uint8Array): [number, number] {
   const np = i16();
   if (np < 0 || (nf > 1 && nf !== np)) throw new ProtocolError(`Bind has ${np} parameters but ${nf} parameter formats`);
   for (let i = 0; i < np; i++) {
-    if (at + 4 > body.length) throw new ProtocolError("Bind message is truncated");
-    const len = view.getInt32(at);
+    if (at + 4 > end) throw new ProtocolError("Bind message is truncated");
+    const len = (buf[at]! << 24) | (buf[at + 1]! << 16) | (buf[at + 2]! << 8) | buf[at + 3]!;
     at += 4;
-    if (len < -1 || at + Math.max(0, len) > body.length) throw new ProtocolError(`Bind parameter ${i + 1} has length ${len}, beyond the message`);
+    if (len < -1 || at + Math.max(0, len) > end) throw new ProtocolError(`Bind parameter ${i + 1} has length ${len}, beyond the message`);
     if (len > 0) at += len;
   }
   const nr = i16();
-  if (nr < 0 || at + 2 * nr !== body.length) throw new ProtocolError("Bind message has a wrong result-format section");
-  return [p + 1, st];
+  if (nr < 0 || at + 2 * nr !== end) throw new ProtocolError("Bind message has a wrong result-format section");
+  return st;
 }
 
 /** Offsets of the zero bytes in Execute("", 0) followed by Sync, from the Execute's type byte. */
@@ -191,11 +199,31 @@ export function matchPreparedCall(buf: Uint8Array): { nameStart: number; nameEnd
   return { nameStart: 6, nameEnd, bindEnd, describe };
 }
 
+/**
+ * A prepared call as matched by matchPreparedCall, in one new buffer, with the Bind naming statement `name`
+ * (its encoded bytes) instead; the parameters and the messages after the Bind are copied unchanged.
+ */
+export function renamePreparedCall(buf: Uint8Array, nameEnd: number, name: Uint8Array): Uint8Array {
+  const rest = buf.length - nameEnd; // from the name's NUL: parameters, then Describe, Execute, Sync
+  const out = new Uint8Array(6 + name.length + rest);
+  const bindLen = out.length - 1 - (buf.length - (((buf[1]! << 24) | (buf[2]! << 16) | (buf[3]! << 8) | buf[4]!) + 1));
+  out[0] = F.Bind;
+  out[1] = bindLen >>> 24;
+  out[2] = (bindLen >>> 16) & 0xff;
+  out[3] = (bindLen >>> 8) & 0xff;
+  out[4] = bindLen & 0xff;
+  out.set(name, 6);
+  out.set(buf.subarray(nameEnd), 6 + name.length);
+  return out;
+}
+
+const utf8 = new TextEncoder();
+
 /** A Bind message (type and length included) for another statement name, from a Bind body; the rest is copied. */
 export function renameBindStatement(body: Uint8Array, statement: string): Uint8Array {
   const p = body.indexOf(0);
   const st = body.indexOf(0, p + 1);
-  const name = new TextEncoder().encode(statement);
+  const name = utf8.encode(statement);
   const out = new Uint8Array(5 + p + 1 + name.length + 1 + (body.length - st - 1));
   new DataView(out.buffer).setInt32(1, out.length - 1);
   out[0] = F.Bind;

@@ -112,3 +112,18 @@ test("keys differ by user, parameters, formats and session; volatility is asked 
   expect(await cache.isVolatile("db", ["lower"])).toBe(false);
   expect(await cache.isVolatile("db", ["vol", "lower"])).toBe(true);
 });
+
+test("a recorded miss is stored unless a write invalidated its tables meanwhile; none while an entry exists", async () => {
+  const { cache } = setup();
+  const rec = cache.recorder(key("r"), ["t"])!;
+  rec.done(msg("streamed"));
+  expect(text((await cache.lookup(key("r"), ["t"], async () => msg("loaded"))) as never)).toBe("streamed");
+  expect(cache.recorder(key("r"), ["t"])).toBeNull();
+  const raced = cache.recorder(key("s"), ["t"])!;
+  cache.invalidate("db", ["t"]);
+  raced.done(msg("old"));
+  expect((await cache.lookup(key("s"), ["t"], async () => msg("new"))).status).toBe("miss");
+  const given = cache.recorder(key("g"), ["t"])!;
+  given.done(null);
+  expect(cache.fresh(cacheKey(key("g")))).toBeUndefined();
+});

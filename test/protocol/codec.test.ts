@@ -106,6 +106,16 @@ describe("prepared-call matcher", () => {
     expect(Fe.matchPreparedCall(call(bind, exec, Fe.SYNC))!.describe).toBe(false);
   });
 
+  test("renamed for another statement name: the same call otherwise", () => {
+    for (const c of [call(bind, desc, exec, Fe.SYNC), call(bind, exec, Fe.SYNC)]) {
+      const m = Fe.matchPreparedCall(c)!;
+      const renamed = Fe.renamePreparedCall(c, m.nameEnd, bytes("kv_long_name"));
+      const expected = Buffer.concat([Fe.renameBindStatement(bind.subarray(5), "kv_long_name"), c.subarray(m.bindEnd)]);
+      expect(Buffer.from(renamed).equals(expected)).toBe(true);
+      expect(Fe.matchPreparedCall(renamed)!.describe).toBe(m.describe);
+    }
+  });
+
   test("anything else is not a match", () => {
     const unnamed = Fe.encodeBind({ portal: "", statement: "", paramFormats: [], params: [], resultFormats: [] });
     const portal = Fe.encodeBind({ portal: "p", statement: "P_0", paramFormats: [], params: [], resultFormats: [] });
