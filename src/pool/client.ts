@@ -261,49 +261,53 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
    * client's bytes stops (the current message stays held) until it arrives or the wait fails.
    */
   function acquire(): boolean {
-    let inCall = true;
-    let now = false;
-    const w: Waiter = {
-      grant(s) {
-        waiter = null;
-        if (st === St.Closed) return pool!.release(s, true);
-        attach(s);
-        if (inCall) return void (now = true);
-        if (deferred.length) {
-          try {
-            flushDeferred();
-          } catch (e) {
-            return failed(e);
-          }
-        }
-        socket.resume();
-        resumeMessages();
-        flushToServer();
-      },
-      fail(err: OriginError) {
-        waiter = null;
-        if (st === St.Closed) return;
-        // The client gets the error for its request and stays usable: what it sent up to the next
-        // Sync or Query is answered with this error and one ReadyForQuery, like a failed query.
-        send(errorMessage(err.code, err.message));
-        pendingDiscard = true;
-        if (deferred.length) {
-          // The deferred batch ended with its Sync: its error is answered, later messages are not discarded.
-          deferred = [];
-          send(encodeReadyForQuery(String.fromCharCode(status) as "I"));
-          pendingDiscard = false;
-        }
-        if (inCall) return;
-        socket.resume();
-        resumeMessages();
-      },
-    };
-    waiter = w;
-    pool!.acquire(w);
-    inCall = false;
+    inAcquire = true;
+    grantedNow = false;
+    waiter = poolWaiter;
+    pool!.acquire(poolWaiter);
+    inAcquire = false;
     if (waiter) socket.pause();
-    return now;
+    return grantedNow;
   }
+
+  // One waiter per client (it waits for one connection at a time), so borrowing allocates nothing.
+  let inAcquire = false;
+  let grantedNow = false;
+  const poolWaiter: Waiter = {
+    grant(s) {
+      waiter = null;
+      if (st === St.Closed) return pool!.release(s, true);
+      attach(s);
+      if (inAcquire) return void (grantedNow = true);
+      if (deferred.length) {
+        try {
+          flushDeferred();
+        } catch (e) {
+          return failed(e);
+        }
+      }
+      socket.resume();
+      resumeMessages();
+      flushToServer();
+    },
+    fail(err: OriginError) {
+      waiter = null;
+      if (st === St.Closed) return;
+      // The client gets the error for its request and stays usable: what it sent up to the next
+      // Sync or Query is answered with this error and one ReadyForQuery, like a failed query.
+      send(errorMessage(err.code, err.message));
+      pendingDiscard = true;
+      if (deferred.length) {
+        // The deferred batch ended with its Sync: its error is answered, later messages are not discarded.
+        deferred = [];
+        send(encodeReadyForQuery(String.fromCharCode(status) as "I"));
+        pendingDiscard = false;
+      }
+      if (inAcquire) return;
+      socket.resume();
+      resumeMessages();
+    },
+  };
 
   function flushToServer() {
     if (!toServer.length || !server) return;

@@ -189,6 +189,7 @@ export async function connectOrigin(t: OriginTarget, database: string, now: () =
   });
 
   const created = now();
+  let paused = false;
   const conn: OriginConn = {
     id: nextId++,
     database,
@@ -201,8 +202,17 @@ export async function connectOrigin(t: OriginTarget, database: string, now: () =
     handler: null,
     write: (b) => out.write(b),
     queued: () => out.queued(),
-    pause: () => socket.pause(),
-    resume: () => socket.resume(),
+    // Only changes of state reach the socket: the relay resumes at every release, and most were never paused.
+    pause() {
+      if (paused) return;
+      paused = true;
+      socket.pause();
+    },
+    resume() {
+      if (!paused) return;
+      paused = false;
+      socket.resume();
+    },
     close() {
       if (conn.closed) return;
       conn.closed = true;

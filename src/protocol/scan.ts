@@ -36,7 +36,7 @@ export function createScanner(needBody: Uint8Array): Scanner {
 
   const flush = (upto: number) => {
     if (upto > start) {
-      sink!.forward(chunk.subarray(start, upto));
+      sink!.forward(start === 0 && upto === chunk.length ? chunk : chunk.subarray(start, upto));
       start = upto;
     }
   };
