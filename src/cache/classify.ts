@@ -43,9 +43,22 @@ const NO_WRITES = new Set([
 ]);
 const CACHEABLE_TOPS = new Set(["SelectStmt"]);
 
-const MEMO_ENTRIES = 10_000;
+// The memo is a least-recently-used map bounded in bytes (statement text, UTF-16, plus an estimate for the
+// verdict), so a client sending endless distinct statements cannot grow it, and popular ones stay.
+const MEMO_MAX_BYTES = 8 * 1024 * 1024;
 const MEMO_MAX_SQL = 16 * 1024;
-const memo = new Map<string, Classification>();
+const MEMO_ENTRY_OVERHEAD = 200;
+const memo = new Map<string, { c: Classification; bytes: number }>();
+let memoBytes = 0;
+
+const verdictBytes = (c: Classification) => {
+  let n = MEMO_ENTRY_OVERHEAD;
+  for (const list of [c.readTables, c.writeTables, c.functions]) for (const t of list) n += 2 * t.length + 16;
+  return n;
+};
+
+/** Bytes the memo holds now (statement text and verdicts), for tests. */
+export const memoSize = () => ({ entries: memo.size, bytes: memoBytes });
 
 const relName = (rv: any): string => String(rv?.relname ?? "").toLowerCase();
 const isCatalog = (rv: any) => {
@@ -209,7 +222,12 @@ function classifyParsed(stmts: Array<{ stmt: Record<string, unknown> }>): Classi
 
 export function classify(sql: string): Classification {
   const hit = memo.get(sql);
-  if (hit) return hit;
+  if (hit) {
+    // Recency: the Map's order is the LRU order.
+    memo.delete(sql);
+    memo.set(sql, hit);
+    return hit.c;
+  }
   let c: Classification;
   try {
     c = classifyParsed((parseSync(sql).stmts ?? []) as unknown as Array<{ stmt: Record<string, unknown> }>);
@@ -218,8 +236,14 @@ export function classify(sql: string): Classification {
     c = { cacheable: false, status: "uncacheable", readTables: [], writeTables: ["*"], functions: [], statements: 1 };
   }
   if (sql.length <= MEMO_MAX_SQL) {
-    if (memo.size >= MEMO_ENTRIES) memo.delete(memo.keys().next().value!);
-    memo.set(sql, c);
+    const bytes = 2 * sql.length + verdictBytes(c);
+    memo.set(sql, { c, bytes });
+    memoBytes += bytes;
+    for (const [k, e] of memo) {
+      if (memoBytes <= MEMO_MAX_BYTES) break;
+      memo.delete(k);
+      memoBytes -= e.bytes;
+    }
   }
   return c;
 }

@@ -1,7 +1,7 @@
 import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { expect, test } from "bun:test";
-import { classify } from "../../src/cache/classify.ts";
+import { classify, memoSize } from "../../src/cache/classify.ts";
 
 const cases: Array<[string, Partial<ReturnType<typeof classify>>]> = [
   ["SELECT a FROM t WHERE id = $1", { cacheable: true, status: "miss", readTables: ["t"], writeTables: [] }],
@@ -63,4 +63,17 @@ for (const [sql, expected] of cases) {
 
 test("memoized: the same text returns the same object", () => {
   expect(classify("SELECT a FROM memo_t")).toBe(classify("SELECT a FROM memo_t"));
+});
+
+test("the memo is bounded in bytes and keeps what is used (LRU, not first in, first out)", () => {
+  const kept = classify("SELECT a FROM memo_kept");
+  const early = classify("SELECT a FROM memo_early");
+  const pad = "x".repeat(15_000);
+  for (let i = 0; i < 400; i++) {
+    classify(`SELECT ${i} /* ${pad} */`);
+    if (i % 10 === 0) expect(classify("SELECT a FROM memo_kept")).toBe(kept);
+  }
+  expect(memoSize().bytes).toBeLessThanOrEqual(8 * 1024 * 1024);
+  expect(classify("SELECT a FROM memo_kept")).toBe(kept);
+  expect(classify("SELECT a FROM memo_early")).not.toBe(early);
 });
