@@ -7,8 +7,11 @@ import { pgbench, pgbenchArgs, pgbenchInit, type PgbenchRun, type PgbenchTarget 
 import { measuredAsCached } from "../lib/query-cache-stats.ts";
 import { failed, notBuilt, notInstalled, ratio, type Ratio, type Row } from "../lib/result.ts";
 import type { KvdriveProcess } from "../lib/stack.ts";
+import { spawnUntil } from "../lib/procs.ts";
+import { freePort } from "../../src/embedded/postgres.ts";
 
 const CLIENTS = 16;
+const FLOOR = "Bun byte relay (no pooling, no parsing: the runtime's floor)";
 const POOL = 20;
 
 interface Target {
@@ -48,6 +51,12 @@ export const pooler: Scenario = {
       targets.push({ name: "PgBouncer, transaction mode", target: { ...base, port: tx.port } });
     } else targets.push({ name: "PgBouncer, transaction mode", missing: (l, g) => notInstalled(l, "pgbouncer", g) });
 
+    // The floor of any pooler on Bun: a byte relay with no parsing and no pooling (pooler-floor.ts).
+    const floorPort = await freePort();
+    const floor = await spawnUntil(["bun", new URL("./pooler-floor.ts", import.meta.url).pathname, String(floorPort), String(pg.port)], {}, "ready");
+    ctx.defer(async () => void (await floor.stop()));
+    targets.push({ name: FLOOR, target: { ...base, port: floorPort } });
+
     const off = await ctx.kvdrive({ KVDRIVE_CACHE_DISABLED: "true", KVDRIVE_POOL_SIZE: String(POOL) });
     targets.push({ name: "kvdrive, cache off", target: { ...base, port: off.pgPort } });
     if (features.queryCache()) {
@@ -80,6 +89,7 @@ export const pooler: Scenario = {
     const prepared: PgbenchRun = { clients: CLIENTS, durationSec: d, mode: "prepared", selectOnly: true };
     const connectEach: PgbenchRun = { clients: CLIENTS, durationSec: d, mode: "simple", selectOnly: true, connectEach: true };
     await runSet(groupName(prepared), prepared, all);
+    const notFloor = all.filter((n) => n !== FLOOR);
     // PgBouncer before 1.21 cannot keep protocol-level prepared statements in transaction mode; session mode
     // is what its users fall back to, so it is shown too, under its own name.
     const pgbTx = rows.find((r) => r.group === groupName(prepared) && r.label === "PgBouncer, transaction mode");
@@ -94,14 +104,14 @@ export const pooler: Scenario = {
     const hot: PgbenchRun = { ...prepared, script: { name: "hot-1000.sql", text: "\\set aid random(1, 1000)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n" } };
     if (features.queryCache()) await runSet(groupName(hot), hot, ["direct Postgres", "kvdrive, cache off", "kvdrive, cache on"]);
     else await runSet(groupName(hot), hot, ["kvdrive, cache on"]);
-    await runSet(groupName(connectEach), connectEach, all.filter((n) => n !== "kvdrive, cache on"));
+    await runSet(groupName(connectEach), connectEach, notFloor.filter((n) => n !== "kvdrive, cache on"));
 
     if (ctx.full) {
       for (const mode of ["simple", "extended", "prepared"] as const) {
         for (const selectOnly of [true, false]) {
           if (mode === "prepared" && selectOnly) continue;
           const r: PgbenchRun = { clients: CLIENTS, durationSec: d, mode, selectOnly };
-          await runSet(groupName(r), r, all);
+          await runSet(groupName(r), r, notFloor);
         }
       }
     }
@@ -116,6 +126,8 @@ export const pooler: Scenario = {
     if (at(gp, "PgBouncer, session mode")) ratios.push(ratio("-S -M prepared -c 16: kvdrive cache off / PgBouncer session mode (tps)", at(gp, "kvdrive, cache off"), at(gp, "PgBouncer, session mode"), "rps", { min: 1 }));
     ratios.push(
       ratio("-S -M prepared -c 16: kvdrive cache off / direct Postgres (tps)", at(gp, "kvdrive, cache off"), at(gp, "direct Postgres"), "rps"),
+      ratio("-S -M prepared -c 16: Bun byte relay / PgBouncer session mode (tps): the ceiling for a pooler on Bun", at(gp, FLOOR), at(gp, "PgBouncer, session mode"), "rps"),
+      ratio("-S -M prepared -c 16: kvdrive cache off / Bun byte relay (tps)", at(gp, "kvdrive, cache off"), at(gp, FLOOR), "rps"),
       ratio("-S -M prepared -c 16: kvdrive cache on / direct Postgres (tps)", at(gp, "kvdrive, cache on"), at(gp, "direct Postgres"), "rps", { min: 1.5 }),
       ratio("hot set of 1,000 accounts, -M prepared -c 16: kvdrive cache on / direct Postgres (tps)", at(gh, "kvdrive, cache on"), at(gh, "direct Postgres"), "rps", { min: 1.5 }),
       ratio("-S -C -c 16: kvdrive / PgBouncer transaction mode (tps)", at(gc, "kvdrive, cache off"), at(gc, "PgBouncer, transaction mode"), "rps", { min: 1 }),
@@ -142,6 +154,7 @@ export const pooler: Scenario = {
       notes: [
         "pgbench runs as its own process on the same 2 cores; tps is pgbench's own figure; latency percentiles come from its per-transaction log (-l). With -C, latency includes the connection and authentication.",
         "kvdrive cache off is KVDRIVE_CACHE_DISABLED=true; direct Postgres is the embedded Postgres 18 that kvdrive and PgBouncer use as their origin.",
+        "The Bun byte relay (bench/scenarios/pooler-floor.ts) copies bytes between each client and its own origin connection with no parsing, pooling or authentication of its own: what Bun's sockets cost per transaction, below which no pooler on Bun can go.",
         "PgBouncer from apt is 1.18, which cannot keep protocol-level prepared statements in transaction mode (that came in 1.21): its -M prepared rows in transaction mode fail with errors and are marked; the session-mode row is what its users fall back to.",
         ...notes,
       ],
