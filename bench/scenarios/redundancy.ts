@@ -140,20 +140,22 @@ export const redundancy: Scenario = {
       ratios.push(ratio(`GET miss throughput, 3 clusters / 1 cluster (${group.split(", ").pop()})`, missRows[1], missRows[0], "rps", { min: 1.0 }));
     }
 
-    // 5. The crawler's CPU at its default rate, over a pass that finds all 20,000 keys of a namespace missing on
+    // 5. The crawler's CPU at its default rate, over a pass that finds all 5,000 keys of a namespace missing on
     // the replica (written while the namespace was in primary mode) and copies them, then a pass with nothing to do.
     try {
       const crawl = await ctx.kvdrive({ ...replicaEnv, KVDRIVE_CRAWLER_INTERVAL_SECONDS: "86400" }, three);
       const ns = await namespace(crawl, "bench-crawl");
       const modeUrl = `${crawl.origin}/admin/kv/namespaces/${ns.id}/replication`;
       await checkHttp(modeUrl, { method: "PUT", headers: AUTH, body: JSON.stringify({ mode: "primary" }) }, 200);
-      await fill(crawl, ns.bulk, 20_000, "c");
+      await fill(crawl, ns.bulk, 5_000, "c");
       await checkHttp(modeUrl, { method: "PUT", headers: AUTH, body: JSON.stringify({ mode: null }) }, 200);
-      for (const what of ["repairing 20,000 missing keys", "with nothing to repair"]) {
+      for (const what of ["repairing 5,000 missing keys", "with nothing to repair"]) {
         const before = cpuSeconds(crawl.pid);
         const t = performance.now();
         const res = await fetch(`${crawl.origin}/admin/kv/crawl`, { method: "POST", headers: AUTH });
-        const pass = ((await res.json()) as { result: { keysCompared: number; divergent: number } }).result;
+        const body = (await res.json()) as { result: { keysCompared: number; divergent: number } | null; errors?: Array<{ message: string }> };
+        if (!body.result) throw new Error(`crawl failed: ${res.status} ${body.errors?.[0]?.message ?? ""}`);
+        const pass = body.result;
         const wall = (performance.now() - t) / 1000;
         const cpu = cpuSeconds(crawl.pid) - before;
         rows.push(finish({ label: `crawler pass ${what}: ${pass.divergent} divergent, ${wall.toFixed(1)} s wall, ${cpu.toFixed(2)} s CPU`, group: "crawler (default 2,000 keys/s)", total: pass.keysCompared, durationSec: wall, errors: res.ok ? 0 : 1 }));

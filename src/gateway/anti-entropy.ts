@@ -4,7 +4,7 @@ import type { Clock } from "../clock.ts";
 import type { Registry } from "../metrics/registry.ts";
 import type { Backend, KeyVersion } from "../storage/store.ts";
 import { diffRanges, FULL_RANGE, splitRange, type KeyRange, type RangeDigest } from "./digest.ts";
-import type { RepairQueue } from "./repair-queue.ts";
+import type { RepairQueue, RepairTask } from "./repair-queue.ts";
 import { absentIfExpired, keyFromHex, keyHex, type ReplicatedBackend, type ReplicationMode } from "./replicated.ts";
 import { compareVersions } from "./version.ts";
 
@@ -26,20 +26,25 @@ export function startRepairWorker(opts: { backend: ReplicatedBackend; queue: Rep
     for (;;) {
       const tasks = queue.take(clock.now(), batch);
       if (tasks.length === 0) break;
+      // Grouped by namespace, in batches: one read per side and one write per side behind for each group.
+      const groups = new Map<string, RepairTask[]>();
+      for (const t of tasks) (groups.get(t.namespace) ?? groups.set(t.namespace, []).get(t.namespace)!).push(t);
+      const chunks: RepairTask[][] = [];
+      for (const g of groups.values()) for (let i = 0; i < g.length; i += 64) chunks.push(g.slice(i, i + 64));
       let next = 0;
       const lane = async () => {
-        while (next < tasks.length) {
-          const t = tasks[next++]!;
+        while (next < chunks.length) {
+          const chunk = chunks[next++]!;
           try {
-            await backend.repairKey(t.namespace, keyFromHex(t.key));
-            queue.done(t);
-            repaired++;
+            await backend.repairKeys(chunk[0]!.namespace, chunk.map((t) => keyFromHex(t.key)));
+            for (const t of chunk) queue.done(t);
+            repaired += chunk.length;
           } catch {
-            queue.failed(t);
+            for (const t of chunk) queue.failed(t);
           }
         }
       };
-      await Promise.all(Array.from({ length: Math.min(concurrency, tasks.length) }, lane));
+      await Promise.all(Array.from({ length: Math.min(concurrency, chunks.length) }, lane));
       if (tasks.length < batch || stopped) break;
     }
     return repaired;
@@ -107,6 +112,7 @@ const SPLIT = 16;
 const WALK_MAX = 2_000;
 const PAGE = 500;
 const MAX_DEPTH = 6;
+const REPAIR_BATCH = 256;
 
 export function startCrawler(opts: CrawlerOptions): Crawler {
   const { backend, clock } = opts;
@@ -184,15 +190,25 @@ export function startCrawler(opts: CrawlerOptions): Crawler {
     }
     pass.keysCompared += seen.size;
     keysCompared.inc(undefined, seen.size);
+    const divergent: string[] = [];
     for (const [h, { p: a, r: b }] of seen) {
       if (a === null && b === null) continue;
       if (a !== null && b !== null && compareVersions(a.version, b.version) === 0) continue;
-      pass.divergent++;
+      divergent.push(h);
+    }
+    pass.divergent += divergent.length;
+    // In batches: one read of each side and one conditional write per side behind, not a round trip per key.
+    for (let i = 0; i < divergent.length; i += REPAIR_BATCH) {
+      const batch = divergent.slice(i, i + REPAIR_BATCH);
+      await spend(batch.length);
       try {
-        await backend.repairKey(ns, keyFromHex(h));
-        repaired.inc();
+        await backend.repairKeys(ns, batch.map(keyFromHex));
+        repaired.inc(undefined, batch.length);
       } catch {
-        opts.queue.enqueue({ backend: a === null || (b !== null && compareVersions(b.version, a.version) > 0) ? "primary" : "replica", namespace: ns, key: h, mechanism: "crawler" });
+        for (const h of batch) {
+          const { p: a, r: b } = seen.get(h)!;
+          opts.queue.enqueue({ backend: a === null || (b !== null && compareVersions(b.version, a.version) > 0) ? "primary" : "replica", namespace: ns, key: h, mechanism: "crawler" });
+        }
       }
     }
   }

@@ -54,6 +54,8 @@ export interface ReplicatedBackend extends Backend {
   readonly replica: Backend;
   /** Copies the newest version of (ns, key) to whichever side is older or missing it. True when both now agree. */
   repairKey(ns: string, key: Uint8Array): Promise<boolean>;
+  /** repairKey for many keys of one namespace: one read of each side, one conditional write to each side behind. */
+  repairKeys(ns: string, keys: Uint8Array[]): Promise<void>;
   /** Whether the key's newest version may be on one side only. */
   suspect(ns: string, key: Uint8Array): boolean;
 }
@@ -340,6 +342,25 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
     );
   }
 
+  async function repairKeys(ns: string, keys: Uint8Array[]): Promise<void> {
+    if (keys.length === 0) return;
+    const [p, r] = await Promise.all([call("primary", "getMany", (b) => b.getMany(ns, keys)), call("replica", "getMany", (b) => b.getMany(ns, keys))]);
+    const now = nowSeconds();
+    const toPrimary: StoredEntry[] = [];
+    const toReplica: StoredEntry[] = [];
+    keys.forEach((_, i) => {
+      const a = p[i]!;
+      const b = r[i]!;
+      if (sameVersion(a, b, now)) return;
+      const win = newest(a, b)!;
+      (win === a ? toReplica : toPrimary).push(win);
+    });
+    await Promise.all([
+      toPrimary.length ? call("primary", "write", (b) => b.write(toPrimary)) : null,
+      toReplica.length ? call("replica", "write", (b) => b.write(toReplica)) : null,
+    ]);
+  }
+
   async function repairKey(ns: string, key: Uint8Array): Promise<boolean> {
     const [p, r] = await Promise.all([call("primary", "get", (b) => b.get(ns, key)), call("replica", "get", (b) => b.get(ns, key))]);
     if (sameVersion(p, r, nowSeconds())) return true;
@@ -397,6 +418,7 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
     primary: opts.primary,
     replica: opts.replica,
     repairKey,
+    repairKeys,
     suspect,
 
     get: getRaced,
