@@ -44,7 +44,9 @@ export function rowsTable(rows: Row[]): string {
 }
 
 function ratioLine(r: Ratio, scenario?: string): string {
-  const v = r.value === null ? `— (${r.note ?? "no figure"})` : `**${r.value.toFixed(2)}×**`;
+  // A figure in its own unit (the name ends "(ms)" or "(%)") is shown in it, not as a ratio.
+  const unit = /\((ms|%)\)$/.exec(r.name)?.[1];
+  const v = r.value === null ? `— (${r.note ?? "no figure"})` : unit ? `**${r.value.toFixed(unit === "%" ? 3 : 1)} ${unit}**` : `**${r.value.toFixed(2)}×**`;
   const pass = r.pass === undefined ? "" : r.pass ? "yes" : "**no**";
   return `| ${scenario ? `${scenario} | ` : ""}${r.name} | ${v} | ${r.target ?? ""} | ${pass} |`;
 }
