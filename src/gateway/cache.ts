@@ -31,25 +31,37 @@ export interface ReadCache {
   setFromRead(key: string, entry: CachedEntry, ticket: number): void;
   /** Write-through of an acknowledged local write (value or tombstone), unless a newer version is cached. */
   setFromWrite(key: string, entry: CachedEntry): void;
+  /** Evicts the matching keys; no read in flight when it runs is kept (they may predate the change). */
   deleteWhere(pred: (key: string) => boolean): void;
   /**
-   * Another instance changed these keys of a namespace (by keyHash): evicts them, and keeps any read already
-   * in flight from caching what it brings back (it may predate the change). Returns how many were evicted.
+   * Another instance changed these keys of a namespace (by keyHash): evicts them, and keeps a read of one of
+   * them already in flight from caching what it brings back (it may predate the change). Reads of other keys
+   * are unaffected. Returns how many entries were evicted.
    */
   evictHashed(ns: string, hashes: readonly number[]): number;
+  /** As evictHashed for every key of the namespace (too many changed to name them). */
+  evictNamespace(ns: string): number;
   /** Evicts everything (an invalidation channel was lost and messages may be missing). */
   clear(): void;
   readonly bytes: number;
   readonly entries: number;
 }
 
-/** The hash cross-instance invalidation names a key by (src/gateway/notify.ts). Cache keys are `${ns}\0${key}`. */
-export const keyHash = (key: string): number => Bun.hash.xxHash32(key, 0);
+/**
+ * The hash cross-instance invalidation names a key by: xxHash32 (seed 0) of the key's UTF-8 bytes, so a key
+ * as a string and as its encoded bytes hash alike. Cache keys are `${ns}\0${key}`.
+ */
+export const keyHash = (key: string | Uint8Array): number => Bun.hash.xxHash32(key, 0);
 
 /** Map entry, slot object, Uint8Array header and version object, roughly. */
 export const SLOT_OVERHEAD_BYTES = 160;
 /** One value may take at most this share of the bound, so a few large values cannot flush everything else. */
 const MAX_ENTRY_SHARE = 8;
+/**
+ * Remote evictions remembered for reads in flight (key hashes plus namespaces). Past this, the record is
+ * dropped and every read in flight is treated as overlapping an eviction: correct, only less is kept.
+ */
+const MAX_REMEMBERED_EVICTIONS = 16_384;
 
 export const entrySize = (key: string, e: CachedEntry) => SLOT_OVERHEAD_BYTES + key.length * 2 + (e.value?.byteLength ?? 0) + (e.metadata?.length ?? 0) * 2;
 
@@ -67,6 +79,11 @@ export function createReadCache(opts: { maxBytes: number; clock: Clock }): ReadC
   // Highest seq among slots dropped (evicted, too large, deleted): a read whose ticket is below it may be older
   // than what was dropped, and is answered but not kept.
   let droppedSeq = 0;
+  // Remote evictions by key (namespace -> key hash -> seq) and by namespace (-> seq): a read whose ticket is
+  // below the seq of its key's eviction is answered but not kept, without holding back reads of other keys.
+  let evictedKeys = new Map<string, Map<number, number>>();
+  let evictedNamespaces = new Map<string, number>();
+  let remembered = 0;
 
   // Namespace -> key hash -> cache keys, for evictHashed: eviction costs the keys evicted, not a scan.
   const byHash = new Map<string, Map<number, string | string[]>>();
@@ -107,6 +124,44 @@ export function createReadCache(opts: { maxBytes: number; clock: Clock }): ReadC
     bytes -= slot.size;
     if (slot.seq > droppedSeq) droppedSeq = slot.seq;
   };
+
+  function remember(ns: string, hashes: readonly number[] | null): number {
+    const at = ++seq;
+    if (hashes === null) evictedNamespaces.set(ns, at);
+    else if (hashes.length > 0) {
+      let hs = evictedKeys.get(ns);
+      if (!hs) evictedKeys.set(ns, (hs = new Map()));
+      for (const h of hashes) hs.set(h, at);
+    }
+    remembered += hashes === null ? 1 : hashes.length;
+    if (remembered > MAX_REMEMBERED_EVICTIONS) {
+      droppedSeq = at;
+      evictedKeys = new Map();
+      evictedNamespaces = new Map();
+      remembered = 0;
+    }
+    return at;
+  }
+
+  /** A remote eviction of this key (or its namespace) happened after the read with this ticket began. */
+  function evictedSince(key: string, ticket: number): boolean {
+    if (remembered === 0) return false;
+    const p = splitKey(key);
+    if (!p) return false;
+    return (evictedNamespaces.get(p.ns) ?? 0) > ticket || (evictedKeys.get(p.ns)?.get(p.h) ?? 0) > ticket;
+  }
+
+  function dropAll(cur: string | string[]): number {
+    let n = 0;
+    for (const k of typeof cur === "string" ? [cur] : [...cur]) {
+      const slot = map.get(k);
+      if (slot) {
+        drop(k, slot);
+        n++;
+      }
+    }
+    return n;
+  }
 
   function store(key: string, entry: CachedEntry) {
     const size = entrySize(key, entry);
@@ -149,7 +204,7 @@ export function createReadCache(opts: { maxBytes: number; clock: Clock }): ReadC
     },
     readTicket: () => seq,
     setFromRead(key, entry, ticket) {
-      if (droppedSeq > ticket) return;
+      if (droppedSeq > ticket || evictedSince(key, ticket)) return;
       const old = map.get(key);
       // An older answer is kept only when the newer slot was already cached before the read began: then storage
       // really has nothing newer (the row was purged) and the answer is current.
@@ -163,25 +218,26 @@ export function createReadCache(opts: { maxBytes: number; clock: Clock }): ReadC
       store(key, entry);
     },
     deleteWhere(pred) {
+      droppedSeq = ++seq;
       for (const [k, s] of map) if (pred(k)) drop(k, s);
     },
     evictHashed(ns, hashes) {
-      // Reads in flight began before this: what they bring back may predate the remote change.
-      droppedSeq = ++seq;
+      remember(ns, hashes);
       const hs = byHash.get(ns);
       if (!hs) return 0;
       let n = 0;
       for (const h of hashes) {
         const cur = hs.get(h);
-        if (cur === undefined) continue;
-        for (const k of typeof cur === "string" ? [cur] : [...cur]) {
-          const slot = map.get(k);
-          if (slot) {
-            drop(k, slot);
-            n++;
-          }
-        }
+        if (cur !== undefined) n += dropAll(cur);
       }
+      return n;
+    },
+    evictNamespace(ns) {
+      remember(ns, null);
+      const hs = byHash.get(ns);
+      if (!hs) return 0;
+      let n = 0;
+      for (const cur of [...hs.values()]) n += dropAll(cur);
       return n;
     },
     clear() {
@@ -189,6 +245,9 @@ export function createReadCache(opts: { maxBytes: number; clock: Clock }): ReadC
       byHash.clear();
       bytes = 0;
       droppedSeq = ++seq;
+      evictedKeys = new Map();
+      evictedNamespaces = new Map();
+      remembered = 0;
     },
     get bytes() {
       return bytes;
