@@ -10,7 +10,7 @@
 // staleness across instances falls back to the cache TTL.
 //
 // Anyone who can connect may NOTIFY: payloads are validated and bounded, and a bad one is counted and ignored.
-// The wire format and channel are those of notify.ts, its single-cluster predecessor, so both interoperate.
+// One channel and one JSON message format ({i, t, n, h}) on every cluster.
 import postgres from "postgres";
 import { createRegistry, LATENCY_BUCKETS_SECONDS, type Registry } from "../metrics/registry.ts";
 import { keyHash } from "./cache.ts";

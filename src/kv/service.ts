@@ -4,8 +4,8 @@ import { randomBytes } from "node:crypto";
 import type { Clock } from "../clock.ts";
 import type { Config } from "../config.ts";
 import type { Registry } from "../metrics/registry.ts";
-import { createReadCache, keyHash, type CachedEntry } from "../gateway/cache.ts";
-import { startInvalidation, type Invalidation } from "../gateway/notify.ts";
+import { createReadCache, type CachedEntry } from "../gateway/cache.ts";
+import { startInvalidation, type Invalidation } from "../gateway/invalidation.ts";
 import { createVersionClock, ZERO_VERSION } from "../gateway/version.ts";
 import { BatcherClosedError, createBatcher } from "../storage/batcher.ts";
 import { createReadCoalescer } from "../storage/coalescer.ts";
@@ -70,21 +70,15 @@ export async function createKVService({ urls, config, clock, metrics, log }: Ser
     concurrency: config.batchConcurrency,
     metrics,
   });
-  // Other instances evict what this one writes (and this one what they write), over LISTEN/NOTIFY on the first
-  // cluster. Without it (disabled, or that cluster down at start), staleness across instances is the cache TTL.
+  // Other instances evict what this one writes (and this one what they write), over LISTEN/NOTIFY on every
+  // cluster. Without it (disabled, or no cluster reachable), staleness across instances is the cache TTL.
   let invalidation: Invalidation | null = null;
   if (config.invalidation) {
     try {
       invalidation = await startInvalidation({
-        url: urls[0]!,
+        urls,
         instanceId: randomBytes(8).toString("hex"),
-        onEvict(ns, hashes) {
-          if (hashes === "all") {
-            const prefix = ns + "\0";
-            cache.deleteWhere((k) => k.startsWith(prefix));
-            cache.evictHashed(ns, []);
-          } else cache.evictHashed(ns, hashes);
-        },
+        onEvict: (ns, hashes) => (hashes === "all" ? cache.evictNamespace(ns) : cache.evictHashed(ns, hashes)),
         onResync: () => cache.clear(),
         metrics,
         log,
@@ -93,7 +87,21 @@ export async function createKVService({ urls, config, clock, metrics, log }: Ser
       log?.(`cross-instance invalidation is off: ${(e as Error).message}`);
     }
   }
-  const announce = (ns: string, keys: readonly string[]) => invalidation?.announce(ns, keys.map(keyHash));
+  // Announced on the cluster each key was written to (falling back to the others inside invalidation.ts).
+  const clusterIndex = new Map(storage.primary.shards.map((sh, i) => [sh, i]));
+  function announce(ns: string, keys: readonly string[]) {
+    if (!invalidation) return;
+    if (clusterIndex.size === 1) {
+      void invalidation.announce(ns, keys);
+      return;
+    }
+    const byCluster = new Map<number, string[]>();
+    for (const k of keys) {
+      const c = clusterIndex.get(storage.primary.ownerOf(ns, encoder.encode(k))) ?? 0;
+      (byCluster.get(c) ?? byCluster.set(c, []).get(c)!).push(k);
+    }
+    for (const [c, ks] of byCluster) void invalidation.announce(ns, ks, c);
+  }
   const hits = metrics.counter("kvdrive_cache_hits_total", "KV reads answered by the in-process cache");
   const misses = metrics.counter("kvdrive_cache_misses_total", "KV reads that went to storage");
   metrics.gauge("kvdrive_cache_bytes", "Bytes held by the KV read cache", () => [[undefined, cache.bytes]]);

@@ -131,14 +131,16 @@ test("a large value goes to the blob store, invisibly", async () => {
 test("admin: the replication mode can be overridden per namespace", async () => {
   const h = { authorization: `Bearer ${TEST_TOKEN}`, "content-type": "application/json" };
   const url = `${srv.httpUrl}/admin/kv/namespaces/${nsId}/replication`;
-  expect((await (await fetch(url, { headers: h })).json()).result).toMatchObject({ mode: "active-active", override: null });
+  type Envelope = { result: { mode: string; override: string | null }; errors: Array<{ message: string }> };
+  const json = async (r: Response) => (await r.json()) as Envelope;
+  expect((await json(await fetch(url, { headers: h }))).result).toMatchObject({ mode: "active-active", override: null });
   const put = await fetch(url, { method: "PUT", headers: h, body: JSON.stringify({ mode: "shadow" }) });
-  expect((await put.json()).result).toMatchObject({ mode: "shadow", override: "shadow" });
+  expect((await json(put)).result).toMatchObject({ mode: "shadow", override: "shadow" });
   const bad = await fetch(url, { method: "PUT", headers: h, body: JSON.stringify({ mode: "sideways" }) });
   expect(bad.status).toBe(400);
-  expect((await bad.json()).errors[0].message).toMatch(/primary, shadow, active-active/);
+  expect((await json(bad)).errors[0]!.message).toMatch(/primary, shadow, active-active/);
   await fetch(url, { method: "PUT", headers: h, body: JSON.stringify({ mode: null }) });
-  expect((await (await fetch(url, { headers: h })).json()).result.mode).toBe("active-active");
+  expect((await json(await fetch(url, { headers: h }))).result.mode).toBe("active-active");
   expect((await fetch(url, { headers: { "content-type": "application/json" } })).status).toBe(401);
 });
 
