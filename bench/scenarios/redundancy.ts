@@ -153,12 +153,12 @@ export const redundancy: Scenario = {
         const before = cpuSeconds(crawl.pid);
         const t = performance.now();
         const res = await fetch(`${crawl.origin}/admin/kv/crawl`, { method: "POST", headers: AUTH });
-        const body = (await res.json()) as { result: { keysCompared: number; divergent: number } | null; errors?: Array<{ message: string }> };
+        const body = (await res.json()) as { result: { keysCompared: number; divergent: number; failed: number; error?: string } | null; errors?: Array<{ message: string }> };
         if (!body.result) throw new Error(`crawl failed: ${res.status} ${body.errors?.[0]?.message ?? ""}`);
         const pass = body.result;
         const wall = (performance.now() - t) / 1000;
         const cpu = cpuSeconds(crawl.pid) - before;
-        rows.push(finish({ label: `crawler pass ${what}: ${pass.divergent} divergent, ${wall.toFixed(1)} s wall, ${cpu.toFixed(2)} s CPU`, group: "crawler (default 2,000 keys/s)", total: pass.keysCompared, durationSec: wall, errors: res.ok ? 0 : 1 }));
+        rows.push(finish({ label: `crawler pass ${what}: ${pass.divergent} divergent, ${wall.toFixed(1)} s wall, ${cpu.toFixed(2)} s CPU${pass.failed ? `, ${pass.failed} namespace(s) failed: ${pass.error}` : ""}`, group: "crawler (default 2,000 keys/s)", total: pass.keysCompared, durationSec: wall, errors: res.ok ? 0 : 1 }));
         ratios.push({ name: `crawler CPU ${what} (share of one core)`, value: cpu / wall, target: "≤ 0.10", pass: cpu / wall <= 0.1 });
       }
     } catch (e) {

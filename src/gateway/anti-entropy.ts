@@ -98,6 +98,10 @@ export interface CrawlPass {
   keysCompared: number;
   /** Keys found different (or missing on one side) and repaired. */
   divergent: number;
+  /** Namespaces whose walk failed (a backend error); the next pass tries them again. */
+  failed: number;
+  /** The first failure's message, when there was one. */
+  error?: string;
 }
 
 export interface Crawler {
@@ -122,6 +126,7 @@ export function startCrawler(opts: CrawlerOptions): Crawler {
   const rangesCompared = m.counter("kvdrive_crawler_ranges_compared_total", "Key ranges whose digests were compared.");
   const divergence = m.gauge("kvdrive_crawler_divergent_keys", "Keys found divergent in the last completed pass (drift).");
   const repaired = m.counter("kvdrive_crawler_repairs_total", "Keys the crawler repaired.");
+  const failures = m.counter("kvdrive_crawler_namespace_errors_total", "Namespaces a crawler pass could not compare (a backend error).");
   const progress = m.gauge("kvdrive_crawler_progress_ratio", "Share of namespaces done in the current pass (1 when idle).");
   progress.set(1);
   let lastPass: CrawlPass | null = null;
@@ -249,17 +254,26 @@ export function startCrawler(opts: CrawlerOptions): Crawler {
   }
 
   async function onePass(): Promise<CrawlPass> {
-    const pass: CrawlPass = { namespaces: 0, rangesCompared: 0, rangesDiffering: 0, keysCompared: 0, divergent: 0 };
+    const pass: CrawlPass = { namespaces: 0, rangesCompared: 0, rangesDiffering: 0, keysCompared: 0, divergent: 0, failed: 0 };
     try {
       const ids = await namespaces();
       progress.set(0);
       for (const ns of ids) {
         if ((await opts.modeOf(ns)) === "primary") continue;
-        await crawlRange(ns, splitRange(FULL_RANGE, SPLIT), Math.floor(clock.now() / 1000), pass, 0);
+        try {
+          await crawlRange(ns, splitRange(FULL_RANGE, SPLIT), Math.floor(clock.now() / 1000), pass, 0);
+        } catch (e) {
+          // One namespace's backend error does not end the pass; what it left is found next time.
+          if (stopped) throw e;
+          pass.failed++;
+          pass.error ??= (e as Error).message;
+          failures.inc();
+          opts.log?.(`crawler: namespace ${ns} not compared: ${(e as Error).message}`);
+        }
         pass.namespaces++;
         progress.set(pass.namespaces / ids.length);
       }
-      for (const b of opts.queue.needsCrawler()) opts.queue.crawlerCovered(b);
+      if (pass.failed === 0) for (const b of opts.queue.needsCrawler()) opts.queue.crawlerCovered(b);
       lastPass = pass;
       passes.inc();
       divergence.set(pass.divergent);
