@@ -146,6 +146,8 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
     else inflight.set(id, n);
   };
 
+  // The newest version this instance wrote per suspect key: a read answer older than it is not an answer.
+  const floors = new Map<string, { version: Version; tombstone: boolean }>();
   // Keys whose writes settled within SUSPECT_GRACE_MS, in settling order (so the oldest are first to go).
   const recent = new Map<string, number>();
   function trimRecent() {
@@ -153,6 +155,7 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
     for (const [id, until] of recent) {
       if (until > now && recent.size <= MAX_RECENT) break;
       recent.delete(id);
+      if (!inflight.has(id)) floors.delete(id);
     }
   }
   const rowsInFlight: Record<Side, number> = { primary: 0, replica: 0 };
@@ -186,6 +189,12 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
   function raceWrite(rows: StoredEntry[], ackOn: "first" | Side): Promise<boolean[]> {
     const ids = rows.map((r) => ck(r.ns, r.key));
     for (const id of ids) hold(id);
+    // Once acknowledged, a write is this instance's floor for its key: no later read may answer older.
+    const acked = () =>
+      rows.forEach((r, i) => {
+        const f = floors.get(ids[i]!);
+        if (!f || compareVersions(r.version, f.version) > 0) floors.set(ids[i]!, { version: r.version, tombstone: r.tombstone });
+      });
     const attempt = (side: Side): Promise<boolean[]> => {
       // A side that has fallen this far behind gets the rows through the repair queue instead: its backlog
       // stays bounded (and durable) rather than growing in memory at the fast side's pace.
@@ -219,9 +228,15 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
     });
     if (ackOn !== "first") {
       const mine = ackOn === "primary" ? p : r;
-      return mine;
+      return mine.then((v) => {
+        acked();
+        return v;
+      });
     }
-    return firstSuccess([p.then((v) => ({ v, side: "primary" as Side })), r.then((v) => ({ v, side: "replica" as Side }))], "write").then((x) => x.v);
+    return firstSuccess([p.then((v) => ({ v, side: "primary" as Side })), r.then((v) => ({ v, side: "replica" as Side }))], "write").then((x) => {
+      acked();
+      return x.v;
+    });
   }
 
   /** The first promise to fulfil with a valid answer; else the first invalid one; rejects only when all reject. */
@@ -295,18 +310,35 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
       // The primary answers; when it cannot, the replica is better than an error.
       return p.catch(() => r);
     }
-    if (opts.trustFirstAnswer === false || suspect(ns, key)) return newestOfBoth(p, r, "get");
+    if (opts.trustFirstAnswer === false || suspect(ns, key)) return newestOfBoth(p, r, "get", ns, key);
     return (await firstSuccess([p.then((e) => ({ e, side: "primary" as Side })), r.then((e) => ({ e, side: "replica" as Side }))], "get")).e;
   }
 
   /** Waits for both; the newer answer wins. One failing side is tolerated. */
-  async function newestOfBoth(p: Promise<StoredEntry | null>, r: Promise<StoredEntry | null>, op: string): Promise<StoredEntry | null> {
-    const [a, b] = await Promise.allSettled([p, r]);
+  /**
+   * Waits for both; the newer answer wins. One failing side is tolerated, unless the key's own recent write
+   * (its floor) is newer than the answer left: then the failed side is asked once more, and if it still
+   * cannot answer, the read fails rather than return a value older than a write this instance acknowledged.
+   */
+  async function newestOfBoth(p: Promise<StoredEntry | null>, r: Promise<StoredEntry | null>, op: string, ns?: string, key?: Uint8Array): Promise<StoredEntry | null> {
+    let [a, b] = await Promise.allSettled([p, r]);
     if (a.status === "rejected" && b.status === "rejected") {
       bothFailed.inc({ op });
       throw a.reason;
     }
-    return newest(a.status === "fulfilled" ? a.value : null, b.status === "fulfilled" ? b.value : null);
+    const floor = ns !== undefined && key !== undefined ? floors.get(ck(ns, key)) : undefined;
+    const best = () => newest(a.status === "fulfilled" ? a.value : null, b.status === "fulfilled" ? b.value : null);
+    // Absent satisfies a delete: its tombstone may already be purged.
+    const below = (e: StoredEntry | null) => floor !== undefined && (e === null ? !floor.tombstone : compareVersions(e.version, floor.version) < 0);
+    // Only a side that failed can hold what is missing; two answers below the floor are what storage holds
+    // (the entry was removed since, e.g. a purged tombstone).
+    if (below(best()) && ns !== undefined && key !== undefined && (a.status === "rejected" || b.status === "rejected")) {
+      const again = (side: Side) => Promise.allSettled([call(side, op, (x) => x.get(ns, key))]).then(([x]) => x!);
+      if (a.status === "rejected") a = await again("primary");
+      else if (b.status === "rejected") b = await again("replica");
+      if (below(best()) && (a.status === "rejected" || b.status === "rejected")) throw new BackendBehindError(`the backend holding the newest version of this key did not answer: retry the read`);
+    }
+    return best();
   }
 
   async function getManyRaced(ns: string, keys: Uint8Array[]): Promise<Array<StoredEntry | null>> {
@@ -325,7 +357,15 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
         bothFailed.inc({ op: "getMany" });
         throw a.reason;
       }
-      return keys.map((_, i) => newest(a.status === "fulfilled" ? a.value[i]! : null, b.status === "fulfilled" ? b.value[i]! : null));
+      const out = keys.map((_, i) => newest(a.status === "fulfilled" ? a.value[i]! : null, b.status === "fulfilled" ? b.value[i]! : null));
+      // A key whose own recent write is newer than what the answering side holds: ask again, one key at a time.
+      for (let i = 0; i < keys.length; i++) {
+        const f = floors.get(ck(ns, keys[i]!));
+        if (f !== undefined && (out[i] === null ? !f.tombstone : compareVersions(out[i]!.version, f.version) < 0)) {
+          out[i] = await newestOfBoth(call("primary", "get", (x) => x.get(ns, keys[i]!)), call("replica", "get", (x) => x.get(ns, keys[i]!)), "get", ns, keys[i]!);
+        }
+      }
+      return out;
     }
     return (await firstSuccess([p.then((e) => ({ e, side: "primary" as Side })), r.then((e) => ({ e, side: "replica" as Side }))], "getMany")).e;
   }

@@ -18,6 +18,10 @@ export function fail(status: number, code: number, message: string): Response {
 export function errorResponse(error: unknown, log: (msg: string) => void = console.error): Response {
   if (error instanceof KVError) return fail(error.status, error.code, error.message);
   if (error instanceof SyntaxError) return fail(400, CODE.badRequest, `Malformed request body: ${error.message}`);
+  // A backend too slow, or the only one holding the newest version not answering: the request may be retried.
+  if (error instanceof Error && (error.name === "BackendBehindError" || error.name === "BackendTimeoutError")) {
+    return fail(503, CODE.internal, `Storage temporarily unavailable: ${error.message}`);
+  }
   log(`kvdrive: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
   return fail(500, CODE.internal, "Internal error: the request could not be completed. It has been logged.");
 }
