@@ -8,6 +8,27 @@ import type { RepairQueue, RepairTask } from "./repair-queue.ts";
 import { absentIfExpired, keyFromHex, keyHex, type ReplicatedBackend, type ReplicationMode } from "./replicated.ts";
 import { compareVersions } from "./version.ts";
 
+/**
+ * Runs fn at most once at a time: a call while a run is in progress gets that run. The promise is kept until it
+ * settles and cleared after, never from inside (a run that finds nothing to do may finish synchronously,
+ * before it could be stored). `current()` is the run in progress, for stop().
+ */
+function oneAtATime<T>(fn: () => Promise<T>): { run(): Promise<T>; current(): Promise<T> | undefined } {
+  let running: Promise<T> | undefined;
+  return {
+    run() {
+      if (running) return running;
+      const p = fn();
+      running = p;
+      p.finally(() => {
+        if (running === p) running = undefined;
+      }).catch(() => {});
+      return p;
+    },
+    current: () => running,
+  };
+}
+
 export interface RepairWorker {
   /** One round now: repairs what is due. Resolves to the keys repaired. */
   runOnce(): Promise<number>;
@@ -18,7 +39,6 @@ export function startRepairWorker(opts: { backend: ReplicatedBackend; queue: Rep
   const { backend, queue, clock } = opts;
   const batch = opts.batch ?? 256;
   const concurrency = opts.concurrency ?? 8;
-  let running: Promise<number> | undefined;
   let stopped = false;
 
   async function round(): Promise<number> {
@@ -50,17 +70,8 @@ export function startRepairWorker(opts: { backend: ReplicatedBackend; queue: Rep
     return repaired;
   }
 
-  // The round's promise is kept until it settles; cleared after, never from inside (a round that finds the
-  // queue empty finishes synchronously, before it could be stored).
-  function runOnce(): Promise<number> {
-    if (running) return running;
-    const p = round();
-    running = p;
-    p.finally(() => {
-      if (running === p) running = undefined;
-    }).catch(() => {});
-    return p;
-  }
+  const rounds = oneAtATime(round);
+  const runOnce = () => rounds.run();
 
   const timer = setInterval(() => {
     if (!stopped) runOnce().catch(() => {});
@@ -71,7 +82,7 @@ export function startRepairWorker(opts: { backend: ReplicatedBackend; queue: Rep
     async stop() {
       stopped = true;
       clearInterval(timer);
-      await running?.catch(() => {});
+      await rounds.current()?.catch(() => {});
     },
   };
 }
@@ -130,7 +141,6 @@ export function startCrawler(opts: CrawlerOptions): Crawler {
   const progress = m.gauge("kvdrive_crawler_progress_ratio", "Share of namespaces done in the current pass (1 when idle).");
   progress.set(1);
   let lastPass: CrawlPass | null = null;
-  let running: Promise<CrawlPass> | undefined;
   let stopped = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
 
@@ -284,15 +294,8 @@ export function startCrawler(opts: CrawlerOptions): Crawler {
     }
   }
 
-  function runPass(): Promise<CrawlPass> {
-    if (running) return running;
-    const p = onePass();
-    running = p;
-    p.finally(() => {
-      if (running === p) running = undefined;
-    }).catch(() => {});
-    return p;
-  }
+  const passesRun = oneAtATime(onePass);
+  const runPass = () => passesRun.run();
 
   function schedule(ms: number) {
     if (stopped || opts.keysPerSecond === 0) return;
@@ -313,7 +316,7 @@ export function startCrawler(opts: CrawlerOptions): Crawler {
     async stop() {
       stopped = true;
       clearTimeout(timer);
-      await running?.catch(() => {});
+      await passesRun.current()?.catch(() => {});
     },
   };
 }
