@@ -3,6 +3,7 @@
 // resumed from its checkpoint. The article's rollout step for a new backend.
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import type { Backend } from "../storage/store.ts";
+import { handled, walkPages } from "../storage/walk.ts";
 
 export interface BackfillProgress {
   copied: number;
@@ -47,51 +48,27 @@ export async function backfill(opts: BackfillOptions): Promise<BackfillProgress 
   };
   const progress = () => ({ copied: cp.copied, skipped: cp.skipped, total: Math.max(opts.total ?? 0, cp.copied + cp.skipped) });
 
-  async function* namespaces(): AsyncGenerator<string> {
-    if (scope !== null) {
-      yield scope;
-      return;
+  const walk = walkPages(opts.from, cp, pageSize, scope ?? undefined);
+  for (let step = await walk.next(); ; step = await walk.next()) {
+    if (step.done) {
+      if (step.value) break;
+      // The namespace in progress is gone from the source: start over (conditional writes make it harmless).
+      rmSync(opts.checkpointFile, { force: true });
+      return backfill(opts);
     }
-    let after: string | null = null;
-    for (;;) {
-      const ids: string[] = await opts.from.namespaceIds(after, 100);
-      yield* ids;
-      if (ids.length < 100) return;
-      after = ids[ids.length - 1]!;
-    }
-  }
-
-  // On resume, namespaces before the one in progress are done (same source, same order).
-  let skipping = cp.ns !== null;
-  for await (const ns of namespaces()) {
-    if (skipping) {
-      if (ns !== cp.ns) continue;
-      skipping = false;
-    } else {
-      cp.ns = ns;
-      cp.key = null;
-    }
-    for (;;) {
-      if (opts.shouldStop?.()) {
-        save();
-        return { ...progress(), complete: false };
-      }
-      const page = await opts.from.scan({ ns, after: cp.key === null ? null : new Uint8Array(Buffer.from(cp.key, "hex")), before: null, limit: pageSize });
-      if (page.length === 0) break;
-      const applied = await opts.to.write(page);
-      const n = applied.filter(Boolean).length;
-      cp.copied += n;
-      cp.skipped += page.length - n;
-      cp.key = Buffer.from(page[page.length - 1]!.key).toString("hex");
+    if (opts.shouldStop?.()) {
       save();
-      opts.onProgress?.(progress());
-      if (page.length < pageSize) break;
+      await walk.return(false);
+      return { ...progress(), complete: false };
     }
-  }
-  if (skipping) {
-    // The namespace in progress is gone from the source: start over (conditional writes make it harmless).
-    rmSync(opts.checkpointFile, { force: true });
-    return backfill(opts);
+    const { page } = step.value;
+    const applied = await opts.to.write(page);
+    const n = applied.filter(Boolean).length;
+    cp.copied += n;
+    cp.skipped += page.length - n;
+    handled(cp, page);
+    save();
+    opts.onProgress?.(progress());
   }
   rmSync(opts.checkpointFile, { force: true });
   return { ...progress(), complete: true };

@@ -5,6 +5,7 @@
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import type { ShardedBackend } from "./sharded.ts";
 import type { StoredEntry } from "./store.ts";
+import { handled, walkPages } from "./walk.ts";
 
 export interface RebalanceProgress {
   /** Entries walked so far, and the total when the run started. */
@@ -56,48 +57,37 @@ export async function rebalance(b: ShardedBackend, opts: RebalanceOptions): Prom
     const prev = b.previous();
     if (prev && !prev.nodes.includes(shard.id)) continue;
     // Namespaces come in the cluster's own order; on resume, those before the checkpoint's are done already.
-    let skipping = cp.ns !== null;
-    let after: string | null = null;
-    for (;;) {
-      const ids = await shard.backend.namespaceIds(after, 100);
-      for (const ns of ids) {
-        if (skipping) {
-          if (ns !== cp.ns) continue;
-          skipping = false;
-        } else {
-          cp.ns = ns;
-          cp.key = null;
-        }
-        for (;;) {
-          if (opts.shouldStop?.()) {
-            save();
-            return { ...progress(), complete: false };
-          }
-          const page = await shard.backend.scan({ ns, after: cp.key === null ? null : new Uint8Array(Buffer.from(cp.key, "hex")), before: null, limit: pageSize });
-          if (page.length === 0) break;
-          const moving: StoredEntry[] = page.filter((e) => b.ownerOf(ns, e.key) !== shard);
-          if (moving.length) {
-            const groups = new Map<typeof shard, StoredEntry[]>();
-            for (const e of moving) {
-              const owner = b.ownerOf(ns, e.key);
-              (groups.get(owner) ?? groups.set(owner, []).get(owner)!).push(e);
-            }
-            // The new owner first: a key is never absent from both.
-            await Promise.all([...groups].map(([owner, rows]) => owner.backend.write(rows)));
-            await shard.backend.removeIfVersion(moving.map((e) => ({ ns, key: e.key, version: e.version })));
-            cp.moved += moving.length;
-          }
-          cp.scanned += page.length;
-          cp.key = Buffer.from(page[page.length - 1]!.key).toString("hex");
-          save();
-          opts.onProgress?.(progress());
-          if (page.length < pageSize) break;
-        }
+    const walk = walkPages(shard.backend, cp, pageSize);
+    let found = true;
+    for (let step = await walk.next(); ; step = await walk.next()) {
+      if (step.done) {
+        found = step.value;
+        break;
       }
-      if (ids.length < 100) break;
-      after = ids[ids.length - 1]!;
+      if (opts.shouldStop?.()) {
+        save();
+        await walk.return(false);
+        return { ...progress(), complete: false };
+      }
+      const { ns, page } = step.value;
+      const moving: StoredEntry[] = page.filter((e) => b.ownerOf(ns, e.key) !== shard);
+      if (moving.length) {
+        const groups = new Map<typeof shard, StoredEntry[]>();
+        for (const e of moving) {
+          const owner = b.ownerOf(ns, e.key);
+          (groups.get(owner) ?? groups.set(owner, []).get(owner)!).push(e);
+        }
+        // The new owner first: a key is never absent from both.
+        await Promise.all([...groups].map(([owner, rows]) => owner.backend.write(rows)));
+        await shard.backend.removeIfVersion(moving.map((e) => ({ ns, key: e.key, version: e.version })));
+        cp.moved += moving.length;
+      }
+      cp.scanned += page.length;
+      handled(cp, page);
+      save();
+      opts.onProgress?.(progress());
     }
-    if (skipping) {
+    if (!found) {
       // The namespace in progress was dropped meanwhile: walk this cluster again from its start.
       cp.shard--;
       continue;
