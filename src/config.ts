@@ -77,6 +77,7 @@ export const SETTINGS = {
   poolMaxLifetimeSeconds: int("KVDRIVE_POOL_MAX_LIFETIME_SECONDS", 3600, 0, 7 * 86400, "Retire origin connections after this long (0: never)."),
   poolMaxWaiting: int("KVDRIVE_POOL_MAX_WAITING", 10_000, 0, 1_000_000, "Clients that may wait for an origin connection per pool."),
   poolWaitTimeoutMs: int("KVDRIVE_POOL_WAIT_TIMEOUT_MS", 30_000, 1, 3_600_000, "How long a client waits for an origin connection."),
+  poolPipelineDepth: int("KVDRIVE_POOL_PIPELINE_DEPTH", 4, 0, 1024, "Read-only autocommit calls of prepared statements from different clients pipelined on one origin connection (0 or 1: each client borrows its own)."),
   pgMaxClients: int("KVDRIVE_PG_MAX_CLIENTS", 10_000, 1, 1_000_000, "Client connections the pooler accepts at once."),
   poolMaxPreparedStatements: int("KVDRIVE_POOL_PREPARED_STATEMENTS", 256, 1, 100_000, "Protocol-level prepared statements kept per origin connection (LRU; Close on eviction)."),
   pgMaxMessageBytes: int("KVDRIVE_PG_MAX_MESSAGE_BYTES", 64 * MiB, 1024, 1024 * MiB, "Largest protocol message accepted from a client."),

@@ -18,6 +18,7 @@ import type { Pool, Waiter } from "./pool.ts";
 import { sessionEffect, type Pin } from "./session.ts";
 import type { PoolerContext } from "./context.ts";
 import type { Classification } from "./cache-path.ts";
+import type { LaneClient } from "./lanes.ts";
 
 
 interface Stmt {
@@ -196,6 +197,23 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     },
     serverDrained() {
       socket.resume();
+    },
+  };
+
+  /** This client as a turn-taker on a shared connection (lanes.ts): its pipelined call was answered. */
+  const laneClient: LaneClient = {
+    ...owner,
+    laneDone() {
+      busy = false;
+      if (st === St.Closed) return;
+      resumeAfterBusy();
+      if (frames!.pending()) queueMicrotask(resumeMessages);
+    },
+    laneFailed(code, message) {
+      if (tee) endTee(null);
+      send(errorMessage(code, message));
+      send(READY_IDLE);
+      laneClient.laneDone();
     },
   };
 
@@ -671,6 +689,20 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       rec = cache.recorder({ database, user, sql: stmt.query, id }, cls.readTables);
       if (!rec) return false; // stale, or being loaded: the ordinary path knows what to do
     }
+    if (ctx.lanes && cls?.cacheable && !cls.pin && !stmt.writes.length && (cls.functions.length === 0 || ctx.cachePath!.cache.knownVolatile(database, cls.functions) === false)) {
+      // A read-only autocommit call: pipelined on a connection shared with other clients' reads (lanes.ts).
+      if (stmt.bindExpect?.name !== stmt.serverName) {
+        stmt.nameBytes = new TextEncoder().encode(stmt.serverName);
+        stmt.bindExpect = { k: K.Bind, name: stmt.serverName };
+      }
+      busy = true;
+      if (rec) {
+        ctx.metrics.cacheStatus(pool!, "miss");
+        tee = { rec, frames: createFrames(cfg.queryCacheMaxResultBytes + 1024), messages: [], bytes: 0, ok: true };
+      }
+      ctx.lanes.submit(pool!, sig(), params, sets, laneClient, stmt, renamePreparedCall(chunk, m.nameEnd, stmt.nameBytes!), m.describe);
+      return true;
+    }
     if (!acquire()) {
       // Waiting for a connection, the call is held like any message and runs the ordinary way once granted; if
       // the wait failed at once, the ordinary path answers it with the error.
@@ -951,7 +983,8 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   }
 
   function cancelRunning() {
-    if (server) ctx.cancelOrigin(server);
+    const s = server ?? (busy ? ctx.lanes?.soleServer(laneClient) : null);
+    if (s) ctx.cancelOrigin(s);
   }
 
   return {
@@ -991,7 +1024,9 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       }
     },
     onDrain() {
-      if (out.drain() && server) server.conn.resume();
+      if (!out.drain()) return;
+      if (server) server.conn.resume();
+      else if (busy) ctx.lanes?.resume(laneClient);
     },
     onClose() {
       if (st !== St.Closed) close();

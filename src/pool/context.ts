@@ -6,6 +6,7 @@ import type { Server } from "./relay.ts";
 import type { ScramVerifier } from "./scram.ts";
 import type { Pin } from "./session.ts";
 import type { CachePath, Classification } from "./cache-path.ts";
+import type { Lanes } from "./lanes.ts";
 
 export interface UserAuth {
   scram: ScramVerifier;
@@ -42,6 +43,8 @@ export interface PoolerContext {
   cacheOn(database: string): boolean;
   /** Runs a cache load for a client's statement on the pool, with the client's session settings. */
   recordQuery(pool: Pool, params: Map<string, string>, sets: Map<string, string>, sql: string, extended?: { bind: Uint8Array; paramTypes: number[] }): Promise<Uint8Array[] | null>;
+  /** Read pipelining on shared origin connections (lanes.ts); null when KVDRIVE_POOL_PIPELINE_DEPTH is below 2. */
+  lanes: Lanes | null;
   metrics: {
     cacheStatus(pool: Pool, status: string): void;
     queries(pool: Pool): void;

@@ -36,6 +36,8 @@ export interface Pool {
   readonly user: string;
   /** Calls grant (possibly synchronously) or fail (53300 on timeout or a full queue, or the origin's error). */
   acquire(w: Waiter): void;
+  /** An idle connection, made active, if there is one now; never waits or opens one. */
+  takeIdle(): Server | null;
   /** Gives a connection back; reusable=false closes it. */
   release(server: Server, reusable: boolean): void;
   /** Drops a waiter that went away (client disconnected). */
@@ -69,6 +71,21 @@ export function createPool(o: PoolOptions): Pool {
       idle.push(s);
     } else if (to === "active") active.add(s);
     else if (!s.conn.closed) s.conn.close();
+  }
+
+  function takeIdle(): Server | null {
+    if (closed) return null;
+    const now = o.clock.now();
+    while (idle.length) {
+      const s = idle.pop()!;
+      if (s.conn.closed || expired(s, now)) {
+        move(s, "closed");
+        continue;
+      }
+      move(s, "active");
+      return s;
+    }
+    return null;
   }
 
   function grantNext(s: Server) {
@@ -113,18 +130,11 @@ export function createPool(o: PoolOptions): Pool {
   return {
     database: o.database,
     user: o.user,
+    takeIdle,
     acquire(w) {
       if (closed) return w.fail(new OriginError("the pooler is shutting down", "57P01"));
-      const now = o.clock.now();
-      while (idle.length) {
-        const s = idle.pop()!;
-        if (s.conn.closed || expired(s, now)) {
-          move(s, "closed");
-          continue;
-        }
-        move(s, "active");
-        return w.grant(s);
-      }
+      const s = takeIdle();
+      if (s) return w.grant(s);
       if (waiters.length >= o.maxWaiting) {
         return w.fail(new OriginError(`too many clients waiting for pool ${o.database}/${o.user}: KVDRIVE_POOL_MAX_WAITING is ${o.maxWaiting}`, "53300"));
       }

@@ -7,6 +7,7 @@ import type { Registry } from "../metrics/registry.ts";
 import { connectOrigin, cancelOrigin, OriginError, parseOriginUrl, type OriginTarget } from "./origin.ts";
 import { createPool, type Pool, type PoolStats } from "./pool.ts";
 import { createServer, type Server } from "./relay.ts";
+import { createLanes } from "./lanes.ts";
 import { deriveScramVerifier, md5Verifier } from "./scram.ts";
 import type { PoolerContext, UserAuth } from "./context.ts";
 import { listen, type Listener } from "./listener.ts";
@@ -30,6 +31,10 @@ export interface PoolStatsFull extends PoolStats {
   queries: number;
   /** Statements by cache status (hit, miss, stale, uncacheable, ...). */
   cache: Record<string, number>;
+  /** Read calls pipelined on shared origin connections (lanes) since start, lanes open, and calls on them now. */
+  pipelined: number;
+  lanes: number;
+  pipelinedInFlight: number;
 }
 
 export interface Pooler {
@@ -54,6 +59,7 @@ interface PoolInfo {
   /** Metric series bound to this pool's labels: the per-query path builds no label keys. */
   mQueries: { inc(by?: number): void };
   mLatency: { observe(value: number): void };
+  mPipelined: { inc(by?: number): void };
   mCache: Map<string, { inc(by?: number): void }>;
 }
 
@@ -97,6 +103,9 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
   gauge("kvdrive_pool_clients_pinned", "Clients pinned to an origin connection.", (s) => s.pinnedClients);
   gauge("kvdrive_pool_servers_active", "Origin connections in use.", (s) => s.activeServers);
   gauge("kvdrive_pool_servers_idle", "Origin connections idle in the pool.", (s) => s.idleServers);
+  gauge("kvdrive_pool_lanes", "Origin connections shared by pipelined read calls (lanes) now.", (s) => s.lanes);
+  gauge("kvdrive_pool_pipelined_in_flight", "Pipelined read calls in flight on lanes now.", (s) => s.pipelinedInFlight);
+  const mPipelined = metrics.counter("kvdrive_pool_pipelined_total", "Read calls pipelined on shared origin connections (lanes).");
 
   function poolFor(database: string, user: string): PoolInfo {
     const k = database + "\0" + user;
@@ -118,7 +127,7 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
         return createServer(conn);
       },
     });
-    info = { pool, params: new Map(), clients: 0, pinned: 0, queries: 0, cache: {}, mQueries: mQueries.with(labels(pool)), mLatency: mLatency.with(labels(pool)), mCache: new Map() };
+    info = { pool, params: new Map(), clients: 0, pinned: 0, queries: 0, cache: {}, mQueries: mQueries.with(labels(pool)), mLatency: mLatency.with(labels(pool)), mPipelined: mPipelined.with(labels(pool)), mCache: new Map() };
     pools.set(k, info);
     byPool.set(pool, info);
     return info;
@@ -146,6 +155,7 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
     classify: classifier,
     cachePath,
     cacheOn: (database) => cachePath !== null && !allOff && (noneOff || !disabledDbs.has(database)),
+    lanes: config.poolPipelineDepth >= 2 ? createLanes({ depth: config.poolPipelineDepth, maxPrepared: config.poolMaxPreparedStatements, pipelined: (pool) => byPool.get(pool)!.mPipelined.inc() }) : null,
     recordQuery: (pool, params, sets, sql, extended) => recordQuery(pool, params, sets, sql, extended ?? null, config.queryCacheMaxResultBytes),
     config,
     users,
@@ -209,7 +219,8 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
     for (const info of pools.values()) {
       const s = info.pool.stats();
       clients += info.clients;
-      list.push({ ...s, clients: info.clients, activeClients: s.activeServers, pinnedClients: info.pinned, queries: info.queries, cache: { ...info.cache } });
+      const l = ctx.lanes?.stats(info.pool) ?? { inFlight: 0, lanes: 0, pipelined: 0 };
+      list.push({ ...s, clients: info.clients, activeClients: s.activeServers, pinnedClients: info.pinned, queries: info.queries, cache: { ...info.cache }, pipelined: l.pipelined, lanes: l.lanes, pipelinedInFlight: l.inFlight });
     }
     return { pools: list, clients };
   }

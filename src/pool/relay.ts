@@ -3,7 +3,7 @@
 // That is how injected messages (a lazy re-Parse, a Close on LRU eviction, a parameter replay) have their
 // answers swallowed, and synthetic answers (ParseComplete for a statement the origin already has) are
 // slotted in at the right place, while everything else streams to the client unparsed.
-import { B } from "../protocol/backend.ts";
+import { B, encodeReadyForQuery } from "../protocol/backend.ts";
 import { createScanner, type ScanSink, type Scanner } from "../protocol/scan.ts";
 import type { OriginConn } from "./origin.ts";
 
@@ -32,11 +32,23 @@ export interface Expect {
   error?: Uint8Array;
   /** performance.now() when sent, for latency. */
   t?: number;
+  /** A Sync whose ReadyForQuery the client must not see (it ends an attempt that is being re-sent). */
+  swallow?: boolean;
 }
 
 /** Whoever uses an origin connection right now: a wire client, or an internal executor. */
 export interface Owner {
   send(bytes: Uint8Array): void;
+  /**
+   * Several clients take turns on this connection (a lane): each ReadyForQuery answering a Sync is sent on
+   * its own, before completed() ends that client's turn, so no send mixes two clients' answers.
+   */
+  turns?: boolean;
+  /**
+   * With turns: the current call's statement needs a fresh plan. True when the owner sends the call again
+   * at the end of the pipeline; then this attempt's error and ReadyForQuery are dropped.
+   */
+  retryTurn?(serverName: string): boolean;
   /** The client socket's outbox is full: the origin socket should pause. */
   backpressured(): boolean;
   parameterStatus(name: string, value: string, fromReplay: boolean): void;
@@ -85,6 +97,9 @@ NEED_BODY[B.ErrorResponse] = 1;
 NEED_BODY[B.ParameterStatus] = 1;
 
 const decoder = new TextDecoder();
+const READY_IDLE = encodeReadyForQuery("I");
+const READY_TX = encodeReadyForQuery("T");
+const READY_FAILED = encodeReadyForQuery("E");
 
 /** Parameters a client may change that the origin reports, so they are replayed on another connection. */
 export const REPLAYED = ["client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "application_name", "search_path", "standard_conforming_strings"];
@@ -217,6 +232,12 @@ export function createServer(conn: OriginConn): Server {
             e.done?.(e.error ?? null);
             return false;
           }
+          if (e?.swallow) return false;
+          if (owner?.turns && e?.k === K.Sync) {
+            inject(body![0] === 0x49 ? READY_IDLE : body![0] === 0x54 ? READY_TX : READY_FAILED);
+            owner.completed(e, type);
+            return false;
+          }
           if (e) owner?.completed(e, type);
           return true;
         }
@@ -227,7 +248,16 @@ export function createServer(conn: OriginConn): Server {
             return false;
           }
           const err = errorCode(body!);
-          if (err.code === "0A000" && h.name && /cached plan must not change result type/.test(err.message) && owner) {
+          if (err.code === "0A000" && h.name && owner?.turns && h.k === K.Bind && /cached plan must not change result type/.test(err.message)) {
+            if (owner.retryTurn?.(h.name)) {
+              q.shift();
+              s.discarding = true;
+              drain(inject);
+              // What is left of the failed attempt is its Sync: its ReadyForQuery is swallowed like a replay's.
+              if (q[0]?.k === K.Sync) q[0] = { k: K.Sync, swallow: true };
+              return false;
+            }
+          } else if (err.code === "0A000" && h.name && /cached plan must not change result type/.test(err.message) && owner) {
             // Retry only a batch that is exactly this Bind up to its Sync, the last thing sent: the origin skips
             // the rest of the batch, answers the Sync, then runs the re-sent batch with a fresh plan.
             const retry = owner.planChanged(h.name, h.k === K.Bind && q[q.length - 1]!.k === K.Sync && q.filter((e) => e.k === K.Sync).length === 1);
