@@ -1,6 +1,6 @@
 // The query cache: recorded response messages of cacheable reads, with Hyperdrive's freshness rules
 // (max_age, then stale-while-revalidate with one background refresh), single flight for concurrent misses,
-// a byte-bounded LRU, and invalidation by table when a write through the proxy touches what an entry read.
+// a byte-bounded cache evicting by CLOCK (an LRU approximation), and invalidation by table when a write through the proxy touches what an entry read.
 //
 // Contract (used by src/pool/cache-path.ts): createQueryCache({ config, clock, metrics, volatility }) ->
 //   lookup(key, readTables, load) -> { status: 'hit'|'stale'|'miss'|'uncacheable'|'disabled', messages }
@@ -56,6 +56,8 @@ export interface Entry {
   bytes: number;
   storedAt: number;
   refreshing: boolean;
+  /** Hit since eviction last passed over it (second chance). */
+  referenced: boolean;
 }
 
 const ENTRY_OVERHEAD = 256;
@@ -124,7 +126,7 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
     const size = ENTRY_OVERHEAD + 2 * key.length + result;
     if (result > config.queryCacheMaxResultBytes || size > maxBytes) return;
     remove(key);
-    entries.set(key, { key, database, tables, messages, replies: [], bytes: size, storedAt: clock.now(), refreshing: false });
+    entries.set(key, { key, database, tables, messages, replies: [], bytes: size, storedAt: clock.now(), refreshing: false, referenced: false });
     bytes += size;
     let byTable = index.get(database);
     if (!byTable) index.set(database, (byTable = new Map()));
@@ -136,10 +138,20 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
     evict();
   }
 
-  /** Drops least recently used entries (Map order) until the byte bound holds. */
+  /**
+   * Drops entries until the byte bound holds, oldest first (Map order) with a second chance (the CLOCK
+   * approximation of LRU, as Postgres' buffer manager does it): an entry hit since it was last passed over
+   * moves to the young end instead. A hit only sets a flag; reordering a large Map on every hit costs more.
+   */
   function evict() {
-    for (const [k] of entries) {
+    for (const [k, e] of entries) {
       if (bytes <= maxBytes) break;
+      if (e.referenced) {
+        e.referenced = false;
+        entries.delete(k);
+        entries.set(k, e);
+        continue;
+      }
       remove(k);
     }
   }
@@ -158,12 +170,11 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
     return { status, messages };
   }
 
-  /** A fresh entry, moved to the recent end of the LRU; undefined when absent or past max_age. */
+  /** A fresh entry, marked as used (see evict); undefined when absent or past max_age. */
   function fresh(key: string): Entry | undefined {
     const e = entries.get(key);
     if (!e || clock.now() - e.storedAt >= maxAgeMs) return undefined;
-    entries.delete(key);
-    entries.set(key, e);
+    e.referenced = true;
     return e;
   }
 

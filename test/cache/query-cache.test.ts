@@ -127,3 +127,14 @@ test("a recorded miss is stored unless a write invalidated its tables meanwhile;
   given.done(null);
   expect(cache.fresh(cacheKey(key("g")))).toBeUndefined();
 });
+
+test("eviction gives an entry hit since it was stored a second chance (CLOCK): the unused one goes first", async () => {
+  const { cache } = setup({ queryCacheBytes: 4096, queryCacheMaxResultBytes: 1500 });
+  for (const k of ["k0", "k1", "k2"]) await cache.lookup(key(k), ["t"], async () => [new Uint8Array(1000)]);
+  expect(cache.stats().entries).toBe(3);
+  expect((await cache.lookup(key("k0"), ["t"], async () => msg("x"))).status).toBe("hit");
+  await cache.lookup(key("k3"), ["t"], async () => [new Uint8Array(1000)]);
+  expect(cache.stats().bytes).toBeLessThanOrEqual(4096);
+  expect(cache.fresh(cacheKey(key("k0")))).toBeDefined();
+  expect(cache.fresh(cacheKey(key("k1")))).toBeUndefined();
+});
