@@ -6,7 +6,7 @@ import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
 import { ProtocolError } from "../protocol/bytes.ts";
 import { createFrames, readStartup, type Frames } from "../protocol/frames.ts";
-import { checkBind, checkBindAt, decodeParse, decodeQuery, decodeStartup, encodeClose, encodeDescribe, encodeParse, encodeQuery, F, matchPreparedCall, PROTOCOL_3_0, renameBindStatement as rewriteBind, renamePreparedCall } from "../protocol/frontend.ts";
+import { checkBind, checkBindAt, decodeParse, decodeQuery, decodeStartup, encodeClose, encodeDescribe, encodeParse, encodeQuery, F, matchPreparedCall, matchUnnamedCall, PROTOCOL_3_0, renameBindStatement as rewriteBind, renamePreparedCall } from "../protocol/frontend.ts";
 import {
   AUTH_OK, BIND_COMPLETE, CLOSE_COMPLETE, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery, errorMessage, PARSE_COMPLETE, READY_IDLE,
 } from "../protocol/backend.ts";
@@ -176,7 +176,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       }
     },
     planChanged(serverName, retryable) {
-      for (const s of stmts.values()) {
+      for (const s of unnamedStmt ? [...stmts.values(), unnamedStmt] : stmts.values()) {
         if (s.serverName !== serverName) continue;
         ctx.planChanged(s.key);
         s.serverName = ctx.statementName(s.key);
@@ -672,37 +672,9 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     const stmt = stmts.get(utf8.decode(chunk.subarray(m.nameStart, m.nameEnd)));
     if (!stmt) return false;
     checkBindAt(chunk, m.nameStart, m.bindEnd);
-    let rec: { done(messages: Uint8Array[] | null): void } | null = null;
-    const cls = stmt.cls;
-    if (cacheOn && cls?.cacheable && !cls.pin) {
-      const cache = ctx.cachePath!.cache;
-      if (cls.functions.length && cache.knownVolatile(database, cls.functions) !== false) return false;
-      const id = stmtKeyPrefix(stmt) + cache.keyTail({ bindTail: chunk.subarray(m.nameEnd + 1, m.bindEnd) });
-      const e = cache.fresh(id);
-      if (e) {
-        ctx.metrics.cacheStatus(pool!, "hit");
-        send(cache.reply(e, m.describe ? REPLY_DESCRIBED : REPLY_BOUND, m.describe ? describedReply : boundReply));
-        return true;
-      }
-      // Without a Describe the answer lacks the RowDescription a cached entry keeps: the ordinary path loads it.
-      if (!m.describe) return false;
-      rec = cache.recorder({ database, user, sql: stmt.query, id }, cls.readTables);
-      if (!rec) return false; // stale, or being loaded: the ordinary path knows what to do
-    }
-    if (ctx.lanes && cls?.cacheable && !cls.pin && !stmt.writes.length && (cls.functions.length === 0 || ctx.cachePath!.cache.knownVolatile(database, cls.functions) === false)) {
-      // A read-only autocommit call: pipelined on a connection shared with other clients' reads (lanes.ts).
-      if (stmt.bindExpect?.name !== stmt.serverName) {
-        stmt.nameBytes = new TextEncoder().encode(stmt.serverName);
-        stmt.bindExpect = { k: K.Bind, name: stmt.serverName };
-      }
-      busy = true;
-      if (rec) {
-        ctx.metrics.cacheStatus(pool!, "miss");
-        tee = { rec, frames: createFrames(cfg.queryCacheMaxResultBytes + 1024), messages: [], bytes: 0, ok: true };
-      }
-      ctx.lanes.submit(pool!, sig(), params, sets, laneClient, stmt, renamePreparedCall(chunk, m.nameEnd, stmt.nameBytes!), m.describe);
-      return true;
-    }
+    const r = cachedOrPipelined(stmt, chunk, m, false);
+    if (r === true) return true;
+    const rec = r || null;
     if (!acquire()) {
       // Waiting for a connection, the call is held like any message and runs the ordinary way once granted; if
       // the wait failed at once, the ordinary path answers it with the error.
@@ -731,6 +703,89 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     flushToServer();
     return true;
   }
+
+  /**
+   * The cache and lane steps of a call of `stmt` (Bind, optional Describe, Execute, Sync in `call`) from an idle
+   * client: true when answered from the cache or sent on a lane; otherwise false, or the recorder of a
+   * cacheable miss that the caller runs and records. `parsed`: the call came after an unnamed Parse, whose
+   * ParseComplete goes first.
+   */
+  function cachedOrPipelined(stmt: Stmt, call: Uint8Array, m: { nameEnd: number; bindEnd: number; describe: boolean }, parsed: boolean): boolean | { done(messages: Uint8Array[] | null): void } {
+    let rec: { done(messages: Uint8Array[] | null): void } | null = null;
+    const cls = stmt.cls;
+    if (cls?.functions.length && ctx.cachePath && ctx.cachePath.cache.knownVolatile(database, cls.functions) === undefined) {
+      // Asked once in the background; until the answer is in, the call takes the ordinary path.
+      void ctx.cachePath.cache.isVolatile(database, cls.functions);
+      return false;
+    }
+    const knownSafe = cls?.cacheable && !cls.pin && (cls.functions.length === 0 || ctx.cachePath!.cache.knownVolatile(database, cls.functions) === false);
+    if (cacheOn && knownSafe) {
+      const cache = ctx.cachePath!.cache;
+      const id = stmtKeyPrefix(stmt) + cache.keyTail({ bindTail: call.subarray(m.nameEnd + 1, m.bindEnd) });
+      const e = cache.fresh(id);
+      if (e) {
+        ctx.metrics.cacheStatus(pool!, "hit");
+        const form = (m.describe ? REPLY_DESCRIBED : REPLY_BOUND) + (parsed ? REPLY_PARSED : 0);
+        send(cache.reply(e, form, (ms) => (parsed ? Buffer.concat([PARSE_COMPLETE, (m.describe ? describedReply : boundReply)(ms)]) : (m.describe ? describedReply : boundReply)(ms))));
+        return true;
+      }
+      // Without a Describe the answer lacks the RowDescription a cached entry keeps: the ordinary path loads it.
+      if (!m.describe) return false;
+      rec = cache.recorder({ database, user, sql: stmt.query, id }, cls!.readTables);
+      if (!rec) return false; // stale, or being loaded: the ordinary path knows what to do
+    }
+    if (!ctx.lanes || !knownSafe || stmt.writes.length) return rec ?? false;
+    // A read-only autocommit call: pipelined on a connection shared with other clients' reads (lanes.ts).
+    if (stmt.bindExpect?.name !== stmt.serverName) {
+      stmt.nameBytes = new TextEncoder().encode(stmt.serverName);
+      stmt.bindExpect = { k: K.Bind, name: stmt.serverName };
+    }
+    busy = true;
+    if (parsed) send(PARSE_COMPLETE);
+    if (rec) {
+      ctx.metrics.cacheStatus(pool!, "miss");
+      tee = { rec, frames: createFrames(cfg.queryCacheMaxResultBytes + 1024), messages: [], bytes: 0, ok: true };
+    }
+    ctx.lanes.submit(pool!, sig(), params, sets, laneClient, stmt, renamePreparedCall(call, m.nameEnd, stmt.nameBytes!), m.describe);
+    return true;
+  }
+
+  /**
+   * An unnamed Parse and a call of it in one chunk (node-postgres' parameterised queries, postgres.js with
+   * prepare: false), from an idle client: a cacheable read is answered from the cache or pipelined on a lane
+   * under the statement's shared origin name, like a prepared call. The client's unnamed statement is then
+   * this one, prepared again wherever it is next bound without a Parse. False: the ordinary path.
+   */
+  function unnamedCall(chunk: Uint8Array): boolean {
+    const u = matchUnnamedCall(chunk);
+    if (!u) return false;
+    const parse = chunk.subarray(0, u.parseEnd);
+    const call = chunk.subarray(u.parseEnd);
+    let stmt = unnamedStmt;
+    if (!stmt || !unnamedStmtParse || Buffer.compare(unnamedStmtParse, parse) !== 0) {
+      const p = decodeParse(parse.subarray(5));
+      const eff = sessionEffect(p.query);
+      if (eff.pin || eff.set || eff.reset !== undefined || eff.forgetsStatements) return false;
+      stmt = makeStatement(p);
+      if (!stmt.cls?.cacheable) return false;
+      unnamedStmt = stmt;
+      unnamedStmtParse = parse.slice();
+    }
+    checkBindAt(call, u.call.nameStart, u.call.bindEnd);
+    // Committed from here on: the origin connections do not hold this unnamed statement.
+    const r = cachedOrPipelined(stmt, call, u.call, true);
+    if (r !== true) {
+      (r || null)?.done(null);
+      return false;
+    }
+    unnamed = unnamedStmtParse;
+    unnamedSeq++;
+    unnamedWrites = [];
+    return true;
+  }
+  /** The last unnamed statement taken by unnamedCall, and its Parse as sent (to recognise it again). */
+  let unnamedStmt: Stmt | null = null;
+  let unnamedStmtParse: Uint8Array | null = null;
 
   /** A miss in flight on this client's connection: its answer, recorded for the cache as it streams back. */
   let tee: { rec: { done(messages: Uint8Array[] | null): void }; frames: Frames; messages: Uint8Array[]; bytes: number; ok: boolean } | null = null;
@@ -863,11 +918,15 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     if (stmts.size >= cfg.poolMaxPreparedStatements * 16 && !stmts.has(m.name)) {
       throw new ProtocolError(`client has more than ${cfg.poolMaxPreparedStatements * 16} prepared statements (16 x KVDRIVE_POOL_PREPARED_STATEMENTS)`, "54000");
     }
-    const k = m.query + "\0" + m.paramTypes.join(",");
-    const cls = classifyOrNull(m.query);
-    const stmt: Stmt = { key: k, query: m.query, paramTypes: m.paramTypes, serverName: ctx.statementName(k), parse: null, writes: cls?.writeTables ?? [], cls, prefix: "", prefixGen: -1, nameBytes: null, bindExpect: null };
+    const stmt = makeStatement(m);
     stmts.set(m.name, stmt);
     return stmt;
+  }
+
+  function makeStatement(m: { query: string; paramTypes: number[] }): Stmt {
+    const k = m.query + "\0" + m.paramTypes.join(",");
+    const cls = classifyOrNull(m.query);
+    return { key: k, query: m.query, paramTypes: m.paramTypes, serverName: ctx.statementName(k), parse: null, writes: cls?.writeTables ?? [], cls, prefix: "", prefixGen: -1, nameBytes: null, bindExpect: null };
   }
 
   function ensureUnnamed(s: Server) {
@@ -1008,7 +1067,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
           return;
         }
         if (st === St.Closed) return;
-        if (st === St.Ready && !server && !busy && !batch && !pinned && status === 0x49 && !pendingDiscard && !deferred.length && !waiter && !tee && frames!.pending() === 0 && preparedCall(chunk)) return;
+        if (st === St.Ready && !server && !busy && !batch && !pinned && status === 0x49 && !pendingDiscard && !deferred.length && !waiter && !tee && frames!.pending() === 0 && (chunk[0] === F.Parse ? unnamedCall(chunk) : preparedCall(chunk))) return;
         if (st === St.Validating) {
           frames!.push(chunk, () => false);
           return;
@@ -1048,6 +1107,8 @@ const utf8 = new TextDecoder();
 const REPLY_SIMPLE = 0;
 const REPLY_DESCRIBED = 1;
 const REPLY_BOUND = 2;
+/** Added to REPLY_DESCRIBED or REPLY_BOUND: the same answer after a ParseComplete (an unnamed Parse came first). */
+const REPLY_PARSED = 2;
 const simpleReply = (ms: Uint8Array[]) => Buffer.concat([...ms, READY_IDLE]);
 const describedReply = (ms: Uint8Array[]) => Buffer.concat([BIND_COMPLETE, ...ms, READY_IDLE]);
 const boundReply = (ms: Uint8Array[]) => Buffer.concat([BIND_COMPLETE, ...ms.filter((m) => m[0] !== 0x54), READY_IDLE]);

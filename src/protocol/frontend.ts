@@ -181,13 +181,13 @@ const EXECUTE_SYNC_ZEROS = [1, 2, 3, 5, 6, 7, 8, 9, 11, 12, 13];
  * send it. Returns the statement name's [start, end) and where the Bind ends (its parameter section is
  * [nameEnd + 1, bindEnd)), or null for anything else. The parameter section is not validated.
  */
-export function matchPreparedCall(buf: Uint8Array): { nameStart: number; nameEnd: number; bindEnd: number; describe: boolean } | null {
+export function matchPreparedCall(buf: Uint8Array, unnamed = false): { nameStart: number; nameEnd: number; bindEnd: number; describe: boolean } | null {
   const n = buf.length;
   if (n < 6 + 4 + 10 + 5 || buf[0] !== F.Bind || buf[5] !== 0) return null;
   const bindEnd = 1 + (((buf[1]! << 24) | (buf[2]! << 16) | (buf[3]! << 8) | buf[4]!) >>> 0);
   if (bindEnd + 15 > n) return null;
   const nameEnd = buf.indexOf(0, 6);
-  if (nameEnd <= 6 || nameEnd >= bindEnd) return null;
+  if ((unnamed ? nameEnd !== 6 : nameEnd <= 6) || nameEnd >= bindEnd) return null;
   let at = bindEnd;
   const describe = buf[at] === F.Describe;
   if (describe) {
@@ -197,6 +197,20 @@ export function matchPreparedCall(buf: Uint8Array): { nameStart: number; nameEnd
   if (at + 15 !== n || buf[at] !== F.Execute || buf[at + 4] !== 9 || buf[at + 10] !== F.Sync || buf[at + 14] !== 4) return null;
   for (const i of EXECUTE_SYNC_ZEROS) if (buf[at + i] !== 0) return null;
   return { nameStart: 6, nameEnd, bindEnd, describe };
+}
+
+/**
+ * A Parse of the unnamed statement followed by a call of it (Bind of the unnamed statement to the unnamed
+ * portal, optional Describe, Execute, Sync), filling exactly `buf`: how node-postgres sends a parameterised
+ * query without a name, and postgres.js with prepare: false. Returns where the Parse ends and the call's
+ * offsets relative to that point (as matchPreparedCall gives them), or null for anything else.
+ */
+export function matchUnnamedCall(buf: Uint8Array): { parseEnd: number; call: { nameStart: number; nameEnd: number; bindEnd: number; describe: boolean } } | null {
+  if (buf.length < 8 || buf[0] !== F.Parse || buf[5] !== 0) return null;
+  const parseEnd = 1 + (((buf[1]! << 24) | (buf[2]! << 16) | (buf[3]! << 8) | buf[4]!) >>> 0);
+  if (parseEnd >= buf.length || parseEnd < 9) return null;
+  const call = matchPreparedCall(buf.subarray(parseEnd), true);
+  return call ? { parseEnd, call } : null;
 }
 
 /**

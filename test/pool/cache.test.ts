@@ -136,3 +136,45 @@ test("a prepared call in one write (Bind, Describe, Execute, Sync) gets the orig
     await t.stop();
   }
 });
+
+test("unnamed parameterised queries (node-postgres without a name) are cached too", async () => {
+  const q = { text: "select v from cached_t where id = $1", values: [1] };
+  expect(await delta(() => client.query(q))).toEqual({ miss: 1 });
+  expect(await delta(() => client.query(q))).toEqual({ hit: 1 });
+  const direct = new pg.Client({ connectionString: f.originUrl });
+  await direct.connect();
+  try {
+    expect((await client.query(q)).rows).toEqual((await direct.query(q)).rows);
+  } finally {
+    await direct.end();
+  }
+  expect((await client.query({ ...q, values: [999] })).rows).toEqual([]);
+});
+
+test("an unnamed Parse and call in one write: the origin's answer byte for byte from the cache, and a later Bind without Parse still works", async () => {
+  const t = await startPoolerFixture({ pgAuth: "trust", queryCacheMaxAge: 60, queryCacheSwr: 15 }, clock, f.pg);
+  try {
+    const counts = () => t.pooler.stats().pools[0]?.cache ?? {};
+    const r = await rawConnect(t.pooler.port);
+    r.write(encodeStartup({ user: f.pg.user, database: "postgres" }));
+    await r.read((m) => m.type === "Z");
+    const bind = (id: string) => encodeBind({ portal: "", statement: "", paramFormats: [], params: [new TextEncoder().encode(id)], resultFormats: [] });
+    const parsedCall = (id: string) => Buffer.concat([encodeParse({ name: "", query: "select id, v from cached_t where id = $1", paramTypes: [] }), bind(id), encodeDescribe({ kind: "P", name: "" }), encodeExecute(""), SYNC]);
+    const answer = async (bytes: Uint8Array) => {
+      r.write(bytes);
+      return (await r.read((m) => m.type === "Z")).map((m) => m.type + Buffer.from(m.body).toString("hex"));
+    };
+    const miss = await answer(parsedCall("1"));
+    expect(miss.map((m) => m[0]).join("")).toBe("12TDCZ");
+    expect(await answer(parsedCall("1"))).toEqual(miss);
+    expect(counts()).toEqual({ miss: 1, hit: 1 });
+    // The last answer came from the cache, so no origin connection holds this unnamed statement: a Bind of it
+    // without a Parse (legal: the unnamed statement lasts until the next Parse) must still run it.
+    const again = await answer(Buffer.concat([bind("1"), encodeDescribe({ kind: "P", name: "" }), encodeExecute(""), SYNC]));
+    expect(again.map((m) => m[0]).join("")).toBe("2TDCZ");
+    expect(again.slice(1)).toEqual(miss.slice(2));
+    r.end();
+  } finally {
+    await t.stop();
+  }
+});

@@ -69,6 +69,23 @@ describe("read pipelining", () => {
     expect(metrics).toMatch(/kvdrive_pool_pipelined_total\{[^}]*\} \d+/);
   });
 
+  test("unnamed parameterised queries (node-postgres without a name) are pipelined too", async () => {
+    const before = pipelined();
+    const clients = await Promise.all(Array.from({ length: 12 }, () => pgClient()));
+    const wrong: string[] = [];
+    await Promise.all(
+      clients.map(async (c, i) => {
+        for (let n = 0; n < 40; n++) {
+          const id = 1 + ((i * 37 + n * 5) % 500);
+          const r = await c.query("select id, v from lanes_t where id = $1", [id]);
+          if (r.rows.length !== 1 || r.rows[0].id !== id || r.rows[0].v !== `v${id}`) wrong.push(`${id}: ${JSON.stringify(r.rows)}`);
+        }
+      }),
+    );
+    expect(wrong).toEqual([]);
+    expect(pipelined() - before).toBeGreaterThan(240);
+  });
+
   test("an error in one pipelined call reaches only its client, and the calls after it run", async () => {
     const before = pipelined();
     const clients = await Promise.all(Array.from({ length: 12 }, () => pgClient()));

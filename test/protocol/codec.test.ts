@@ -116,6 +116,24 @@ describe("prepared-call matcher", () => {
     }
   });
 
+  test("an unnamed Parse followed by a call of the unnamed statement: where the Parse ends, and the call", () => {
+    const parse = Fe.encodeParse({ name: "", query: "select $1::int", paramTypes: [23] });
+    const ubind = Fe.encodeBind({ portal: "", statement: "", paramFormats: [0], params: [bytes("7")], resultFormats: [] });
+    const whole = call(parse, ubind, desc, exec, Fe.SYNC);
+    const u = Fe.matchUnnamedCall(whole)!;
+    expect(u.parseEnd).toBe(parse.length);
+    expect(u.call.describe).toBe(true);
+    expect(u.call.nameEnd).toBe(6);
+    const renamed = Fe.renamePreparedCall(whole.subarray(u.parseEnd), u.call.nameEnd, bytes("kv1"));
+    expect(Fe.matchPreparedCall(renamed)).not.toBeNull();
+    // Not a match: a named Parse, a call of a named statement after it, or a Parse alone.
+    expect(Fe.matchUnnamedCall(call(Fe.encodeParse({ name: "s", query: "select 1", paramTypes: [] }), ubind, exec, Fe.SYNC))).toBeNull();
+    expect(Fe.matchUnnamedCall(call(parse, bind, exec, Fe.SYNC))).toBeNull();
+    expect(Fe.matchUnnamedCall(call(parse, Fe.SYNC))).toBeNull();
+    // And matchPreparedCall itself still refuses the unnamed statement.
+    expect(Fe.matchPreparedCall(call(ubind, exec, Fe.SYNC))).toBeNull();
+  });
+
   test("anything else is not a match", () => {
     const unnamed = Fe.encodeBind({ portal: "", statement: "", paramFormats: [], params: [], resultFormats: [] });
     const portal = Fe.encodeBind({ portal: "p", statement: "P_0", paramFormats: [], params: [], resultFormats: [] });
