@@ -451,6 +451,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         }
       }
     }
+    if (!server && type === F.Query && ctx.lanes && !pinned && status === 0x49 && !deferred.length && !waiter && queryOnLane(body, buf.subarray(at, at + 5 + body.length))) return true;
     if (!server) {
       if (!isFrontendType(type)) throw new ProtocolError(`unexpected message type ${type} (${JSON.stringify(String.fromCharCode(type))})`);
       if (waiter) return false;
@@ -579,6 +580,22 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       default:
         throw new ProtocolError(`unexpected message type ${type} (${JSON.stringify(String.fromCharCode(type))}) after start-up`);
     }
+  }
+
+  /** A simple Query of one read-only statement from an idle client: pipelined on a lane. False: not such a query. */
+  function queryOnLane(body: Uint8Array, raw: Uint8Array): boolean {
+    const sql = decodeQuery(body);
+    const cls = classifyOrNull(sql);
+    if (!cls?.cacheable || cls.pin || cls.writeTables.length || sessionEffect(sql).pin) return false;
+    if (cls.functions.length) {
+      const cache = ctx.cachePath!.cache;
+      const known = cache.knownVolatile(database, cls.functions);
+      if (known === undefined) void cache.isVolatile(database, cls.functions);
+      if (known !== false) return false;
+    }
+    busy = true;
+    ctx.lanes!.submit(pool!, sig(), params, sets, laneClient, null, raw.slice(), false);
+    return true;
   }
 
   function sharedPin(sql: string): Pin | undefined {

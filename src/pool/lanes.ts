@@ -6,7 +6,8 @@
 //
 // Only a call that cannot change the connection's state is pipelined: one Bind (unnamed portal) of a named
 // statement the classifier calls cacheable (a single read-only statement, immutable functions only, no locks,
-// no temp tables or catalogs), optional Describe, Execute, Sync, from an idle client in autocommit. Such a call
+// no temp tables or catalogs), optional Describe, Execute, Sync, or a simple Query of one such statement, from
+// an idle client in autocommit. Such a call
 // starts and ends its own implicit transaction, so an error in it is discarded up to its own Sync and the next
 // client's call runs as if alone. Clients with different session settings never share a lane.
 import { encodeClose, encodeParse, encodeQuery, renamePreparedCall } from "../protocol/frontend.ts";
@@ -35,8 +36,9 @@ export interface LaneClient extends Owner {
 /** One call in flight: whose it is, and what to send again if the origin asks for a fresh plan. */
 interface Turn {
   client: LaneClient;
-  stmt: LaneStatement;
-  /** The call as sent: Bind (statement name from byte 6), optional Describe, Execute, Sync. */
+  /** Null for a simple Query. */
+  stmt: LaneStatement | null;
+  /** The call as sent: Bind (statement name from byte 6), optional Describe, Execute, Sync; or a Query. */
   call: Uint8Array;
   nameLength: number;
   describe: boolean;
@@ -72,11 +74,12 @@ export interface LaneStats {
 
 export interface Lanes {
   /**
-   * Sends a call (Bind, optional Describe, Execute, Sync, with the origin's statement name) on a lane of the
+   * Sends a call (Bind, optional Describe, Execute, Sync, with the origin's statement name; or, with stmt null,
+   * a simple Query) on a lane of the
    * pool for clients with this session signature, or queues it until the pool has a connection for a lane.
    * The client hears laneDone() after its ReadyForQuery, or laneFailed() if no connection could be had.
    */
-  submit(pool: Pool, sig: string, params: Map<string, string>, sets: Map<string, string>, client: LaneClient, stmt: LaneStatement, call: Uint8Array, describe: boolean): void;
+  submit(pool: Pool, sig: string, params: Map<string, string>, sets: Map<string, string>, client: LaneClient, stmt: LaneStatement | null, call: Uint8Array, describe: boolean): void;
   /** The lane serving this client, when its call is the only one in flight there (so a cancel hits only it). */
   soleServer(client: LaneClient): Server | null;
   /** Resumes reading the lane a client's call is on (its socket drained). */
@@ -144,12 +147,17 @@ export function createLanes(o: { depth: number; maxPrepared: number; pipelined?:
   /** Queues a call's bytes and the relay's expectations for them (after any hidden Parse). */
   function send(lane: Lane, t: Turn) {
     const s = lane.server;
-    prepare(lane, t.stmt);
-    emit(lane, t.call);
-    s.push({ k: K.Bind, name: t.stmt.serverName });
-    if (t.describe) s.push(EXPECT_DESCRIBE);
-    s.push(EXPECT_EXECUTE);
-    s.push({ k: K.Sync, t: performance.now() });
+    if (t.stmt) {
+      prepare(lane, t.stmt);
+      emit(lane, t.call);
+      s.push({ k: K.Bind, name: t.stmt.serverName });
+      if (t.describe) s.push(EXPECT_DESCRIBE);
+      s.push(EXPECT_EXECUTE);
+      s.push({ k: K.Sync, t: performance.now() });
+    } else {
+      emit(lane, t.call);
+      s.push({ k: K.Query, t: performance.now() });
+    }
     lane.fifo.push(t);
   }
 
@@ -183,7 +191,7 @@ export function createLanes(o: { depth: number; maxPrepared: number; pipelined?:
       completed(e, type) {
         const h = lane.fifo[0];
         h?.client.completed(e, type);
-        if (type === 0x5a && e.k === K.Sync && h) {
+        if (type === 0x5a && (e.k === K.Sync || e.k === K.Query) && h) {
           lane.fifo.shift();
           if (s.status !== 0x49) {
             // A pipelined call must end its own transaction; anything else means the lane cannot be trusted.
@@ -200,7 +208,7 @@ export function createLanes(o: { depth: number; maxPrepared: number; pipelined?:
         // The head call's plan went stale (DDL changed its result type): it goes again at the end of the
         // pipeline under a fresh statement name; this attempt's error and ReadyForQuery are not the client's.
         const h = lane.fifo[0];
-        if (!h || h.stmt.serverName !== serverName) return false;
+        if (!h?.stmt || h.stmt.serverName !== serverName) return false;
         h.client.planChanged(serverName, false);
         lane.fifo.shift();
         const name = new TextEncoder().encode(h.stmt.serverName);
@@ -276,7 +284,7 @@ export function createLanes(o: { depth: number; maxPrepared: number; pipelined?:
         if (l.fifo.length < o.depth && (!pick || l.fifo.length > pick.fifo.length)) pick = l;
         if (!least || l.fifo.length < least.fifo.length) least = l;
       }
-      const t: Turn = { client, stmt, call, nameLength: call.indexOf(0, 6) - 6, describe };
+      const t: Turn = { client, stmt, call, nameLength: stmt ? call.indexOf(0, 6) - 6 : 0, describe };
       countsOf(pool).pipelined++;
       o.pipelined?.(pool);
       if (!pick) {

@@ -233,7 +233,7 @@ export function createServer(conn: OriginConn): Server {
             return false;
           }
           if (e?.swallow) return false;
-          if (owner?.turns && e?.k === K.Sync) {
+          if (owner?.turns && (e?.k === K.Sync || e?.k === K.Query)) {
             inject(body![0] === 0x49 ? READY_IDLE : body![0] === 0x54 ? READY_TX : READY_FAILED);
             owner.completed(e, type);
             return false;

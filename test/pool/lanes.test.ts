@@ -86,6 +86,33 @@ describe("read pipelining", () => {
     expect(pipelined() - before).toBeGreaterThan(240);
   });
 
+  test("simple-protocol reads (a Query of one read-only statement) are pipelined too; other Queries are not", async () => {
+    const before = pipelined();
+    const clients = await Promise.all(Array.from({ length: 12 }, () => pgClient()));
+    const wrong: string[] = [];
+    await Promise.all(
+      clients.map(async (c, i) => {
+        for (let n = 0; n < 30; n++) {
+          const id = 1 + ((i * 41 + n * 3) % 500);
+          const r = await c.query(`select id, v from lanes_t where id = ${id}`);
+          if (r.rows.length !== 1 || r.rows[0].id !== id || r.rows[0].v !== `v${id}`) wrong.push(`${id}: ${JSON.stringify(r.rows)}`);
+        }
+      }),
+    );
+    expect(wrong).toEqual([]);
+    const reads = pipelined() - before;
+    expect(reads).toBeGreaterThan(180);
+    // Two statements in one Query, a write, and a transaction block take the ordinary path.
+    const c = clients[0]!;
+    const multi = (await c.query("select 1 as a; select 2 as b")) as unknown as Array<{ rows: unknown[] }>;
+    expect(multi.map((r) => r.rows)).toEqual([[{ a: 1 }], [{ b: 2 }]]);
+    await c.query("begin");
+    expect((await c.query("select v from lanes_t where id = 9")).rows).toEqual([{ v: "v9" }]);
+    await c.query("update lanes_t set v = v where id = 9");
+    await c.query("commit");
+    expect(pipelined() - before).toBe(reads);
+  });
+
   test("an error in one pipelined call reaches only its client, and the calls after it run", async () => {
     const before = pipelined();
     const clients = await Promise.all(Array.from({ length: 12 }, () => pgClient()));
