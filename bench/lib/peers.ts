@@ -7,6 +7,8 @@ import { freePort } from "../../src/embedded/postgres.ts";
 
 export interface Peer {
   port: number;
+  /** The peer's process, for CPU accounting. */
+  pid?: number;
   stop(): Promise<void>;
 }
 
@@ -85,7 +87,7 @@ export async function startPgBouncer(o: PgBouncerOptions): Promise<Peer> {
     await stop();
     throw new Error(`${(e as Error).message}: ${err.slice(0, 300)}`);
   }
-  return { port, stop };
+  return { port, pid: proc.pid, stop };
 }
 
 export async function startRedis(): Promise<Peer> {

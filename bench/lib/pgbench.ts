@@ -21,11 +21,13 @@ export interface PgbenchRun {
   selectOnly: boolean;
   /** -C: a new connection for every transaction. */
   connectEach?: boolean;
+  /** -t: this many transactions per client instead of -T durationSec. */
+  transactions?: number;
   /** A custom script (-f) instead of the built-in ones; `name` labels it in tables. */
   script?: { name: string; text: string };
 }
 
-export const pgbenchArgs = (r: PgbenchRun) => [`-c${r.clients}`, "-j2", `-T${r.durationSec}`, `-M${r.mode}`, ...(r.script ? [`-f ${r.script.name}`] : r.selectOnly ? ["-S"] : []), ...(r.connectEach ? ["-C"] : [])];
+export const pgbenchArgs = (r: PgbenchRun) => [`-c${r.clients}`, "-j2", r.transactions ? `-t${r.transactions}` : `-T${r.durationSec}`, `-M${r.mode}`, ...(r.script ? [`-f ${r.script.name}`] : r.selectOnly ? ["-S"] : []), ...(r.connectEach ? ["-C"] : [])];
 
 const env = (t: PgbenchTarget) => ({ ...process.env, PGPASSWORD: t.password, PGHOST: t.host, PGPORT: String(t.port), PGUSER: t.user, PGDATABASE: t.db, PGSSLMODE: "disable" });
 

@@ -23,6 +23,10 @@ export interface Row {
   non2xx?: number;
   /** CPU time the load generator itself spent per request (pgbench under /usr/bin/time). */
   clientCpuMsPerTx?: number;
+  /** CPU per transaction of the proxy process (µs), when measured. */
+  proxyCpuUsPerTx?: number;
+  /** CPU per transaction of Postgres (postmaster and backends, µs), when measured. */
+  originCpuUsPerTx?: number;
 }
 
 export interface Ratio {

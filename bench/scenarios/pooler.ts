@@ -8,6 +8,7 @@ import { measuredAsCached } from "../lib/query-cache-stats.ts";
 import { failed, notBuilt, notInstalled, ratio, type Ratio, type Row } from "../lib/result.ts";
 import type { KvdriveProcess } from "../lib/stack.ts";
 import { spawnUntil } from "../lib/procs.ts";
+import { cpuSeconds, postmasterPid } from "../lib/cpu.ts";
 import { freePort } from "../../src/embedded/postgres.ts";
 
 const CLIENTS = 16;
@@ -17,6 +18,8 @@ const POOL = 20;
 interface Target {
   name: string;
   target?: PgbenchTarget;
+  /** The proxy's process (PgBouncer, the relay, kvdrive), for its CPU per transaction. */
+  pid?: number;
   /** The kvdrive behind it, whose cache statuses prove a "cache on" row was served from the cache. */
   kvdrive?: KvdriveProcess;
   /** Why there is no target: not installed, not built. */
@@ -33,6 +36,20 @@ async function checkTarget(t: PgbenchTarget, name: string): Promise<void> {
   if (code !== 0 || out.trim() !== "1") throw new Error(`endpoint check failed for ${name}: psql gave ${code}: ${out.trim()} ${err.trim()}`);
 }
 
+/**
+ * Puts the answer for every one of the 100,000 accounts in the cache: pgbench's own -S statement, with each aid
+ * taken once from a sequence (the nextval itself is volatile, so it is not cached and goes to the origin).
+ */
+async function warmEveryAccount(through: PgbenchTarget, direct: PgbenchTarget): Promise<void> {
+  const psql = Bun.spawnSync(["psql", "-X", "-q", "-c", "DROP SEQUENCE IF EXISTS bench_warm_aid; CREATE SEQUENCE bench_warm_aid"], {
+    env: { ...process.env, PGPASSWORD: direct.password, PGHOST: direct.host, PGPORT: String(direct.port), PGUSER: direct.user, PGDATABASE: direct.db, PGSSLMODE: "disable" },
+  });
+  if (psql.exitCode !== 0) throw new Error(`cache warm-up: psql failed: ${psql.stderr.toString().slice(0, 300)}`);
+  const text = "SELECT nextval('bench_warm_aid') AS aid \\gset\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n";
+  const r = await pgbench("cache warm-up", through, { clients: CLIENTS, durationSec: 0, transactions: 100_000 / CLIENTS, mode: "prepared", selectOnly: true, script: { name: "warm-every-account.sql", text } });
+  if (r.status !== "ok") throw new Error(`cache warm-up failed: ${r.note ?? r.status}`);
+}
+
 export const pooler: Scenario = {
   name: "pooler",
   title: "Pooler throughput, pgbench: direct Postgres, PgBouncer (transaction mode), kvdrive cache off/on",
@@ -42,26 +59,27 @@ export const pooler: Scenario = {
     const pg = await ctx.postgres();
     const base = { host: "127.0.0.1", user: pg.user, password: pg.password, db: "postgres" };
     const direct: PgbenchTarget = { ...base, port: pg.port };
+    const postmaster = postmasterPid(pg.dataDir);
     await pgbenchInit(direct);
     const targets: Target[] = [{ name: "direct Postgres", target: direct }];
 
     if (installed("pgbouncer")) {
       const tx = await startPgBouncer({ originPort: pg.port, user: pg.user, password: pg.password, mode: "transaction", poolSize: POOL });
       ctx.defer(() => tx.stop());
-      targets.push({ name: "PgBouncer, transaction mode", target: { ...base, port: tx.port } });
+      targets.push({ name: "PgBouncer, transaction mode", target: { ...base, port: tx.port }, pid: tx.pid });
     } else targets.push({ name: "PgBouncer, transaction mode", missing: (l, g) => notInstalled(l, "pgbouncer", g) });
 
     // The floor of any pooler on Bun: a byte relay with no parsing and no pooling (pooler-floor.ts).
     const floorPort = await freePort();
     const floor = await spawnUntil(["bun", new URL("./pooler-floor.ts", import.meta.url).pathname, String(floorPort), String(pg.port)], {}, "ready");
     ctx.defer(async () => void (await floor.stop()));
-    targets.push({ name: FLOOR, target: { ...base, port: floorPort } });
+    targets.push({ name: FLOOR, target: { ...base, port: floorPort }, pid: floor.proc.pid });
 
     const off = await ctx.kvdrive({ KVDRIVE_CACHE_DISABLED: "true", KVDRIVE_POOL_SIZE: String(POOL) });
-    targets.push({ name: "kvdrive, cache off", target: { ...base, port: off.pgPort } });
+    targets.push({ name: "kvdrive, cache off", target: { ...base, port: off.pgPort }, pid: off.pid });
     if (features.queryCache()) {
       const on = await ctx.kvdrive({ KVDRIVE_POOL_SIZE: String(POOL) });
-      targets.push({ name: "kvdrive, cache on", target: { ...base, port: on.pgPort }, kvdrive: on });
+      targets.push({ name: "kvdrive, cache on", target: { ...base, port: on.pgPort }, kvdrive: on, pid: on.pid });
     } else targets.push({ name: "kvdrive, cache on", missing: (l, g) => notBuilt(l, "the pooler's query cache (issue 4) is not in the tree yet", g) });
     for (const t of targets) if (t.target) await checkTarget(t.target, t.name);
 
@@ -75,7 +93,20 @@ export const pooler: Scenario = {
         }
         try {
           await pgbench("warm-up", t.target, { ...run, durationSec: ctx.warmupSec });
-          const measure = () => pgbench(label, t.target!, run, group);
+          // Built-in -S draws from 100,000 accounts, which a run of a few seconds mostly sees for the first
+          // time: the cache-on row gets every account's answer cached first (one pass, excluded from results).
+          if (t.kvdrive && run === prepared) await warmEveryAccount(t.target, direct);
+          const measure = async () => {
+            // CPU of the proxy and of Postgres over the measured run, per transaction: where the 2 cores went.
+            const before = [t.pid ? cpuSeconds(t.pid) : NaN, cpuSeconds(postmaster, true)];
+            const row = await pgbench(label, t.target!, run, group);
+            const n = row.total ?? 0;
+            if (n > 0) {
+              if (t.pid) row.proxyCpuUsPerTx = ((cpuSeconds(t.pid) - before[0]!) * 1e6) / n;
+              row.originCpuUsPerTx = ((cpuSeconds(postmaster, true) - before[1]!) * 1e6) / n;
+            }
+            return row;
+          };
           rows.push(await ctx.measure(`${group}: ${label}`, run.durationSec, () => (t.kvdrive ? measuredAsCached(t.kvdrive, measure) : measure())));
         } catch (e) {
           rows.push(failed(label, e, group));
@@ -96,7 +127,7 @@ export const pooler: Scenario = {
     if (installed("pgbouncer") && pgbTx && pgbTx.status !== "ok") {
       const s = await startPgBouncer({ originPort: pg.port, user: pg.user, password: pg.password, mode: "session", poolSize: POOL });
       ctx.defer(() => s.stop());
-      targets.push({ name: "PgBouncer, session mode", target: { ...base, port: s.port } });
+      targets.push({ name: "PgBouncer, session mode", target: { ...base, port: s.port }, pid: s.pid });
       await runSet(groupName(prepared), prepared, ["PgBouncer, session mode"]);
     }
     // A hot set of 1,000 accounts: what a query cache is for. Built-in -S draws from 100,000 accounts, which a
@@ -144,6 +175,21 @@ export const pooler: Scenario = {
       .map((r) => `${r.label}: ${r.clientCpuMsPerTx!.toFixed(2)} ms`)
       .join(", ");
     const notes: string[] = [];
+    // Where each row's CPU went, and what that allows on 2 cores: tps ≤ 2 s / (CPU per transaction, all processes).
+    const split = (g: string) =>
+      rows
+        .filter((r) => r.group === g && r.status === "ok" && r.clientCpuMsPerTx !== undefined && r.originCpuUsPerTx !== undefined)
+        .map((r) => {
+          const client = r.clientCpuMsPerTx! * 1000;
+          const proxy = r.proxyCpuUsPerTx ?? 0;
+          const total = client + proxy + r.originCpuUsPerTx!;
+          return `${r.label}: pgbench ${client.toFixed(1)}, proxy ${r.proxyCpuUsPerTx === undefined ? "—" : proxy.toFixed(1)}, Postgres ${r.originCpuUsPerTx!.toFixed(1)} (ceiling ${Math.round(2e6 / total).toLocaleString("en-US")} tps)`;
+        })
+        .join("; ");
+    for (const g of [gp, gh]) {
+      const line = split(g);
+      if (line) notes.push(`CPU per transaction in \`${g}\`, µs (from /proc over the measured run; Postgres counts its backends, also those that exited): ${line}.`);
+    }
     if (cpuNote) notes.push(`With -C, pgbench itself (libpq: a TCP connection and SCRAM-SHA-256 with 4096 PBKDF2 iterations, client side) spends this much CPU per transaction: ${cpuNote}. On 2 shared cores that caps any pooler's -C rate at roughly 2000 ms / (client CPU + pooler CPU) per second, whatever the pooler does.`);
     return {
       scenario: "pooler",
