@@ -171,11 +171,21 @@ export function createLanes(o: { depth: number; maxPrepared: number; pipelined?:
 
   function openLane(pool: Pool, sig: string, params: Map<string, string>, sets: Map<string, string>, list: Lane[], s: Server): Lane {
     const lane: Lane = { server: s, sig, fifo: [], out: [], list, counts: countsOf(pool) };
+    // The ReadyForQuery that ends the head's turn is in the next send; then the turn passes on.
+    let ending: Expect | null = null;
     const owner: Owner = {
       send(b) {
         lane.fifo[0]?.client.send(b);
+        if (ending) {
+          const e = ending;
+          ending = null;
+          owner.completed(e, 0x5a);
+        }
       },
       turns: true,
+      endTurn(e) {
+        ending = e;
+      },
       backpressured: () => lane.fifo[0]?.client.backpressured() ?? false,
       parameterStatus(name, value, fromReplay) {
         // Pipelined statements cannot change settings; if one did, the connection no longer matches the lane.

@@ -3,8 +3,8 @@
 // That is how injected messages (a lazy re-Parse, a Close on LRU eviction, a parameter replay) have their
 // answers swallowed, and synthetic answers (ParseComplete for a statement the origin already has) are
 // slotted in at the right place, while everything else streams to the client unparsed.
-import { B, encodeReadyForQuery } from "../protocol/backend.ts";
-import { createScanner, type ScanSink, type Scanner } from "../protocol/scan.ts";
+import { B } from "../protocol/backend.ts";
+import { createScanner, END_RANGE, type ScanSink, type Scanner } from "../protocol/scan.ts";
 import type { OriginConn } from "./origin.ts";
 
 export const enum K {
@@ -40,10 +40,11 @@ export interface Expect {
 export interface Owner {
   send(bytes: Uint8Array): void;
   /**
-   * Several clients take turns on this connection (a lane): each ReadyForQuery answering a Sync is sent on
-   * its own, before completed() ends that client's turn, so no send mixes two clients' answers.
+   * Several clients take turns on this connection (a lane): a ReadyForQuery answering a Sync or Query ends
+   * a send, so no send mixes two clients' answers; endTurn(e) is called just before that last send.
    */
   turns?: boolean;
+  endTurn?(e: Expect): void;
   /**
    * With turns: the current call's statement needs a fresh plan. True when the owner sends the call again
    * at the end of the pipeline; then this attempt's error and ReadyForQuery are dropped.
@@ -97,9 +98,6 @@ NEED_BODY[B.ErrorResponse] = 1;
 NEED_BODY[B.ParameterStatus] = 1;
 
 const decoder = new TextDecoder();
-const READY_IDLE = encodeReadyForQuery("I");
-const READY_TX = encodeReadyForQuery("T");
-const READY_FAILED = encodeReadyForQuery("E");
 
 /** Parameters a client may change that the origin reports, so they are replayed on another connection. */
 export const REPLAYED = ["client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "application_name", "search_path", "standard_conforming_strings"];
@@ -234,9 +232,9 @@ export function createServer(conn: OriginConn): Server {
           }
           if (e?.swallow) return false;
           if (owner?.turns && (e?.k === K.Sync || e?.k === K.Query)) {
-            inject(body![0] === 0x49 ? READY_IDLE : body![0] === 0x54 ? READY_TX : READY_FAILED);
-            owner.completed(e, type);
-            return false;
+            // The answer up to and including this ReadyForQuery goes out in one send; then the turn ends.
+            owner.endTurn!(e);
+            return END_RANGE;
           }
           if (e) owner?.completed(e, type);
           return true;

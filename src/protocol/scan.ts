@@ -5,12 +5,15 @@
 export interface ScanSink {
   /**
    * One message. `body` is given only for types marked in needBody, else null. `inject` writes bytes to the
-   * output just before this message. Returns true to forward the message, false to drop it.
+   * output just before this message. Returns true to forward the message, false to drop it, or END_RANGE
+   * (needBody types) to forward it as the last bytes of one forward() call, so the next call starts after it.
    */
-  message(type: number, body: Uint8Array | null, inject: (bytes: Uint8Array) => void): boolean;
+  message(type: number, body: Uint8Array | null, inject: (bytes: Uint8Array) => void): boolean | typeof END_RANGE;
   /** Output bytes in order; may be a view into the chunk being fed, valid only during the call. */
   forward(bytes: Uint8Array): void;
 }
+
+export const END_RANGE = 2;
 
 export interface Scanner {
   feed(chunk: Uint8Array, sink: ScanSink): void;
@@ -118,6 +121,11 @@ export function createScanner(needBody: Uint8Array): Scanner {
       if (needBody[type] && n - at >= bodyLen + 5) {
         // Whole message in this chunk: no copy.
         const fwd = s.message(type, c.subarray(at + 5, at + 5 + bodyLen), inject);
+        if (fwd === END_RANGE) {
+          at += bodyLen + 5;
+          flush(at);
+          continue;
+        }
         if (!fwd) flush(at);
         at += bodyLen + 5;
         if (!fwd) start = at;
