@@ -84,6 +84,7 @@ export const SETTINGS = {
   queryCacheMaxAge: int("KVDRIVE_CACHE_MAX_AGE", 60, 0, 3600, "Query cache max_age in seconds."),
   queryCacheSwr: int("KVDRIVE_CACHE_SWR", 15, 0, 3600, "Query cache stale-while-revalidate in seconds."),
   queryCacheDisabled: str("KVDRIVE_CACHE_DISABLED", "false", "Disable the query cache: true, or a comma-separated list of databases."),
+  queryCacheListenChannel: str("KVDRIVE_CACHE_LISTEN_CHANNEL", "kvdrive_invalidate", "LISTEN channel on each origin database with cached results: a NOTIFY naming tables (the trigger in README.md) drops what read them. off: do not listen."),
   queryCacheBytes: int("KVDRIVE_QUERY_CACHE_BYTES", 64 * MiB, 0, 64 * 1024 * MiB, "Query cache memory bound in bytes."),
   queryCacheMaxResultBytes: int("KVDRIVE_QUERY_CACHE_MAX_RESULT_BYTES", MiB, 0, 1024 * MiB, "Results larger than this are not cached."),
   pgLoginTimeoutSeconds: int("KVDRIVE_PG_LOGIN_TIMEOUT_SECONDS", 60, 1, 3600, "Pooler clients must finish start-up and authentication within this time."),

@@ -8,6 +8,7 @@ import { connectOrigin, cancelOrigin, OriginError, parseOriginUrl, type OriginTa
 import { createPool, type Pool, type PoolStats } from "./pool.ts";
 import { createServer, type Server } from "./relay.ts";
 import { createLanes } from "./lanes.ts";
+import { listenForWrites, type OriginListener } from "./origin-notify.ts";
 import { deriveScramVerifier, md5Verifier } from "./scram.ts";
 import type { PoolerContext, UserAuth } from "./context.ts";
 import { listen, type Listener } from "./listener.ts";
@@ -105,7 +106,24 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
   gauge("kvdrive_pool_servers_idle", "Origin connections idle in the pool.", (s) => s.idleServers);
   gauge("kvdrive_pool_lanes", "Origin connections shared by pipelined read calls (lanes) now.", (s) => s.lanes);
   gauge("kvdrive_pool_pipelined_in_flight", "Pipelined read calls in flight on lanes now.", (s) => s.pipelinedInFlight);
+  const mNotified = metrics.counter("kvdrive_query_cache_notifications_total", "Invalidations heard on KVDRIVE_CACHE_LISTEN_CHANNEL (writes that bypassed the pooler), and listening (re)connections.");
+  const listeners = new Map<string, OriginListener>();
   const mPipelined = metrics.counter("kvdrive_pool_pipelined_total", "Read calls pipelined on shared origin connections (lanes).");
+
+  /** One LISTEN connection per origin database with cached results (origin-notify.ts). */
+  function listenOnce(database: string) {
+    if (!cachePath || !ctx.cacheOn(database) || config.queryCacheListenChannel === "off" || listeners.has(database) || stopped) return;
+    listeners.set(database, listenForWrites({
+      originUrl: o.originUrl,
+      database,
+      channel: config.queryCacheListenChannel,
+      invalidate(tables) {
+        mNotified.inc();
+        cachePath.cache.invalidate(database, tables);
+      },
+      log,
+    }));
+  }
 
   function poolFor(database: string, user: string): PoolInfo {
     const k = database + "\0" + user;
@@ -123,6 +141,7 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
       log,
       open: async () => {
         const conn = await connectOrigin(target, database, clock.now);
+        listenOnce(database); // the database exists: hear the writes that bypass the pooler
         if (!info!.params.size) for (const [k, v] of conn.params) info!.params.set(k, v);
         return createServer(conn);
       },
@@ -247,6 +266,7 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
       clearInterval(janitor);
       listener.stop();
       for (const info of pools.values()) info.pool.close();
+      await Promise.all([...listeners.values()].map((l) => l.stop()));
     },
   };
 }
