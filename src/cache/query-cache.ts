@@ -13,8 +13,8 @@
 //   knownVolatile(database, functions) -> the remembered answer of isVolatile, undefined when not known yet
 //   recorder(key, readTables) -> for a miss that the caller runs itself (streaming the answer to its client):
 //     done(messages | null) stores the answer (counted as a miss) unless a write invalidated its tables
-//     meanwhile, done(null) gives up; recorder() is null when an entry (stale) or a load for the key exists,
-//     then lookup handles it
+//     meanwhile, done(null) gives up; until done, identical lookups wait for it (single flight); recorder()
+//     is null when an entry (stale) or a load for the key exists, then lookup handles it
 import type { Clock } from "../clock.ts";
 import type { Config } from "../config.ts";
 import type { Registry } from "../metrics/registry.ts";
@@ -198,12 +198,17 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
       const tables = readTables.length ? readTables : ["*"];
       const before = snapshot(k.database, tables);
       let open = true;
+      // Single flight: identical misses meanwhile wait for this answer (lookup awaits in-flight loads).
+      let settle: (m: Uint8Array[] | null) => void = () => {};
+      inflight.set(key, new Promise((resolve) => (settle = resolve)));
       return {
         done(messages) {
           if (!open) return;
           open = false;
+          inflight.delete(key);
           if (messages) counted("miss").inc();
           if (messages && snapshot(k.database, tables) === before) store(key, k.database, tables, messages);
+          settle(messages);
         },
       };
     },

@@ -138,3 +138,22 @@ test("eviction gives an entry hit since it was stored a second chance (CLOCK): t
   expect(cache.fresh(cacheKey(key("k0")))).toBeDefined();
   expect(cache.fresh(cacheKey(key("k1")))).toBeUndefined();
 });
+
+test("single flight with a recorded miss: identical lookups meanwhile wait for the recording instead of loading", async () => {
+  const { cache } = setup();
+  const rec = cache.recorder(key("sf"), ["t"])!;
+  let loads = 0;
+  const waiting = [1, 2, 3].map(() => cache.lookup(key("sf"), ["t"], async () => (loads++, msg("loaded"))));
+  expect(cache.recorder(key("sf"), ["t"])).toBeNull();
+  rec.done(msg("recorded"));
+  const answers = await Promise.all(waiting);
+  expect(loads).toBe(0);
+  for (const a of answers) expect(text(a as never)).toBe("recorded");
+  // A recording that gives up lets the waiters fall back (uncacheable), and the next lookup loads.
+  const gaveUp = cache.recorder(key("sf2"), ["t"])!;
+  const w = cache.lookup(key("sf2"), ["t"], async () => (loads++, msg("x")));
+  gaveUp.done(null);
+  expect((await w).status).toBe("uncacheable");
+  expect((await cache.lookup(key("sf2"), ["t"], async () => (loads++, msg("loaded")))).status).toBe("miss");
+  expect(loads).toBe(1);
+});
