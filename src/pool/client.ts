@@ -12,7 +12,7 @@ import {
 } from "../protocol/backend.ts";
 import { createOutbox, type Outbox } from "./outbox.ts";
 import { createAuthExchange, readStartupParams, type AuthExchange, type AuthStep } from "./startup.ts";
-import { K, replaySql, REPLAYED, REPLAYED_LOWER, type Expect, type Owner, type Server } from "./relay.ts";
+import { evictPrepared, K, prepareOn, replaySql, REPLAYED, REPLAYED_LOWER, type Expect, type Owner, type Server } from "./relay.ts";
 import type { OriginError } from "./origin.ts";
 import type { Pool, Waiter } from "./pool.ts";
 import { sessionEffect, type Pin } from "./session.ts";
@@ -344,18 +344,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   }
 
   /** Makes sure the origin connection has a client statement prepared, injecting a hidden Parse if not. */
-  function ensurePrepared(s: Server, stmt: Stmt) {
-    if (s.prepared.has(stmt.serverName)) {
-      s.prepared.delete(stmt.serverName); // refresh LRU position
-      s.prepared.set(stmt.serverName, true);
-      return;
-    }
-    evictIfFull(s);
-    stmt.parse ??= encodeParse({ name: stmt.serverName, query: stmt.query, paramTypes: stmt.paramTypes });
-    toOrigin(stmt.parse);
-    s.prepared.set(stmt.serverName, true);
-    s.push({ k: K.ParseHidden, name: stmt.serverName });
-  }
+  const ensurePrepared = (s: Server, stmt: Stmt) => prepareOn(s, stmt, cfg.poolMaxPreparedStatements, toOrigin);
 
   /** The origin must see every unnamed Parse (it replaces its unnamed statement); the client owns it until the next. */
   function forwardUnnamedParse(s: Server, raw: Uint8Array): true {
@@ -367,14 +356,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     return true;
   }
 
-  function evictIfFull(s: Server) {
-    while (s.prepared.size >= cfg.poolMaxPreparedStatements) {
-      const oldest = s.prepared.keys().next().value as string;
-      s.prepared.delete(oldest);
-      toOrigin(encodeClose({ kind: "S", name: oldest }));
-      s.push(EXPECT_CLOSEHIDDEN);
-    }
-  }
+  const evictIfFull = (s: Server) => evictPrepared(s, cfg.poolMaxPreparedStatements, toOrigin);
 
   function notePin(sql: string) {
     const eff = sessionEffect(sql);

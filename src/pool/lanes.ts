@@ -10,20 +10,13 @@
 // an idle client in autocommit. Such a call
 // starts and ends its own implicit transaction, so an error in it is discarded up to its own Sync and the next
 // client's call runs as if alone. Clients with different session settings never share a lane.
-import { encodeClose, encodeParse, encodeQuery, renamePreparedCall } from "../protocol/frontend.ts";
+import { encodeQuery, renamePreparedCall } from "../protocol/frontend.ts";
 import type { Pool } from "./pool.ts";
-import { K, replaySql, type Expect, type Owner, type Server } from "./relay.ts";
+import { K, prepareOn, replaySql, type Expect, type OriginStatement, type Owner, type Server } from "./relay.ts";
 
 const EXPECT_DESCRIBE: Expect = { k: K.Describe };
 const EXPECT_EXECUTE: Expect = { k: K.Execute };
 
-/** What a lane needs of a client's statement to prepare it on the lane's connection. */
-export interface LaneStatement {
-  serverName: string;
-  query: string;
-  paramTypes: number[];
-  parse: Uint8Array | null;
-}
 
 /** A client with a call on a lane: the relay's Owner, plus the end of its turn. */
 export interface LaneClient extends Owner {
@@ -37,7 +30,7 @@ export interface LaneClient extends Owner {
 interface Turn {
   client: LaneClient;
   /** Null for a simple Query. */
-  stmt: LaneStatement | null;
+  stmt: OriginStatement | null;
   /** The call as sent: Bind (statement name from byte 6), optional Describe, Execute, Sync; or a Query. */
   call: Uint8Array;
   nameLength: number;
@@ -79,7 +72,7 @@ export interface Lanes {
    * pool for clients with this session signature, or queues it until the pool has a connection for a lane.
    * The client hears laneDone() after its ReadyForQuery, or laneFailed() if no connection could be had.
    */
-  submit(pool: Pool, sig: string, params: Map<string, string>, sets: Map<string, string>, client: LaneClient, stmt: LaneStatement | null, call: Uint8Array, describe: boolean): void;
+  submit(pool: Pool, sig: string, params: Map<string, string>, sets: Map<string, string>, client: LaneClient, stmt: OriginStatement | null, call: Uint8Array, describe: boolean): void;
   /** The lane serving this client, when its call is the only one in flight there (so a cancel hits only it). */
   soleServer(client: LaneClient): Server | null;
   /** Resumes reading the lane a client's call is on (its socket drained). */
@@ -119,25 +112,6 @@ export function createLanes(o: { depth: number; maxPrepared: number; pipelined?:
     }
   }
 
-  function prepare(lane: Lane, stmt: LaneStatement) {
-    const s = lane.server;
-    if (s.prepared.has(stmt.serverName)) {
-      s.prepared.delete(stmt.serverName); // refresh LRU position
-      s.prepared.set(stmt.serverName, true);
-      return;
-    }
-    while (s.prepared.size >= o.maxPrepared) {
-      const oldest = s.prepared.keys().next().value as string;
-      s.prepared.delete(oldest);
-      emit(lane, encodeClose({ kind: "S", name: oldest }));
-      s.push({ k: K.CloseHidden });
-    }
-    stmt.parse ??= encodeParse({ name: stmt.serverName, query: stmt.query, paramTypes: stmt.paramTypes });
-    emit(lane, stmt.parse);
-    s.prepared.set(stmt.serverName, true);
-    s.push({ k: K.ParseHidden, name: stmt.serverName });
-  }
-
   function finish(lane: Lane, h: LaneClient) {
     laneOf.delete(h);
     lane.counts.inFlight--;
@@ -148,7 +122,7 @@ export function createLanes(o: { depth: number; maxPrepared: number; pipelined?:
   function send(lane: Lane, t: Turn) {
     const s = lane.server;
     if (t.stmt) {
-      prepare(lane, t.stmt);
+      prepareOn(s, t.stmt, o.maxPrepared, (b) => emit(lane, b));
       emit(lane, t.call);
       s.push({ k: K.Bind, name: t.stmt.serverName });
       if (t.describe) s.push(EXPECT_DESCRIBE);

@@ -4,6 +4,7 @@
 // answers swallowed, and synthetic answers (ParseComplete for a statement the origin already has) are
 // slotted in at the right place, while everything else streams to the client unparsed.
 import { B } from "../protocol/backend.ts";
+import { encodeClose, encodeParse } from "../protocol/frontend.ts";
 import { createScanner, END_RANGE, type ScanSink, type Scanner } from "../protocol/scan.ts";
 import type { OriginConn } from "./origin.ts";
 
@@ -123,6 +124,43 @@ export function replaySql(s: Server, params: Map<string, string>, sets: Map<stri
   if (!parts.length) return null;
   s.applied = new Map(sets);
   return parts.join("; ");
+}
+
+/** A statement as the origin prepares it: its shared name there, its text and parameter types, its Parse once built. */
+export interface OriginStatement {
+  serverName: string;
+  query: string;
+  paramTypes: number[];
+  parse: Uint8Array | null;
+}
+
+const EXPECT_CLOSE_HIDDEN: Expect = { k: K.CloseHidden };
+
+/** Closes the least recently used statements of a connection until fewer than `max` remain; `emit` queues bytes for it. */
+export function evictPrepared(s: Server, max: number, emit: (b: Uint8Array) => void) {
+  while (s.prepared.size >= max) {
+    const oldest = s.prepared.keys().next().value as string;
+    s.prepared.delete(oldest);
+    emit(encodeClose({ kind: "S", name: oldest }));
+    s.push(EXPECT_CLOSE_HIDDEN);
+  }
+}
+
+/**
+ * Makes sure a connection has a statement prepared under its shared name: refreshes its LRU place, or queues a
+ * hidden Parse (after evicting past `max`) whose answer the relay swallows.
+ */
+export function prepareOn(s: Server, stmt: OriginStatement, max: number, emit: (b: Uint8Array) => void) {
+  if (s.prepared.has(stmt.serverName)) {
+    s.prepared.delete(stmt.serverName);
+    s.prepared.set(stmt.serverName, true);
+    return;
+  }
+  evictPrepared(s, max, emit);
+  stmt.parse ??= encodeParse({ name: stmt.serverName, query: stmt.query, paramTypes: stmt.paramTypes });
+  emit(stmt.parse);
+  s.prepared.set(stmt.serverName, true);
+  s.push({ k: K.ParseHidden, name: stmt.serverName });
 }
 
 /** SQLSTATE and message of an ErrorResponse body, read without decoding every field. */
