@@ -99,13 +99,29 @@ test("postgres.js with prepared statements gets cached answers that match the or
   await sql.end();
 });
 
-test("a prepared call in one write (Bind, Describe, Execute, Sync) gets the origin's answer byte for byte from the cache", async () => {
+/** A trust-auth pooler of its own and a raw protocol session on it: `answer` sends bytes and returns the reply up to ReadyForQuery, as type + hex. */
+async function rawSession() {
   const t = await startPoolerFixture({ pgAuth: "trust", queryCacheMaxAge: 60, queryCacheSwr: 15 }, clock, f.pg);
+  const r = await rawConnect(t.pooler.port);
+  r.write(encodeStartup({ user: f.pg.user, database: "postgres" }));
+  await r.read((m) => m.type === "Z");
+  return {
+    r,
+    counts: () => t.pooler.stats().pools[0]?.cache ?? {},
+    async answer(bytes: Uint8Array) {
+      r.write(bytes);
+      return (await r.read((m) => m.type === "Z")).map((m) => m.type + Buffer.from(m.body).toString("hex"));
+    },
+    async stop() {
+      r.end();
+      await t.stop();
+    },
+  };
+}
+
+test("a prepared call in one write (Bind, Describe, Execute, Sync) gets the origin's answer byte for byte from the cache", async () => {
+  const { r, counts, answer, stop } = await rawSession();
   try {
-    const counts = () => t.pooler.stats().pools[0]?.cache ?? {};
-    const r = await rawConnect(t.pooler.port);
-    r.write(encodeStartup({ user: f.pg.user, database: "postgres" }));
-    await r.read((m) => m.type === "Z");
     r.write(Buffer.concat([encodeParse({ name: "s1", query: "select v, id from cached_t where id = $1", paramTypes: [] }), SYNC]));
     await r.read((m) => m.type === "Z");
     const call = (id: string, describe: boolean) =>
@@ -115,10 +131,6 @@ test("a prepared call in one write (Bind, Describe, Execute, Sync) gets the orig
         encodeExecute(""),
         SYNC,
       ]);
-    const answer = async (bytes: Uint8Array) => {
-      r.write(bytes);
-      return (await r.read((m) => m.type === "Z")).map((m) => m.type + Buffer.from(m.body).toString("hex"));
-    };
     const miss = await answer(call("1", true));
     expect(miss.map((m) => m[0]).join("")).toBe("2TDCZ");
     expect(counts()).toEqual({ miss: 1 });
@@ -131,9 +143,8 @@ test("a prepared call in one write (Bind, Describe, Execute, Sync) gets the orig
     await r.read((m) => m.type === "Z");
     await answer(call("1", true));
     expect(counts().miss).toBe(3);
-    r.end();
   } finally {
-    await t.stop();
+    await stop();
   }
 });
 
@@ -152,18 +163,10 @@ test("unnamed parameterised queries (node-postgres without a name) are cached to
 });
 
 test("an unnamed Parse and call in one write: the origin's answer byte for byte from the cache, and a later Bind without Parse still works", async () => {
-  const t = await startPoolerFixture({ pgAuth: "trust", queryCacheMaxAge: 60, queryCacheSwr: 15 }, clock, f.pg);
+  const { r, counts, answer, stop } = await rawSession();
   try {
-    const counts = () => t.pooler.stats().pools[0]?.cache ?? {};
-    const r = await rawConnect(t.pooler.port);
-    r.write(encodeStartup({ user: f.pg.user, database: "postgres" }));
-    await r.read((m) => m.type === "Z");
     const bind = (id: string) => encodeBind({ portal: "", statement: "", paramFormats: [], params: [new TextEncoder().encode(id)], resultFormats: [] });
     const parsedCall = (id: string) => Buffer.concat([encodeParse({ name: "", query: "select id, v from cached_t where id = $1", paramTypes: [] }), bind(id), encodeDescribe({ kind: "P", name: "" }), encodeExecute(""), SYNC]);
-    const answer = async (bytes: Uint8Array) => {
-      r.write(bytes);
-      return (await r.read((m) => m.type === "Z")).map((m) => m.type + Buffer.from(m.body).toString("hex"));
-    };
     const miss = await answer(parsedCall("1"));
     expect(miss.map((m) => m[0]).join("")).toBe("12TDCZ");
     expect(await answer(parsedCall("1"))).toEqual(miss);
@@ -173,8 +176,7 @@ test("an unnamed Parse and call in one write: the origin's answer byte for byte 
     const again = await answer(Buffer.concat([bind("1"), encodeDescribe({ kind: "P", name: "" }), encodeExecute(""), SYNC]));
     expect(again.map((m) => m[0]).join("")).toBe("2TDCZ");
     expect(again.slice(1)).toEqual(miss.slice(2));
-    r.end();
   } finally {
-    await t.stop();
+    await stop();
   }
 });
