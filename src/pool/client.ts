@@ -144,6 +144,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       const clean = !pinned && s.expect.length === 0 && s.status === 0x49 && !s.copyIn && !s.unsynced && !s.discarding;
       detach(clean);
     }
+    if (busy) ctx.lanes?.resume(laneClient); // its call may be the head of a lane paused for its sake
     if (wasReady) ctx.unregister(pid, id, pinned !== null, pool);
     socket.end();
   }
@@ -184,7 +185,9 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       }
       const b = retryBatch;
       retryBatch = null;
-      if (!retryable || !b?.synced || b.serverName !== serverName) return null;
+      // Re-run only a call that describes its result: a client without the Describe would decode the new
+      // rows with the old row description; it gets the error and prepares again, as against Postgres.
+      if (!retryable || !b?.synced || b.serverName !== serverName || !b.rest.some((m) => m[0] === F.Describe)) return null;
       const name = b.stmt.serverName;
       b.stmt.parse = encodeParse({ name, query: b.stmt.query, paramTypes: b.stmt.paramTypes });
       return { name, bytes: Buffer.concat([b.stmt.parse, rewriteBind(b.bind, name), ...b.rest]) };
@@ -203,6 +206,8 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   /** This client as a turn-taker on a shared connection (lanes.ts): its pipelined call was answered. */
   const laneClient: LaneClient = {
     ...owner,
+    // A client that left with its answer backed up must not hold the lane's connection paused.
+    backpressured: () => st !== St.Closed && out.queued() > 0,
     laneDone() {
       busy = false;
       if (st === St.Closed) return;

@@ -193,7 +193,10 @@ export function createLanes(o: { depth: number; maxPrepared: number; pipelined?:
         // pipeline under a fresh statement name; this attempt's error and ReadyForQuery are not the client's.
         const h = lane.fifo[0];
         if (!h?.stmt || h.stmt.serverName !== serverName) return false;
-        h.client.planChanged(serverName, false);
+        h.client.planChanged(serverName, false); // what comes next is prepared under a fresh name either way
+        // Without a Describe the client decodes rows with the row description it has: it must see the error
+        // (and prepare again, as it would against Postgres) rather than get rows of another shape.
+        if (!h.describe) return false;
         lane.fifo.shift();
         const name = new TextEncoder().encode(h.stmt.serverName);
         const call = renamePreparedCall(h.call, 6 + h.nameLength, name);
@@ -264,7 +267,7 @@ export function createLanes(o: { depth: number; maxPrepared: number; pipelined?:
       let pick: Lane | null = null;
       let least: Lane | null = null;
       for (const l of g.lanes) {
-        if (l.server.conn.closed) continue;
+        if (l.server.conn.closed || l.server.cancelsInFlight > 0) continue; // a cancel on its way must hit no one else
         if (l.fifo.length < o.depth && (!pick || l.fifo.length > pick.fifo.length)) pick = l;
         if (!least || l.fifo.length < least.fifo.length) least = l;
       }

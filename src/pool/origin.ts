@@ -233,12 +233,18 @@ export async function connectOrigin(t: OriginTarget, database: string, now: () =
 
 /** Sends a CancelRequest for an origin backend over a fresh connection, as the protocol requires. */
 export async function cancelOrigin(t: OriginTarget, pid: number, key: Uint8Array): Promise<void> {
+  // Resolves once the postmaster closed the connection: by then it has signalled the backend (or given up).
+  let closed = () => {};
+  const done = new Promise<void>((resolve) => (closed = resolve));
   const socket = await Bun.connect({
     hostname: t.host,
     port: t.port,
-    socket: { data() {}, close() {}, error() {}, connectError() {} },
+    socket: { data() {}, close: () => closed(), error: () => closed(), connectError: () => closed() },
   }).catch(() => null);
   if (!socket) return;
   socket.write(encodeCancelRequest(pid, key));
+  const timer = setTimeout(() => closed(), 5000);
+  await done;
+  clearTimeout(timer);
   socket.end();
 }

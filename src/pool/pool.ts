@@ -127,7 +127,7 @@ export function createPool(o: PoolOptions): Pool {
     while (!closed && waiters.length > connecting && active.size + idle.length + connecting < o.size) open();
   }
 
-  return {
+  const pool: Pool = {
     database: o.database,
     user: o.user,
     takeIdle,
@@ -150,6 +150,11 @@ export function createPool(o: PoolOptions): Pool {
       fillForWaiters();
     },
     release(s, reusable) {
+      // A cancel on its way to this backend could hit the next user's query: hold the connection until it landed.
+      if (s.cancelsInFlight > 0) {
+        s.afterCancel = () => pool.release(s, reusable);
+        return;
+      }
       if (!reusable || s.conn.closed || closed || expired(s, o.clock.now())) {
         move(s, "closed");
         return fillForWaiters();
@@ -180,4 +185,5 @@ export function createPool(o: PoolOptions): Pool {
       for (const s of [...idle, ...active]) move(s, "closed");
     },
   };
+  return pool;
 }

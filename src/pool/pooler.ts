@@ -201,7 +201,13 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
       if (c && c.key.length === key.length && timingSafeEqual(c.key, key)) c.cancel();
     },
     cancelOrigin(server: Server) {
-      void cancelOrigin(target, server.conn.pid, server.conn.key);
+      server.cancelsInFlight++;
+      void cancelOrigin(target, server.conn.pid, server.conn.key).finally(() => {
+        if (--server.cancelsInFlight > 0 || !server.afterCancel) return;
+        const then = server.afterCancel;
+        server.afterCancel = null;
+        then();
+      });
     },
     statementName(key) {
       const gen = planGens.get(key);

@@ -87,6 +87,10 @@ export interface Server {
   /** Signature of the session state the connection holds ("" unknown): equal signatures skip the replay check. */
   sig: string;
   onClosed: () => void;
+  /** CancelRequests for this connection's backend still being delivered: it serves no one else until they are. */
+  cancelsInFlight: number;
+  /** What to do once they are (a release the pool put off). */
+  afterCancel: (() => void) | null;
   /** Pushes an expectation and emits any synthetic answers that are now due. */
   push(e: Expect): void;
   /** Emits leading synthetic entries (when the origin owes nothing before them). */
@@ -196,6 +200,8 @@ export function createServer(conn: OriginConn): Server {
     applied: new Map(),
     sig: "",
     onClosed: () => {},
+    cancelsInFlight: 0,
+    afterCancel: null,
     push(e) {
       q.push(e);
       if (q.length === 1 || q[0]!.k === K.Synth) s.advance();
@@ -223,6 +229,18 @@ export function createServer(conn: OriginConn): Server {
     }
   }
 
+  /** The last ErrorResponses of statements whose Parse failed, by server name (a few, newest kept). */
+  const failedParses = new Map<string, Uint8Array>();
+  const parseFailed = (name: string, body: Uint8Array) => {
+    const msg = new Uint8Array(body.length + 5);
+    msg[0] = B.ErrorResponse;
+    new DataView(msg.buffer).setUint32(1, body.length + 4);
+    msg.set(body, 5);
+    failedParses.delete(name);
+    failedParses.set(name, msg);
+    if (failedParses.size > 64) failedParses.delete(failedParses.keys().next().value as string);
+  };
+
   const pop = (k: K) => {
     const h = q[0];
     if (h && h.k === k) q.shift();
@@ -238,6 +256,7 @@ export function createServer(conn: OriginConn): Server {
       switch (type) {
         case B.ParseComplete: {
           const e = q.shift();
+          if (e?.name) failedParses.delete(e.name);
           return e?.k === K.Parse;
         }
         case B.BindComplete:
@@ -306,11 +325,18 @@ export function createServer(conn: OriginConn): Server {
           }
           if (h.k === K.Execute) owner?.completed(h, type);
           q.shift();
-          if ((h.k === K.Parse || h.k === K.ParseHidden) && h.name) s.prepared.delete(h.name);
+          if ((h.k === K.Parse || h.k === K.ParseHidden) && h.name) {
+            s.prepared.delete(h.name);
+            parseFailed(h.name, body!);
+          }
           // The origin now discards everything up to Sync; so must the expectations.
           s.discarding = true;
+          // A Bind sent behind a Parse of its statement that failed (pipelined, or another client's on a lane)
+          // fails for a name the client never chose: it gets the Parse's own error instead.
+          const why = h.k === K.Bind && h.name && err.code === "26000" ? failedParses.get(h.name) : undefined;
+          if (why) inject(why);
           drain(inject);
-          return true;
+          return !why;
         }
         case B.ParameterStatus: {
           const eq = body!.indexOf(0);
