@@ -730,7 +730,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       if (e) {
         ctx.metrics.cacheStatus(pool!, "hit");
         const form = (m.describe ? REPLY_DESCRIBED : REPLY_BOUND) + (parsed ? REPLY_PARSED : 0);
-        send(cache.reply(e, form, (ms) => (parsed ? Buffer.concat([PARSE_COMPLETE, (m.describe ? describedReply : boundReply)(ms)]) : (m.describe ? describedReply : boundReply)(ms))));
+        send(cache.reply(e, form, REPLY_BUILDERS[form]!));
         return true;
       }
       // Without a Describe the answer lacks the RowDescription a cached entry keeps: the ordinary path loads it.
@@ -1116,6 +1116,8 @@ const REPLY_PARSED = 2;
 const simpleReply = (ms: Uint8Array[]) => Buffer.concat([...ms, READY_IDLE]);
 const describedReply = (ms: Uint8Array[]) => Buffer.concat([BIND_COMPLETE, ...ms, READY_IDLE]);
 const boundReply = (ms: Uint8Array[]) => Buffer.concat([BIND_COMPLETE, ...ms.filter((m) => m[0] !== 0x54), READY_IDLE]);
+/** Builders by form: simple, described, bound, and the last two after a ParseComplete. */
+const REPLY_BUILDERS = [simpleReply, describedReply, boundReply, (ms: Uint8Array[]) => Buffer.concat([PARSE_COMPLETE, describedReply(ms)]), (ms: Uint8Array[]) => Buffer.concat([PARSE_COMPLETE, boundReply(ms)])];
 
 // Expectations without per-message data are shared: the relay only reads them.
 const EXPECT_PARSE: Expect = { k: K.Parse };
