@@ -573,16 +573,22 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   function queryOnLane(body: Uint8Array, raw: Uint8Array): boolean {
     const sql = decodeQuery(body);
     const cls = classifyOrNull(sql);
-    if (!cls?.cacheable || cls.pin || cls.writeTables.length || sessionEffect(sql).pin) return false;
-    if (cls.functions.length) {
-      const cache = ctx.cachePath!.cache;
-      const known = cache.knownVolatile(database, cls.functions);
-      if (known === undefined) void cache.isVolatile(database, cls.functions);
-      if (known !== false) return false;
-    }
+    if (!cls?.cacheable || cls.pin || cls.writeTables.length || sessionEffect(sql).pin || !callsOnlyImmutable(cls)) return false;
     busy = true;
     ctx.lanes!.submit(pool!, sig(), params, sets, laneClient, null, raw.slice(), false);
     return true;
+  }
+
+  /**
+   * The statement calls no function, or only functions known to be immutable. An unknown answer is asked for
+   * in the background (once); until it is in, the statement takes the ordinary path.
+   */
+  function callsOnlyImmutable(cls: Classification): boolean {
+    if (cls.functions.length === 0) return true;
+    const cache = ctx.cachePath!.cache;
+    const known = cache.knownVolatile(database, cls.functions);
+    if (known === undefined) void cache.isVolatile(database, cls.functions);
+    return known === false;
   }
 
   function sharedPin(sql: string): Pin | undefined {
@@ -717,12 +723,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   function cachedOrPipelined(stmt: Stmt, call: Uint8Array, m: { nameEnd: number; bindEnd: number; describe: boolean }, parsed: boolean): boolean | { done(messages: Uint8Array[] | null): void } {
     let rec: { done(messages: Uint8Array[] | null): void } | null = null;
     const cls = stmt.cls;
-    if (cls?.functions.length && ctx.cachePath && ctx.cachePath.cache.knownVolatile(database, cls.functions) === undefined) {
-      // Asked once in the background; until the answer is in, the call takes the ordinary path.
-      void ctx.cachePath.cache.isVolatile(database, cls.functions);
-      return false;
-    }
-    const knownSafe = cls?.cacheable && !cls.pin && (cls.functions.length === 0 || ctx.cachePath!.cache.knownVolatile(database, cls.functions) === false);
+    const knownSafe = cls?.cacheable && !cls.pin && callsOnlyImmutable(cls);
     if (cacheOn && knownSafe) {
       const cache = ctx.cachePath!.cache;
       const id = stmtKeyPrefix(stmt) + cache.keyTail({ bindTail: call.subarray(m.nameEnd + 1, m.bindEnd) });

@@ -43,6 +43,8 @@ interface Lane {
   /** Calls in flight, in the order they were sent. */
   fifo: Turn[];
   counts: LaneStats;
+  /** Queues bytes for this lane's connection (emit bound to it, made once). */
+  emit: (b: Uint8Array) => void;
   /** Bytes for the origin not written yet: flushed once per turn of the event loop. */
   out: Uint8Array[];
   list: Lane[];
@@ -68,8 +70,8 @@ export interface LaneStats {
 export interface Lanes {
   /**
    * Sends a call (Bind, optional Describe, Execute, Sync, with the origin's statement name; or, with stmt null,
-   * a simple Query) on a lane of the
-   * pool for clients with this session signature, or queues it until the pool has a connection for a lane.
+   * a simple Query) on a lane of the pool for clients with this session signature, or queues it until the
+   * pool has a connection for a lane.
    * The client hears laneDone() after its ReadyForQuery, or laneFailed() if no connection could be had.
    */
   submit(pool: Pool, sig: string, params: Map<string, string>, sets: Map<string, string>, client: LaneClient, stmt: OriginStatement | null, call: Uint8Array, describe: boolean): void;
@@ -122,7 +124,7 @@ export function createLanes(o: { depth: number; maxPrepared: number; pipelined?:
   function send(lane: Lane, t: Turn) {
     const s = lane.server;
     if (t.stmt) {
-      prepareOn(s, t.stmt, o.maxPrepared, (b) => emit(lane, b));
+      prepareOn(s, t.stmt, o.maxPrepared, lane.emit);
       emit(lane, t.call);
       s.push({ k: K.Bind, name: t.stmt.serverName });
       if (t.describe) s.push(EXPECT_DESCRIBE);
@@ -144,7 +146,7 @@ export function createLanes(o: { depth: number; maxPrepared: number; pipelined?:
   }
 
   function openLane(pool: Pool, sig: string, params: Map<string, string>, sets: Map<string, string>, list: Lane[], s: Server): Lane {
-    const lane: Lane = { server: s, sig, fifo: [], out: [], list, counts: countsOf(pool) };
+    const lane: Lane = { server: s, sig, fifo: [], out: [], list, counts: countsOf(pool), emit: (b) => emit(lane, b) };
     // The ReadyForQuery that ends the head's turn is in the next send; then the turn passes on.
     let ending: Expect | null = null;
     const owner: Owner = {
