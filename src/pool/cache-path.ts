@@ -5,7 +5,7 @@ import type { Config } from "../config.ts";
 import type { Clock } from "../clock.ts";
 import type { Registry } from "../metrics/registry.ts";
 import { encodeBind, encodeDescribe, encodeExecute, encodeParse, encodeQuery, SYNC } from "../protocol/frontend.ts";
-import { B } from "../protocol/backend.ts";
+import { B, BIND_COMPLETE, PARSE_COMPLETE, READY_IDLE } from "../protocol/backend.ts";
 import { createFrames } from "../protocol/frames.ts";
 import { K, replaySql, type Owner, type Server } from "./relay.ts";
 import type { Pool } from "./pool.ts";
@@ -94,6 +94,74 @@ export async function loadCachePath(
   return { classify, cache };
 }
 
+/**
+ * What the cache keeps of an answer streaming past: the RowDescription, rows and CommandComplete, up to the
+ * ReadyForQuery. Not usable (result() null) after an error, COPY, a suspended portal, more than maxBytes, or a
+ * ReadyForQuery inside a transaction.
+ */
+export function createAnswerRecorder(maxBytes: number) {
+  const frames = createFrames(maxBytes + 1024);
+  const messages: Uint8Array[] = [];
+  let bytes = 0;
+  let usable = true;
+  let ended = false;
+  const onMessage = (type: number, body: Uint8Array, buf: Uint8Array, at: number): boolean => {
+    if (type === B.ReadyForQuery) {
+      ended = true;
+      if (body[0] !== 0x49) usable = false;
+      return true;
+    }
+    if (type === B.ErrorResponse || type === B.CopyInResponse || type === B.CopyOutResponse || type === B.CopyBothResponse || type === B.PortalSuspended) usable = false;
+    if (type === B.ParameterStatus || type === B.NoticeResponse || type === B.NotificationResponse || type === B.ParseComplete || type === B.BindComplete) return true;
+    if (usable) messages.push(buf.slice(at, at + 5 + body.length));
+    return true;
+  };
+  return {
+    /** Takes answer bytes as they pass; true once the answer is over (its ReadyForQuery, or past maxBytes). */
+    feed(b: Uint8Array): boolean {
+      if (ended) return true;
+      bytes += b.length;
+      if (bytes > maxBytes) {
+        usable = false;
+        ended = true;
+        messages.length = 0;
+        return true;
+      }
+      frames.push(b, onMessage);
+      return ended;
+    },
+    abandon() {
+      usable = false;
+      ended = true;
+    },
+    result: (): Uint8Array[] | null => (usable && ended ? messages : null),
+  };
+}
+
+/** The recording of a cacheable miss that streams to its client: where the answer goes when it is over. */
+export type Recording = { rec: { done(messages: Uint8Array[] | null): void }; answer: ReturnType<typeof createAnswerRecorder> };
+
+/** Wire forms of a cached answer (QueryCache.reply keeps one of each built): see REPLY_BUILDERS. */
+export const REPLY_SIMPLE = 0;
+export const REPLY_DESCRIBED = 1;
+export const REPLY_BOUND = 2;
+/** Added to REPLY_DESCRIBED or REPLY_BOUND: the same answer after a ParseComplete (an unnamed Parse came first). */
+export const REPLY_PARSED = 2;
+const simpleReply = (ms: Uint8Array[]) => Buffer.concat([...ms, READY_IDLE]);
+const describedReply = (ms: Uint8Array[]) => Buffer.concat([BIND_COMPLETE, ...ms, READY_IDLE]);
+const boundReply = (ms: Uint8Array[]) => Buffer.concat([BIND_COMPLETE, ...ms.filter((m) => m[0] !== B.RowDescription), READY_IDLE]);
+/**
+ * Builders by form: to a simple Query; to Bind/Execute/Sync with and without a Describe of the portal (recorded
+ * answers always start with the RowDescription); and those two after a ParseComplete.
+ */
+export const REPLY_BUILDERS: Array<(messages: Uint8Array[]) => Uint8Array> = [
+  simpleReply,
+  describedReply,
+  boundReply,
+  (ms) => Buffer.concat([PARSE_COMPLETE, describedReply(ms)]),
+  (ms) => Buffer.concat([PARSE_COMPLETE, boundReply(ms)]),
+];
+
 function acquire(pool: Pool): Promise<Server | null> {
   return new Promise((resolve) => pool.acquire({ grant: resolve, fail: () => resolve(null) }));
 }
@@ -115,32 +183,18 @@ export async function recordQuery(
   const server = await acquire(pool);
   if (!server) return null;
   return new Promise((resolve) => {
-    const messages: Uint8Array[] = [];
-    let bytes = 0;
-    let usable = true;
+    const answer = createAnswerRecorder(maxBytes);
     let done = false;
-    const frames = createFrames(maxBytes + 1024);
     const finish = (reusable: boolean) => {
       if (done) return;
       done = true;
       server.owner = null;
       pool.release(server, reusable);
-      resolve(usable ? messages : null);
+      resolve(answer.result());
     };
     const owner: Owner = {
       send(b) {
-        if (!usable) return;
-        bytes += b.length;
-        if (bytes > maxBytes) {
-          usable = false;
-          messages.length = 0;
-          return;
-        }
-        frames.push(b, (type, _body, buf, at) => {
-          if (type === B.ErrorResponse || type === B.CopyInResponse || type === B.CopyOutResponse || type === B.CopyBothResponse) usable = false;
-          if (type === B.ReadyForQuery || type === B.ParameterStatus || type === B.NoticeResponse || type === B.ParseComplete || type === B.BindComplete) return;
-          messages.push(buf.slice(at, at + 1 + ((buf[at + 1]! << 24) | (buf[at + 2]! << 16) | (buf[at + 3]! << 8) | buf[at + 4]!)));
-        });
+        answer.feed(b);
       },
       backpressured: () => false,
       parameterStatus() {},
@@ -148,7 +202,7 @@ export async function recordQuery(
       completed() {},
       planChanged: () => null,
       serverClosed() {
-        usable = false;
+        answer.abandon();
         finish(false);
       },
       serverDrained() {},

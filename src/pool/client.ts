@@ -8,7 +8,7 @@ import { ProtocolError } from "../protocol/bytes.ts";
 import { createFrames, readStartup, type Frames } from "../protocol/frames.ts";
 import { checkBind, checkBindAt, decodeParse, decodeQuery, decodeStartup, encodeClose, encodeDescribe, encodeParse, encodeQuery, F, matchPreparedCall, matchUnnamedCall, PROTOCOL_3_0, renameBindStatement as rewriteBind, renamePreparedCall } from "../protocol/frontend.ts";
 import {
-  AUTH_OK, BIND_COMPLETE, CLOSE_COMPLETE, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery, errorMessage, PARSE_COMPLETE, READY_IDLE,
+  AUTH_OK, CLOSE_COMPLETE, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery, errorMessage, PARSE_COMPLETE, READY_IDLE,
 } from "../protocol/backend.ts";
 import { createOutbox, type Outbox } from "./outbox.ts";
 import { createAuthExchange, readStartupParams, type AuthExchange, type AuthStep } from "./startup.ts";
@@ -17,7 +17,7 @@ import type { OriginError } from "./origin.ts";
 import type { Pool, Waiter } from "./pool.ts";
 import { sessionEffect, type Pin } from "./session.ts";
 import type { PoolerContext } from "./context.ts";
-import type { Classification } from "./cache-path.ts";
+import { createAnswerRecorder, REPLY_BOUND, REPLY_BUILDERS, REPLY_DESCRIBED, REPLY_PARSED, REPLY_SIMPLE, type Classification, type Recording } from "./cache-path.ts";
 import type { LaneClient } from "./lanes.ts";
 
 
@@ -650,7 +650,8 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       const e = cache.fresh(id);
       if (e) {
         ctx.metrics.cacheStatus(pool!, "hit");
-        send(cache.reply(e, b.describe ? REPLY_DESCRIBED : REPLY_BOUND, b.describe ? describedReply : boundReply));
+        const form = b.describe ? REPLY_DESCRIBED : REPLY_BOUND;
+        send(cache.reply(e, form, REPLY_BUILDERS[form]!));
         return;
       }
     }
@@ -708,7 +709,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     s.push({ k: K.Sync, t: performance.now() });
     if (rec) {
       ctx.metrics.cacheStatus(pool!, "miss");
-      tee = { rec, frames: createFrames(cfg.queryCacheMaxResultBytes + 1024), messages: [], bytes: 0, ok: true };
+      tee = { rec, answer: createAnswerRecorder(cfg.queryCacheMaxResultBytes) };
     }
     flushToServer();
     return true;
@@ -749,7 +750,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     if (parsed) send(PARSE_COMPLETE);
     if (rec) {
       ctx.metrics.cacheStatus(pool!, "miss");
-      tee = { rec, frames: createFrames(cfg.queryCacheMaxResultBytes + 1024), messages: [], bytes: 0, ok: true };
+      tee = { rec, answer: createAnswerRecorder(cfg.queryCacheMaxResultBytes) };
     }
     ctx.lanes.submit(pool!, sig(), params, sets, laneClient, stmt, renamePreparedCall(call, m.nameEnd, stmt.nameBytes!), m.describe);
     return true;
@@ -793,19 +794,10 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   let unnamedStmtParse: Uint8Array | null = null;
 
   /** A miss in flight on this client's connection: its answer, recorded for the cache as it streams back. */
-  let tee: { rec: { done(messages: Uint8Array[] | null): void }; frames: Frames; messages: Uint8Array[]; bytes: number; ok: boolean } | null = null;
+  let tee: Recording | null = null;
 
   function record(b: Uint8Array) {
-    const t = tee!;
-    t.bytes += b.length;
-    if (t.bytes > cfg.queryCacheMaxResultBytes + 1024) return endTee(null);
-    t.frames.push(b, (type, _body, buf, at) => {
-      if (type === 0x5a) return void endTee(t.ok && status === 0x49 ? t.messages : null);
-      if (type === 0x45 || type === 0x47 || type === 0x48 || type === 0x57 || type === 0x73) t.ok = false; // error, COPY, suspended
-      // What recordQuery keeps: the RowDescription, rows and CommandComplete, not BindComplete or notices.
-      if (type === 0x32 || type === 0x53 || type === 0x4e || type === 0x41) return;
-      t.messages.push(buf.slice(at, at + 1 + (((buf[at + 1]! << 24) | (buf[at + 2]! << 16) | (buf[at + 3]! << 8) | buf[at + 4]!) >>> 0)));
-    });
+    if (tee!.answer.feed(b)) endTee(tee!.answer.result());
   }
 
   function endTee(messages: Uint8Array[] | null) {
@@ -819,7 +811,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     if (st === St.Closed) return;
     if (r) ctx.metrics.cacheStatus(pool!, r.status);
     if (r && r.messages.length) {
-      send(b.describe ? describedReply(r.messages) : boundReply(r.messages));
+      send(REPLY_BUILDERS[b.describe ? REPLY_DESCRIBED : REPLY_BOUND]!(r.messages));
       resumeAfterBusy();
       return resumeMessages();
     }
@@ -878,7 +870,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       const e = cache.fresh(key.id);
       if (e) {
         ctx.metrics.cacheStatus(pool!, "hit");
-        send(cache.reply(e, REPLY_SIMPLE, simpleReply));
+        send(cache.reply(e, REPLY_SIMPLE, REPLY_BUILDERS[REPLY_SIMPLE]!));
         return true;
       }
     }
@@ -909,7 +901,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     if (st === St.Closed) return;
     if (r && r.messages.length) {
       ctx.metrics.cacheStatus(pool!, r.status);
-      send(simpleReply(r.messages));
+      send(REPLY_BUILDERS[REPLY_SIMPLE]!(r.messages));
     } else {
       if (r) ctx.metrics.cacheStatus(pool!, r.status);
       bypassCache = true;
@@ -1106,19 +1098,6 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
 }
 
 const utf8 = new TextDecoder();
-
-// Wire forms of a cached answer (see QueryCache.reply): to a simple Query, and to a Bind/Execute/Sync with and
-// without a Describe of the portal (the recorded messages always start with the RowDescription).
-const REPLY_SIMPLE = 0;
-const REPLY_DESCRIBED = 1;
-const REPLY_BOUND = 2;
-/** Added to REPLY_DESCRIBED or REPLY_BOUND: the same answer after a ParseComplete (an unnamed Parse came first). */
-const REPLY_PARSED = 2;
-const simpleReply = (ms: Uint8Array[]) => Buffer.concat([...ms, READY_IDLE]);
-const describedReply = (ms: Uint8Array[]) => Buffer.concat([BIND_COMPLETE, ...ms, READY_IDLE]);
-const boundReply = (ms: Uint8Array[]) => Buffer.concat([BIND_COMPLETE, ...ms.filter((m) => m[0] !== 0x54), READY_IDLE]);
-/** Builders by form: simple, described, bound, and the last two after a ParseComplete. */
-const REPLY_BUILDERS = [simpleReply, describedReply, boundReply, (ms: Uint8Array[]) => Buffer.concat([PARSE_COMPLETE, describedReply(ms)]), (ms: Uint8Array[]) => Buffer.concat([PARSE_COMPLETE, boundReply(ms)])];
 
 // Expectations without per-message data are shared: the relay only reads them.
 const EXPECT_PARSE: Expect = { k: K.Parse };
