@@ -19,97 +19,79 @@ import { sessionEffect, type Pin } from "./session.ts";
 import type { PoolerContext } from "./context.ts";
 import { createAnswerRecorder, REPLY_BOUND, REPLY_BUILDERS, REPLY_DESCRIBED, REPLY_PARSED, REPLY_SIMPLE, type Classification, type Recording } from "./cache-path.ts";
 import type { LaneClient } from "./lanes.ts";
+import { St, type ClientState, type Stmt } from "./client-state.ts";
 
 
-interface Stmt {
-  /** The statement as the origin should prepare it: query and parameter types. */
-  key: string;
-  query: string;
-  paramTypes: number[];
-  serverName: string;
-  parse: Uint8Array | null;
-  /** Tables the statement writes (from the shared classifier), for cache invalidation. */
-  writes: string[];
-  /** The shared classifier's verdict, when it has one: reads, functions and whether it may be cached. */
-  cls: Classification | null;
-  /** Its cache key prefix (statement and session), valid while prefixGen is the client's sessionGen. */
-  prefix: string;
-  prefixGen: number;
-  /** serverName, encoded, and the Bind expectation naming it (shared: the relay only reads it). */
-  nameBytes: Uint8Array | null;
-  bindExpect: Expect | null;
-}
 
 export interface ClientSocketData {
   client: ReturnType<typeof createClient> | null;
 }
 
-const enum St {
-  Startup,
-  Auth,
-  Validating,
-  Ready,
-  Closed,
-}
 
 let nextPid = (randomBytes(4).readUInt32BE() % 1_000_000_000) + 1;
 
 export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContext, overTls = false) {
   const out: Outbox = createOutbox(socket);
   const cfg = ctx.config;
-  let st = St.Startup;
+  /** The client's mutable state, shared with its cache and lane steps (client-fast.ts). */
+  const c: ClientState = {
+    st: St.Startup,
+    frames: null,
+    user: "",
+    database: "",
+    pool: null,
+    server: null,
+    waiter: null,
+    pinned: null,
+    status: 0x49,
+    pendingDiscard: false,
+    busy: false,
+    bypassCache: false,
+    batch: null,
+    deferred: [],
+    cacheOn: false,
+    pausedWhileBusy: false,
+    retryBatch: null,
+    tee: null,
+    unnamed: null,
+    unnamedSeq: 0,
+    unnamedWrites: [],
+    unnamedStmt: null,
+    unnamedStmtParse: null,
+  };
   let startupBuf: Uint8Array | null = null;
-  let frames: Frames | null = null;
-  let user = "";
-  let database = "";
-  let pool: Pool | null = null;
-  let server: Server | null = null;
-  let waiter: Waiter | null = null;
-  let pinned: Pin | null = null;
-  let status = 0x49; // last ReadyForQuery status the client saw
   const params = new Map<string, string>();
   const sets = new Map<string, string>();
   const stmts = new Map<string, Stmt>();
-  let unnamed: Uint8Array | null = null;
-  let unnamedSeq = 0;
   const id = ctx.nextClientId();
   const pid = nextPid++;
   const key = randomBytes(4);
   let authx: AuthExchange | null = null;
   const toServer: Uint8Array[] = [];
-  let pendingDiscard = false;
   /** A cache lookup is in flight: later messages wait behind it. */
-  let busy = false;
   /** The next Query was already tried against the cache (and must reach the origin). */
-  let bypassCache = false;
   /** Tables written since the last idle ReadyForQuery: their cached reads are invalidated when it arrives. */
   const pendingWrites: string[] = [];
-  let unnamedWrites: string[] = [];
   /** Bind, Describe, Execute of a cacheable prepared statement on an idle client, collected up to Sync. */
-  let batch: { stmt: Stmt; msgs: Uint8Array[]; describe: boolean; exec: boolean } | null = null;
   /** Messages taken for a cache lookup that must now go to the origin, before anything else. */
-  let deferred: Uint8Array[] = [];
-  let cacheOn = false;
-  let pausedWhileBusy = false;
   /**
-   * The batch in flight when it is one Bind of a prepared statement up to its Sync, sent while idle: it can be
+   * The c.batch in flight when it is one Bind of a prepared statement up to its Sync, sent while idle: it can be
    * re-run if the origin says the cached plan's result type changed. Views into received chunks, not copies.
    */
-  let retryBatch: { stmt: Stmt; serverName: string; bind: Uint8Array; rest: Uint8Array[]; synced: boolean } | null = null;
 
   // A client that does not finish start-up in time is dropped, so idle half-open sockets cannot pile up.
   const loginTimer = setTimeout(() => {
-    if (st !== St.Ready && st !== St.Closed) fatal("08P01", `start-up not completed within ${cfg.pgLoginTimeoutSeconds} s (KVDRIVE_PG_LOGIN_TIMEOUT_SECONDS)`);
+    if (c.st !== St.Ready && c.st !== St.Closed) fatal("08P01", `start-up not completed within ${cfg.pgLoginTimeoutSeconds} s (KVDRIVE_PG_LOGIN_TIMEOUT_SECONDS)`);
   }, cfg.pgLoginTimeoutSeconds * 1000);
   loginTimer.unref?.();
 
   const send = (b: Uint8Array) => {
-    if (st !== St.Closed) out.write(b);
+    if (c.st !== St.Closed) out.write(b);
   };
 
   /** Sends a fatal error and closes: for protocol violations and failed authentication. */
   function fatal(code: string, message: string) {
-    if (st === St.Closed) return;
+    if (c.st === St.Closed) return;
     send(errorMessage(code, message, "FATAL"));
     close();
   }
@@ -121,10 +103,10 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     fatal("XX000", "internal error in the pooler");
   }
 
-  /** Processes held messages; called from pool callbacks, outside onData's error handling. */
+  /** Processes held messages; called from c.pool callbacks, outside onData's error handling. */
   function resumeMessages() {
     try {
-      frames!.resume(onMessage);
+      c.frames!.resume(onMessage);
       flushToServer();
     } catch (e) {
       failed(e);
@@ -132,20 +114,20 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   }
 
   function close() {
-    if (tee) endTee(null);
-    if (st === St.Closed) return;
+    if (c.tee) endTee(null);
+    if (c.st === St.Closed) return;
     clearTimeout(loginTimer);
-    const wasReady = st === St.Ready;
-    st = St.Closed;
-    if (waiter && pool) pool.cancelWait(waiter);
-    waiter = null;
-    if (server) {
-      const s = server;
-      const clean = !pinned && s.expect.length === 0 && s.status === 0x49 && !s.copyIn && !s.unsynced && !s.discarding;
+    const wasReady = c.st === St.Ready;
+    c.st = St.Closed;
+    if (c.waiter && c.pool) c.pool.cancelWait(c.waiter);
+    c.waiter = null;
+    if (c.server) {
+      const s = c.server;
+      const clean = !c.pinned && s.expect.length === 0 && s.status === 0x49 && !s.copyIn && !s.unsynced && !s.discarding;
       detach(clean);
     }
-    if (busy) ctx.lanes?.resume(laneClient); // its call may be the head of a lane paused for its sake
-    if (wasReady) ctx.unregister(pid, id, pinned !== null, pool);
+    if (c.busy) ctx.lanes?.resume(laneClient); // its call may be the head of a lane paused for its sake
+    if (wasReady) ctx.unregister(pid, id, c.pinned !== null, c.pool);
     socket.end();
   }
 
@@ -153,7 +135,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
 
   const owner: Owner = {
     send(b) {
-      if (tee) record(b);
+      if (c.tee) record(b);
       send(b);
     },
     backpressured: () => out.queued() > 0,
@@ -161,30 +143,30 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       if (params.get(name) === value) return;
       params.set(name, value);
       sessionChanged();
-      if (server) server.sig = "";
+      if (c.server) c.server.sig = "";
       if (fromReplay) send(encodeParameterStatus(name, value));
     },
     idle() {
-      if (!pinned && server && st === St.Ready) detach(true);
+      if (!c.pinned && c.server && c.st === St.Ready) detach(true);
     },
     completed(e: Expect, type: number) {
-      if (e.k === K.Execute || (type === 0x5a && e.k === K.Query)) ctx.metrics.queries(pool!);
-      if (type === 0x5a && e.t !== undefined) ctx.metrics.latency(pool!, performance.now() - e.t);
+      if (e.k === K.Execute || (type === 0x5a && e.k === K.Query)) ctx.metrics.queries(c.pool!);
+      if (type === 0x5a && e.t !== undefined) ctx.metrics.latency(c.pool!, performance.now() - e.t);
       if (type === 0x5a && (e.k === K.Sync || e.k === K.Query)) {
-        status = server ? server.status : status;
+        c.status = c.server ? c.server.status : c.status;
         // At commit (or autocommit) of writes that went through us; after a rollback too, which is only wasteful.
-        if (status === 0x49 && pendingWrites.length && ctx.cachePath) ctx.cachePath.cache.invalidate(database, pendingWrites.splice(0));
+        if (c.status === 0x49 && pendingWrites.length && ctx.cachePath) ctx.cachePath.cache.invalidate(c.database, pendingWrites.splice(0));
       }
     },
     planChanged(serverName, retryable) {
-      for (const s of unnamedStmt ? [...stmts.values(), unnamedStmt] : stmts.values()) {
+      for (const s of c.unnamedStmt ? [...stmts.values(), c.unnamedStmt] : stmts.values()) {
         if (s.serverName !== serverName) continue;
         ctx.planChanged(s.key);
         s.serverName = ctx.statementName(s.key);
         s.parse = null;
       }
-      const b = retryBatch;
-      retryBatch = null;
+      const b = c.retryBatch;
+      c.retryBatch = null;
       // Re-run only a call that describes its result: a client without the Describe would decode the new
       // rows with the old row description; it gets the error and prepares again, as against Postgres.
       if (!retryable || !b?.synced || b.serverName !== serverName || !b.rest.some((m) => m[0] === F.Describe)) return null;
@@ -193,9 +175,9 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       return { name, bytes: Buffer.concat([b.stmt.parse, rewriteBind(b.bind, name), ...b.rest]) };
     },
     serverClosed() {
-      if (tee) endTee(null);
-      if (st === St.Closed) return;
-      server = null;
+      if (c.tee) endTee(null);
+      if (c.st === St.Closed) return;
+      c.server = null;
       fatal("08006", "the origin connection serving this session closed unexpectedly");
     },
     serverDrained() {
@@ -207,15 +189,15 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   const laneClient: LaneClient = {
     ...owner,
     // A client that left with its answer backed up must not hold the lane's connection paused.
-    backpressured: () => st !== St.Closed && out.queued() > 0,
+    backpressured: () => c.st !== St.Closed && out.queued() > 0,
     laneDone() {
-      busy = false;
-      if (st === St.Closed) return;
+      c.busy = false;
+      if (c.st === St.Closed) return;
       resumeAfterBusy();
-      if (frames!.pending()) queueMicrotask(resumeMessages);
+      if (c.frames!.pending()) queueMicrotask(resumeMessages);
     },
     laneFailed(code, message) {
-      if (tee) endTee(null);
+      if (c.tee) endTee(null);
       send(errorMessage(code, message));
       send(READY_IDLE);
       laneClient.laneDone();
@@ -223,12 +205,12 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   };
 
   function detach(reusable: boolean) {
-    const s = server!;
-    server = null;
+    const s = c.server!;
+    c.server = null;
     s.owner = null;
     s.sig = sig();
     s.conn.resume();
-    pool!.release(s, reusable);
+    c.pool!.release(s, reusable);
   }
 
   let sigCache: string | null = null;
@@ -252,7 +234,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
 
   function stmtKeyPrefix(stmt: Stmt): string {
     if (stmt.prefixGen !== sessionGen) {
-      stmt.prefix = ctx.cachePath!.cache.keyPrefix({ database, user, sql: stmt.query, paramTypes: stmt.paramTypes, session: cacheSessionKey() });
+      stmt.prefix = ctx.cachePath!.cache.keyPrefix({ database: c.database, user: c.user, sql: stmt.query, paramTypes: stmt.paramTypes, session: cacheSessionKey() });
       stmt.prefixGen = sessionGen;
     }
     return stmt.prefix;
@@ -268,7 +250,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   }
 
   function attach(s: Server, onReplayed?: (error: Uint8Array | null) => void) {
-    server = s;
+    c.server = s;
     s.owner = owner;
     const mine = sig();
     const sql = s.sig === mine ? null : replaySql(s, params, sets);
@@ -286,23 +268,23 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   function acquire(): boolean {
     inAcquire = true;
     grantedNow = false;
-    waiter = poolWaiter;
-    pool!.acquire(poolWaiter);
+    c.waiter = poolWaiter;
+    c.pool!.acquire(poolWaiter);
     inAcquire = false;
-    if (waiter) socket.pause();
+    if (c.waiter) socket.pause();
     return grantedNow;
   }
 
-  // One waiter per client (it waits for one connection at a time), so borrowing allocates nothing.
+  // One c.waiter per client (it waits for one connection at a time), so borrowing allocates nothing.
   let inAcquire = false;
   let grantedNow = false;
   const poolWaiter: Waiter = {
     grant(s) {
-      waiter = null;
-      if (st === St.Closed) return pool!.release(s, true);
+      c.waiter = null;
+      if (c.st === St.Closed) return c.pool!.release(s, true);
       attach(s);
       if (inAcquire) return void (grantedNow = true);
-      if (deferred.length) {
+      if (c.deferred.length) {
         try {
           flushDeferred();
         } catch (e) {
@@ -314,17 +296,17 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       flushToServer();
     },
     fail(err: OriginError) {
-      waiter = null;
-      if (st === St.Closed) return;
+      c.waiter = null;
+      if (c.st === St.Closed) return;
       // The client gets the error for its request and stays usable: what it sent up to the next
       // Sync or Query is answered with this error and one ReadyForQuery, like a failed query.
       send(errorMessage(err.code, err.message));
-      pendingDiscard = true;
-      if (deferred.length) {
-        // The deferred batch ended with its Sync: its error is answered, later messages are not discarded.
-        deferred = [];
-        send(encodeReadyForQuery(String.fromCharCode(status) as "I"));
-        pendingDiscard = false;
+      c.pendingDiscard = true;
+      if (c.deferred.length) {
+        // The c.deferred c.batch ended with its Sync: its error is answered, later messages are not discarded.
+        c.deferred = [];
+        send(encodeReadyForQuery(String.fromCharCode(c.status) as "I"));
+        c.pendingDiscard = false;
       }
       if (inAcquire) return;
       socket.resume();
@@ -333,11 +315,11 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   };
 
   function flushToServer() {
-    if (!toServer.length || !server) return;
+    if (!toServer.length || !c.server) return;
     const bytes = toServer.length === 1 ? toServer[0]! : Buffer.concat(toServer);
     toServer.length = 0;
-    server.conn.write(bytes);
-    if (server.conn.queued() > 0) socket.pause();
+    c.server.conn.write(bytes);
+    if (c.server.conn.queued() > 0) socket.pause();
   }
 
   function toOrigin(b: Uint8Array) {
@@ -351,11 +333,11 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   /** Makes sure the origin connection has a client statement prepared, injecting a hidden Parse if not. */
   const ensurePrepared = (s: Server, stmt: Stmt) => prepareOn(s, stmt, cfg.poolMaxPreparedStatements, toOrigin);
 
-  /** The origin must see every unnamed Parse (it replaces its unnamed statement); the client owns it until the next. */
+  /** The origin must see every c.unnamed Parse (it replaces its c.unnamed statement); the client owns it until the next. */
   function forwardUnnamedParse(s: Server, raw: Uint8Array): true {
-    unnamedSeq++;
+    c.unnamedSeq++;
     s.unnamedOwner = id;
-    s.unnamedSeq = unnamedSeq;
+    s.unnamedSeq = c.unnamedSeq;
     toOrigin(raw);
     s.push(EXPECT_PARSE);
     return true;
@@ -366,40 +348,40 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   function notePin(sql: string) {
     const eff = sessionEffect(sql);
     // The shared classifier (a real SQL parser, when present) may see what our text checks cannot.
-    const pin = eff.pin ?? (ctx.classify && !pinned ? sharedPin(sql) : undefined);
-    if (pin && !pinned) {
-      pinned = pin;
-      ctx.metrics.pinned(pool!, pin);
+    const pin = eff.pin ?? (ctx.classify && !c.pinned ? sharedPin(sql) : undefined);
+    if (pin && !c.pinned) {
+      c.pinned = pin;
+      ctx.metrics.pinned(c.pool!, pin);
     }
     if (eff.set && REPLAYED_LOWER.has(eff.set.name)) return; // tracked through ParameterStatus
     if (eff.set || eff.reset !== undefined) sessionChanged();
     if (eff.set) {
       sets.set(eff.set.name, eff.set.sql);
-      server!.applied.set(eff.set.name, eff.set.sql);
+      c.server!.applied.set(eff.set.name, eff.set.sql);
     }
     if (eff.reset !== undefined) {
       if (eff.reset === "") {
         sets.clear();
-        server!.applied.clear();
+        c.server!.applied.clear();
       } else {
         sets.delete(eff.reset);
-        server!.applied.delete(eff.reset);
+        c.server!.applied.delete(eff.reset);
       }
     }
     if (eff.forgetsStatements) {
-      server!.prepared.clear();
-      server!.unnamedOwner = 0;
+      c.server!.prepared.clear();
+      c.server!.unnamedOwner = 0;
     }
   }
 
   // ---- messages from the client, in Ready state -----------------------------------------------------
 
   function onMessage(type: number, body: Uint8Array, buf: Uint8Array, at: number): boolean {
-    if (st !== St.Ready) return false;
-    if (pendingDiscard) {
+    if (c.st !== St.Ready) return false;
+    if (c.pendingDiscard) {
       if (type === F.Sync || type === F.Query) {
-        pendingDiscard = false;
-        send(encodeReadyForQuery(String.fromCharCode(status) as "I"));
+        c.pendingDiscard = false;
+        send(encodeReadyForQuery(String.fromCharCode(c.status) as "I"));
       } else if (type === F.Terminate) close();
       return true;
     }
@@ -407,14 +389,14 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       close();
       return false;
     }
-    if (busy) return false;
-    if (!server && cacheOn && !pinned && status === 0x49) {
+    if (c.busy) return false;
+    if (!c.server && c.cacheOn && !c.pinned && c.status === 0x49) {
       if (type === F.Query) {
-        if (bypassCache) bypassCache = false;
+        if (c.bypassCache) c.bypassCache = false;
         else if (tryCache(body, buf.subarray(at, at + 5 + body.length))) return true;
       } else if (collectBatch(type, body, buf.subarray(at, at + 5 + body.length))) return true;
     }
-    if (!server && !deferred.length) {
+    if (!c.server && !c.deferred.length) {
       if (type === F.Sync) {
         send(READY_IDLE); // nothing outstanding: answer without borrowing a connection
         return true;
@@ -438,20 +420,20 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         }
       }
     }
-    if (!server && type === F.Query && ctx.lanes && !pinned && status === 0x49 && !deferred.length && !waiter && queryOnLane(body, buf.subarray(at, at + 5 + body.length))) return true;
-    if (!server) {
+    if (!c.server && type === F.Query && ctx.lanes && !c.pinned && c.status === 0x49 && !c.deferred.length && !c.waiter && queryOnLane(body, buf.subarray(at, at + 5 + body.length))) return true;
+    if (!c.server) {
       if (!isFrontendType(type)) throw new ProtocolError(`unexpected message type ${type} (${JSON.stringify(String.fromCharCode(type))})`);
-      if (waiter) return false;
-      if (!acquire()) return pendingDiscard ? onMessage(type, body, buf, at) : false;
+      if (c.waiter) return false;
+      if (!acquire()) return c.pendingDiscard ? onMessage(type, body, buf, at) : false;
     }
-    if (deferred.length) flushDeferred();
-    const s = server!;
+    if (c.deferred.length) flushDeferred();
+    const s = c.server!;
     const raw = buf.subarray(at, at + 5 + body.length);
-    if (retryBatch) {
-      if (!retryBatch.synced && (type === F.Describe || type === F.Execute || type === F.Sync)) {
-        retryBatch.rest.push(raw);
-        if (type === F.Sync) retryBatch.synced = true;
-      } else if (type !== F.Bind) retryBatch = null;
+    if (c.retryBatch) {
+      if (!c.retryBatch.synced && (type === F.Describe || type === F.Execute || type === F.Sync)) {
+        c.retryBatch.rest.push(raw);
+        if (type === F.Sync) c.retryBatch.synced = true;
+      } else if (type !== F.Bind) c.retryBatch = null;
     }
     const wasUnsynced = s.unsynced;
     if (type === F.Sync || type === F.Query) s.unsynced = false;
@@ -466,16 +448,16 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         return true;
       }
       case F.Parse: {
-        if (body[0] === 0 && unnamed && Buffer.compare(unnamed, raw) === 0) {
-          // The same unnamed statement again (drivers without named statements do this per query): it was
-          // classified already, and the origin must see the Parse anyway to replace its unnamed statement.
+        if (body[0] === 0 && c.unnamed && Buffer.compare(c.unnamed, raw) === 0) {
+          // The same c.unnamed statement again (drivers without named statements do this per query): it was
+          // classified already, and the origin must see the Parse anyway to replace its c.unnamed statement.
           return forwardUnnamedParse(s, raw);
         }
         const m = decodeParse(body);
         notePin(m.query);
         if (m.name === "") {
-          unnamedWrites = writesOf(m.query);
-          unnamed = raw.slice();
+          c.unnamedWrites = writesOf(m.query);
+          c.unnamed = raw.slice();
           return forwardUnnamedParse(s, raw);
         }
         const stmt = defineStatement(m);
@@ -495,14 +477,14 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       case F.Bind: {
         const [nameStart, nameEnd] = checkBind(body);
         if (nameEnd === nameStart) {
-          if (unnamedWrites.length) pendingWrites.push(...unnamedWrites);
+          if (c.unnamedWrites.length) pendingWrites.push(...c.unnamedWrites);
           ensureUnnamed(s);
           toOrigin(raw);
         } else {
           const name = utf8.decode(body.subarray(nameStart, nameEnd));
           const stmt = stmts.get(name);
-          const idle = s.expect.length === 0 && status === 0x49 && !wasUnsynced;
-          retryBatch = stmt && idle && s.prepared.has(stmt.serverName) ? { stmt, serverName: stmt.serverName, bind: body, rest: [], synced: false } : null;
+          const idle = s.expect.length === 0 && c.status === 0x49 && !wasUnsynced;
+          c.retryBatch = stmt && idle && s.prepared.has(stmt.serverName) ? { stmt, serverName: stmt.serverName, bind: body, rest: [], synced: false } : null;
           if (stmt) {
             if (stmt.writes.length) pendingWrites.push(...stmt.writes);
             ensurePrepared(s, stmt);
@@ -522,7 +504,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         if (body[body.length - 1] !== 0 || (kind !== 0x53 && kind !== 0x50)) throw new ProtocolError(`${type === F.Close ? "Close" : "Describe"} message is malformed`);
         if (kind === 0x50 || name === "") {
           if (kind === 0x53 && type === F.Describe) ensureUnnamed(s);
-          if (kind === 0x53 && type === F.Close) unnamed = null;
+          if (kind === 0x53 && type === F.Close) c.unnamed = null;
           toOrigin(raw);
           s.push(type === F.Close ? EXPECT_CLOSE : EXPECT_DESCRIBE);
           return true;
@@ -562,7 +544,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         return true;
       case F.FunctionCall:
         s.push({ k: K.Synth, bytes: FUNCTION_CALL_REFUSED });
-        s.push({ k: K.Synth, bytes: encodeReadyForQuery(String.fromCharCode(status) as "I") });
+        s.push({ k: K.Synth, bytes: encodeReadyForQuery(String.fromCharCode(c.status) as "I") });
         return true;
       default:
         throw new ProtocolError(`unexpected message type ${type} (${JSON.stringify(String.fromCharCode(type))}) after start-up`);
@@ -574,8 +556,8 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     const sql = decodeQuery(body);
     const cls = classifyOrNull(sql);
     if (!cls?.cacheable || cls.pin || cls.writeTables.length || sessionEffect(sql).pin || !callsOnlyImmutable(cls)) return false;
-    busy = true;
-    ctx.lanes!.submit(pool!, sig(), params, sets, laneClient, null, raw.slice(), false);
+    c.busy = true;
+    ctx.lanes!.submit(c.pool!, sig(), params, sets, laneClient, null, raw.slice(), false);
     return true;
   }
 
@@ -586,8 +568,8 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   function callsOnlyImmutable(cls: Classification): boolean {
     if (cls.functions.length === 0) return true;
     const cache = ctx.cachePath!.cache;
-    const known = cache.knownVolatile(database, cls.functions);
-    if (known === undefined) void cache.isVolatile(database, cls.functions);
+    const known = cache.knownVolatile(c.database, cls.functions);
+    if (known === undefined) void cache.isVolatile(c.database, cls.functions);
     return known === false;
   }
 
@@ -609,34 +591,34 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   }
 
   /**
-   * Extended protocol on an idle client: Bind (unnamed portal) of a cacheable prepared statement, optionally
+   * Extended protocol on an idle client: Bind (c.unnamed portal) of a cacheable prepared statement, optionally
    * Describe of that portal, Execute, Sync is answered from the cache without an origin connection. Anything
    * else ends the collection and what was collected goes to the origin first. Returns true when consumed.
    */
   function collectBatch(type: number, body: Uint8Array, raw: Uint8Array): boolean {
-    if (!batch) {
+    if (!c.batch) {
       if (type !== F.Bind || body[0] !== 0) return false;
       const [ns, ne] = checkBind(body);
       const stmt = ne > ns ? stmts.get(utf8.decode(body.subarray(ns, ne))) : undefined;
       if (!stmt?.cls?.cacheable || stmt.cls.pin) return false;
-      batch = { stmt, msgs: [raw.slice()], describe: false, exec: false };
+      c.batch = { stmt, msgs: [raw.slice()], describe: false, exec: false };
       return true;
     }
-    if (type === F.Describe && !batch.exec && body.length === 2 && body[0] === 0x50 && body[1] === 0) {
-      batch.describe = true;
-    } else if (type === F.Execute && !batch.exec && body.length === 5 && body[0] === 0 && body[1]! + body[2]! + body[3]! + body[4]! === 0) {
-      batch.exec = true;
-    } else if (type === F.Sync && batch.exec) {
-      batch.msgs.push(raw.slice());
-      lookupBatch(batch);
-      batch = null;
+    if (type === F.Describe && !c.batch.exec && body.length === 2 && body[0] === 0x50 && body[1] === 0) {
+      c.batch.describe = true;
+    } else if (type === F.Execute && !c.batch.exec && body.length === 5 && body[0] === 0 && body[1]! + body[2]! + body[3]! + body[4]! === 0) {
+      c.batch.exec = true;
+    } else if (type === F.Sync && c.batch.exec) {
+      c.batch.msgs.push(raw.slice());
+      lookupBatch(c.batch);
+      c.batch = null;
       return true;
     } else {
-      deferred = batch.msgs;
-      batch = null;
+      c.deferred = c.batch.msgs;
+      c.batch = null;
       return false;
     }
-    batch.msgs.push(raw.slice());
+    c.batch.msgs.push(raw.slice());
     return true;
   }
 
@@ -646,19 +628,19 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     const tail = body.subarray(checkBind(body)[1] + 1);
     const cache = ctx.cachePath!.cache;
     const id = stmtKeyPrefix(b.stmt) + cache.keyTail({ bindTail: tail });
-    if (cls.functions.length === 0 || cache.knownVolatile(database, cls.functions) === false) {
+    if (cls.functions.length === 0 || cache.knownVolatile(c.database, cls.functions) === false) {
       const e = cache.fresh(id);
       if (e) {
-        ctx.metrics.cacheStatus(pool!, "hit");
+        ctx.metrics.cacheStatus(c.pool!, "hit");
         const form = b.describe ? REPLY_DESCRIBED : REPLY_BOUND;
         send(cache.reply(e, form, REPLY_BUILDERS[form]!));
         return;
       }
     }
-    const key = { database, user, sql: b.stmt.query, paramTypes: b.stmt.paramTypes, session: cacheSessionKey(), bindTail: tail, id };
-    const load = () => ctx.recordQuery(pool!, new Map(params), new Map(sets), b.stmt.query, { bind: rewriteBind(body, ""), paramTypes: b.stmt.paramTypes });
-    busy = true;
-    const volatile = cls.functions.length ? cache.isVolatile(database, cls.functions) : Promise.resolve(false);
+    const key = { database: c.database, user: c.user, sql: b.stmt.query, paramTypes: b.stmt.paramTypes, session: cacheSessionKey(), bindTail: tail, id };
+    const load = () => ctx.recordQuery(c.pool!, new Map(params), new Map(sets), b.stmt.query, { bind: rewriteBind(body, ""), paramTypes: b.stmt.paramTypes });
+    c.busy = true;
+    const volatile = cls.functions.length ? cache.isVolatile(c.database, cls.functions) : Promise.resolve(false);
     volatile
       .then((v) => (v ? { status: "volatile", messages: [] } : cache.lookup(key, cls.readTables, load)))
       .then(
@@ -690,13 +672,13 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       // Waiting for a connection, the call is held like any message and runs the ordinary way once granted; if
       // the wait failed at once, the ordinary path answers it with the error.
       rec?.done(null);
-      frames!.push(chunk, waiter ? () => false : onAuthOrReady);
+      c.frames!.push(chunk, c.waiter ? () => false : onAuthOrReady);
       return true;
     }
-    const s = server!;
+    const s = c.server!;
     if (stmt.writes.length) pendingWrites.push(...stmt.writes);
     const idle = s.expect.length === 0 && !s.unsynced;
-    retryBatch = idle && s.prepared.has(stmt.serverName) ? { stmt, serverName: stmt.serverName, bind: chunk.subarray(5, m.bindEnd), rest: [chunk.subarray(m.bindEnd)], synced: true } : null;
+    c.retryBatch = idle && s.prepared.has(stmt.serverName) ? { stmt, serverName: stmt.serverName, bind: chunk.subarray(5, m.bindEnd), rest: [chunk.subarray(m.bindEnd)], synced: true } : null;
     ensurePrepared(s, stmt);
     if (stmt.bindExpect?.name !== stmt.serverName) {
       stmt.nameBytes = new TextEncoder().encode(stmt.serverName);
@@ -708,8 +690,8 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     s.push(EXPECT_EXECUTE);
     s.push({ k: K.Sync, t: performance.now() });
     if (rec) {
-      ctx.metrics.cacheStatus(pool!, "miss");
-      tee = { rec, answer: createAnswerRecorder(cfg.queryCacheMaxResultBytes) };
+      ctx.metrics.cacheStatus(c.pool!, "miss");
+      c.tee = { rec, answer: createAnswerRecorder(cfg.queryCacheMaxResultBytes) };
     }
     flushToServer();
     return true;
@@ -718,26 +700,26 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   /**
    * The cache and lane steps of a call of `stmt` (Bind, optional Describe, Execute, Sync in `call`) from an idle
    * client: true when answered from the cache or sent on a lane; otherwise false, or the recorder of a
-   * cacheable miss that the caller runs and records. `parsed`: the call came after an unnamed Parse, whose
+   * cacheable miss that the caller runs and records. `parsed`: the call came after an c.unnamed Parse, whose
    * ParseComplete goes first.
    */
   function cachedOrPipelined(stmt: Stmt, call: Uint8Array, m: { nameEnd: number; bindEnd: number; describe: boolean }, parsed: boolean): boolean | { done(messages: Uint8Array[] | null): void } {
     let rec: { done(messages: Uint8Array[] | null): void } | null = null;
     const cls = stmt.cls;
     const knownSafe = cls?.cacheable && !cls.pin && callsOnlyImmutable(cls);
-    if (cacheOn && knownSafe) {
+    if (c.cacheOn && knownSafe) {
       const cache = ctx.cachePath!.cache;
       const id = stmtKeyPrefix(stmt) + cache.keyTail({ bindTail: call.subarray(m.nameEnd + 1, m.bindEnd) });
       const e = cache.fresh(id);
       if (e) {
-        ctx.metrics.cacheStatus(pool!, "hit");
+        ctx.metrics.cacheStatus(c.pool!, "hit");
         const form = (m.describe ? REPLY_DESCRIBED : REPLY_BOUND) + (parsed ? REPLY_PARSED : 0);
         send(cache.reply(e, form, REPLY_BUILDERS[form]!));
         return true;
       }
       // Without a Describe the answer lacks the RowDescription a cached entry keeps: the ordinary path loads it.
       if (!m.describe) return false;
-      rec = cache.recorder({ database, user, sql: stmt.query, id }, cls!.readTables);
+      rec = cache.recorder({ database: c.database, user: c.user, sql: stmt.query, id }, cls!.readTables);
       if (!rec) return false; // stale, or being loaded: the ordinary path knows what to do
     }
     if (!ctx.lanes || !knownSafe || stmt.writes.length) return rec ?? false;
@@ -746,20 +728,20 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       stmt.nameBytes = new TextEncoder().encode(stmt.serverName);
       stmt.bindExpect = { k: K.Bind, name: stmt.serverName };
     }
-    busy = true;
+    c.busy = true;
     if (parsed) send(PARSE_COMPLETE);
     if (rec) {
-      ctx.metrics.cacheStatus(pool!, "miss");
-      tee = { rec, answer: createAnswerRecorder(cfg.queryCacheMaxResultBytes) };
+      ctx.metrics.cacheStatus(c.pool!, "miss");
+      c.tee = { rec, answer: createAnswerRecorder(cfg.queryCacheMaxResultBytes) };
     }
-    ctx.lanes.submit(pool!, sig(), params, sets, laneClient, stmt, renamePreparedCall(call, m.nameEnd, stmt.nameBytes!), m.describe);
+    ctx.lanes.submit(c.pool!, sig(), params, sets, laneClient, stmt, renamePreparedCall(call, m.nameEnd, stmt.nameBytes!), m.describe);
     return true;
   }
 
   /**
-   * An unnamed Parse and a call of it in one chunk (node-postgres' parameterised queries, postgres.js with
+   * An c.unnamed Parse and a call of it in one chunk (node-postgres' parameterised queries, postgres.js with
    * prepare: false), from an idle client: a cacheable read is answered from the cache or pipelined on a lane
-   * under the statement's shared origin name, like a prepared call. The client's unnamed statement is then
+   * under the statement's shared origin name, like a prepared call. The client's c.unnamed statement is then
    * this one, prepared again wherever it is next bound without a Parse. False: the ordinary path.
    */
   function unnamedCall(chunk: Uint8Array): boolean {
@@ -767,55 +749,51 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     if (!u) return false;
     const parse = chunk.subarray(0, u.parseEnd);
     const call = chunk.subarray(u.parseEnd);
-    let stmt = unnamedStmt;
-    if (!stmt || !unnamedStmtParse || Buffer.compare(unnamedStmtParse, parse) !== 0) {
+    let stmt = c.unnamedStmt;
+    if (!stmt || !c.unnamedStmtParse || Buffer.compare(c.unnamedStmtParse, parse) !== 0) {
       const p = decodeParse(parse.subarray(5));
       const eff = sessionEffect(p.query);
       if (eff.pin || eff.set || eff.reset !== undefined || eff.forgetsStatements) return false;
       stmt = makeStatement(p);
       if (!stmt.cls?.cacheable) return false;
-      unnamedStmt = stmt;
-      unnamedStmtParse = parse.slice();
+      c.unnamedStmt = stmt;
+      c.unnamedStmtParse = parse.slice();
     }
     checkBindAt(call, u.call.nameStart, u.call.bindEnd);
-    // Committed from here on: the origin connections do not hold this unnamed statement.
+    // Committed from here on: the origin connections do not hold this c.unnamed statement.
     const r = cachedOrPipelined(stmt, call, u.call, true);
     if (r !== true) {
       (r || null)?.done(null);
       return false;
     }
-    unnamed = unnamedStmtParse;
-    unnamedSeq++;
-    unnamedWrites = [];
+    c.unnamed = c.unnamedStmtParse;
+    c.unnamedSeq++;
+    c.unnamedWrites = [];
     return true;
   }
-  /** The last unnamed statement taken by unnamedCall, and its Parse as sent (to recognise it again). */
-  let unnamedStmt: Stmt | null = null;
-  let unnamedStmtParse: Uint8Array | null = null;
 
   /** A miss in flight on this client's connection: its answer, recorded for the cache as it streams back. */
-  let tee: Recording | null = null;
 
   function record(b: Uint8Array) {
-    if (tee!.answer.feed(b)) endTee(tee!.answer.result());
+    if (c.tee!.answer.feed(b)) endTee(c.tee!.answer.result());
   }
 
   function endTee(messages: Uint8Array[] | null) {
-    const t = tee!;
-    tee = null;
+    const t = c.tee!;
+    c.tee = null;
     t.rec.done(messages);
   }
 
   function batchAnswered(r: { status: string; messages: Uint8Array[] } | null, b: { msgs: Uint8Array[]; describe: boolean }) {
-    busy = false;
-    if (st === St.Closed) return;
-    if (r) ctx.metrics.cacheStatus(pool!, r.status);
+    c.busy = false;
+    if (c.st === St.Closed) return;
+    if (r) ctx.metrics.cacheStatus(c.pool!, r.status);
     if (r && r.messages.length) {
       send(REPLY_BUILDERS[b.describe ? REPLY_DESCRIBED : REPLY_BOUND]!(r.messages));
       resumeAfterBusy();
       return resumeMessages();
     }
-    deferred = b.msgs;
+    c.deferred = b.msgs;
     resumeAfterBusy();
     try {
       if (acquire()) {
@@ -825,13 +803,13 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     } catch (e) {
       return failed(e);
     }
-    if (!waiter) resumeMessages();
+    if (!c.waiter) resumeMessages();
   }
 
   /** Sends messages collected for the cache to the origin, in order, now that a connection is attached. */
   function flushDeferred() {
-    const d = deferred;
-    deferred = [];
+    const d = c.deferred;
+    c.deferred = [];
     for (const m of d) onMessage(m[0]!, m.subarray(5), m, 0);
   }
 
@@ -852,60 +830,62 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
    */
   function tryCache(body: Uint8Array, raw: Uint8Array): boolean {
     const sql = decodeQuery(body);
-    let c;
+    let cls;
     try {
-      c = ctx.cachePath!.classify(sql);
+      cls = ctx.cachePath!.classify(sql);
     } catch (e) {
       ctx.log(`kvdrive pooler: classifier failed: ${(e as Error).message}`);
       return false;
     }
-    if (!c.cacheable || c.pin || sessionEffect(sql).pin) {
-      ctx.metrics.cacheStatus(pool!, c.status);
+    if (!cls.cacheable || cls.pin || sessionEffect(sql).pin) {
+      ctx.metrics.cacheStatus(c.pool!, cls.status);
       return false;
     }
     const cache = ctx.cachePath!.cache;
-    const key = { database, user, sql, session: cacheSessionKey(), id: "" };
+    const key = { database: c.database, user: c.user, sql, session: cacheSessionKey(), id: "" };
     key.id = cache.keyPrefix(key) + cache.keyTail({});
-    if (c.functions.length === 0 || cache.knownVolatile(database, c.functions) === false) {
+    if (cls.functions.length === 0 || cache.knownVolatile(c.database, cls.functions) === false) {
       const e = cache.fresh(key.id);
       if (e) {
-        ctx.metrics.cacheStatus(pool!, "hit");
+        ctx.metrics.cacheStatus(c.pool!, "hit");
         send(cache.reply(e, REPLY_SIMPLE, REPLY_BUILDERS[REPLY_SIMPLE]!));
         return true;
       }
     }
     const copy = raw.slice();
-    busy = true;
-    const volatile = c.functions.length ? cache.isVolatile(database, c.functions) : Promise.resolve(false);
+    c.busy = true;
+    const volatile = cls.functions.length ? cache.isVolatile(c.database, cls.functions) : Promise.resolve(false);
+    const readTables = cls.readTables;
     volatile
-      .then((v) => (v ? { status: "volatile", messages: [] } : cache.lookup(key, c.readTables, () => ctx.recordQuery(pool!, new Map(params), new Map(sets), sql))))
+      .then((v) => (v ? { status: "volatile", messages: [] } : cache.lookup(key, readTables, () => ctx.recordQuery(c.pool!, new Map(params), new Map(sets), sql))))
       .then(
-      (r) => answered(r, copy),
-      (e) => {
-        ctx.log(`kvdrive pooler: cache lookup failed: ${(e as Error).message}`);
-        answered(null, copy);
-      },
-    );
+        (r) => answered(r, copy),
+        (e) => {
+          ctx.log(`kvdrive pooler: cache lookup failed: ${(e as Error).message}`);
+          answered(null, copy);
+        },
+      );
     return true;
   }
 
+
   /** Reading stops only when a client sends a lot while a cache lookup is in flight (see onData). */
   function resumeAfterBusy() {
-    if (!pausedWhileBusy) return;
-    pausedWhileBusy = false;
+    if (!c.pausedWhileBusy) return;
+    c.pausedWhileBusy = false;
     socket.resume();
   }
 
   function answered(r: { status: string; messages: Uint8Array[] } | null, query: Uint8Array) {
-    busy = false;
-    if (st === St.Closed) return;
+    c.busy = false;
+    if (c.st === St.Closed) return;
     if (r && r.messages.length) {
-      ctx.metrics.cacheStatus(pool!, r.status);
+      ctx.metrics.cacheStatus(c.pool!, r.status);
       send(REPLY_BUILDERS[REPLY_SIMPLE]!(r.messages));
     } else {
-      if (r) ctx.metrics.cacheStatus(pool!, r.status);
-      bypassCache = true;
-      frames!.unshift(query);
+      if (r) ctx.metrics.cacheStatus(c.pool!, r.status);
+      c.bypassCache = true;
+      c.frames!.unshift(query);
     }
     resumeAfterBusy();
     resumeMessages();
@@ -927,14 +907,14 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   }
 
   function ensureUnnamed(s: Server) {
-    if (s.unnamedOwner === id && s.unnamedSeq === unnamedSeq) return;
-    if (unnamed) {
-      toOrigin(unnamed);
+    if (s.unnamedOwner === id && s.unnamedSeq === c.unnamedSeq) return;
+    if (c.unnamed) {
+      toOrigin(c.unnamed);
       s.push({ k: K.ParseHidden });
       s.unnamedOwner = id;
-      s.unnamedSeq = unnamedSeq;
+      s.unnamedSeq = c.unnamedSeq;
     } else {
-      // Another client's unnamed statement may sit there: drop it so this Bind fails as it would directly.
+      // Another client's c.unnamed statement may sit there: drop it so this Bind fails as it would directly.
       toOrigin(encodeClose({ kind: "S", name: "" }));
       s.push(EXPECT_CLOSEHIDDEN);
       s.unnamedOwner = 0;
@@ -957,19 +937,19 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     }
     if (pkt.kind === "CancelRequest") {
       ctx.cancel(pkt.pid, pkt.key);
-      st = St.Closed;
+      c.st = St.Closed;
       socket.end();
       return;
     }
     const settings = readStartupParams(pkt.params);
-    user = settings.user;
-    database = settings.database;
+    c.user = settings.user;
+    c.database = settings.database;
     for (const [k, v] of settings.params) params.set(k, v);
     for (const [k, v] of settings.sets) sets.set(k, v);
     if (pkt.version !== PROTOCOL_3_0 || settings.unsupported.length) send(encodeNegotiateProtocolVersion(PROTOCOL_3_0 & 0xffff, settings.unsupported));
-    authx = createAuthExchange(ctx.authMethod, user, ctx.users.get(user), ctx.dummyVerifier);
-    st = St.Auth;
-    frames = createFrames(cfg.pgMaxMessageBytes);
+    authx = createAuthExchange(ctx.authMethod, c.user, ctx.users.get(c.user), ctx.dummyVerifier);
+    c.st = St.Auth;
+    c.frames = createFrames(cfg.pgMaxMessageBytes);
     authStep(authx.begin());
   }
 
@@ -985,38 +965,38 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   }
 
   function authenticated() {
-    st = St.Validating;
-    pool = ctx.pool(database, user);
+    c.st = St.Validating;
+    c.pool = ctx.pool(c.database, c.user);
     const startupParams = () => {
-      for (const [k, v] of ctx.defaultParams(pool!)) if (!params.has(k)) params.set(k, v);
+      for (const [k, v] of ctx.defaultParams(c.pool!)) if (!params.has(k)) params.set(k, v);
     };
     const finish = () => {
-      if (st !== St.Validating) return;
+      if (c.st !== St.Validating) return;
       // One write for the whole greeting: a connection-per-transaction client pays for every syscall.
       const greeting = [AUTH_OK];
       for (const [k, v] of params) greeting.push(encodeParameterStatus(k, v));
       greeting.push(encodeBackendKeyData(pid, key), READY_IDLE);
       send(Buffer.concat(greeting));
-      st = St.Ready;
-      cacheOn = ctx.cacheOn(database);
+      c.st = St.Ready;
+      c.cacheOn = ctx.cacheOn(c.database);
       clearTimeout(loginTimer);
-      ctx.register(pid, key, id, cancelRunning, pool!);
+      ctx.register(pid, key, id, cancelRunning, c.pool!);
       socket.resume();
       resumeMessages();
       flushToServer();
     };
     const needsCheck = sets.size > 0 || [...params.keys()].some((k) => k !== "application_name");
-    if (pool.verified() && !needsCheck) {
+    if (c.pool.verified() && !needsCheck) {
       startupParams();
       return finish();
     }
-    // First use of this database, or start-up parameters the origin must validate: do it on a real
-    // connection now, so a bad database (3D000) or setting is reported at connect time as Postgres would.
+    // First use of this c.database, or start-up parameters the origin must validate: do it on a real
+    // connection now, so a bad c.database (3D000) or setting is reported at connect time as Postgres would.
     socket.pause();
     const w: Waiter = {
       grant(s) {
-        waiter = null;
-        if (st === St.Closed) return pool!.release(s, true);
+        c.waiter = null;
+        if (c.st === St.Closed) return c.pool!.release(s, true);
         startupParams();
         attach(s, (error) => {
           if (error) {
@@ -1024,55 +1004,55 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
             send(error);
             return close();
           }
-          if (server?.expect.length === 0) detach(true);
+          if (c.server?.expect.length === 0) detach(true);
           finish();
         });
         flushToServer();
       },
       fail(err) {
-        waiter = null;
+        c.waiter = null;
         fatal(err.code, err.message);
       },
     };
-    waiter = w;
-    pool.acquire(w);
+    c.waiter = w;
+    c.pool.acquire(w);
   }
 
   function cancelRunning() {
-    const s = server ?? (busy ? ctx.lanes?.soleServer(laneClient) : null);
+    const s = c.server ?? (c.busy ? ctx.lanes?.soleServer(laneClient) : null);
     if (s) ctx.cancelOrigin(s);
   }
 
   return {
     onData(chunk: Uint8Array) {
       try {
-        if (st === St.Startup) {
+        if (c.st === St.Startup) {
           let buf = startupBuf ? Buffer.concat([startupBuf, chunk]) : chunk;
           for (;;) {
             const pkt = readStartup(buf, 10_000);
             if (!pkt) break;
             buf = buf.subarray(pkt[1]);
             onStartupPacket(pkt[0]);
-            if ((st as St) !== St.Startup) break;
+            if ((c.st as St) !== St.Startup) break;
           }
           startupBuf = buf.length ? buf.slice() : null;
-          if ((st as St) === St.Auth && startupBuf) {
+          if ((c.st as St) === St.Auth && startupBuf) {
             const rest = startupBuf;
             startupBuf = null;
-            frames!.push(rest, onAuthOrReady);
+            c.frames!.push(rest, onAuthOrReady);
           }
           return;
         }
-        if (st === St.Closed) return;
-        if (st === St.Ready && !server && !busy && !batch && !pinned && status === 0x49 && !pendingDiscard && !deferred.length && !waiter && !tee && frames!.pending() === 0 && (chunk[0] === F.Parse ? unnamedCall(chunk) : preparedCall(chunk))) return;
-        if (st === St.Validating) {
-          frames!.push(chunk, () => false);
+        if (c.st === St.Closed) return;
+        if (c.st === St.Ready && !c.server && !c.busy && !c.batch && !c.pinned && c.status === 0x49 && !c.pendingDiscard && !c.deferred.length && !c.waiter && !c.tee && c.frames!.pending() === 0 && (chunk[0] === F.Parse ? unnamedCall(chunk) : preparedCall(chunk))) return;
+        if (c.st === St.Validating) {
+          c.frames!.push(chunk, () => false);
           return;
         }
-        frames!.push(chunk, onAuthOrReady);
+        c.frames!.push(chunk, onAuthOrReady);
         flushToServer();
-        if (busy && !pausedWhileBusy && frames!.pending() > 1024 * 1024) {
-          pausedWhileBusy = true;
+        if (c.busy && !c.pausedWhileBusy && c.frames!.pending() > 1024 * 1024) {
+          c.pausedWhileBusy = true;
           socket.pause();
         }
       } catch (e) {
@@ -1081,18 +1061,18 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     },
     onDrain() {
       if (!out.drain()) return;
-      if (server) server.conn.resume();
-      else if (busy) ctx.lanes?.resume(laneClient);
+      if (c.server) c.server.conn.resume();
+      else if (c.busy) ctx.lanes?.resume(laneClient);
     },
     onClose() {
-      if (st !== St.Closed) close();
+      if (c.st !== St.Closed) close();
     },
-    isReady: () => st === St.Ready,
+    isReady: () => c.st === St.Ready,
   };
 
   function onAuthOrReady(type: number, body: Uint8Array, buf: Uint8Array, at: number): boolean {
-    if (st === St.Auth) return onAuthMessage(type, body);
-    if (st === St.Ready) return onMessage(type, body, buf, at);
+    if (c.st === St.Auth) return onAuthMessage(type, body);
+    if (c.st === St.Ready) return onMessage(type, body, buf, at);
     return false;
   }
 }
