@@ -1,32 +1,28 @@
 // Client side: one wire-protocol client from its start-up packet to its Terminate. It authenticates the
 // client, borrows an origin connection for each transaction (or keeps one once pinned), rewrites statement
 // names so protocol-level prepared statements survive moving between connections, and replays session
-// parameters when it moves.
+// parameters when it moves. Its state is in client-state.ts; its cache and lane paths are in client-fast.ts.
 import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
 import { ProtocolError } from "../protocol/bytes.ts";
-import { createFrames, readStartup, type Frames } from "../protocol/frames.ts";
-import { checkBind, checkBindAt, decodeParse, decodeQuery, decodeStartup, encodeClose, encodeDescribe, encodeParse, encodeQuery, F, matchPreparedCall, matchUnnamedCall, PROTOCOL_3_0, renameBindStatement as rewriteBind, renamePreparedCall } from "../protocol/frontend.ts";
-import {
-  AUTH_OK, CLOSE_COMPLETE, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery, errorMessage, PARSE_COMPLETE, READY_IDLE,
-} from "../protocol/backend.ts";
+import { createFrames, readStartup } from "../protocol/frames.ts";
+import { checkBind, decodeParse, decodeQuery, decodeStartup, encodeClose, encodeDescribe, encodeParse, encodeQuery, F, PROTOCOL_3_0, renameBindStatement as rewriteBind } from "../protocol/frontend.ts";
+import { AUTH_OK, CLOSE_COMPLETE, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery, errorMessage, PARSE_COMPLETE, READY_IDLE } from "../protocol/backend.ts";
 import { createOutbox, type Outbox } from "./outbox.ts";
 import { createAuthExchange, readStartupParams, type AuthExchange, type AuthStep } from "./startup.ts";
-import { evictPrepared, K, prepareOn, replaySql, REPLAYED, REPLAYED_LOWER, type Expect, type Owner, type Server } from "./relay.ts";
+import { EXPECT_BIND, EXPECT_CLOSE, EXPECT_CLOSE_HIDDEN, EXPECT_DESCRIBE, EXPECT_EXECUTE, EXPECT_PARSE, evictPrepared, K, prepareOn, replaySql, REPLAYED, REPLAYED_LOWER, type Expect, type Owner, type Server } from "./relay.ts";
 import type { OriginError } from "./origin.ts";
-import type { Pool, Waiter } from "./pool.ts";
+import type { Waiter } from "./pool.ts";
 import { sessionEffect, type Pin } from "./session.ts";
 import type { PoolerContext } from "./context.ts";
-import { createAnswerRecorder, REPLY_BOUND, REPLY_BUILDERS, REPLY_DESCRIBED, REPLY_PARSED, REPLY_SIMPLE, type Classification, type Recording } from "./cache-path.ts";
+import type { Classification } from "./cache-path.ts";
 import type { LaneClient } from "./lanes.ts";
 import { St, type ClientState, type Stmt } from "./client-state.ts";
-
-
+import { createFastPaths, type FastPaths } from "./client-fast.ts";
 
 export interface ClientSocketData {
   client: ReturnType<typeof createClient> | null;
 }
-
 
 let nextPid = (randomBytes(4).readUInt32BE() % 1_000_000_000) + 1;
 
@@ -68,16 +64,8 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   const key = randomBytes(4);
   let authx: AuthExchange | null = null;
   const toServer: Uint8Array[] = [];
-  /** A cache lookup is in flight: later messages wait behind it. */
-  /** The next Query was already tried against the cache (and must reach the origin). */
   /** Tables written since the last idle ReadyForQuery: their cached reads are invalidated when it arrives. */
   const pendingWrites: string[] = [];
-  /** Bind, Describe, Execute of a cacheable prepared statement on an idle client, collected up to Sync. */
-  /** Messages taken for a cache lookup that must now go to the origin, before anything else. */
-  /**
-   * The c.batch in flight when it is one Bind of a prepared statement up to its Sync, sent while idle: it can be
-   * re-run if the origin says the cached plan's result type changed. Views into received chunks, not copies.
-   */
 
   // A client that does not finish start-up in time is dropped, so idle half-open sockets cannot pile up.
   const loginTimer = setTimeout(() => {
@@ -103,7 +91,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     fatal("XX000", "internal error in the pooler");
   }
 
-  /** Processes held messages; called from c.pool callbacks, outside onData's error handling. */
+  /** Processes held messages; called from pool callbacks, outside onData's error handling. */
   function resumeMessages() {
     try {
       c.frames!.resume(onMessage);
@@ -114,7 +102,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   }
 
   function close() {
-    if (c.tee) endTee(null);
+    if (c.tee) fast.endTee(null);
     if (c.st === St.Closed) return;
     clearTimeout(loginTimer);
     const wasReady = c.st === St.Ready;
@@ -135,7 +123,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
 
   const owner: Owner = {
     send(b) {
-      if (c.tee) record(b);
+      if (c.tee) fast.record(b);
       send(b);
     },
     backpressured: () => out.queued() > 0,
@@ -175,7 +163,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       return { name, bytes: Buffer.concat([b.stmt.parse, rewriteBind(b.bind, name), ...b.rest]) };
     },
     serverClosed() {
-      if (c.tee) endTee(null);
+      if (c.tee) fast.endTee(null);
       if (c.st === St.Closed) return;
       c.server = null;
       fatal("08006", "the origin connection serving this session closed unexpectedly");
@@ -193,11 +181,11 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     laneDone() {
       c.busy = false;
       if (c.st === St.Closed) return;
-      resumeAfterBusy();
+      fast.resumeAfterBusy();
       if (c.frames!.pending()) queueMicrotask(resumeMessages);
     },
     laneFailed(code, message) {
-      if (c.tee) endTee(null);
+      if (c.tee) fast.endTee(null);
       send(errorMessage(code, message));
       send(READY_IDLE);
       laneClient.laneDone();
@@ -275,7 +263,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     return grantedNow;
   }
 
-  // One c.waiter per client (it waits for one connection at a time), so borrowing allocates nothing.
+  // One waiter per client (it waits for one connection at a time), so borrowing allocates nothing.
   let inAcquire = false;
   let grantedNow = false;
   const poolWaiter: Waiter = {
@@ -303,7 +291,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       send(errorMessage(err.code, err.message));
       c.pendingDiscard = true;
       if (c.deferred.length) {
-        // The c.deferred c.batch ended with its Sync: its error is answered, later messages are not discarded.
+        // The deferred batch ended with its Sync: its error is answered, later messages are not discarded.
         c.deferred = [];
         send(encodeReadyForQuery(String.fromCharCode(c.status) as "I"));
         c.pendingDiscard = false;
@@ -333,7 +321,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   /** Makes sure the origin connection has a client statement prepared, injecting a hidden Parse if not. */
   const ensurePrepared = (s: Server, stmt: Stmt) => prepareOn(s, stmt, cfg.poolMaxPreparedStatements, toOrigin);
 
-  /** The origin must see every c.unnamed Parse (it replaces its c.unnamed statement); the client owns it until the next. */
+  /** The origin must see every unnamed Parse (it replaces its unnamed statement); the client owns it until the next. */
   function forwardUnnamedParse(s: Server, raw: Uint8Array): true {
     c.unnamedSeq++;
     s.unnamedOwner = id;
@@ -393,8 +381,8 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     if (!c.server && c.cacheOn && !c.pinned && c.status === 0x49) {
       if (type === F.Query) {
         if (c.bypassCache) c.bypassCache = false;
-        else if (tryCache(body, buf.subarray(at, at + 5 + body.length))) return true;
-      } else if (collectBatch(type, body, buf.subarray(at, at + 5 + body.length))) return true;
+        else if (fast.tryCache(body, buf.subarray(at, at + 5 + body.length))) return true;
+      } else if (fast.collectBatch(type, body, buf.subarray(at, at + 5 + body.length))) return true;
     }
     if (!c.server && !c.deferred.length) {
       if (type === F.Sync) {
@@ -420,7 +408,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         }
       }
     }
-    if (!c.server && type === F.Query && ctx.lanes && !c.pinned && c.status === 0x49 && !c.deferred.length && !c.waiter && queryOnLane(body, buf.subarray(at, at + 5 + body.length))) return true;
+    if (!c.server && type === F.Query && ctx.lanes && !c.pinned && c.status === 0x49 && !c.deferred.length && !c.waiter && fast.queryOnLane(body, buf.subarray(at, at + 5 + body.length))) return true;
     if (!c.server) {
       if (!isFrontendType(type)) throw new ProtocolError(`unexpected message type ${type} (${JSON.stringify(String.fromCharCode(type))})`);
       if (c.waiter) return false;
@@ -449,8 +437,8 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       }
       case F.Parse: {
         if (body[0] === 0 && c.unnamed && Buffer.compare(c.unnamed, raw) === 0) {
-          // The same c.unnamed statement again (drivers without named statements do this per query): it was
-          // classified already, and the origin must see the Parse anyway to replace its c.unnamed statement.
+          // The same unnamed statement again (drivers without named statements do this per query): it was
+          // classified already, and the origin must see the Parse anyway to replace its unnamed statement.
           return forwardUnnamedParse(s, raw);
         }
         const m = decodeParse(body);
@@ -551,28 +539,6 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     }
   }
 
-  /** A simple Query of one read-only statement from an idle client: pipelined on a lane. False: not such a query. */
-  function queryOnLane(body: Uint8Array, raw: Uint8Array): boolean {
-    const sql = decodeQuery(body);
-    const cls = classifyOrNull(sql);
-    if (!cls?.cacheable || cls.pin || cls.writeTables.length || sessionEffect(sql).pin || !callsOnlyImmutable(cls)) return false;
-    c.busy = true;
-    ctx.lanes!.submit(c.pool!, sig(), params, sets, laneClient, null, raw.slice(), false);
-    return true;
-  }
-
-  /**
-   * The statement calls no function, or only functions known to be immutable. An unknown answer is asked for
-   * in the background (once); until it is in, the statement takes the ordinary path.
-   */
-  function callsOnlyImmutable(cls: Classification): boolean {
-    if (cls.functions.length === 0) return true;
-    const cache = ctx.cachePath!.cache;
-    const known = cache.knownVolatile(c.database, cls.functions);
-    if (known === undefined) void cache.isVolatile(c.database, cls.functions);
-    return known === false;
-  }
-
   function sharedPin(sql: string): Pin | undefined {
     try {
       return ctx.classify!(sql).pin as Pin | undefined;
@@ -590,221 +556,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     }
   }
 
-  /**
-   * Extended protocol on an idle client: Bind (c.unnamed portal) of a cacheable prepared statement, optionally
-   * Describe of that portal, Execute, Sync is answered from the cache without an origin connection. Anything
-   * else ends the collection and what was collected goes to the origin first. Returns true when consumed.
-   */
-  function collectBatch(type: number, body: Uint8Array, raw: Uint8Array): boolean {
-    if (!c.batch) {
-      if (type !== F.Bind || body[0] !== 0) return false;
-      const [ns, ne] = checkBind(body);
-      const stmt = ne > ns ? stmts.get(utf8.decode(body.subarray(ns, ne))) : undefined;
-      if (!stmt?.cls?.cacheable || stmt.cls.pin) return false;
-      c.batch = { stmt, msgs: [raw.slice()], describe: false, exec: false };
-      return true;
-    }
-    if (type === F.Describe && !c.batch.exec && body.length === 2 && body[0] === 0x50 && body[1] === 0) {
-      c.batch.describe = true;
-    } else if (type === F.Execute && !c.batch.exec && body.length === 5 && body[0] === 0 && body[1]! + body[2]! + body[3]! + body[4]! === 0) {
-      c.batch.exec = true;
-    } else if (type === F.Sync && c.batch.exec) {
-      c.batch.msgs.push(raw.slice());
-      lookupBatch(c.batch);
-      c.batch = null;
-      return true;
-    } else {
-      c.deferred = c.batch.msgs;
-      c.batch = null;
-      return false;
-    }
-    c.batch.msgs.push(raw.slice());
-    return true;
-  }
-
-  function lookupBatch(b: { stmt: Stmt; msgs: Uint8Array[]; describe: boolean }) {
-    const cls = b.stmt.cls!;
-    const body = b.msgs[0]!.subarray(5);
-    const tail = body.subarray(checkBind(body)[1] + 1);
-    const cache = ctx.cachePath!.cache;
-    const id = stmtKeyPrefix(b.stmt) + cache.keyTail({ bindTail: tail });
-    if (cls.functions.length === 0 || cache.knownVolatile(c.database, cls.functions) === false) {
-      const e = cache.fresh(id);
-      if (e) {
-        ctx.metrics.cacheStatus(c.pool!, "hit");
-        const form = b.describe ? REPLY_DESCRIBED : REPLY_BOUND;
-        send(cache.reply(e, form, REPLY_BUILDERS[form]!));
-        return;
-      }
-    }
-    const key = { database: c.database, user: c.user, sql: b.stmt.query, paramTypes: b.stmt.paramTypes, session: cacheSessionKey(), bindTail: tail, id };
-    const load = () => ctx.recordQuery(c.pool!, new Map(params), new Map(sets), b.stmt.query, { bind: rewriteBind(body, ""), paramTypes: b.stmt.paramTypes });
-    c.busy = true;
-    const volatile = cls.functions.length ? cache.isVolatile(c.database, cls.functions) : Promise.resolve(false);
-    volatile
-      .then((v) => (v ? { status: "volatile", messages: [] } : cache.lookup(key, cls.readTables, load)))
-      .then(
-        (r) => batchAnswered(r, b),
-        (e) => {
-          ctx.log(`kvdrive pooler: cache lookup failed: ${(e as Error).message}`);
-          batchAnswered(null, b);
-        },
-      );
-  }
-
-  /**
-   * The common case first: a chunk that is exactly one prepared-statement call (Bind, Describe, Execute, Sync)
-   * from an idle client, with no origin connection attached. A fresh cached answer is sent with one write; a
-   * cacheable miss runs on the connection it borrows, its answer recorded for the cache as it streams back;
-   * anything else borrows a connection and goes out with one write, the Bind renamed in the same buffer. Returns
-   * false to take the ordinary message-by-message path (which handles every case, this one included).
-   */
-  function preparedCall(chunk: Uint8Array): boolean {
-    const m = matchPreparedCall(chunk);
-    if (!m) return false;
-    const stmt = stmts.get(utf8.decode(chunk.subarray(m.nameStart, m.nameEnd)));
-    if (!stmt) return false;
-    checkBindAt(chunk, m.nameStart, m.bindEnd);
-    const r = cachedOrPipelined(stmt, chunk, m, false);
-    if (r === true) return true;
-    const rec = r || null;
-    if (!acquire()) {
-      // Waiting for a connection, the call is held like any message and runs the ordinary way once granted; if
-      // the wait failed at once, the ordinary path answers it with the error.
-      rec?.done(null);
-      c.frames!.push(chunk, c.waiter ? () => false : onAuthOrReady);
-      return true;
-    }
-    const s = c.server!;
-    if (stmt.writes.length) pendingWrites.push(...stmt.writes);
-    const idle = s.expect.length === 0 && !s.unsynced;
-    c.retryBatch = idle && s.prepared.has(stmt.serverName) ? { stmt, serverName: stmt.serverName, bind: chunk.subarray(5, m.bindEnd), rest: [chunk.subarray(m.bindEnd)], synced: true } : null;
-    ensurePrepared(s, stmt);
-    if (stmt.bindExpect?.name !== stmt.serverName) {
-      stmt.nameBytes = new TextEncoder().encode(stmt.serverName);
-      stmt.bindExpect = { k: K.Bind, name: stmt.serverName };
-    }
-    toOrigin(renamePreparedCall(chunk, m.nameEnd, stmt.nameBytes!));
-    s.push(stmt.bindExpect);
-    if (m.describe) s.push(EXPECT_DESCRIBE);
-    s.push(EXPECT_EXECUTE);
-    s.push({ k: K.Sync, t: performance.now() });
-    if (rec) {
-      ctx.metrics.cacheStatus(c.pool!, "miss");
-      c.tee = { rec, answer: createAnswerRecorder(cfg.queryCacheMaxResultBytes) };
-    }
-    flushToServer();
-    return true;
-  }
-
-  /**
-   * The cache and lane steps of a call of `stmt` (Bind, optional Describe, Execute, Sync in `call`) from an idle
-   * client: true when answered from the cache or sent on a lane; otherwise false, or the recorder of a
-   * cacheable miss that the caller runs and records. `parsed`: the call came after an c.unnamed Parse, whose
-   * ParseComplete goes first.
-   */
-  function cachedOrPipelined(stmt: Stmt, call: Uint8Array, m: { nameEnd: number; bindEnd: number; describe: boolean }, parsed: boolean): boolean | { done(messages: Uint8Array[] | null): void } {
-    let rec: { done(messages: Uint8Array[] | null): void } | null = null;
-    const cls = stmt.cls;
-    const knownSafe = cls?.cacheable && !cls.pin && callsOnlyImmutable(cls);
-    if (c.cacheOn && knownSafe) {
-      const cache = ctx.cachePath!.cache;
-      const id = stmtKeyPrefix(stmt) + cache.keyTail({ bindTail: call.subarray(m.nameEnd + 1, m.bindEnd) });
-      const e = cache.fresh(id);
-      if (e) {
-        ctx.metrics.cacheStatus(c.pool!, "hit");
-        const form = (m.describe ? REPLY_DESCRIBED : REPLY_BOUND) + (parsed ? REPLY_PARSED : 0);
-        send(cache.reply(e, form, REPLY_BUILDERS[form]!));
-        return true;
-      }
-      // Without a Describe the answer lacks the RowDescription a cached entry keeps: the ordinary path loads it.
-      if (!m.describe) return false;
-      rec = cache.recorder({ database: c.database, user: c.user, sql: stmt.query, id }, cls!.readTables);
-      if (!rec) return false; // stale, or being loaded: the ordinary path knows what to do
-    }
-    if (!ctx.lanes || !knownSafe || stmt.writes.length) return rec ?? false;
-    // A read-only autocommit call: pipelined on a connection shared with other clients' reads (lanes.ts).
-    if (stmt.bindExpect?.name !== stmt.serverName) {
-      stmt.nameBytes = new TextEncoder().encode(stmt.serverName);
-      stmt.bindExpect = { k: K.Bind, name: stmt.serverName };
-    }
-    c.busy = true;
-    if (parsed) send(PARSE_COMPLETE);
-    if (rec) {
-      ctx.metrics.cacheStatus(c.pool!, "miss");
-      c.tee = { rec, answer: createAnswerRecorder(cfg.queryCacheMaxResultBytes) };
-    }
-    ctx.lanes.submit(c.pool!, sig(), params, sets, laneClient, stmt, renamePreparedCall(call, m.nameEnd, stmt.nameBytes!), m.describe);
-    return true;
-  }
-
-  /**
-   * An c.unnamed Parse and a call of it in one chunk (node-postgres' parameterised queries, postgres.js with
-   * prepare: false), from an idle client: a cacheable read is answered from the cache or pipelined on a lane
-   * under the statement's shared origin name, like a prepared call. The client's c.unnamed statement is then
-   * this one, prepared again wherever it is next bound without a Parse. False: the ordinary path.
-   */
-  function unnamedCall(chunk: Uint8Array): boolean {
-    const u = matchUnnamedCall(chunk);
-    if (!u) return false;
-    const parse = chunk.subarray(0, u.parseEnd);
-    const call = chunk.subarray(u.parseEnd);
-    let stmt = c.unnamedStmt;
-    if (!stmt || !c.unnamedStmtParse || Buffer.compare(c.unnamedStmtParse, parse) !== 0) {
-      const p = decodeParse(parse.subarray(5));
-      const eff = sessionEffect(p.query);
-      if (eff.pin || eff.set || eff.reset !== undefined || eff.forgetsStatements) return false;
-      stmt = makeStatement(p);
-      if (!stmt.cls?.cacheable) return false;
-      c.unnamedStmt = stmt;
-      c.unnamedStmtParse = parse.slice();
-    }
-    checkBindAt(call, u.call.nameStart, u.call.bindEnd);
-    // Committed from here on: the origin connections do not hold this c.unnamed statement.
-    const r = cachedOrPipelined(stmt, call, u.call, true);
-    if (r !== true) {
-      (r || null)?.done(null);
-      return false;
-    }
-    c.unnamed = c.unnamedStmtParse;
-    c.unnamedSeq++;
-    c.unnamedWrites = [];
-    return true;
-  }
-
   /** A miss in flight on this client's connection: its answer, recorded for the cache as it streams back. */
-
-  function record(b: Uint8Array) {
-    if (c.tee!.answer.feed(b)) endTee(c.tee!.answer.result());
-  }
-
-  function endTee(messages: Uint8Array[] | null) {
-    const t = c.tee!;
-    c.tee = null;
-    t.rec.done(messages);
-  }
-
-  function batchAnswered(r: { status: string; messages: Uint8Array[] } | null, b: { msgs: Uint8Array[]; describe: boolean }) {
-    c.busy = false;
-    if (c.st === St.Closed) return;
-    if (r) ctx.metrics.cacheStatus(c.pool!, r.status);
-    if (r && r.messages.length) {
-      send(REPLY_BUILDERS[b.describe ? REPLY_DESCRIBED : REPLY_BOUND]!(r.messages));
-      resumeAfterBusy();
-      return resumeMessages();
-    }
-    c.deferred = b.msgs;
-    resumeAfterBusy();
-    try {
-      if (acquire()) {
-        flushDeferred();
-        flushToServer();
-      }
-    } catch (e) {
-      return failed(e);
-    }
-    if (!c.waiter) resumeMessages();
-  }
 
   /** Sends messages collected for the cache to the origin, in order, now that a connection is attached. */
   function flushDeferred() {
@@ -821,74 +573,6 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     } catch {
       return [];
     }
-  }
-
-  /**
-   * A simple Query on an idle client: answer it from the cache when the classifier allows. Returns false to
-   * take the ordinary path. Otherwise later messages wait until the answer is sent; if the cache could not
-   * answer (an error, an oversized result), the Query is put back and goes to the origin like any other.
-   */
-  function tryCache(body: Uint8Array, raw: Uint8Array): boolean {
-    const sql = decodeQuery(body);
-    let cls;
-    try {
-      cls = ctx.cachePath!.classify(sql);
-    } catch (e) {
-      ctx.log(`kvdrive pooler: classifier failed: ${(e as Error).message}`);
-      return false;
-    }
-    if (!cls.cacheable || cls.pin || sessionEffect(sql).pin) {
-      ctx.metrics.cacheStatus(c.pool!, cls.status);
-      return false;
-    }
-    const cache = ctx.cachePath!.cache;
-    const key = { database: c.database, user: c.user, sql, session: cacheSessionKey(), id: "" };
-    key.id = cache.keyPrefix(key) + cache.keyTail({});
-    if (cls.functions.length === 0 || cache.knownVolatile(c.database, cls.functions) === false) {
-      const e = cache.fresh(key.id);
-      if (e) {
-        ctx.metrics.cacheStatus(c.pool!, "hit");
-        send(cache.reply(e, REPLY_SIMPLE, REPLY_BUILDERS[REPLY_SIMPLE]!));
-        return true;
-      }
-    }
-    const copy = raw.slice();
-    c.busy = true;
-    const volatile = cls.functions.length ? cache.isVolatile(c.database, cls.functions) : Promise.resolve(false);
-    const readTables = cls.readTables;
-    volatile
-      .then((v) => (v ? { status: "volatile", messages: [] } : cache.lookup(key, readTables, () => ctx.recordQuery(c.pool!, new Map(params), new Map(sets), sql))))
-      .then(
-        (r) => answered(r, copy),
-        (e) => {
-          ctx.log(`kvdrive pooler: cache lookup failed: ${(e as Error).message}`);
-          answered(null, copy);
-        },
-      );
-    return true;
-  }
-
-
-  /** Reading stops only when a client sends a lot while a cache lookup is in flight (see onData). */
-  function resumeAfterBusy() {
-    if (!c.pausedWhileBusy) return;
-    c.pausedWhileBusy = false;
-    socket.resume();
-  }
-
-  function answered(r: { status: string; messages: Uint8Array[] } | null, query: Uint8Array) {
-    c.busy = false;
-    if (c.st === St.Closed) return;
-    if (r && r.messages.length) {
-      ctx.metrics.cacheStatus(c.pool!, r.status);
-      send(REPLY_BUILDERS[REPLY_SIMPLE]!(r.messages));
-    } else {
-      if (r) ctx.metrics.cacheStatus(c.pool!, r.status);
-      c.bypassCache = true;
-      c.frames!.unshift(query);
-    }
-    resumeAfterBusy();
-    resumeMessages();
   }
 
   function defineStatement(m: { name: string; query: string; paramTypes: number[] }): Stmt {
@@ -914,9 +598,9 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       s.unnamedOwner = id;
       s.unnamedSeq = c.unnamedSeq;
     } else {
-      // Another client's c.unnamed statement may sit there: drop it so this Bind fails as it would directly.
+      // Another client's unnamed statement may sit there: drop it so this Bind fails as it would directly.
       toOrigin(encodeClose({ kind: "S", name: "" }));
-      s.push(EXPECT_CLOSEHIDDEN);
+      s.push(EXPECT_CLOSE_HIDDEN);
       s.unnamedOwner = 0;
     }
   }
@@ -990,8 +674,8 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       startupParams();
       return finish();
     }
-    // First use of this c.database, or start-up parameters the origin must validate: do it on a real
-    // connection now, so a bad c.database (3D000) or setting is reported at connect time as Postgres would.
+    // First use of this database, or start-up parameters the origin must validate: do it on a real
+    // connection now, so a bad database (3D000) or setting is reported at connect time as Postgres would.
     socket.pause();
     const w: Waiter = {
       grant(s) {
@@ -1023,6 +707,11 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     if (s) ctx.cancelOrigin(s);
   }
 
+  const fast: FastPaths = createFastPaths({
+    c, ctx, socket, params, sets, stmts, pendingWrites, laneClient, send, failed, acquire, flushToServer, toOrigin, ensurePrepared, resumeMessages, flushDeferred, onAuthOrReady,
+    sig, stmtKeyPrefix, cacheSessionKey, classifyOrNull, makeStatement,
+  });
+
   return {
     onData(chunk: Uint8Array) {
       try {
@@ -1044,7 +733,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
           return;
         }
         if (c.st === St.Closed) return;
-        if (c.st === St.Ready && !c.server && !c.busy && !c.batch && !c.pinned && c.status === 0x49 && !c.pendingDiscard && !c.deferred.length && !c.waiter && !c.tee && c.frames!.pending() === 0 && (chunk[0] === F.Parse ? unnamedCall(chunk) : preparedCall(chunk))) return;
+        if (c.st === St.Ready && !c.server && !c.busy && !c.batch && !c.pinned && c.status === 0x49 && !c.pendingDiscard && !c.deferred.length && !c.waiter && !c.tee && c.frames!.pending() === 0 && (chunk[0] === F.Parse ? fast.unnamedCall(chunk) : fast.preparedCall(chunk))) return;
         if (c.st === St.Validating) {
           c.frames!.push(chunk, () => false);
           return;
@@ -1078,14 +767,6 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
 }
 
 const utf8 = new TextDecoder();
-
-// Expectations without per-message data are shared: the relay only reads them.
-const EXPECT_PARSE: Expect = { k: K.Parse };
-const EXPECT_BIND: Expect = { k: K.Bind };
-const EXPECT_DESCRIBE: Expect = { k: K.Describe };
-const EXPECT_EXECUTE: Expect = { k: K.Execute };
-const EXPECT_CLOSE: Expect = { k: K.Close };
-const EXPECT_CLOSEHIDDEN: Expect = { k: K.CloseHidden };
 
 const FUNCTION_CALL_REFUSED = errorMessage("0A000", "the fastpath function call protocol is not supported by the pooler; use SELECT");
 const FRONTEND_TYPES = new Set<number>(Object.values(F));

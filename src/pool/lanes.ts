@@ -12,10 +12,8 @@
 // client's call runs as if alone. Clients with different session settings never share a lane.
 import { encodeQuery, renamePreparedCall } from "../protocol/frontend.ts";
 import type { Pool } from "./pool.ts";
-import { K, prepareOn, replaySql, type Expect, type OriginStatement, type Owner, type Server } from "./relay.ts";
+import { EXPECT_DESCRIBE, EXPECT_EXECUTE, K, prepareOn, replaySql, type Expect, type OriginStatement, type Owner, type Server } from "./relay.ts";
 
-const EXPECT_DESCRIBE: Expect = { k: K.Describe };
-const EXPECT_EXECUTE: Expect = { k: K.Execute };
 
 
 /** A client with a call on a lane: the relay's Owner, plus the end of its turn. */

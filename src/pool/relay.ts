@@ -138,7 +138,13 @@ export interface OriginStatement {
   parse: Uint8Array | null;
 }
 
-const EXPECT_CLOSE_HIDDEN: Expect = { k: K.CloseHidden };
+// Expectations without per-message data are shared: the relay only reads them.
+export const EXPECT_PARSE: Expect = { k: K.Parse };
+export const EXPECT_BIND: Expect = { k: K.Bind };
+export const EXPECT_DESCRIBE: Expect = { k: K.Describe };
+export const EXPECT_EXECUTE: Expect = { k: K.Execute };
+export const EXPECT_CLOSE: Expect = { k: K.Close };
+export const EXPECT_CLOSE_HIDDEN: Expect = { k: K.CloseHidden };
 
 /** Closes the least recently used statements of a connection until fewer than `max` remain; `emit` queues bytes for it. */
 export function evictPrepared(s: Server, max: number, emit: (b: Uint8Array) => void) {

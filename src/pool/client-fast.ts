@@ -1,0 +1,343 @@
+// A pooler client's fast paths, beside its state machine (client.ts): answers from the query cache and reads
+// pipelined on shared origin connections (lanes.ts), for a simple Query, a prepared call in one chunk, an unnamed
+// Parse with its call, or Bind/Describe/Execute/Sync collected message by message. Each either takes the
+// request (answered, or in flight with the client busy until it is) or leaves it to the ordinary path.
+import type { Socket } from "bun";
+import { checkBind, checkBindAt, decodeParse, decodeQuery, F, matchPreparedCall, matchUnnamedCall, renameBindStatement as rewriteBind, renamePreparedCall } from "../protocol/frontend.ts";
+import { PARSE_COMPLETE } from "../protocol/backend.ts";
+import { createAnswerRecorder, REPLY_BOUND, REPLY_BUILDERS, REPLY_DESCRIBED, REPLY_PARSED, REPLY_SIMPLE, type Classification } from "./cache-path.ts";
+import { St, type ClientState, type Stmt } from "./client-state.ts";
+import type { PoolerContext } from "./context.ts";
+import type { LaneClient } from "./lanes.ts";
+import { EXPECT_DESCRIBE, EXPECT_EXECUTE, K, type Server } from "./relay.ts";
+import { sessionEffect } from "./session.ts";
+
+/** What the fast paths use of their client: its state, and the steps of its ordinary path. */
+export interface ClientCore {
+  c: ClientState;
+  ctx: PoolerContext;
+  socket: Socket<any>;
+  params: Map<string, string>;
+  sets: Map<string, string>;
+  stmts: Map<string, Stmt>;
+  pendingWrites: string[];
+  laneClient: LaneClient;
+  send(b: Uint8Array): void;
+  failed(e: unknown): void;
+  /** Borrows an origin connection; true when one was granted at once. */
+  acquire(): boolean;
+  flushToServer(): void;
+  toOrigin(b: Uint8Array): void;
+  ensurePrepared(s: Server, stmt: Stmt): void;
+  resumeMessages(): void;
+  /** Sends messages collected for the cache to the origin, in order, now that a connection is attached. */
+  flushDeferred(): void;
+  onAuthOrReady(type: number, body: Uint8Array, buf: Uint8Array, at: number): boolean;
+  /** The replayed part of the session state, as one string. */
+  sig(): string;
+  stmtKeyPrefix(stmt: Stmt): string;
+  cacheSessionKey(): string;
+  classifyOrNull(sql: string): Classification | null;
+  makeStatement(m: { query: string; paramTypes: number[] }): Stmt;
+}
+
+export type FastPaths = ReturnType<typeof createFastPaths>;
+
+export function createFastPaths(core: ClientCore) {
+  const { c, ctx, socket, params, sets, stmts, pendingWrites, laneClient, send, failed, acquire, flushToServer, toOrigin, ensurePrepared, resumeMessages, flushDeferred, onAuthOrReady, sig, stmtKeyPrefix, cacheSessionKey, classifyOrNull, makeStatement } = core;
+  const cfg = ctx.config;
+
+  /** A simple Query of one read-only statement from an idle client: pipelined on a lane. False: not such a query. */
+  function queryOnLane(body: Uint8Array, raw: Uint8Array): boolean {
+    const sql = decodeQuery(body);
+    const cls = classifyOrNull(sql);
+    if (!cls?.cacheable || cls.pin || cls.writeTables.length || sessionEffect(sql).pin || !callsOnlyImmutable(cls)) return false;
+    c.busy = true;
+    ctx.lanes!.submit(c.pool!, sig(), params, sets, laneClient, null, raw.slice(), false);
+    return true;
+  }
+  /**
+   * The statement calls no function, or only functions known to be immutable. An unknown answer is asked for
+   * in the background (once); until it is in, the statement takes the ordinary path.
+   */
+  function callsOnlyImmutable(cls: Classification): boolean {
+    if (cls.functions.length === 0) return true;
+    const cache = ctx.cachePath!.cache;
+    const known = cache.knownVolatile(c.database, cls.functions);
+    if (known === undefined) void cache.isVolatile(c.database, cls.functions);
+    return known === false;
+  }
+  /**
+   * Extended protocol on an idle client: Bind (unnamed portal) of a cacheable prepared statement, optionally
+   * Describe of that portal, Execute, Sync is answered from the cache without an origin connection. Anything
+   * else ends the collection and what was collected goes to the origin first. Returns true when consumed.
+   */
+  function collectBatch(type: number, body: Uint8Array, raw: Uint8Array): boolean {
+    if (!c.batch) {
+      if (type !== F.Bind || body[0] !== 0) return false;
+      const [ns, ne] = checkBind(body);
+      const stmt = ne > ns ? stmts.get(utf8.decode(body.subarray(ns, ne))) : undefined;
+      if (!stmt?.cls?.cacheable || stmt.cls.pin) return false;
+      c.batch = { stmt, msgs: [raw.slice()], describe: false, exec: false };
+      return true;
+    }
+    if (type === F.Describe && !c.batch.exec && body.length === 2 && body[0] === 0x50 && body[1] === 0) {
+      c.batch.describe = true;
+    } else if (type === F.Execute && !c.batch.exec && body.length === 5 && body[0] === 0 && body[1]! + body[2]! + body[3]! + body[4]! === 0) {
+      c.batch.exec = true;
+    } else if (type === F.Sync && c.batch.exec) {
+      c.batch.msgs.push(raw.slice());
+      lookupBatch(c.batch);
+      c.batch = null;
+      return true;
+    } else {
+      c.deferred = c.batch.msgs;
+      c.batch = null;
+      return false;
+    }
+    c.batch.msgs.push(raw.slice());
+    return true;
+  }
+  function lookupBatch(b: { stmt: Stmt; msgs: Uint8Array[]; describe: boolean }) {
+    const cls = b.stmt.cls!;
+    const body = b.msgs[0]!.subarray(5);
+    const tail = body.subarray(checkBind(body)[1] + 1);
+    const cache = ctx.cachePath!.cache;
+    const id = stmtKeyPrefix(b.stmt) + cache.keyTail({ bindTail: tail });
+    if (cls.functions.length === 0 || cache.knownVolatile(c.database, cls.functions) === false) {
+      const e = cache.fresh(id);
+      if (e) {
+        ctx.metrics.cacheStatus(c.pool!, "hit");
+        const form = b.describe ? REPLY_DESCRIBED : REPLY_BOUND;
+        send(cache.reply(e, form, REPLY_BUILDERS[form]!));
+        return;
+      }
+    }
+    const key = { database: c.database, user: c.user, sql: b.stmt.query, paramTypes: b.stmt.paramTypes, session: cacheSessionKey(), bindTail: tail, id };
+    const load = () => ctx.recordQuery(c.pool!, new Map(params), new Map(sets), b.stmt.query, { bind: rewriteBind(body, ""), paramTypes: b.stmt.paramTypes });
+    c.busy = true;
+    const volatile = cls.functions.length ? cache.isVolatile(c.database, cls.functions) : Promise.resolve(false);
+    volatile
+      .then((v) => (v ? { status: "volatile", messages: [] } : cache.lookup(key, cls.readTables, load)))
+      .then(
+        (r) => batchAnswered(r, b),
+        (e) => {
+          ctx.log(`kvdrive pooler: cache lookup failed: ${(e as Error).message}`);
+          batchAnswered(null, b);
+        },
+      );
+  }
+  /**
+   * The common case first: a chunk that is exactly one prepared-statement call (Bind, Describe, Execute, Sync)
+   * from an idle client, with no origin connection attached. A fresh cached answer is sent with one write; a
+   * cacheable miss runs on the connection it borrows, its answer recorded for the cache as it streams back;
+   * anything else borrows a connection and goes out with one write, the Bind renamed in the same buffer. Returns
+   * false to take the ordinary message-by-message path (which handles every case, this one included).
+   */
+  function preparedCall(chunk: Uint8Array): boolean {
+    const m = matchPreparedCall(chunk);
+    if (!m) return false;
+    const stmt = stmts.get(utf8.decode(chunk.subarray(m.nameStart, m.nameEnd)));
+    if (!stmt) return false;
+    checkBindAt(chunk, m.nameStart, m.bindEnd);
+    const r = cachedOrPipelined(stmt, chunk, m, false);
+    if (r === true) return true;
+    const rec = r || null;
+    if (!acquire()) {
+      // Waiting for a connection, the call is held like any message and runs the ordinary way once granted; if
+      // the wait failed at once, the ordinary path answers it with the error.
+      rec?.done(null);
+      c.frames!.push(chunk, c.waiter ? () => false : onAuthOrReady);
+      return true;
+    }
+    const s = c.server!;
+    if (stmt.writes.length) pendingWrites.push(...stmt.writes);
+    const idle = s.expect.length === 0 && !s.unsynced;
+    c.retryBatch = idle && s.prepared.has(stmt.serverName) ? { stmt, serverName: stmt.serverName, bind: chunk.subarray(5, m.bindEnd), rest: [chunk.subarray(m.bindEnd)], synced: true } : null;
+    ensurePrepared(s, stmt);
+    if (stmt.bindExpect?.name !== stmt.serverName) {
+      stmt.nameBytes = new TextEncoder().encode(stmt.serverName);
+      stmt.bindExpect = { k: K.Bind, name: stmt.serverName };
+    }
+    toOrigin(renamePreparedCall(chunk, m.nameEnd, stmt.nameBytes!));
+    s.push(stmt.bindExpect);
+    if (m.describe) s.push(EXPECT_DESCRIBE);
+    s.push(EXPECT_EXECUTE);
+    s.push({ k: K.Sync, t: performance.now() });
+    if (rec) {
+      ctx.metrics.cacheStatus(c.pool!, "miss");
+      c.tee = { rec, answer: createAnswerRecorder(cfg.queryCacheMaxResultBytes) };
+    }
+    flushToServer();
+    return true;
+  }
+  /**
+   * The cache and lane steps of a call of `stmt` (Bind, optional Describe, Execute, Sync in `call`) from an idle
+   * client: true when answered from the cache or sent on a lane; otherwise false, or the recorder of a
+   * cacheable miss that the caller runs and records. `parsed`: the call came after an unnamed Parse, whose
+   * ParseComplete goes first.
+   */
+  function cachedOrPipelined(stmt: Stmt, call: Uint8Array, m: { nameEnd: number; bindEnd: number; describe: boolean }, parsed: boolean): boolean | { done(messages: Uint8Array[] | null): void } {
+    let rec: { done(messages: Uint8Array[] | null): void } | null = null;
+    const cls = stmt.cls;
+    const knownSafe = cls?.cacheable && !cls.pin && callsOnlyImmutable(cls);
+    if (c.cacheOn && knownSafe) {
+      const cache = ctx.cachePath!.cache;
+      const id = stmtKeyPrefix(stmt) + cache.keyTail({ bindTail: call.subarray(m.nameEnd + 1, m.bindEnd) });
+      const e = cache.fresh(id);
+      if (e) {
+        ctx.metrics.cacheStatus(c.pool!, "hit");
+        const form = (m.describe ? REPLY_DESCRIBED : REPLY_BOUND) + (parsed ? REPLY_PARSED : 0);
+        send(cache.reply(e, form, REPLY_BUILDERS[form]!));
+        return true;
+      }
+      // Without a Describe the answer lacks the RowDescription a cached entry keeps: the ordinary path loads it.
+      if (!m.describe) return false;
+      rec = cache.recorder({ database: c.database, user: c.user, sql: stmt.query, id }, cls!.readTables);
+      if (!rec) return false; // stale, or being loaded: the ordinary path knows what to do
+    }
+    if (!ctx.lanes || !knownSafe || stmt.writes.length) return rec ?? false;
+    // A read-only autocommit call: pipelined on a connection shared with other clients' reads (lanes.ts).
+    if (stmt.bindExpect?.name !== stmt.serverName) {
+      stmt.nameBytes = new TextEncoder().encode(stmt.serverName);
+      stmt.bindExpect = { k: K.Bind, name: stmt.serverName };
+    }
+    c.busy = true;
+    if (parsed) send(PARSE_COMPLETE);
+    if (rec) {
+      ctx.metrics.cacheStatus(c.pool!, "miss");
+      c.tee = { rec, answer: createAnswerRecorder(cfg.queryCacheMaxResultBytes) };
+    }
+    ctx.lanes.submit(c.pool!, sig(), params, sets, laneClient, stmt, renamePreparedCall(call, m.nameEnd, stmt.nameBytes!), m.describe);
+    return true;
+  }
+  /**
+   * An unnamed Parse and a call of it in one chunk (node-postgres' parameterised queries, postgres.js with
+   * prepare: false), from an idle client: a cacheable read is answered from the cache or pipelined on a lane
+   * under the statement's shared origin name, like a prepared call. The client's unnamed statement is then
+   * this one, prepared again wherever it is next bound without a Parse. False: the ordinary path.
+   */
+  function unnamedCall(chunk: Uint8Array): boolean {
+    const u = matchUnnamedCall(chunk);
+    if (!u) return false;
+    const parse = chunk.subarray(0, u.parseEnd);
+    const call = chunk.subarray(u.parseEnd);
+    let stmt = c.unnamedStmt;
+    if (!stmt || !c.unnamedStmtParse || Buffer.compare(c.unnamedStmtParse, parse) !== 0) {
+      const p = decodeParse(parse.subarray(5));
+      const eff = sessionEffect(p.query);
+      if (eff.pin || eff.set || eff.reset !== undefined || eff.forgetsStatements) return false;
+      stmt = makeStatement(p);
+      if (!stmt.cls?.cacheable) return false;
+      c.unnamedStmt = stmt;
+      c.unnamedStmtParse = parse.slice();
+    }
+    checkBindAt(call, u.call.nameStart, u.call.bindEnd);
+    // Committed from here on: the origin connections do not hold this unnamed statement.
+    const r = cachedOrPipelined(stmt, call, u.call, true);
+    if (r !== true) {
+      (r || null)?.done(null);
+      return false;
+    }
+    c.unnamed = c.unnamedStmtParse;
+    c.unnamedSeq++;
+    c.unnamedWrites = [];
+    return true;
+  }
+  function record(b: Uint8Array) {
+    if (c.tee!.answer.feed(b)) endTee(c.tee!.answer.result());
+  }
+  function endTee(messages: Uint8Array[] | null) {
+    const t = c.tee!;
+    c.tee = null;
+    t.rec.done(messages);
+  }
+  function batchAnswered(r: { status: string; messages: Uint8Array[] } | null, b: { msgs: Uint8Array[]; describe: boolean }) {
+    c.busy = false;
+    if (c.st === St.Closed) return;
+    if (r) ctx.metrics.cacheStatus(c.pool!, r.status);
+    if (r && r.messages.length) {
+      send(REPLY_BUILDERS[b.describe ? REPLY_DESCRIBED : REPLY_BOUND]!(r.messages));
+      resumeAfterBusy();
+      return resumeMessages();
+    }
+    c.deferred = b.msgs;
+    resumeAfterBusy();
+    try {
+      if (acquire()) {
+        flushDeferred();
+        flushToServer();
+      }
+    } catch (e) {
+      return failed(e);
+    }
+    if (!c.waiter) resumeMessages();
+  }
+  /**
+   * A simple Query on an idle client: answer it from the cache when the classifier allows. Returns false to
+   * take the ordinary path. Otherwise later messages wait until the answer is sent; if the cache could not
+   * answer (an error, an oversized result), the Query is put back and goes to the origin like any other.
+   */
+  function tryCache(body: Uint8Array, raw: Uint8Array): boolean {
+    const sql = decodeQuery(body);
+    let cls;
+    try {
+      cls = ctx.cachePath!.classify(sql);
+    } catch (e) {
+      ctx.log(`kvdrive pooler: classifier failed: ${(e as Error).message}`);
+      return false;
+    }
+    if (!cls.cacheable || cls.pin || sessionEffect(sql).pin) {
+      ctx.metrics.cacheStatus(c.pool!, cls.status);
+      return false;
+    }
+    const cache = ctx.cachePath!.cache;
+    const key = { database: c.database, user: c.user, sql, session: cacheSessionKey(), id: "" };
+    key.id = cache.keyPrefix(key) + cache.keyTail({});
+    if (cls.functions.length === 0 || cache.knownVolatile(c.database, cls.functions) === false) {
+      const e = cache.fresh(key.id);
+      if (e) {
+        ctx.metrics.cacheStatus(c.pool!, "hit");
+        send(cache.reply(e, REPLY_SIMPLE, REPLY_BUILDERS[REPLY_SIMPLE]!));
+        return true;
+      }
+    }
+    const copy = raw.slice();
+    c.busy = true;
+    const volatile = cls.functions.length ? cache.isVolatile(c.database, cls.functions) : Promise.resolve(false);
+    const readTables = cls.readTables;
+    volatile
+      .then((v) => (v ? { status: "volatile", messages: [] } : cache.lookup(key, readTables, () => ctx.recordQuery(c.pool!, new Map(params), new Map(sets), sql))))
+      .then(
+        (r) => answered(r, copy),
+        (e) => {
+          ctx.log(`kvdrive pooler: cache lookup failed: ${(e as Error).message}`);
+          answered(null, copy);
+        },
+      );
+    return true;
+  }
+  /** Reading stops only when a client sends a lot while a cache lookup is in flight (see onData). */
+  function resumeAfterBusy() {
+    if (!c.pausedWhileBusy) return;
+    c.pausedWhileBusy = false;
+    socket.resume();
+  }
+  function answered(r: { status: string; messages: Uint8Array[] } | null, query: Uint8Array) {
+    c.busy = false;
+    if (c.st === St.Closed) return;
+    if (r && r.messages.length) {
+      ctx.metrics.cacheStatus(c.pool!, r.status);
+      send(REPLY_BUILDERS[REPLY_SIMPLE]!(r.messages));
+    } else {
+      if (r) ctx.metrics.cacheStatus(c.pool!, r.status);
+      c.bypassCache = true;
+      c.frames!.unshift(query);
+    }
+    resumeAfterBusy();
+    resumeMessages();
+  }
+  return { preparedCall, unnamedCall, queryOnLane, tryCache, collectBatch, record, endTee, resumeAfterBusy };
+}
+
+const utf8 = new TextDecoder();
