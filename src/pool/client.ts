@@ -1,15 +1,14 @@
 // Client side: one wire-protocol client from its start-up packet to its Terminate. It authenticates the
 // client, borrows an origin connection for each transaction (or keeps one once pinned), rewrites statement
 // names so protocol-level prepared statements survive moving between connections, and replays session
-// parameters when it moves. Its state is in client-state.ts; its cache and lane paths are in client-fast.ts.
+// parameters when it moves. Its state is in client-state.ts, its start-up in client-login.ts, and its cache
+// and lane paths in client-fast.ts.
 import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
 import { ProtocolError } from "../protocol/bytes.ts";
-import { createFrames, readStartup } from "../protocol/frames.ts";
-import { checkBind, decodeParse, decodeQuery, decodeStartup, encodeClose, encodeDescribe, encodeParse, encodeQuery, F, PROTOCOL_3_0, renameBindStatement as rewriteBind } from "../protocol/frontend.ts";
-import { AUTH_OK, CLOSE_COMPLETE, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, encodeReadyForQuery, errorMessage, PARSE_COMPLETE, READY_IDLE } from "../protocol/backend.ts";
+import { checkBind, decodeParse, decodeQuery, encodeClose, encodeDescribe, encodeParse, encodeQuery, F, renameBindStatement as rewriteBind } from "../protocol/frontend.ts";
+import { CLOSE_COMPLETE, encodeParameterStatus, encodeReadyForQuery, errorMessage, PARSE_COMPLETE, READY_IDLE } from "../protocol/backend.ts";
 import { createOutbox, type Outbox } from "./outbox.ts";
-import { createAuthExchange, readStartupParams, type AuthExchange, type AuthStep } from "./startup.ts";
 import { EXPECT_BIND, EXPECT_CLOSE, EXPECT_CLOSE_HIDDEN, EXPECT_DESCRIBE, EXPECT_EXECUTE, EXPECT_PARSE, evictPrepared, K, prepareOn, replaySql, REPLAYED, REPLAYED_LOWER, type Expect, type Owner, type Server } from "./relay.ts";
 import type { OriginError } from "./origin.ts";
 import type { Waiter } from "./pool.ts";
@@ -19,6 +18,7 @@ import type { Classification } from "./cache-path.ts";
 import type { LaneClient } from "./lanes.ts";
 import { St, type ClientState, type Stmt } from "./client-state.ts";
 import { createFastPaths, type FastPaths } from "./client-fast.ts";
+import { createLogin } from "./client-login.ts";
 
 export interface ClientSocketData {
   client: ReturnType<typeof createClient> | null;
@@ -55,14 +55,12 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     unnamedStmt: null,
     unnamedStmtParse: null,
   };
-  let startupBuf: Uint8Array | null = null;
   const params = new Map<string, string>();
   const sets = new Map<string, string>();
   const stmts = new Map<string, Stmt>();
   const id = ctx.nextClientId();
   const pid = nextPid++;
   const key = randomBytes(4);
-  let authx: AuthExchange | null = null;
   const toServer: Uint8Array[] = [];
   /** Tables written since the last idle ReadyForQuery: their cached reads are invalidated when it arrives. */
   const pendingWrites: string[] = [];
@@ -605,107 +603,18 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     }
   }
 
-  // ---- start-up and authentication ------------------------------------------------------------------
-
-  function onStartupPacket(body: Uint8Array) {
-    const pkt = decodeStartup(body);
-    if (pkt.kind === "SSLRequest") {
-      if (overTls) return fatal("08P01", "SSLRequest received on a connection that already uses TLS");
-      if (ctx.tls && ctx.upgradeTls(socket)) return;
-      socket.write(new Uint8Array([0x4e])); // 'N'
-      return;
-    }
-    if (pkt.kind === "GSSENCRequest") {
-      socket.write(new Uint8Array([0x4e]));
-      return;
-    }
-    if (pkt.kind === "CancelRequest") {
-      ctx.cancel(pkt.pid, pkt.key);
-      c.st = St.Closed;
-      socket.end();
-      return;
-    }
-    const settings = readStartupParams(pkt.params);
-    c.user = settings.user;
-    c.database = settings.database;
-    for (const [k, v] of settings.params) params.set(k, v);
-    for (const [k, v] of settings.sets) sets.set(k, v);
-    if (pkt.version !== PROTOCOL_3_0 || settings.unsupported.length) send(encodeNegotiateProtocolVersion(PROTOCOL_3_0 & 0xffff, settings.unsupported));
-    authx = createAuthExchange(ctx.authMethod, c.user, ctx.users.get(c.user), ctx.dummyVerifier);
-    c.st = St.Auth;
-    c.frames = createFrames(cfg.pgMaxMessageBytes);
-    authStep(authx.begin());
-  }
-
-  function authStep(r: AuthStep) {
-    if (r.error) return fatal(r.error.code, r.error.message);
-    if (r.send) send(r.send);
-    if (r.done) authenticated();
-  }
-
-  function onAuthMessage(type: number, body: Uint8Array): boolean {
-    authStep(authx!.step(type, body));
-    return true;
-  }
-
-  function authenticated() {
-    c.st = St.Validating;
-    c.pool = ctx.pool(c.database, c.user);
-    const startupParams = () => {
-      for (const [k, v] of ctx.defaultParams(c.pool!)) if (!params.has(k)) params.set(k, v);
-    };
-    const finish = () => {
-      if (c.st !== St.Validating) return;
-      // One write for the whole greeting: a connection-per-transaction client pays for every syscall.
-      const greeting = [AUTH_OK];
-      for (const [k, v] of params) greeting.push(encodeParameterStatus(k, v));
-      greeting.push(encodeBackendKeyData(pid, key), READY_IDLE);
-      send(Buffer.concat(greeting));
-      c.st = St.Ready;
-      c.cacheOn = ctx.cacheOn(c.database);
-      clearTimeout(loginTimer);
-      ctx.register(pid, key, id, cancelRunning, c.pool!);
-      socket.resume();
-      resumeMessages();
-      flushToServer();
-    };
-    const needsCheck = sets.size > 0 || [...params.keys()].some((k) => k !== "application_name");
-    if (c.pool.verified() && !needsCheck) {
-      startupParams();
-      return finish();
-    }
-    // First use of this database, or start-up parameters the origin must validate: do it on a real
-    // connection now, so a bad database (3D000) or setting is reported at connect time as Postgres would.
-    socket.pause();
-    const w: Waiter = {
-      grant(s) {
-        c.waiter = null;
-        if (c.st === St.Closed) return c.pool!.release(s, true);
-        startupParams();
-        attach(s, (error) => {
-          if (error) {
-            detach(true);
-            send(error);
-            return close();
-          }
-          if (c.server?.expect.length === 0) detach(true);
-          finish();
-        });
-        flushToServer();
-      },
-      fail(err) {
-        c.waiter = null;
-        fatal(err.code, err.message);
-      },
-    };
-    c.waiter = w;
-    c.pool.acquire(w);
-  }
-
   function cancelRunning() {
     const s = c.server ?? (c.busy ? ctx.lanes?.soleServer(laneClient) : null);
     if (s) ctx.cancelOrigin(s);
   }
+
+  const login = createLogin({
+    c, ctx, socket, overTls, params, sets, pid, key, send, fatal, close, attach, detach, flushToServer, resumeMessages, onAuthOrReady,
+    ready() {
+      clearTimeout(loginTimer);
+      ctx.register(pid, key, id, cancelRunning, c.pool!);
+    },
+  });
 
   const fast: FastPaths = createFastPaths({
     c, ctx, socket, params, sets, stmts, pendingWrites, laneClient, send, failed, acquire, flushToServer, toOrigin, ensurePrepared, resumeMessages, flushDeferred, onAuthOrReady,
@@ -715,23 +624,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   return {
     onData(chunk: Uint8Array) {
       try {
-        if (c.st === St.Startup) {
-          let buf = startupBuf ? Buffer.concat([startupBuf, chunk]) : chunk;
-          for (;;) {
-            const pkt = readStartup(buf, 10_000);
-            if (!pkt) break;
-            buf = buf.subarray(pkt[1]);
-            onStartupPacket(pkt[0]);
-            if ((c.st as St) !== St.Startup) break;
-          }
-          startupBuf = buf.length ? buf.slice() : null;
-          if ((c.st as St) === St.Auth && startupBuf) {
-            const rest = startupBuf;
-            startupBuf = null;
-            c.frames!.push(rest, onAuthOrReady);
-          }
-          return;
-        }
+        if (c.st === St.Startup) return login.onStartupData(chunk);
         if (c.st === St.Closed) return;
         if (c.st === St.Ready && !c.server && !c.busy && !c.batch && !c.pinned && c.status === 0x49 && !c.pendingDiscard && !c.deferred.length && !c.waiter && !c.tee && c.frames!.pending() === 0 && (chunk[0] === F.Parse ? fast.unnamedCall(chunk) : fast.preparedCall(chunk))) return;
         if (c.st === St.Validating) {
@@ -760,7 +653,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   };
 
   function onAuthOrReady(type: number, body: Uint8Array, buf: Uint8Array, at: number): boolean {
-    if (c.st === St.Auth) return onAuthMessage(type, body);
+    if (c.st === St.Auth) return login.onAuthMessage(type, body);
     if (c.st === St.Ready) return onMessage(type, body, buf, at);
     return false;
   }
