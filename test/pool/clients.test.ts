@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import pg from "pg";
 import postgres from "postgres";
 import { startPoolerFixture, type PoolerFixture } from "./setup.ts";
+import { sendCancelRequest } from "./raw.ts";
 
 let f: PoolerFixture;
 const opened: Array<{ end(): Promise<unknown> }> = [];
@@ -92,16 +93,7 @@ describe("node-postgres", () => {
   test("a cancel reaches only the query of the client whose key it carries", async () => {
     const a = await pgClient();
     const b = await pgClient();
-    const cancel = async (pid: number, key: number) => {
-      const sock = await Bun.connect({ hostname: "127.0.0.1", port: f.pooler.port, socket: { data() {} } });
-      const buf = Buffer.alloc(16);
-      buf.writeInt32BE(16, 0);
-      buf.writeInt32BE(80877102, 4);
-      buf.writeInt32BE(pid, 8);
-      buf.writeInt32BE(key, 12);
-      sock.write(buf);
-      sock.end();
-    };
+    const cancel = (pid: number, key: number) => sendCancelRequest(f.pooler.port, pid, key);
     const pidA = (a as any).processID as number;
     const keyA = (a as any).secretKey as number;
     const pidB = (b as any).processID as number;

@@ -9,6 +9,7 @@ import pg from "pg";
 import postgres from "postgres";
 import type { Config } from "../../src/config.ts";
 import { startPoolerFixture, type PoolerFixture } from "./setup.ts";
+import { sendCancelRequest } from "./raw.ts";
 
 let f: PoolerFixture;
 const fixtures: PoolerFixture[] = [];
@@ -48,19 +49,7 @@ const codeOf = (e: unknown) => (e as { code?: string }).code ?? `(no code: ${(e 
 /** A CancelRequest for a client's backend key, sent to the pooler on its own socket. */
 function cancel(port: number, c: pg.Client): Promise<void> {
   const { processID, secretKey } = c as unknown as { processID: number; secretKey: number };
-  return new Promise((resolve) => {
-    const s = net.connect(port, "127.0.0.1", () => {
-      const b = Buffer.alloc(16);
-      b.writeInt32BE(16, 0);
-      b.writeInt32BE(80877102, 4);
-      b.writeInt32BE(processID, 8);
-      b.writeInt32BE(secretKey, 12);
-      s.write(b);
-    });
-    s.on("close", () => resolve());
-    s.on("error", () => resolve());
-    s.on("data", () => {});
-  });
+  return sendCancelRequest(port, processID, secretKey);
 }
 
 beforeAll(async () => {

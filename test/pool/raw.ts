@@ -2,6 +2,7 @@
 import type { Socket } from "bun";
 import { createFrames } from "../../src/protocol/frames.ts";
 import { decodeErrorResponse } from "../../src/protocol/backend.ts";
+import { encodeCancelRequest } from "../../src/protocol/frontend.ts";
 
 export interface RawMessage {
   type: string;
@@ -80,3 +81,17 @@ export async function rawConnect(port: number): Promise<RawConn> {
 }
 
 export const errorOf = (m: RawMessage) => decodeErrorResponse(m.body);
+
+/**
+ * Sends a CancelRequest for a backend key (as clients such as node-postgres hold it: pid and a 32-bit secret)
+ * on a connection of its own; resolves once the server has closed that connection.
+ */
+export async function sendCancelRequest(port: number, pid: number, secret: number): Promise<void> {
+  const key = new Uint8Array(4);
+  new DataView(key.buffer).setInt32(0, secret);
+  let closed = () => {};
+  const done = new Promise<void>((resolve) => (closed = resolve));
+  const socket = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {}, close: () => closed(), error: () => closed() } });
+  socket.write(encodeCancelRequest(pid, key));
+  await done;
+}
