@@ -56,6 +56,7 @@ export function createFastPaths(core: ClientCore) {
     ctx.lanes!.submit(c.pool!, sig(), params, sets, laneClient, null, raw.slice(), false);
     return true;
   }
+
   /**
    * The statement calls no function, or only functions known to be immutable. An unknown answer is asked for
    * in the background (once); until it is in, the statement takes the ordinary path.
@@ -67,6 +68,7 @@ export function createFastPaths(core: ClientCore) {
     if (known === undefined) void cache.isVolatile(c.database, cls.functions);
     return known === false;
   }
+
   /**
    * Extended protocol on an idle client: Bind (unnamed portal) of a cacheable prepared statement, optionally
    * Describe of that portal, Execute, Sync is answered from the cache without an origin connection. Anything
@@ -98,6 +100,7 @@ export function createFastPaths(core: ClientCore) {
     c.batch.msgs.push(raw.slice());
     return true;
   }
+
   function lookupBatch(b: { stmt: Stmt; msgs: Uint8Array[]; describe: boolean }) {
     const cls = b.stmt.cls!;
     const body = b.msgs[0]!.subarray(5);
@@ -127,6 +130,7 @@ export function createFastPaths(core: ClientCore) {
         },
       );
   }
+
   /**
    * The common case first: a chunk that is exactly one prepared-statement call (Bind, Describe, Execute, Sync)
    * from an idle client, with no origin connection attached. A fresh cached answer is sent with one write; a
@@ -171,6 +175,7 @@ export function createFastPaths(core: ClientCore) {
     flushToServer();
     return true;
   }
+
   /**
    * The cache and lane steps of a call of `stmt` (Bind, optional Describe, Execute, Sync in `call`) from an idle
    * client: true when answered from the cache or sent on a lane; otherwise false, or the recorder of a
@@ -211,6 +216,7 @@ export function createFastPaths(core: ClientCore) {
     ctx.lanes.submit(c.pool!, sig(), params, sets, laneClient, stmt, renamePreparedCall(call, m.nameEnd, stmt.nameBytes!), m.describe);
     return true;
   }
+
   /**
    * An unnamed Parse and a call of it in one chunk (node-postgres' parameterised queries, postgres.js with
    * prepare: false), from an idle client: a cacheable read is answered from the cache or pipelined on a lane
@@ -244,14 +250,17 @@ export function createFastPaths(core: ClientCore) {
     c.unnamedWrites = [];
     return true;
   }
+
   function record(b: Uint8Array) {
     if (c.tee!.answer.feed(b)) endTee(c.tee!.answer.result());
   }
+
   function endTee(messages: Uint8Array[] | null) {
     const t = c.tee!;
     c.tee = null;
     t.rec.done(messages);
   }
+
   function batchAnswered(r: { status: string; messages: Uint8Array[] } | null, b: { msgs: Uint8Array[]; describe: boolean }) {
     c.busy = false;
     if (c.st === St.Closed) return;
@@ -273,6 +282,7 @@ export function createFastPaths(core: ClientCore) {
     }
     if (!c.waiter) resumeMessages();
   }
+
   /**
    * A simple Query on an idle client: answer it from the cache when the classifier allows. Returns false to
    * take the ordinary path. Otherwise later messages wait until the answer is sent; if the cache could not
@@ -317,12 +327,14 @@ export function createFastPaths(core: ClientCore) {
       );
     return true;
   }
+
   /** Reading stops only when a client sends a lot while a cache lookup is in flight (see onData). */
   function resumeAfterBusy() {
     if (!c.pausedWhileBusy) return;
     c.pausedWhileBusy = false;
     socket.resume();
   }
+
   function answered(r: { status: string; messages: Uint8Array[] } | null, query: Uint8Array) {
     c.busy = false;
     if (c.st === St.Closed) return;
