@@ -174,7 +174,7 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
   function fresh(key: string): Entry | undefined {
     const e = entries.get(key);
     if (!e || clock.now() - e.storedAt >= maxAgeMs) return undefined;
-    e.referenced = true;
+    if (!e.referenced) e.referenced = true; // a write only when it changes: old entries stay clean for the GC
     return e;
   }
 
