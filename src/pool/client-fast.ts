@@ -3,13 +3,13 @@
 // Parse with its call, or Bind/Describe/Execute/Sync collected message by message. Each either takes the
 // request (answered, or in flight with the client busy until it is) or leaves it to the ordinary path.
 import type { Socket } from "bun";
-import { checkBind, checkBindAt, decodeParse, decodeQuery, F, matchPreparedCall, matchUnnamedCall, renameBindStatement as rewriteBind, renamePreparedCall } from "../protocol/frontend.ts";
+import { checkBind, checkBindAt, decodeParse, decodeQuery, F, matchPreparedCall, matchUnnamedCall, renameBindStatement as rewriteBind, renamePreparedCall, withPortalDescribe } from "../protocol/frontend.ts";
 import { PARSE_COMPLETE } from "../protocol/backend.ts";
 import { createAnswerRecorder, REPLY_BOUND, REPLY_BUILDERS, REPLY_DESCRIBED, REPLY_PARSED, REPLY_SIMPLE, type Classification } from "./cache-path.ts";
 import { St, type ClientState, type Stmt } from "./client-state.ts";
 import type { PoolerContext } from "./context.ts";
 import type { LaneClient } from "./lanes.ts";
-import { EXPECT_DESCRIBE, EXPECT_EXECUTE, K, type Server } from "./relay.ts";
+import { EXPECT_DESCRIBE, EXPECT_DESCRIBE_HIDDEN, EXPECT_EXECUTE, K, type Server } from "./relay.ts";
 import { sessionEffect } from "./session.ts";
 
 /** What the fast paths use of their client: its state, and the steps of its ordinary path. */
@@ -163,9 +163,13 @@ export function createFastPaths(core: ClientCore) {
       stmt.nameBytes = new TextEncoder().encode(stmt.serverName);
       stmt.bindExpect = { k: K.Bind, name: stmt.serverName };
     }
-    toOrigin(renamePreparedCall(chunk, m.nameEnd, stmt.nameBytes!));
+    // A recorded miss needs the RowDescription: without the client's own Describe, one is added and kept from it.
+    const hidden = rec !== null && !m.describe;
+    const renamed = renamePreparedCall(chunk, m.nameEnd, stmt.nameBytes!);
+    toOrigin(hidden ? withPortalDescribe(renamed) : renamed);
     s.push(stmt.bindExpect);
     if (m.describe) s.push(EXPECT_DESCRIBE);
+    else if (hidden) s.push(EXPECT_DESCRIBE_HIDDEN);
     s.push(EXPECT_EXECUTE);
     s.push({ k: K.Sync, t: performance.now() });
     if (rec) {
@@ -196,8 +200,6 @@ export function createFastPaths(core: ClientCore) {
         send(cache.reply(e, form, REPLY_BUILDERS[form]!));
         return true;
       }
-      // Without a Describe the answer lacks the RowDescription a cached entry keeps: the ordinary path loads it.
-      if (!m.describe) return false;
       rec = cache.recorder({ database: c.database, user: c.user, sql: stmt.query, id }, cls!.readTables);
       if (!rec) return false; // stale, or being loaded: the ordinary path knows what to do
     }
@@ -213,7 +215,10 @@ export function createFastPaths(core: ClientCore) {
       ctx.metrics.cacheStatus(c.pool!, "miss");
       c.tee = { rec, answer: createAnswerRecorder(cfg.queryCacheMaxResultBytes) };
     }
-    ctx.lanes.submit(c.pool!, sig(), params, sets, laneClient, stmt, renamePreparedCall(call, m.nameEnd, stmt.nameBytes!), m.describe);
+    const renamed = renamePreparedCall(call, m.nameEnd, stmt.nameBytes!);
+    // A recorded miss needs the RowDescription: without the client's own Describe, one is added and kept from it.
+    const hidden = rec !== null && !m.describe;
+    ctx.lanes.submit(c.pool!, sig(), params, sets, laneClient, stmt, hidden ? withPortalDescribe(renamed) : renamed, m.describe, hidden);
     return true;
   }
 

@@ -12,7 +12,7 @@
 // client's call runs as if alone. Clients with different session settings never share a lane.
 import { encodeQuery, renamePreparedCall } from "../protocol/frontend.ts";
 import type { Pool } from "./pool.ts";
-import { EXPECT_DESCRIBE, EXPECT_EXECUTE, K, prepareOn, replaySql, type Expect, type OriginStatement, type Owner, type Server } from "./relay.ts";
+import { EXPECT_DESCRIBE, EXPECT_DESCRIBE_HIDDEN, EXPECT_EXECUTE, K, prepareOn, replaySql, type Expect, type OriginStatement, type Owner, type Server } from "./relay.ts";
 
 
 
@@ -33,6 +33,8 @@ interface Turn {
   call: Uint8Array;
   nameLength: number;
   describe: boolean;
+  /** The call carries a Describe the client did not send (lanes answer it through hiddenAnswer). */
+  hiddenDescribe: boolean;
 }
 
 interface Lane {
@@ -72,7 +74,7 @@ export interface Lanes {
    * pool has a connection for a lane.
    * The client hears laneDone() after its ReadyForQuery, or laneFailed() if no connection could be had.
    */
-  submit(pool: Pool, sig: string, params: Map<string, string>, sets: Map<string, string>, client: LaneClient, stmt: OriginStatement | null, call: Uint8Array, describe: boolean): void;
+  submit(pool: Pool, sig: string, params: Map<string, string>, sets: Map<string, string>, client: LaneClient, stmt: OriginStatement | null, call: Uint8Array, describe: boolean, hiddenDescribe?: boolean): void;
   /** The lane serving this client, when its call is the only one in flight there (so a cancel hits only it). */
   soleServer(client: LaneClient): Server | null;
   /** Resumes reading the lane a client's call is on (its socket drained). */
@@ -126,6 +128,7 @@ export function createLanes(o: { depth: number; maxPrepared: number; pipelined?:
       emit(lane, t.call);
       s.push({ k: K.Bind, name: t.stmt.serverName });
       if (t.describe) s.push(EXPECT_DESCRIBE);
+      else if (t.hiddenDescribe) s.push(EXPECT_DESCRIBE_HIDDEN);
       s.push(EXPECT_EXECUTE);
       s.push({ k: K.Sync, t: performance.now() });
     } else {
@@ -157,6 +160,9 @@ export function createLanes(o: { depth: number; maxPrepared: number; pipelined?:
         }
       },
       turns: true,
+      hiddenAnswer(type, body) {
+        lane.fifo[0]?.client.hiddenAnswer?.(type, body);
+      },
       endTurn(e) {
         ending = e;
       },
@@ -256,7 +262,7 @@ export function createLanes(o: { depth: number; maxPrepared: number; pipelined?:
   }
 
   return {
-    submit(pool, sig, params, sets, client, stmt, call, describe) {
+    submit(pool, sig, params, sets, client, stmt, call, describe, hiddenDescribe = false) {
       let bySig = byPool.get(pool);
       if (!bySig) byPool.set(pool, (bySig = new Map()));
       let g = bySig.get(sig);
@@ -271,7 +277,7 @@ export function createLanes(o: { depth: number; maxPrepared: number; pipelined?:
         if (l.fifo.length < o.depth && (!pick || l.fifo.length > pick.fifo.length)) pick = l;
         if (!least || l.fifo.length < least.fifo.length) least = l;
       }
-      const t: Turn = { client, stmt, call, nameLength: stmt ? call.indexOf(0, 6) - 6 : 0, describe };
+      const t: Turn = { client, stmt, call, nameLength: stmt ? call.indexOf(0, 6) - 6 : 0, describe, hiddenDescribe };
       countsOf(pool).pipelined++;
       o.pipelined?.(pool);
       if (!pick) {

@@ -20,6 +20,8 @@ export const enum K {
   Sync,
   Query,
   Replay,
+  /** A Describe the client did not send: its RowDescription (or NoData) goes to owner.hiddenAnswer, not the client. */
+  DescribeHidden,
 }
 
 export interface Expect {
@@ -65,6 +67,8 @@ export interface Owner {
   planChanged(serverName: string, retryable: boolean): { name: string; bytes: Uint8Array } | null;
   serverClosed(): void;
   serverDrained(): void;
+  /** The answer to a Describe the pooler added (K.DescribeHidden), kept from the client: a RowDescription or NoData. */
+  hiddenAnswer?(type: number, body: Uint8Array): void;
 }
 
 export interface Server {
@@ -101,6 +105,8 @@ const NEED_BODY = new Uint8Array(256);
 NEED_BODY[B.ReadyForQuery] = 1;
 NEED_BODY[B.ErrorResponse] = 1;
 NEED_BODY[B.ParameterStatus] = 1;
+NEED_BODY[B.RowDescription] = 1; // for a hidden Describe's answer; small, once per statement
+NEED_BODY[B.NoData] = 1;
 
 const decoder = new TextDecoder();
 
@@ -142,6 +148,7 @@ export interface OriginStatement {
 export const EXPECT_PARSE: Expect = { k: K.Parse };
 export const EXPECT_BIND: Expect = { k: K.Bind };
 export const EXPECT_DESCRIBE: Expect = { k: K.Describe };
+export const EXPECT_DESCRIBE_HIDDEN: Expect = { k: K.DescribeHidden };
 export const EXPECT_EXECUTE: Expect = { k: K.Execute };
 export const EXPECT_CLOSE: Expect = { k: K.Close };
 export const EXPECT_CLOSE_HIDDEN: Expect = { k: K.CloseHidden };
@@ -274,6 +281,11 @@ export function createServer(conn: OriginConn): Server {
         }
         case B.RowDescription:
         case B.NoData:
+          if (h?.k === K.DescribeHidden) {
+            q.shift();
+            owner?.hiddenAnswer?.(type, body!);
+            return false;
+          }
           if (h?.k === K.Describe) q.shift();
           return h?.k !== K.Replay;
         case B.CommandComplete:

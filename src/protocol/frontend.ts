@@ -199,6 +199,18 @@ export function matchPreparedCall(buf: Uint8Array, unnamed = false): { nameStart
   return { nameStart: 6, nameEnd, bindEnd, describe };
 }
 
+const DESCRIBE_PORTAL = new Uint8Array([0x44, 0, 0, 0, 6, 0x50, 0]);
+
+/** A call that starts with a Bind, with a Describe of the unnamed portal put right after the Bind. */
+export function withPortalDescribe(call: Uint8Array): Uint8Array {
+  const bindEnd = 1 + (((call[1]! << 24) | (call[2]! << 16) | (call[3]! << 8) | call[4]!) >>> 0);
+  const out = new Uint8Array(call.length + DESCRIBE_PORTAL.length);
+  out.set(call.subarray(0, bindEnd));
+  out.set(DESCRIBE_PORTAL, bindEnd);
+  out.set(call.subarray(bindEnd), bindEnd + DESCRIBE_PORTAL.length);
+  return out;
+}
+
 /**
  * A Parse of the unnamed statement followed by a call of it (Bind of the unnamed statement to the unnamed
  * portal, optional Describe, Execute, Sync), filling exactly `buf`: how node-postgres sends a parameterised

@@ -108,6 +108,7 @@ async function rawSession() {
   return {
     r,
     counts: () => t.pooler.stats().pools[0]?.cache ?? {},
+    pipelined: () => t.pooler.stats().pools[0]?.pipelined ?? 0,
     async answer(bytes: Uint8Array) {
       r.write(bytes);
       return (await r.read((m) => m.type === "Z")).map((m) => m.type + Buffer.from(m.body).toString("hex"));
@@ -176,6 +177,27 @@ test("an unnamed Parse and call in one write: the origin's answer byte for byte 
     const again = await answer(Buffer.concat([bind("1"), encodeDescribe({ kind: "P", name: "" }), encodeExecute(""), SYNC]));
     expect(again.map((m) => m[0]).join("")).toBe("2TDCZ");
     expect(again.slice(1)).toEqual(miss.slice(2));
+  } finally {
+    await stop();
+  }
+});
+
+test("a miss without a Describe (postgres.js after its first call) is recorded on the way through: the client sees no RowDescription, the next call is a hit", async () => {
+  const { r, counts, pipelined, answer, stop } = await rawSession();
+  try {
+    r.write(Buffer.concat([encodeParse({ name: "nd", query: "select v, id from cached_t where id = $1 and id > 0", paramTypes: [] }), SYNC]));
+    await r.read((m) => m.type === "Z");
+    const call = Buffer.concat([encodeBind({ portal: "", statement: "nd", paramFormats: [], params: [new TextEncoder().encode("1")], resultFormats: [] }), encodeExecute(""), SYNC]);
+    const miss = await answer(call);
+    expect(miss.map((m) => m[0]).join("")).toBe("2DCZ");
+    expect(counts()).toEqual({ miss: 1 });
+    expect(pipelined()).toBe(1); // recorded on its way through a lane, not loaded again on a second connection
+    expect(await answer(call)).toEqual(miss);
+    expect(counts()).toEqual({ miss: 1, hit: 1 });
+    // With a Describe, the same entry answers with its RowDescription.
+    const described = await answer(Buffer.concat([encodeBind({ portal: "", statement: "nd", paramFormats: [], params: [new TextEncoder().encode("1")], resultFormats: [] }), encodeDescribe({ kind: "P", name: "" }), encodeExecute(""), SYNC]));
+    expect(described.map((m) => m[0]).join("")).toBe("2TDCZ");
+    expect(counts()).toEqual({ miss: 1, hit: 2 });
   } finally {
     await stop();
   }

@@ -134,6 +134,13 @@ describe("prepared-call matcher", () => {
     expect(Fe.matchPreparedCall(call(ubind, exec, Fe.SYNC))).toBeNull();
   });
 
+  test("withPortalDescribe puts a Describe of the portal right after the Bind, the rest unchanged", () => {
+    const plain = call(bind, exec, Fe.SYNC);
+    const described = Fe.withPortalDescribe(plain);
+    expect(Buffer.from(described).equals(call(bind, desc, exec, Fe.SYNC))).toBe(true);
+    expect(Fe.matchPreparedCall(described)!.describe).toBe(true);
+  });
+
   test("anything else is not a match", () => {
     const unnamed = Fe.encodeBind({ portal: "", statement: "", paramFormats: [], params: [], resultFormats: [] });
     const portal = Fe.encodeBind({ portal: "p", statement: "P_0", paramFormats: [], params: [], resultFormats: [] });
