@@ -5,7 +5,8 @@ import { BlobError, readAll, type BlobStore } from "../../src/storage/blob.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
-function pattern(n: number, seed: number): Uint8Array {
+/** n bytes of a deterministic xorshift pattern: large values whose every byte is checked. */
+export function pattern(n: number, seed: number): Uint8Array {
   const out = new Uint8Array(n);
   let x = seed >>> 0 || 1;
   for (let i = 0; i < n; i++) {

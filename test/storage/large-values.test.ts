@@ -16,21 +16,11 @@ import { openPostgresBackend, type PostgresBackend, type StoredEntry } from "../
 import { startTestPostgres, tempDir, type TestPostgres } from "../helpers/postgres.ts";
 import { startTestS3, type TestS3 } from "../helpers/s3.ts";
 import { backendContract } from "./contract.ts";
+import { pattern } from "./blob-contract.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const MiB = 1024 * 1024;
 
-function pattern(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 const row = (ns: string, key: string, value: Uint8Array | null, ts: number, extra: Partial<StoredEntry> = {}): StoredEntry => ({
   ns, key: enc(key), value, metadata: null, expiration: null, version: { ts, nonce: 1 }, tombstone: value === null, ...extra,
