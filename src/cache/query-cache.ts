@@ -194,7 +194,12 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
     recorder(k: QueryKey, readTables: string[]): { done(messages: Uint8Array[] | null): void } | null {
       if (maxBytes === 0) return null;
       const key = cacheKey(k);
-      if (entries.has(key) || inflight.has(key)) return null;
+      const old = entries.get(key);
+      // An entry past max_age and stale-while-revalidate is dead: the recording replaces it. A stale one is
+      // served and refreshed by lookup instead.
+      if (old && clock.now() - old.storedAt >= maxAgeMs + swrMs) remove(key);
+      else if (old) return null;
+      if (inflight.has(key)) return null;
       const tables = readTables.length ? readTables : ["*"];
       const before = snapshot(k.database, tables);
       let open = true;

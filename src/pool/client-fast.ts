@@ -146,6 +146,7 @@ export function createFastPaths(core: ClientCore) {
     checkBindAt(chunk, m.nameStart, m.bindEnd);
     const r = cachedOrPipelined(stmt, chunk, m, false);
     if (r === true) return true;
+    if (r === ORDINARY) return false;
     const rec = r || null;
     if (!acquire()) {
       // Waiting for a connection, the call is held like any message and runs the ordinary way once granted; if
@@ -182,14 +183,18 @@ export function createFastPaths(core: ClientCore) {
 
   /**
    * The cache and lane steps of a call of `stmt` (Bind, optional Describe, Execute, Sync in `call`) from an idle
-   * client: true when answered from the cache or sent on a lane; otherwise false, or the recorder of a
-   * cacheable miss that the caller runs and records. `parsed`: the call came after an unnamed Parse, whose
-   * ParseComplete goes first.
+   * client: true when answered from the cache or sent on a lane; ORDINARY when the message-by-message path must
+   * take it (a stale entry, a load in flight, volatility not known yet); otherwise false (run it on a borrowed
+   * connection), or the recorder of a cacheable miss that the caller runs and records. `parsed`: the call came
+   * after an unnamed Parse, whose ParseComplete goes first.
    */
-  function cachedOrPipelined(stmt: Stmt, call: Uint8Array, m: { nameEnd: number; bindEnd: number; describe: boolean }, parsed: boolean): boolean | { done(messages: Uint8Array[] | null): void } {
+  function cachedOrPipelined(stmt: Stmt, call: Uint8Array, m: { nameEnd: number; bindEnd: number; describe: boolean }, parsed: boolean): boolean | typeof ORDINARY | { done(messages: Uint8Array[] | null): void } {
     let rec: { done(messages: Uint8Array[] | null): void } | null = null;
     const cls = stmt.cls;
-    const knownSafe = cls?.cacheable && !cls.pin && callsOnlyImmutable(cls);
+    const cacheable = cls?.cacheable && !cls.pin;
+    const knownSafe = cacheable && callsOnlyImmutable(cls!);
+    // Volatility not known yet, with the cache on: the ordinary path asks, waits, and caches.
+    if (cacheable && !knownSafe && c.cacheOn && ctx.cachePath!.cache.knownVolatile(c.database, cls!.functions) === undefined) return ORDINARY;
     if (c.cacheOn && knownSafe) {
       const cache = ctx.cachePath!.cache;
       const id = stmtKeyPrefix(stmt) + cache.keyTail({ bindTail: call.subarray(m.nameEnd + 1, m.bindEnd) });
@@ -201,7 +206,7 @@ export function createFastPaths(core: ClientCore) {
         return true;
       }
       rec = cache.recorder({ database: c.database, user: c.user, sql: stmt.query, id }, cls!.readTables);
-      if (!rec) return false; // stale, or being loaded: the ordinary path knows what to do
+      if (!rec) return ORDINARY; // stale (served while it refreshes), or being loaded: the ordinary path waits for it
     }
     if (!ctx.lanes || !knownSafe || stmt.writes.length) return rec ?? false;
     // A read-only autocommit call: pipelined on a connection shared with other clients' reads (lanes.ts).
@@ -247,7 +252,7 @@ export function createFastPaths(core: ClientCore) {
     // Committed from here on: the origin connections do not hold this unnamed statement.
     const r = cachedOrPipelined(stmt, call, u.call, true);
     if (r !== true) {
-      (r || null)?.done(null);
+      if (r && r !== ORDINARY) r.done(null);
       return false;
     }
     c.unnamed = c.unnamedStmtParse;
@@ -358,3 +363,5 @@ export function createFastPaths(core: ClientCore) {
 }
 
 const utf8 = new TextDecoder();
+/** cachedOrPipelined's answer when the request must take the ordinary, message-by-message path. */
+const ORDINARY = "ordinary";

@@ -157,3 +157,16 @@ test("single flight with a recorded miss: identical lookups meanwhile wait for t
   expect((await cache.lookup(key("sf2"), ["t"], async () => (loads++, msg("loaded")))).status).toBe("miss");
   expect(loads).toBe(1);
 });
+
+test("a recorder is refused while an entry is fresh or stale (lookup serves and refreshes it), and replaces a dead one", async () => {
+  const { cache, clock } = setup();
+  cache.recorder(key("d"), ["t"])!.done(msg("first"));
+  expect(cache.recorder(key("d"), ["t"])).toBeNull(); // fresh
+  clock.advance(61_000);
+  expect(cache.recorder(key("d"), ["t"])).toBeNull(); // stale: within stale-while-revalidate
+  clock.advance(15_000);
+  const again = cache.recorder(key("d"), ["t"]); // past max_age + swr: dead, recorded anew
+  expect(again).not.toBeNull();
+  again!.done(msg("second"));
+  expect(text((await cache.lookup(key("d"), ["t"], async () => msg("loaded"))) as never)).toBe("second");
+});

@@ -202,3 +202,40 @@ test("a miss without a Describe (postgres.js after its first call) is recorded o
     await stop();
   }
 });
+
+test("a prepared call in one write follows max_age and stale-while-revalidate too: stale is served and refreshed, a dead entry is recorded again", async () => {
+  const { r, counts, answer, stop } = await rawSession();
+  const direct = new pg.Client({ connectionString: f.originUrl });
+  await direct.connect();
+  try {
+    await direct.query("insert into cached_t values (40, 'forty') on conflict (id) do update set v = 'forty'");
+    r.write(Buffer.concat([encodeParse({ name: "swr", query: "select v from cached_t where id = $1 and id >= 40", paramTypes: [] }), SYNC]));
+    await r.read((m) => m.type === "Z");
+    const call = Buffer.concat([encodeBind({ portal: "", statement: "swr", paramFormats: [], params: [new TextEncoder().encode("40")], resultFormats: [] }), encodeDescribe({ kind: "P", name: "" }), encodeExecute(""), SYNC]);
+    const value = (reply: string[]) => Buffer.from(reply.find((m) => m[0] === "D")!.slice(1), "hex").subarray(6).toString();
+    expect(value(await answer(call))).toBe("forty");
+    expect(value(await answer(call))).toBe("forty");
+    expect(counts()).toEqual({ miss: 1, hit: 1 });
+    // Changed behind the pooler's back; past max_age the stale answer is served once and refreshed.
+    await direct.query("update cached_t set v = 'FORTY' where id = 40");
+    clock.advance(61_000);
+    expect(value(await answer(call))).toBe("forty");
+    expect(counts().stale).toBe(1);
+    let fresh = "";
+    for (let i = 0; i < 50 && fresh !== "FORTY"; i++) {
+      await Bun.sleep(20);
+      fresh = value(await answer(call));
+    }
+    expect(fresh).toBe("FORTY");
+    // Past max_age and stale-while-revalidate the entry is dead: the next call is a miss, recorded again, then hits.
+    await direct.query("update cached_t set v = 'XL' where id = 40");
+    clock.advance(80_000);
+    expect(value(await answer(call))).toBe("XL");
+    const before = counts().hit ?? 0;
+    expect(value(await answer(call))).toBe("XL");
+    expect(counts().hit).toBe(before + 1);
+  } finally {
+    await direct.end();
+    await stop();
+  }
+});
