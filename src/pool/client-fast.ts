@@ -194,7 +194,10 @@ export function createFastPaths(core: ClientCore) {
     const cacheable = cls?.cacheable && !cls.pin;
     const knownSafe = cacheable && callsOnlyImmutable(cls!);
     // Volatility not known yet, with the cache on: the ordinary path asks, waits, and caches.
-    if (cacheable && !knownSafe && c.cacheOn && ctx.cachePath!.cache.knownVolatile(c.database, cls!.functions) === undefined) return ORDINARY;
+    if (cacheable && !knownSafe && c.cacheOn) {
+      if (ctx.cachePath!.cache.knownVolatile(c.database, cls!.functions) === undefined) return ORDINARY;
+      ctx.metrics.cacheStatus(c.pool!, "volatile"); // runs on a borrowed connection, uncached
+    }
     if (c.cacheOn && knownSafe) {
       const cache = ctx.cachePath!.cache;
       const id = stmtKeyPrefix(stmt) + cache.keyTail({ bindTail: call.subarray(m.nameEnd + 1, m.bindEnd) });

@@ -239,3 +239,19 @@ test("a prepared call in one write follows max_age and stale-while-revalidate to
     await stop();
   }
 });
+
+test("a prepared call of a statement with a volatile function is never cached, and is counted as volatile each time", async () => {
+  const { r, counts, answer, stop } = await rawSession();
+  try {
+    r.write(Buffer.concat([encodeParse({ name: "vv", query: "select vol($1::int) as n", paramTypes: [] }), SYNC]));
+    await r.read((m) => m.type === "Z");
+    const call = Buffer.concat([encodeBind({ portal: "", statement: "vv", paramFormats: [], params: [new TextEncoder().encode("1")], resultFormats: [] }), encodeDescribe({ kind: "P", name: "" }), encodeExecute(""), SYNC]);
+    for (let i = 0; i < 3; i++) expect((await answer(call)).map((m) => m[0]).join("")).toBe("2TDCZ");
+    // (The pooler's own pg_proc lookup counts as one uncacheable statement.)
+    expect(counts().volatile).toBe(3);
+    expect(counts().hit ?? 0).toBe(0);
+    expect(counts().miss ?? 0).toBe(0);
+  } finally {
+    await stop();
+  }
+});
