@@ -51,22 +51,22 @@ export function createFastPaths(core: ClientCore) {
   function queryOnLane(body: Uint8Array, raw: Uint8Array): boolean {
     const sql = decodeQuery(body);
     const cls = classifyOrNull(sql);
-    if (!cls?.cacheable || cls.pin || cls.writeTables.length || sessionEffect(sql).pin || !callsOnlyImmutable(cls)) return false;
+    if (!cls?.cacheable || cls.pin || cls.writeTables.length || sessionEffect(sql).pin || volatility(cls) !== false) return false;
     c.busy = true;
     ctx.lanes!.submit(c.pool!, sig(), params, sets, laneClient, null, raw.slice(), false);
     return true;
   }
 
   /**
-   * The statement calls no function, or only functions known to be immutable. An unknown answer is asked for
-   * in the background (once); until it is in, the statement takes the ordinary path.
+   * Whether the statement calls a function that is not immutable: false for none, undefined while not known
+   * (then it is asked for in the background, once; until the answer is in, the statement is not cached).
    */
-  function callsOnlyImmutable(cls: Classification): boolean {
-    if (cls.functions.length === 0) return true;
+  function volatility(cls: Classification): boolean | undefined {
+    if (cls.functions.length === 0) return false;
     const cache = ctx.cachePath!.cache;
     const known = cache.knownVolatile(c.database, cls.functions);
     if (known === undefined) void cache.isVolatile(c.database, cls.functions);
-    return known === false;
+    return known;
   }
 
   /**
@@ -107,7 +107,7 @@ export function createFastPaths(core: ClientCore) {
     const tail = body.subarray(checkBind(body)[1] + 1);
     const cache = ctx.cachePath!.cache;
     const id = stmtKeyPrefix(b.stmt) + cache.keyTail({ bindTail: tail });
-    if (cls.functions.length === 0 || cache.knownVolatile(c.database, cls.functions) === false) {
+    if (volatility(cls) === false) {
       const e = cache.fresh(id);
       if (e) {
         ctx.metrics.cacheStatus(c.pool!, "hit");
@@ -192,11 +192,12 @@ export function createFastPaths(core: ClientCore) {
     let rec: { done(messages: Uint8Array[] | null): void } | null = null;
     const cls = stmt.cls;
     const cacheable = cls?.cacheable && !cls.pin;
-    const knownSafe = cacheable && callsOnlyImmutable(cls!);
-    // Volatility not known yet, with the cache on: the ordinary path asks, waits, and caches.
+    const volatile = cacheable ? volatility(cls!) : true;
+    const knownSafe = volatile === false;
     if (cacheable && !knownSafe && c.cacheOn) {
-      if (ctx.cachePath!.cache.knownVolatile(c.database, cls!.functions) === undefined) return ORDINARY;
-      ctx.metrics.cacheStatus(c.pool!, "volatile"); // runs on a borrowed connection, uncached
+      // Not known yet: the ordinary path asks, waits, and caches. Volatile: it runs uncached on a borrowed connection.
+      if (volatile === undefined) return ORDINARY;
+      ctx.metrics.cacheStatus(c.pool!, "volatile");
     }
     if (c.cacheOn && knownSafe) {
       const cache = ctx.cachePath!.cache;
@@ -317,7 +318,7 @@ export function createFastPaths(core: ClientCore) {
     const cache = ctx.cachePath!.cache;
     const key = { database: c.database, user: c.user, sql, session: cacheSessionKey(), id: "" };
     key.id = cache.keyPrefix(key) + cache.keyTail({});
-    if (cls.functions.length === 0 || cache.knownVolatile(c.database, cls.functions) === false) {
+    if (volatility(cls) === false) {
       const e = cache.fresh(key.id);
       if (e) {
         ctx.metrics.cacheStatus(c.pool!, "hit");
