@@ -88,6 +88,11 @@ export const SETTINGS = {
   queryCacheBytes: int("KVDRIVE_QUERY_CACHE_BYTES", 64 * MiB, 0, 64 * 1024 * MiB, "Query cache memory bound in bytes."),
   queryCacheMaxResultBytes: int("KVDRIVE_QUERY_CACHE_MAX_RESULT_BYTES", MiB, 0, 1024 * MiB, "Results larger than this are not cached."),
   pgLoginTimeoutSeconds: int("KVDRIVE_PG_LOGIN_TIMEOUT_SECONDS", 60, 1, 3600, "Pooler clients must finish start-up and authentication within this time."),
+  pgMaxLoginMessageBytes: int("KVDRIVE_PG_MAX_LOGIN_MESSAGE_BYTES", 10_000, 1024, MiB, "Largest message a pooler client may send before it has logged in: the start-up packet (Postgres' own limit is 10,000) and each password or SASL message."),
+  pgMaxStartingClients: int("KVDRIVE_PG_MAX_STARTING_CLIENTS", 512, 1, 1_000_000, "Pooler clients in start-up or authentication at once (failed logins waiting out KVDRIVE_AUTH_FAILURE_DELAY_MS included); past it a new connection gets 53300."),
+  pgMaxClientOutputBytes: int("KVDRIVE_PG_MAX_CLIENT_OUTPUT_BYTES", MiB, 64 * 1024, 1024 * MiB, "Unsent answer bytes queued for one pooler client before the pooler stops reading from it until they drain."),
+  poolMaxPreparedBytes: int("KVDRIVE_POOL_MAX_PREPARED_BYTES", 16 * MiB, 64 * 1024, 64 * 1024 * MiB, "Text and parameter types of the protocol-level prepared statements one pooler client keeps; past it the client's least recently used ones are forgotten."),
+  authFailureDelayMs: int("KVDRIVE_AUTH_FAILURE_DELAY_MS", 250, 0, 60_000, "Delay before a failed authentication is answered (HTTP token, pooler password), like Postgres' auth_delay."),
 } as const;
 
 type Settings = typeof SETTINGS;
