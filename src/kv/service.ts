@@ -207,6 +207,8 @@ export async function createKVService({ urls, config, clock, metrics, log }: Ser
       cache.deleteWhere((k) => k.startsWith(prefix));
     },
 
+    accountOf: async (nsId) => (await namespaceById(nsId)).account_id,
+
     async get(accountId, nsId, key, opts) {
       const known = knownNamespace(accountId, nsId);
       const ns = known instanceof Promise ? await known : known;

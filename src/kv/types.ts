@@ -61,6 +61,8 @@ export interface KVService {
   getNamespace(accountId: string, namespaceId: string): Promise<Namespace>;
   renameNamespace(accountId: string, namespaceId: string, title: string): Promise<Namespace>;
   deleteNamespace(accountId: string, namespaceId: string): Promise<void>;
+  /** The account owning a namespace addressed by id alone (the workerd binding listener); KVError 404 when unknown. */
+  accountOf(namespaceId: string): Promise<string>;
 
   get(accountId: string, namespaceId: string, key: string, opts?: GetOptions): Promise<KVValue | null>;
   getMany(accountId: string, namespaceId: string, keys: string[], opts?: GetOptions): Promise<Array<KVValue | null>>;
