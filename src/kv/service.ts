@@ -10,6 +10,7 @@ import { createVersionClock, ZERO_VERSION } from "../gateway/version.ts";
 import { BatcherClosedError, createBatcher } from "../storage/batcher.ts";
 import { createReadCoalescer } from "../storage/coalescer.ts";
 import { startPurger } from "../storage/purge.ts";
+import { unavailableReason } from "../storage/unavailable.ts";
 import { openStorage } from "../storage/open.ts";
 import type { NamespaceRow, StoredEntry } from "../storage/store.ts";
 import { REPLICATION_MODES, type ReplicationMode } from "../gateway/replicated.ts";
@@ -39,6 +40,35 @@ const toNamespace = (r: NamespaceRow): Namespace => ({ id: r.id, title: r.title,
 const namespaceMissing = (id: string) => new KVError(404, CODE.namespaceNotFound, `namespace ${JSON.stringify(id)} not found`);
 const titleTaken = (title: string) => new KVError(400, CODE.namespaceTitleExists, `a namespace with the title ${JSON.stringify(title)} already exists in this account`);
 const cacheTtl = (o: { cacheTtl?: number } | undefined) => Math.max(MIN_CACHE_TTL, o?.cacheTtl ?? DEFAULT_CACHE_TTL);
+
+/** A storage outage is the client's to retry (503), not a defect (500): every other error passes unchanged. */
+function storageError(e: unknown): unknown {
+  if (e instanceof KVError) return e;
+  const reason = unavailableReason(e);
+  return reason === null ? e : new KVError(503, CODE.internal, `storage is unavailable (${reason}): retry the request`);
+}
+
+// Methods that never touch storage, or whose callers want the raw answer.
+const UNGUARDED = new Set(["close", "ready", "redundancy"]);
+
+/** The service with every storage-facing method answering a storage outage as a 503 KVError. */
+function guarded(service: KVService): KVService {
+  const out: Record<string, unknown> = {};
+  for (const [name, f] of Object.entries(service)) {
+    if (typeof f !== "function" || UNGUARDED.has(name)) {
+      out[name] = f;
+      continue;
+    }
+    out[name] = async (...args: unknown[]) => {
+      try {
+        return await (f as (...a: unknown[]) => Promise<unknown>)(...args);
+      } catch (e) {
+        throw storageError(e);
+      }
+    };
+  }
+  return out as unknown as KVService;
+}
 
 export async function createKVService({ urls, config, clock, metrics, log }: ServiceOptions): Promise<KVService> {
   // Namespace rows are few and read on every request: keep them in memory, refreshed on a miss.
@@ -320,7 +350,16 @@ export async function createKVService({ urls, config, clock, metrics, log }: Ser
       await invalidation?.close().catch(() => {});
       await storage.close();
     },
-    ready: () => backend.ping(),
+    // A hung cluster must not hang the readiness probe: no answer within the backend timeout is "not ready".
+    async ready() {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), Math.min(config.backendTimeoutMs, 5_000))));
+      try {
+        return await Promise.race([backend.ping().catch(() => false), late]);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
   };
-  return service;
+  return guarded(service);
 }

@@ -1,0 +1,40 @@
+// Which storage failures mean "storage is unavailable, retry later" (a 503) rather than a defect (a 500):
+// a cluster that refuses or drops connections, is shutting down or starting up, has no connection slot left,
+// or does not answer in time; an object store that cannot be reached. Everything else is a real error.
+
+/** Storage could not serve the request; it may be retried once storage is back. */
+export class StorageUnavailableError extends Error {
+  override name = "StorageUnavailableError";
+}
+
+// Postgres SQLSTATEs of a server that is there but cannot serve now: class 08 (connection exception) is
+// matched by prefix; admin shutdown, crash shutdown, cannot connect now (starting up or shutting down),
+// too many connections, and a statement cancelled because the server is going away.
+const UNAVAILABLE_SQLSTATES = new Set(["57P01", "57P02", "57P03", "57P05", "53300", "53400"]);
+// Socket-level failures, from Bun.SQL's own codes or from node's net layer (the S3 client).
+const UNAVAILABLE_SOCKET_CODES = new Set([
+  "ECONNREFUSED", "ECONNRESET", "ECONNABORTED", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN",
+  "ConnectionRefused", "ConnectionClosed", "ConnectionReset", "UND_ERR_SOCKET", "UND_ERR_CONNECT_TIMEOUT",
+]);
+// Errors raised by kvdrive's own layers when a backend did not answer in time or cannot be trusted to be current.
+const UNAVAILABLE_NAMES = new Set(["StorageUnavailableError", "BackendTimeoutError", "BackendBehindError", "TimeoutError"]);
+
+/** A short reason when `e` means storage is unavailable, else null. Looks through `cause` chains. */
+export function unavailableReason(e: unknown, depth = 0): string | null {
+  if (depth > 4 || typeof e !== "object" || e === null) return null;
+  const err = e as { name?: unknown; code?: unknown; errno?: unknown; message?: unknown; cause?: unknown; $metadata?: { httpStatusCode?: number } };
+  const name = typeof err.name === "string" ? err.name : "";
+  const code = typeof err.code === "string" ? err.code : "";
+  const sqlstate = typeof err.errno === "string" && /^[0-9A-Z]{5}$/.test(err.errno) ? err.errno : /^[0-9A-Z]{5}$/.test(code) ? code : "";
+  const message = typeof err.message === "string" ? err.message : "";
+  if (UNAVAILABLE_NAMES.has(name)) return message || name;
+  // Bun.SQL: ERR_POSTGRES_CONNECTION_REFUSED / _CLOSED / _TIMEOUT, ERR_POSTGRES_IDLE_TIMEOUT, ERR_POSTGRES_LIFETIME_TIMEOUT.
+  if (/^ERR_POSTGRES_(CONNECTION_|IDLE_TIMEOUT|LIFETIME_TIMEOUT|CONNECTION_TIMEOUT)/.test(code)) return `${code}: ${message}`;
+  if (sqlstate && (sqlstate.startsWith("08") || UNAVAILABLE_SQLSTATES.has(sqlstate))) return `${sqlstate}: ${message}`;
+  if (UNAVAILABLE_SOCKET_CODES.has(code)) return `${code}: ${message}`;
+  const status = err.$metadata?.httpStatusCode;
+  if (status === 503 || status === 502 || status === 504) return `object store answered ${status}`;
+  return unavailableReason(err.cause, depth + 1);
+}
+
+export const isStorageUnavailable = (e: unknown): boolean => unavailableReason(e) !== null;
