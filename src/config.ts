@@ -28,6 +28,7 @@ export const SETTINGS = {
   httpPort: int("KVDRIVE_HTTP_PORT", 8787, 0, 65535, "HTTP port (0 picks a free port)."),
   apiToken: str("KVDRIVE_API_TOKEN", undefined, "Bearer token for HTTP. Unset: generated on first start and saved in the data dir."),
   dbPoolSize: int("KVDRIVE_DB_POOL_SIZE", 16, 1, 1000, "Connections from the KV store to each Postgres cluster."),
+  shutdownTimeoutSeconds: int("KVDRIVE_SHUTDOWN_TIMEOUT_SECONDS", 30, 1, 3600, "SIGTERM/SIGINT: the most a shutdown may take, whatever the backends do; what could not be flushed is logged with counts (exit code 1)."),
 
   // KV write path
   batchMaxRows: int("KVDRIVE_BATCH_MAX_ROWS", 512, 1, 10_000, "Group commit: most rows in one multi-row upsert."),
