@@ -1,6 +1,9 @@
-// `bun start`: load the config, start kvdrive, print how to reach it, and shut down cleanly on SIGTERM/SIGINT.
+// `bun start`: load the config, start kvdrive, print how to reach it, and shut down on SIGTERM/SIGINT within
+// KVDRIVE_SHUTDOWN_TIMEOUT_SECONDS whatever the backends do.
 import { ConfigError, loadConfig, redact } from "./config.ts";
+import { signalEmbeddedPostgres } from "./embedded/postgres.ts";
 import { startKvdrive } from "./server.ts";
+import { abandonAll } from "./storage/shutdown.ts";
 
 let config;
 try {
@@ -20,18 +23,45 @@ console.log(`kvdrive ready
   storage:   ${kvd.databaseUrls.map(redact).join(", ")}
   Postgres:  ${kvd.pgUrl}`);
 
+const limitSeconds = config.shutdownTimeoutSeconds;
+
+/**
+ * The deadline passed (or the orderly stop failed): park writes in flight to a backend in the durable repair
+ * queue, say with counts what was left, ask the embedded servers to stop, and exit non-zero. Nothing acknowledged
+ * is lost: an acknowledged write is on at least one backend, and the other gets it from the repair queue.
+ */
+function abandon(why: string): never {
+  const r = abandonAll();
+  const queued = Object.entries(r.repairQueue);
+  const total = queued.reduce((n, [, k]) => n + k, 0);
+  const byBackend = queued.length ? ` (${queued.map(([b, n]) => `${b} ${n}`).join(", ")})` : "";
+  const embedded = signalEmbeddedPostgres();
+  console.error(
+    `kvdrive: ${why}: ${r.unflushedRows} write rows not flushed (never acknowledged: their clients got no success); ` +
+      `${r.parkedRows} rows in flight to one backend parked in the durable repair queue; ` +
+      `repair queue: ${total} keys${byBackend}, replayed at the next start` +
+      (embedded ? `; ${embedded} embedded Postgres asked to stop` : ""),
+  );
+  process.exit(1);
+}
+
 let exiting = false;
 async function shutdown(signal: string) {
-  if (exiting) return;
+  if (exiting) {
+    // A repeated signal changes nothing: the first one's deadline still ends the process.
+    console.log(`kvdrive: ${signal} received again: already shutting down, within ${limitSeconds} s at most`);
+    return;
+  }
   exiting = true;
-  console.log(`kvdrive: ${signal} received, flushing and shutting down`);
+  console.log(`kvdrive: ${signal} received, flushing and shutting down (at most KVDRIVE_SHUTDOWN_TIMEOUT_SECONDS=${limitSeconds} s)`);
+  setTimeout(() => abandon(`shutdown did not finish within KVDRIVE_SHUTDOWN_TIMEOUT_SECONDS=${limitSeconds}`), limitSeconds * 1000);
   try {
     await kvd.stop();
-    process.exit(0);
   } catch (e) {
     console.error("kvdrive: shutdown failed:", e);
-    process.exit(1);
+    abandon("shutdown failed");
   }
+  process.exit(0);
 }
 process.on("SIGTERM", () => void shutdown("SIGTERM"));
 process.on("SIGINT", () => void shutdown("SIGINT"));

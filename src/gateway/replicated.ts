@@ -58,6 +58,11 @@ export interface ReplicatedBackend extends Backend {
   repairKeys(ns: string, keys: Uint8Array[]): Promise<void>;
   /** Whether the key's newest version may be on one side only. */
   suspect(ns: string, key: Uint8Array): boolean;
+  /**
+   * A shutdown cut short: every row still in flight to a side is written to the durable repair queue for that
+   * side (and the queue synced), so the copy that never landed is made after the next start. Returns the rows.
+   */
+  park(): number;
 }
 
 export class BackendTimeoutError extends Error {
@@ -159,6 +164,8 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
     }
   }
   const rowsInFlight: Record<Side, number> = { primary: 0, replica: 0 };
+  // The writes themselves, so a shutdown that cannot wait for them can still queue them (park()).
+  const flying = new Set<{ side: Side; rows: StoredEntry[] }>();
   const maxInFlightRows = opts.maxInFlightRows ?? 20_000;
   const shed = m.counter("kvdrive_backend_shed_rows_total", "Rows not sent to a backend that was too far behind, queued for repair instead.");
   m.gauge("kvdrive_backend_rows_in_flight", "Rows being written to each backend.", () => (["primary", "replica"] as Side[]).map((b) => [{ backend: b }, rowsInFlight[b]]));
@@ -205,6 +212,8 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
         return Promise.reject(new BackendBehindError(`${side} backend is ${rowsInFlight[side]} rows behind: queued for repair`));
       }
       rowsInFlight[side] += rows.length;
+      const flight = { side, rows };
+      flying.add(flight);
       return call(side, "write", (b) => b.write(rows))
         .catch((e) => {
           for (const r of rows) enqueue(side, r.ns, r.key, "write");
@@ -212,6 +221,7 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
         })
         .finally(() => {
           rowsInFlight[side] -= rows.length;
+          flying.delete(flight);
         });
     };
     const p = attempt("primary");
@@ -460,6 +470,20 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
     repairKey,
     repairKeys,
     suspect,
+    park() {
+      let n = 0;
+      for (const { side, rows } of flying) {
+        for (const r of rows) enqueue(side, r.ns, r.key, "write");
+        n += rows.length;
+      }
+      flying.clear();
+      try {
+        queue.sync();
+      } catch (e) {
+        opts.log?.(`repair queue could not be synced: ${(e as Error).message}`);
+      }
+      return n;
+    },
 
     get: getRaced,
     getMany: (ns, keys) => (keys.length === 0 ? Promise.resolve([]) : getManyRaced(ns, keys)),

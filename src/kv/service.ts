@@ -10,6 +10,7 @@ import { createVersionClock, ZERO_VERSION } from "../gateway/version.ts";
 import { BatcherClosedError, createBatcher } from "../storage/batcher.ts";
 import { createReadCoalescer } from "../storage/coalescer.ts";
 import { startPurger } from "../storage/purge.ts";
+import { onAbandon } from "../storage/shutdown.ts";
 import { unavailableReason } from "../storage/unavailable.ts";
 import { openStorage } from "../storage/open.ts";
 import type { NamespaceRow, StoredEntry } from "../storage/store.ts";
@@ -183,6 +184,9 @@ export async function createKVService({ urls, config, clock, metrics, log }: Ser
 
   const remember = (r: StoredEntry, key: string) => cache.setFromWrite(cacheKey(r.ns, key), fromStored(r));
 
+  // A shutdown cut short reports the rows it never committed (none of them was acknowledged).
+  const forget = onAbandon(() => ({ unflushedRows: batcher.pendingRows }));
+
   const purger = startPurger({ backend, clock, intervalSeconds: config.purgeIntervalSeconds, tombstoneGraceSeconds: config.tombstoneGraceSeconds, metrics });
 
   // A write refused because shutdown began is not an input error: 503, and the client may retry elsewhere.
@@ -349,6 +353,7 @@ export async function createKVService({ urls, config, clock, metrics, log }: Ser
       await batcher.close();
       await invalidation?.close().catch(() => {});
       await storage.close();
+      forget();
     },
     // A hung cluster must not hang the readiness probe: no answer within the backend timeout is "not ready".
     async ready() {

@@ -24,6 +24,8 @@ export interface Batcher {
   /** Refuses new rows, then drains everything pending. */
   close(): Promise<void>;
   readonly pending: number;
+  /** Rows not committed yet: queued, or in a batch or bulk write still in flight (what a cut-short shutdown leaves). */
+  readonly pendingRows: number;
 }
 
 interface Waiter {
@@ -51,6 +53,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
   let queue: Waiter[] = [];
   let queuedBytes = 0;
   let inFlight = 0;
+  let inFlightRows = 0;
   let scheduled = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let closed = false;
@@ -77,6 +80,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
 
   async function commit(waiters: Waiter[]) {
     const started = performance.now();
+    inFlightRows += waiters.length;
     try {
       await writeWithRetry(waiters.map((w) => w.row));
       batchRows.observe(waiters.length);
@@ -87,6 +91,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
       batchErrors.inc();
       for (const w of waiters) w.reject(e);
     } finally {
+      inFlightRows -= waiters.length;
       inFlight--;
       // Rows that piled up while every slot was busy have waited long enough: they go at once.
       if (queue.length) dispatch();
@@ -141,10 +146,15 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     },
     submitAll(rows) {
       if (closed) return Promise.reject(new BatcherClosedError("the write batcher is closed: kvdrive is shutting down"));
-      const p = writeWithRetry(rows).then(() => {
-        batchRows.observe(rows.length);
-        committed.inc();
-      });
+      inFlightRows += rows.length;
+      const p = writeWithRetry(rows)
+        .then(() => {
+          batchRows.observe(rows.length);
+          committed.inc();
+        })
+        .finally(() => {
+          inFlightRows -= rows.length;
+        });
       track(p);
       return p;
     },
@@ -160,6 +170,9 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     },
     get pending() {
       return queue.length + inFlight;
+    },
+    get pendingRows() {
+      return queue.length + inFlightRows;
     },
   };
 }

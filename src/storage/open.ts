@@ -14,6 +14,7 @@ import { s3OptionsFromConfig, type S3Options } from "./blob-s3.ts";
 import { withLargeValues, type LargeValueBackend } from "./large-values.ts";
 import { openS3Replica } from "./s3-replica.ts";
 import { openShardedBackend, type ShardedBackend } from "./sharded.ts";
+import { onAbandon } from "./shutdown.ts";
 import type { Backend, NamespaceStore } from "./store.ts";
 
 export interface StorageOptions {
@@ -137,7 +138,13 @@ export async function openStorage(opts: StorageOptions): Promise<Storage> {
       closers.push(() => c.stop());
       crawler = c;
     }
-    return { data: replicated, catalog: primary, primary, primaryData, replica, replicated, queue, crawler, defaultMode, replicaKind, close: closeAll };
+    // A shutdown that cannot wait for the backends still leaves every write in flight to one of them queued.
+    const forget = onAbandon(() => ({ parkedRows: replicated.park(), repairQueue: { primary: queue.depth("primary"), replica: queue.depth("replica") } }));
+    const close = async () => {
+      await closeAll();
+      forget();
+    };
+    return { data: replicated, catalog: primary, primary, primaryData, replica, replicated, queue, crawler, defaultMode, replicaKind, close };
   } catch (e) {
     await closeAll();
     throw e;

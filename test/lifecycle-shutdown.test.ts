@@ -1,0 +1,173 @@
+// Item 13 of issue 10: SIGTERM ends kvdrive within KVDRIVE_SHUTDOWN_TIMEOUT_SECONDS whatever its backends do.
+// kvdrive runs as a subprocess (`bun src/main.ts`) over two Postgres shards and an s3rver replica in
+// active-active; one shard is stopped, the other hung (every process of it SIGSTOPped), the replica halted,
+// with writes in flight. It must exit non-zero, say in its log what it could not flush (with counts), and
+// keep what it acknowledged. A second signal must not make it hang either.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(180_000); // per file: bun applies a preloaded default to the first file only
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import fs from "node:fs";
+import path from "node:path";
+import { freePort, startEmbeddedPostgres } from "../src/embedded/postgres.ts";
+import { startTestPostgres, tempDir, type TestPostgres } from "./helpers/postgres.ts";
+import { startTestS3, type TestS3 } from "./helpers/s3.ts";
+
+const root = path.resolve(import.meta.dir, "..");
+const TOKEN = "shutdown-token-0123456789";
+const SHUTDOWN_SECONDS = 3;
+
+let pgs: TestPostgres[] = [];
+let s3: TestS3;
+const frozen = new Set<number>();
+
+/** Every process of one cluster: the postmaster and its children (backends, checkpointer, ...). */
+function clusterPids(pg: TestPostgres): number[] {
+  const pids = [pg.pid];
+  for (const d of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === pg.pid) pids.push(Number(d));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
+
+function freeze(pg: TestPostgres) {
+  for (const pid of clusterPids(pg)) {
+    process.kill(pid, "SIGSTOP");
+    frozen.add(pid);
+  }
+}
+
+function thaw() {
+  for (const pid of frozen) {
+    try {
+      process.kill(pid, "SIGCONT");
+    } catch {
+      // exited
+    }
+  }
+  frozen.clear();
+}
+
+beforeAll(async () => {
+  [pgs, s3] = await Promise.all([Promise.all([0, 1].map(() => startTestPostgres())), startTestS3("kv-shutdown")]);
+});
+
+afterAll(async () => {
+  thaw();
+  for (const pg of pgs) await pg.destroy().catch(() => {});
+  await s3?.stop();
+});
+
+function spawnKvdrive(env: Record<string, string>) {
+  const proc = Bun.spawn(["bun", "src/main.ts"], { cwd: root, env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
+  let out = "";
+  const drain = async (s: ReadableStream<Uint8Array>) => {
+    const dec = new TextDecoder();
+    for await (const chunk of s) out += dec.decode(chunk);
+  };
+  void drain(proc.stdout);
+  void drain(proc.stderr);
+  const ready = (async () => {
+    for (let i = 0; i < 1200 && !out.includes("kvdrive ready"); i++) {
+      if (proc.exitCode !== null) throw new Error(`kvdrive exited during start-up:\n${out}`);
+      await Bun.sleep(50);
+    }
+    if (!out.includes("kvdrive ready")) throw new Error(`kvdrive did not start:\n${out}`);
+  })();
+  return { proc, ready, output: () => out };
+}
+
+/** Exit code, or null when the process is still alive after `ms` (then it is SIGKILLed). */
+async function exitWithin(proc: ReturnType<typeof Bun.spawn>, ms: number): Promise<number | null> {
+  const code = await Promise.race([proc.exited, Bun.sleep(ms).then(() => null)]);
+  if (code === null) {
+    proc.kill("SIGKILL");
+    await proc.exited;
+  }
+  return code;
+}
+
+describe("SIGTERM with every backend stopped or hung", () => {
+  test("exits within KVDRIVE_SHUTDOWN_TIMEOUT_SECONDS, non-zero, reporting what it could not flush; acknowledged writes are kept", async () => {
+    const dataDir = tempDir("kvdrive-shutdown-");
+    const port = await freePort();
+    const kvd = spawnKvdrive({
+      DATABASE_URL: pgs.map((p) => p.url).join(","),
+      KVDRIVE_REPLICA_S3_BUCKET: s3.bucket,
+      KVDRIVE_REPLICA_S3_ENDPOINT: s3.endpoint,
+      KVDRIVE_REPLICA_S3_ACCESS_KEY_ID: s3.accessKeyId,
+      KVDRIVE_REPLICA_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
+      KVDRIVE_DATA_DIR: dataDir,
+      KVDRIVE_HTTP_PORT: String(port),
+      KVDRIVE_PG_PORT: "0",
+      KVDRIVE_API_TOKEN: TOKEN,
+      KVDRIVE_SHUTDOWN_TIMEOUT_SECONDS: String(SHUTDOWN_SECONDS),
+      // Longer than the shutdown bound: a write to a hung backend is still waiting when the signal lands.
+      KVDRIVE_BACKEND_TIMEOUT_MS: "60000",
+      KVDRIVE_INVALIDATION: "false",
+    });
+    await kvd.ready;
+    const base = `http://127.0.0.1:${port}/client/v4/accounts/a/storage/kv/namespaces`;
+    const headers = { authorization: `Bearer ${TOKEN}` };
+    const ns = ((await (await fetch(base, { method: "POST", headers, body: JSON.stringify({ title: "shutdown" }) })).json()) as any).result.id;
+    const acked: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      const res = await fetch(`${base}/${ns}/values/k${i}`, { method: "PUT", headers, body: `v${i}` });
+      if (res.status === 200) acked.push(`k${i}`);
+    }
+    expect(acked.length).toBe(40);
+
+    // Backends gone: the first shard stopped, the second hung, the replica halted.
+    await pgs[0]!.stop();
+    freeze(pgs[1]!);
+    await s3.halt();
+    // Writes in flight to the hung shard when the signal lands.
+    const inflight = Array.from({ length: 20 }, (_, i) => fetch(`${base}/${ns}/values/late${i}`, { method: "PUT", headers, body: "late" }).then((r) => r.status, () => 0));
+    await Bun.sleep(300);
+
+    kvd.proc.kill("SIGTERM");
+    await Bun.sleep(200);
+    kvd.proc.kill("SIGTERM"); // a second signal neither restarts nor blocks the bounded shutdown
+    const code = await exitWithin(kvd.proc, SHUTDOWN_SECONDS * 1000 + 20_000);
+    const statuses = await Promise.all(inflight);
+    if (code === null) console.log(kvd.output());
+    expect(code).not.toBeNull();
+    expect(code).not.toBe(0);
+    expect(kvd.output()).toContain("SIGTERM received");
+    // What could not be flushed is named with counts.
+    expect(kvd.output()).toMatch(/shutdown did not finish within KVDRIVE_SHUTDOWN_TIMEOUT_SECONDS=3/);
+    expect(kvd.output()).toMatch(/\d+ write rows? not flushed/);
+    expect(kvd.output()).toMatch(/repair queue: \d+ keys?/);
+    // No in-flight write was acknowledged: none of them could reach any backend.
+    expect(statuses.filter((s) => s === 200)).toEqual([]);
+
+    // Acknowledged writes are kept: bring the backends back and read them from a new kvdrive.
+    thaw();
+    pgs[0]!.stop = (await startEmbeddedPostgres({ dataDir: pgs[0]!.dataDir, port: pgs[0]!.port })).stop;
+    await s3.resume();
+    const again = spawnKvdrive({
+      DATABASE_URL: pgs.map((p) => p.url).join(","),
+      KVDRIVE_REPLICA_S3_BUCKET: s3.bucket,
+      KVDRIVE_REPLICA_S3_ENDPOINT: s3.endpoint,
+      KVDRIVE_REPLICA_S3_ACCESS_KEY_ID: s3.accessKeyId,
+      KVDRIVE_REPLICA_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
+      KVDRIVE_DATA_DIR: dataDir,
+      KVDRIVE_HTTP_PORT: String(port),
+      KVDRIVE_PG_PORT: "0",
+      KVDRIVE_API_TOKEN: TOKEN,
+      KVDRIVE_INVALIDATION: "false",
+    });
+    await again.ready;
+    const values = await Promise.all(acked.map(async (k) => (await fetch(`${base}/${ns}/values/${k}`, { headers })).text()));
+    expect(values).toEqual(acked.map((k) => `v${k.slice(1)}`));
+    again.proc.kill("SIGTERM");
+    expect(await exitWithin(again.proc, 60_000)).toBe(0);
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+});
