@@ -49,7 +49,7 @@ export async function startKvdrive(opts: StartOptions): Promise<Kvdrive> {
   const log = opts.log ?? (() => {});
   fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o755 });
   const apiToken = resolveApiToken(config);
-  const metrics = createRegistry();
+  const metrics = createRegistry({ maxSeriesPerMetric: config.metricSeriesMax });
 
   const embedded: EmbeddedPostgres[] = [];
   let pooler: Pooler | undefined;
@@ -75,15 +75,12 @@ export async function startKvdrive(opts: StartOptions): Promise<Kvdrive> {
     const sql = sqlRoutes({ pooler, database: decodeURIComponent(origin.pathname.slice(1)) || "postgres", user: decodeURIComponent(origin.username) || "postgres" });
     const app = createHttpApp({ kv, config, metrics, apiToken, clock, plugins: [sql, kvAdminRoutes(kv)] });
     const server = Bun.serve({
-      // An anti-entropy pass requested over HTTP runs at the crawler's rate, for minutes on a large dataset:
-      // that one request is exempt from the idle timeout.
-      fetch: (req, srv) => {
-        if (req.method === "POST" && req.url.endsWith("/admin/kv/crawl")) srv.timeout(req, 0);
-        return app.fetch(req);
-      },
+      // No request is exempt from the idle timeout: long admin work runs in the background and is polled.
+      fetch: (req) => app.fetch(req),
       hostname: config.host,
       port: config.httpPort,
-      maxRequestBodySize: 128 * 1024 * 1024,
+      idleTimeout: config.httpIdleTimeoutSeconds,
+      maxRequestBodySize: config.httpMaxBodyBytes,
     });
     const httpUrl = `http://${config.host}:${server.port}`;
     log(`kvdrive HTTP listening on ${httpUrl}`);

@@ -152,10 +152,17 @@ export const redundancy: Scenario = {
       for (const what of ["repairing 5,000 missing keys", "with nothing to repair"]) {
         const before = cpuSeconds(crawl.pid);
         const t = performance.now();
-        const res = await fetch(`${crawl.origin}/admin/kv/crawl`, { method: "POST", headers: AUTH });
-        const body = (await res.json()) as { result: { keysCompared: number; divergent: number; failed: number; error?: string } | null; errors?: Array<{ message: string }> };
-        if (!body.result) throw new Error(`crawl failed: ${res.status} ${body.errors?.[0]?.message ?? ""}`);
-        const pass = body.result;
+        // The pass runs in the background (202); its status is polled until it is no longer running.
+        let res = await fetch(`${crawl.origin}/admin/kv/crawl`, { method: "POST", headers: AUTH });
+        type Status = { state: string; result: { keysCompared: number; divergent: number; failed: number; error?: string } | null; error: string | null };
+        let body = (await res.json()) as { result: Status | null; errors?: Array<{ message: string }> };
+        while (body.result?.state === "running") {
+          await Bun.sleep(100);
+          res = await fetch(`${crawl.origin}/admin/kv/crawl`, { headers: AUTH });
+          body = (await res.json()) as typeof body;
+        }
+        if (!body.result?.result) throw new Error(`crawl failed: ${res.status} ${body.result?.error ?? body.errors?.[0]?.message ?? ""}`);
+        const pass = body.result.result;
         const wall = (performance.now() - t) / 1000;
         const cpu = cpuSeconds(crawl.pid) - before;
         rows.push(finish({ label: `crawler pass ${what}: ${pass.divergent} divergent, ${wall.toFixed(1)} s wall, ${cpu.toFixed(2)} s CPU${pass.failed ? `, ${pass.failed} namespace(s) failed: ${pass.error}` : ""}`, group: "crawler (default 2,000 keys/s)", total: pass.keysCompared, durationSec: wall, errors: res.ok ? 0 : 1 }));

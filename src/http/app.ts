@@ -1,6 +1,10 @@
 // The HTTP application: auth, health, metrics and the KV routes, with every error turned into the envelope.
 // Extra route groups (the SQL endpoint, admin views) are mounted through `plugins`, each an Elysia instance
 // whose paths are relative to the site root; they sit behind the same bearer token.
+//
+// Authentication is decided once, in a global beforeHandle, on the route template the router matched: every
+// route but GET/HEAD /healthz and /readyz needs the token. A request that matches no route is refused 401/403
+// before it learns the route does not exist. Nothing here re-reads the URL to decide who may do what.
 import { Elysia } from "elysia";
 import type { Clock } from "../clock.ts";
 import type { Config } from "../config.ts";
@@ -8,7 +12,7 @@ import type { Registry } from "../metrics/registry.ts";
 import { CODE } from "../kv/codes.ts";
 import { kvRoutes } from "../kv/routes.ts";
 import type { KVService } from "../kv/types.ts";
-import { bearerCheck } from "./auth.ts";
+import { authGate, type AuthGate } from "./auth.ts";
 import { errorResponse, fail } from "./envelope.ts";
 
 export interface HttpAppOptions {
@@ -20,35 +24,68 @@ export interface HttpAppOptions {
   plugins?: Elysia<any, any, any, any, any, any, any>[];
 }
 
-/** A low-cardinality route label from the path, for metrics. */
-export function routeLabel(path: string): string {
-  if (!path.startsWith("/client/v4/")) return path === "/healthz" || path === "/readyz" || path === "/metrics" ? path.slice(1) : path.split("/")[1] || "root";
-  if (path.includes("/values/")) return "values";
-  if (path.includes("/metadata/")) return "metadata";
-  if (path.endsWith("/keys")) return "keys";
-  if (path.endsWith("/bulk/get")) return "bulk_get";
-  if (path.endsWith("/bulk/delete")) return "bulk_delete";
-  if (path.endsWith("/bulk")) return "bulk";
-  if (path.endsWith("/namespaces")) return "namespaces";
-  if (path.includes("/namespaces/")) return "namespace";
-  return "other";
+/** Routes served without the token, by matched template; GET and HEAD only. */
+const OPEN_ROUTES = new Set(["/healthz", "/readyz"]);
+const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+/** The matched route template and whether the token was checked, kept on the request by the gate. */
+const ROUTE = Symbol("kvdrive.route");
+const AUTHED = Symbol("kvdrive.authed");
+type Marked = Request & { [ROUTE]?: string; [AUTHED]?: boolean };
+
+/**
+ * Elysia reads the path from the URL at a fixed offset unless told the host may be short; Bun hands over
+ * `/path` with no scheme or host when the Host header holds a slash or an `@`. Only a URL of the plain
+ * `http://host[:port]/…` form reaches the router.
+ */
+const PLAIN_URL = /^http:\/\/[A-Za-z0-9._~\-]*(?:\[[0-9A-Fa-f:.]+\])?(?::\d*)?\//;
+
+/** A metric label from a matched route template (a fixed set), or "unmatched". */
+export function routeLabel(template: string | undefined): string {
+  if (template === undefined) return "unmatched";
+  if (!template.startsWith("/client/v4/")) return OPEN_ROUTES.has(template) || template === "/metrics" ? template.slice(1) : template;
+  if (template.endsWith("/values/*")) return "values";
+  if (template.endsWith("/metadata/*")) return "metadata";
+  if (template.endsWith("/keys")) return "keys";
+  if (template.endsWith("/bulk/get")) return "bulk_get";
+  if (template.endsWith("/bulk/delete")) return "bulk_delete";
+  if (template.endsWith("/bulk")) return "bulk";
+  if (template.endsWith("/namespaces")) return "namespaces";
+  if (template.endsWith("/:namespace_id")) return "namespace";
+  return template;
 }
 
-export function createHttpApp(opts: HttpAppOptions): { fetch(req: Request): Promise<Response> } {
-  const { kv, metrics, apiToken, clock } = opts;
-  const requests = metrics.counter("kvdrive_http_requests_total", "HTTP requests by route, method and status");
-  const latency = metrics.histogram("kvdrive_http_request_duration_seconds", "HTTP request latency by route");
-  const authorize = bearerCheck(apiToken);
+const isOpen = (req: Request, template: string | undefined) => template !== undefined && OPEN_ROUTES.has(template) && (req.method === "GET" || req.method === "HEAD");
 
-  let app = new Elysia()
-    .onError(({ code, error }) => {
+export function createHttpApp(opts: HttpAppOptions): { fetch(req: Request): Promise<Response>; auth: AuthGate } {
+  const { kv, metrics, apiToken, clock, config } = opts;
+  const requests = metrics.counter("kvdrive_http_requests_total", "HTTP requests by route template, method and status");
+  const latency = metrics.histogram("kvdrive_http_request_duration_seconds", "HTTP request latency by route template");
+  const auth = authGate({ apiToken, failureDelayMs: config.authFailureDelayMs, maxPending: config.httpAuthFailureMaxPending });
+
+  let app = new Elysia({ handler: { standardHostname: false } })
+    .onBeforeHandle({ as: "global" }, ({ request, route }) => {
+      const req = request as Marked;
+      req[ROUTE] = route;
+      if (isOpen(req, route)) return;
+      const refused = auth.check(req);
+      if (refused) return refused;
+      req[AUTHED] = true;
+    })
+    .onError({ as: "global" }, async ({ code, error, request }) => {
+      const req = request as Marked;
+      // Errors raised before the gate ran (no route, a body the router could not parse) are answered only to
+      // a client that holds the token: the route table is not shown to strangers.
+      if (!req[AUTHED] && !isOpen(req, req[ROUTE])) {
+        const refused = auth.check(req);
+        if (refused) return refused;
+      }
       if (code === "NOT_FOUND") return fail(404, CODE.routeNotFound, "No route for that URI.");
-      if (code === "PARSE" || code === "VALIDATION") return fail(400, CODE.badRequest, `Malformed request: ${(error as Error).message?.slice(0, 200) ?? code}`);
+      if (code === "PARSE" || code === "VALIDATION") return fail(400, CODE.badRequest, "Malformed request.");
       return errorResponse(error);
     })
     .get("/healthz", () => new Response(JSON.stringify({ status: "ok" }), { headers: { "content-type": "application/json" } }))
     .get("/readyz", async () => {
-      const ready = await kv.ready();
+      const ready = await kv.ready().catch(() => false);
       return new Response(JSON.stringify({ status: ready ? "ready" : "storage unavailable" }), { status: ready ? 200 : 503, headers: { "content-type": "application/json" } });
     })
     .get("/metrics", () => new Response(metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4" } }))
@@ -56,29 +93,28 @@ export function createHttpApp(opts: HttpAppOptions): { fetch(req: Request): Prom
   for (const p of opts.plugins ?? []) app = app.use(p);
   app.compile();
 
-  const open = new Set(["/healthz", "/readyz"]);
-  // Bound metric handles per (route, method, status): the hot path skips building label keys.
+  // Bound metric handles per (route, method, status): the hot path skips building label keys. Every part of
+  // the id comes from a fixed set, so the map stays small.
   const series = new Map<string, { count: { inc(): void }; time: { observe(v: number): void } }>();
   return {
+    auth,
     async fetch(req) {
       const started = performance.now();
-      const url = req.url;
-      const pathStart = url.indexOf("/", url.indexOf("//") + 2);
-      const q = url.indexOf("?", pathStart);
-      const path = url.slice(pathStart, q < 0 ? undefined : q);
       let res: Response;
-      try {
-        res = (!open.has(path) && authorize(req)) || (await app.handle(req));
-      } catch (e) {
-        res = errorResponse(e);
+      if (!PLAIN_URL.test(req.url)) {
+        res = fail(400, CODE.badRequest, "Invalid Host header or request target: expected Host: name[:port] and an origin-form path.");
+      } else {
+        try {
+          res = await app.handle(req);
+        } catch (e) {
+          res = errorResponse(e);
+        }
       }
-      const route = routeLabel(path);
-      const id = `${route} ${req.method} ${res.status}`;
+      const route = routeLabel((req as Marked)[ROUTE]);
+      const method = METHODS.has(req.method) ? req.method : "other";
+      const id = `${route} ${method} ${res.status}`;
       let m = series.get(id);
-      if (!m) {
-        if (series.size > 1000) series.clear();
-        series.set(id, (m = { count: requests.with({ route, method: req.method, status: res.status }), time: latency.with({ route }) }));
-      }
+      if (!m) series.set(id, (m = { count: requests.with({ route, method, status: res.status }), time: latency.with({ route }) }));
       m.count.inc();
       m.time.observe((performance.now() - started) / 1000);
       return res;

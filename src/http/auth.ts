@@ -1,16 +1,57 @@
-// Bearer-token check: 401 when the token is missing, 403 when it is wrong. Constant-time comparison.
+// Bearer-token check: 401 when the token is missing, 403 when it is wrong (code 10000 either way), compared in
+// constant time. A failure is answered only after a delay (Postgres' auth_delay), so guessing is slow; the
+// answers held back are bounded, and past the bound a failure is answered 429 at once instead of pinning more.
 import { timingSafeEqual } from "node:crypto";
 import { CODE } from "../kv/codes.ts";
 import { fail } from "./envelope.ts";
 
-export function bearerCheck(apiToken: string): (req: Request) => Response | undefined {
-  const expected = Buffer.from(apiToken);
-  return (req) => {
+export interface AuthGateOptions {
+  apiToken: string;
+  /** KVDRIVE_AUTH_FAILURE_DELAY_MS */
+  failureDelayMs: number;
+  /** KVDRIVE_HTTP_AUTH_FAILURE_MAX_PENDING */
+  maxPending: number;
+}
+
+export interface AuthGate {
+  /** undefined when the request carries the token; otherwise the (possibly delayed) refusal. */
+  check(req: Request): Promise<Response> | undefined;
+  /** Refusals being held back right now (tests, metrics). */
+  pending(): number;
+}
+
+export function authGate(o: AuthGateOptions): AuthGate {
+  const expected = Buffer.from(o.apiToken);
+  let pending = 0;
+
+  function refusal(req: Request): Response | undefined {
     const header = req.headers.get("authorization");
     if (!header) return fail(401, CODE.auth, "Authentication error: send the API token as 'Authorization: Bearer <token>'.");
-    const m = /^Bearer\s+(.+)$/i.exec(header);
+    const m = /^Bearer +([^ ].*)$/i.exec(header);
     const given = m ? Buffer.from(m[1]!.trim()) : Buffer.alloc(0);
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) return fail(403, CODE.auth, "Authentication error: the API token is not valid.");
     return undefined;
+  }
+
+  function delayed(res: Response): Promise<Response> {
+    if (o.failureDelayMs === 0) return Promise.resolve(res);
+    if (pending >= o.maxPending) {
+      return Promise.resolve(fail(429, CODE.rateLimited, `Too many failed authentications at once: more than ${o.maxPending} (KVDRIVE_HTTP_AUTH_FAILURE_MAX_PENDING) are being delayed. Retry later.`));
+    }
+    pending++;
+    return new Promise((resolve) =>
+      setTimeout(() => {
+        pending--;
+        resolve(res);
+      }, o.failureDelayMs),
+    );
+  }
+
+  return {
+    check(req) {
+      const res = refusal(req);
+      return res && delayed(res);
+    },
+    pending: () => pending,
   };
 }

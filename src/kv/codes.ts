@@ -17,5 +17,6 @@ export const CODE = {
   badCursor: 10056,
   routeNotFound: 7003,
   methodNotAllowed: 10405,
+  rateLimited: 971,
   internal: 10043,
 } as const;

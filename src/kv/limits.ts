@@ -11,3 +11,13 @@ export const MAX_BULK_GET_KEYS = 100;
 export const MIN_CACHE_TTL = 30;
 export const MAX_NAMESPACE_TITLE_BYTES = 512;
 export const MAX_NAMESPACES_PER_PAGE = 100;
+/** Latest accepted expiration, in unix seconds: 9999-12-31T23:59:59Z. */
+export const MAX_EXPIRATION = 253_402_300_799;
+/** Largest accepted cache_ttl, in seconds (one year). */
+export const MAX_CACHE_TTL = 365 * 86_400;
+/** Metadata nesting: 1024 serialized bytes cannot hold more than 512 levels; deeper is refused before serializing. */
+export const MAX_METADATA_DEPTH = 512;
+/** Account ids in paths (Cloudflare's are 32 hex characters). */
+export const MAX_ACCOUNT_ID_BYTES = 128;
+/** A list prefix is at most a key. */
+export const MAX_PREFIX_BYTES = MAX_KEY_BYTES;

@@ -8,7 +8,7 @@ import { CODE } from "./codes.ts";
 import { KVError } from "./errors.ts";
 import * as L from "./limits.ts";
 import type { KVService, KVValue, PutInput } from "./types.ts";
-import { oneOf, positiveInt, resolveExpiration, validateCacheTtl, validateKey, validateListLimit, validateMetadata, validateTitle } from "./validate.ts";
+import { oneOf, positiveInt, resolveExpiration, shown, validateAccountId, validateCacheTtl, validateKey, validateListLimit, validateMetadata, validateNamespaceId, validateTitle } from "./validate.ts";
 
 const valueTooLarge = (size: number) => new KVError(413, CODE.valueTooLarge, `Value length of ${size} exceeds limit of ${L.MAX_VALUE_BYTES}.`);
 const bulkTooLarge = (size: number) => new KVError(413, CODE.bulkTooLarge, `Bulk request body of ${size} bytes exceeds limit of ${L.MAX_BULK_BYTES}.`);
@@ -32,9 +32,30 @@ function keyFromUrl(url: string, segment: "values" | "metadata"): string {
   return key;
 }
 
-function query(url: string): URLSearchParams {
+/** The error code of a parameter that cannot be decoded, as when its value is wrong. */
+const PARAM_CODE: Record<string, number> = { cursor: CODE.badCursor, limit: CODE.badListLimit, expiration: CODE.badExpiration, expiration_ttl: CODE.badExpirationTtl };
+
+/** Query parameters decoded strictly: invalid UTF-8 in a percent-encoding is refused, never turned into U+FFFD. */
+function query(url: string): { get(name: string): string | null } {
+  const out = new Map<string, string>();
   const q = url.indexOf("?");
-  return new URLSearchParams(q < 0 ? "" : url.slice(q + 1));
+  if (q < 0) return { get: () => null };
+  for (const part of url.slice(q + 1).split("&")) {
+    if (part === "") continue;
+    const eq = part.indexOf("=");
+    const rawName = eq < 0 ? part : part.slice(0, eq);
+    const rawValue = eq < 0 ? "" : part.slice(eq + 1);
+    let name: string;
+    let value: string;
+    try {
+      name = decodeURIComponent(rawName.replace(/\+/g, " "));
+      value = decodeURIComponent(rawValue.replace(/\+/g, " "));
+    } catch {
+      throw new KVError(400, PARAM_CODE[rawName] ?? CODE.badRequest, `Query parameter ${shown(rawName)} is not valid percent-encoding of UTF-8.`);
+    }
+    if (!out.has(name)) out.set(name, value);
+  }
+  return { get: (name) => out.get(name) ?? null };
 }
 
 /** Metadata sent as `metadata[a][b]=…` bracket fields (the v7 SDK's form encoding of an object). */
@@ -44,9 +65,15 @@ function bracketMetadata(form: FormData): Record<string, unknown> | undefined {
     if (!name.startsWith("metadata[")) continue;
     const path = [...name.slice("metadata".length).matchAll(/\[([^\]]*)\]/g)].map((m) => m[1]!);
     if (path.length === 0) continue;
-    out ??= {};
+    if (path.length > L.MAX_METADATA_DEPTH) throw new KVError(413, CODE.metadataTooLarge, `Metadata field ${shown(name)} nests more than ${L.MAX_METADATA_DEPTH} levels.`);
+    // Null-prototype nodes: a field named metadata[__proto__][x] is data, not a way to reach Object.prototype.
+    out ??= Object.create(null) as Record<string, unknown>;
     let node: Record<string, unknown> = out;
-    for (const p of path.slice(0, -1)) node = (node[p] ??= {}) as Record<string, unknown>;
+    for (const p of path.slice(0, -1)) {
+      const next = Object.hasOwn(node, p) ? node[p] : undefined;
+      if (typeof next === "object" && next !== null) node = next as Record<string, unknown>;
+      else node = node[p] = Object.create(null) as Record<string, unknown>;
+    }
     node[path[path.length - 1]!] = typeof v === "string" ? v : "";
   }
   return out;
@@ -65,7 +92,7 @@ async function formPut(req: Request): Promise<{ value: Uint8Array; metadata: unk
     try {
       metadata = JSON.parse(text);
     } catch {
-      throw new KVError(400, CODE.badRequest, "The 'metadata' part must be valid JSON.");
+      throw new KVError(400, CODE.badRequest, "The 'metadata' part must be valid JSON (at most 1024 bytes serialized).");
     }
   }
   return { value, metadata };
@@ -93,6 +120,12 @@ export function kvRoutes(kv: KVService, clock: Clock) {
 
   return (
     new Elysia()
+      // Path ids are checked before any route touches storage (runs after the app's authentication gate).
+      .onBeforeHandle(({ params }) => {
+        const p = params as { account_id?: string; namespace_id?: string };
+        if (p.account_id !== undefined) validateAccountId(p.account_id);
+        if (p.namespace_id !== undefined) validateNamespaceId(p.namespace_id);
+      })
       // Namespaces
       .post(nsBase, async ({ request, params }) => {
         const body = asObject(await readJson(request, 1024 * 1024, bodyTooLarge), "The body");
@@ -153,7 +186,7 @@ export function kvRoutes(kv: KVService, clock: Clock) {
       .get(`${one}/keys`, async ({ request, params }) => {
         const q = query(request.url);
         const limit = validateListLimit(q.get("limit"));
-        const res = await kv.list(params.account_id, params.namespace_id, { prefix: q.get("prefix") ?? undefined, limit, cursor: q.get("cursor") || undefined });
+        const res = await kv.list(params.account_id, params.namespace_id, { prefix: q.get("prefix") || undefined, limit, cursor: q.get("cursor") || undefined });
         const keys = res.keys.map((k) => (k.metadata === undefined ? k : { ...k, metadata: JSON.parse(k.metadata) }));
         return ok(keys, { count: keys.length, cursor: res.cursor });
       })

@@ -1,4 +1,6 @@
 // Prometheus text-format metrics: counters, gauges and histograms with labels, rendered on GET /metrics.
+// Each metric keeps at most maxSeriesPerMetric label sets: a label set past the bound is counted under the one
+// label set {overflow="true"} and in kvdrive_metric_series_overflow_total, so no input can grow it for ever.
 
 type Labels = Record<string, string | number>;
 
@@ -51,8 +53,19 @@ export interface Registry {
   render(): string;
 }
 
-export function createRegistry(): Registry {
+export const OVERFLOW_KEY = '{overflow="true"}';
+
+export function createRegistry(opts: { maxSeriesPerMetric?: number } = {}): Registry {
   const families = new Map<string, { help: string; type: string; series: Series }>();
+  const maxSeries = opts.maxSeriesPerMetric ?? 1000;
+  const overflowed = new Map<string, number>();
+
+  /** The key a label set is stored under: itself while the metric has room, else the overflow key. */
+  function admit(name: string, has: (k: string) => boolean, size: number, k: string): string {
+    if (has(k) || size < maxSeries || k === OVERFLOW_KEY) return k;
+    overflowed.set(name, (overflowed.get(name) ?? 0) + 1);
+    return OVERFLOW_KEY;
+  }
 
   function register<T extends Series>(name: string, help: string, type: string, make: () => T): T {
     const existing = families.get(name);
@@ -69,14 +82,16 @@ export function createRegistry(): Registry {
     counter(name, help) {
       return register<Counter & Series>(name, help, "counter", () => {
         const values = new Map<string, number>();
+        const key = (labels: Labels | undefined) => admit(name, (k) => values.has(k), values.size, labelKey(labels));
         return {
           inc(labels, by = 1) {
-            const k = labelKey(labels);
+            const k = key(labels);
             values.set(k, (values.get(k) ?? 0) + by);
           },
           get: (labels) => values.get(labelKey(labels)) ?? 0,
           with(labels) {
-            const k = labelKey(labels);
+            const k = key(labels);
+            if (!values.has(k)) values.set(k, 0);
             return { inc: (by = 1) => void values.set(k, (values.get(k) ?? 0) + by) };
           },
           render: () => [...values].map(([k, v]) => `${name}${k} ${v}`),
@@ -86,17 +101,18 @@ export function createRegistry(): Registry {
     gauge(name, help, collect) {
       return register<Gauge & Series>(name, help, "gauge", () => {
         const values = new Map<string, number>();
+        const key = (labels: Labels | undefined) => admit(name, (k) => values.has(k), values.size, labelKey(labels));
         return {
           set(value, labels) {
-            values.set(labelKey(labels), value);
+            values.set(key(labels), value);
           },
           inc(labels, by = 1) {
-            const k = labelKey(labels);
+            const k = key(labels);
             values.set(k, (values.get(k) ?? 0) + by);
           },
           get: (labels) => values.get(labelKey(labels)) ?? 0,
           render: () => {
-            if (collect) for (const [labels, v] of collect()) values.set(labelKey(labels), v);
+            if (collect) for (const [labels, v] of collect()) values.set(key(labels), v);
             return [...values].map(([k, v]) => `${name}${k} ${v}`);
           },
         };
@@ -105,7 +121,8 @@ export function createRegistry(): Registry {
     histogram(name, help, buckets = LATENCY_BUCKETS_SECONDS) {
       return register<Histogram & Series>(name, help, "histogram", () => {
         const series = new Map<string, { counts: number[]; sum: number; count: number }>();
-        const slot = (k: string) => {
+        const slot = (labelSet: string) => {
+          const k = admit(name, (x) => series.has(x), series.size, labelSet);
           let s = series.get(k);
           if (!s) series.set(k, (s = { counts: new Array(buckets.length).fill(0), sum: 0, count: 0 }));
           return s;
@@ -149,6 +166,9 @@ export function createRegistry(): Registry {
       for (const [name, f] of families) {
         out.push(`# HELP ${name} ${f.help}`, `# TYPE ${name} ${f.type}`, ...f.series.render());
       }
+      out.push(`# HELP kvdrive_metric_series_overflow_total Label sets refused because their metric already had ${maxSeries} (KVDRIVE_METRIC_SERIES_MAX); counted under overflow="true"`);
+      out.push("# TYPE kvdrive_metric_series_overflow_total counter");
+      for (const [name, n] of overflowed) out.push(`kvdrive_metric_series_overflow_total{metric="${escapeLabel(name)}"} ${n}`);
       return out.join("\n") + "\n";
     },
   };

@@ -1,9 +1,9 @@
 // HTTP SQL over the pooler's pools and query cache: POST /sql runs one statement ({query, params}) or an array
 // of them as one transaction, answering {command, rowCount, fields, rows, cache}; GET /admin/pools shows the
-// pools. Both sit behind the bearer token (src/http/app.ts checks it before any route).
+// pools. Both sit behind the bearer token (src/http/app.ts checks it on the matched route; its onError answers errors).
 import { Elysia } from "elysia";
 import { readJson } from "../http/body.ts";
-import { errorResponse, fail } from "../http/envelope.ts";
+import { fail } from "../http/envelope.ts";
 import { CODE } from "../kv/codes.ts";
 import { KVError } from "../kv/errors.ts";
 import { PoolerError, type ExecuteResult, type Pooler } from "../pool/pooler.ts";
@@ -38,7 +38,6 @@ function shape(r: ExecuteResult) {
 
 export function sqlRoutes(o: { pooler: Pooler; database: string; user: string }) {
   return new Elysia()
-    .onError(({ code, error }) => (code === "PARSE" || code === "VALIDATION" ? fail(400, CODE.badRequest, "Malformed request.") : errorResponse(error)))
     .post("/sql", async ({ request }) => {
       const body = await readJson(request, MAX_SQL_BODY, tooLarge);
       const many = Array.isArray(body);

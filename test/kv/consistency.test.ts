@@ -12,6 +12,7 @@ import { FULL_RANGE } from "../../src/gateway/digest.ts";
 import { newest } from "../../src/gateway/replicated.ts";
 import { openShardedBackend, type ShardedBackend } from "../../src/storage/sharded.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
+import { crawlPass } from "../helpers/crawl.ts";
 import { startTestServer, TEST_TOKEN, type TestServer } from "../helpers/server.ts";
 
 const ACCOUNT = "acct-consistency";
@@ -66,7 +67,7 @@ test("consistency: 0 read-your-own-write violations across two instances, also w
   // Converge: drain repairs and crawl from both instances until the digests agree.
   const until = Date.now() + 60_000;
   for (;;) {
-    await Promise.all([a, b].map((s) => fetch(`${s.httpUrl}/admin/kv/crawl`, { method: "POST", headers: { authorization: `Bearer ${TEST_TOKEN}` } })));
+    await Promise.all([a, b].map((s) => crawlPass(s.httpUrl, TEST_TOKEN)));
     const now = Math.floor(Date.now() / 1000);
     const [p, r] = await Promise.all([primary.digest(ns, FULL_RANGE, now), replica.digest(ns, FULL_RANGE, now)]);
     if (p.count === r.count && p.sum === r.sum) break;

@@ -14,6 +14,7 @@ import { openShardedBackend, type ShardedBackend } from "../../src/storage/shard
 import type { Backend } from "../../src/storage/store.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 import { startTestS3, type TestS3 } from "../helpers/s3.ts";
+import { crawlPass } from "../helpers/crawl.ts";
 import { startTestServer, TEST_TOKEN, type TestServer } from "../helpers/server.ts";
 
 const ACCOUNT = "acct-redundancy";
@@ -43,7 +44,7 @@ async function restart(pg: TestPostgres, whileDown: () => Promise<void>) {
 async function converged(ns: string, deadlineMs = 60_000): Promise<boolean> {
   const until = Date.now() + deadlineMs;
   for (;;) {
-    await fetch(`${srv.httpUrl}/admin/kv/crawl`, { method: "POST", headers: { authorization: `Bearer ${TEST_TOKEN}` } });
+    await crawlPass(srv.httpUrl, TEST_TOKEN);
     const now = Math.floor(Date.now() / 1000);
     const [a, b] = await Promise.all([primary.digest(ns, FULL_RANGE, now), replica.digest(ns, FULL_RANGE, now)]);
     const depth = srv.metrics.render().match(/^kvdrive_repair_queue_depth\{backend="\w+"\} (\d+)/gm)?.reduce((n, l) => n + Number(l.split(" ")[1]), 0) ?? 0;
@@ -286,8 +287,7 @@ test("kvdrive killed with SIGKILL mid-load and restarted: every acknowledged wri
   }
   ({ p, base } = await start());
   try {
-    const res = await fetch(`${base.replace("/client/v4", "")}/admin/kv/crawl`, { method: "POST", headers: { authorization: `Bearer ${TEST_TOKEN}` } });
-    expect(res.status).toBe(200);
+    expect((await crawlPass(base.replace("/client/v4", ""), TEST_TOKEN)).state).toBe("done");
     const now = Math.floor(Date.now() / 1000);
     const [a, b] = await Promise.all([primary.digest(nsId, FULL_RANGE, now), replica.digest(nsId, FULL_RANGE, now)]);
     expect(b).toEqual(a);
