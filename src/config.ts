@@ -94,16 +94,16 @@ export const SETTINGS = {
   pgMaxClientOutputBytes: int("KVDRIVE_PG_MAX_CLIENT_OUTPUT_BYTES", MiB, 64 * 1024, 1024 * MiB, "Unsent answer bytes queued for one pooler client before the pooler stops reading from it until they drain."),
   poolMaxPreparedBytes: int("KVDRIVE_POOL_MAX_PREPARED_BYTES", 16 * MiB, 64 * 1024, 64 * 1024 * MiB, "Text and parameter types of the protocol-level prepared statements one pooler client keeps; past it the client's least recently used ones are forgotten."),
   authFailureDelayMs: int("KVDRIVE_AUTH_FAILURE_DELAY_MS", 250, 0, 60_000, "Delay before a failed authentication is answered (HTTP token, pooler password), like Postgres' auth_delay."),
-} as const;
-
-type Settings = typeof SETTINGS;
-type ValueOf<S> = S extends Setting<infer K>
 
   // HTTP bounds (apply before authentication too)
   httpAuthFailureMaxPending: int("KVDRIVE_HTTP_AUTH_FAILURE_MAX_PENDING", 256, 1, 1_000_000, "HTTP answers to failed authentications held for KVDRIVE_AUTH_FAILURE_DELAY_MS at once; past it a failure is answered 429 at once."),
   httpIdleTimeoutSeconds: int("KVDRIVE_HTTP_IDLE_TIMEOUT_SECONDS", 10, 1, 255, "An HTTP connection that sends or receives nothing for this long is closed (every request, no exemption)."),
   httpMaxBodyBytes: int("KVDRIVE_HTTP_MAX_BODY_BYTES", 128 * MiB, 1024, 1024 * MiB, "Largest HTTP request body the server reads; each route has its own smaller limit (a value 25 MiB, a bulk write 100 MB)."),
   metricSeriesMax: int("KVDRIVE_METRIC_SERIES_MAX", 1000, 10, 1_000_000, "Label sets kept per metric; new ones past it are counted under overflow=\"true\" (kvdrive_metric_series_overflow_total)."),
+} as const;
+
+type Settings = typeof SETTINGS;
+type ValueOf<S> = S extends Setting<infer K>
   ? K extends "int" ? number : K extends "bool" ? boolean : K extends "list" ? string[] : string
   : never;
 type Optional<S> = S extends { default: undefined } ? true : false;
