@@ -204,7 +204,7 @@ export function kvRoutes(kv: KVService, clock: Clock) {
           if (typeof o.value !== "string") throw new KVError(400, CODE.badRequest, `Bulk item ${i} (${JSON.stringify(o.key)}) needs a string 'value'.`);
           let value: Uint8Array;
           if (o.base64 === true) {
-            if (!/^[A-Za-z0-9+/]*={0,2}$/.test(o.value)) throw new KVError(400, CODE.badRequest, `Bulk item ${i} (${JSON.stringify(o.key)}) is marked base64 but its value is not valid base64.`);
+            if (!/^[A-Za-z0-9+/]*={0,2}$/.test(o.value) || o.value.replace(/=+$/, "").length % 4 === 1) throw new KVError(400, CODE.badRequest, `Bulk item ${i} (${JSON.stringify(o.key)}) is marked base64 but its value is not valid base64.`);
             value = new Uint8Array(Buffer.from(o.value, "base64"));
           } else value = new TextEncoder().encode(o.value);
           if (value.byteLength > L.MAX_VALUE_BYTES) throw valueTooLarge(value.byteLength);
