@@ -7,7 +7,7 @@ import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
 import { ProtocolError } from "../protocol/bytes.ts";
 import { checkBind, decodeParse, decodeQuery, encodeClose, encodeDescribe, encodeParse, encodeQuery, F, renameBindStatement as rewriteBind } from "../protocol/frontend.ts";
-import { CLOSE_COMPLETE, encodeParameterStatus, encodeReadyForQuery, errorMessage, PARSE_COMPLETE, READY_IDLE } from "../protocol/backend.ts";
+import { CLOSE_COMPLETE, encodeParameterStatus, encodeReadyForQuery, errorMessage, errorMessageV2, PARSE_COMPLETE, READY_IDLE } from "../protocol/backend.ts";
 import { createOutbox, type Outbox } from "./outbox.ts";
 import { EXPECT_BIND, EXPECT_CLOSE, EXPECT_CLOSE_HIDDEN, EXPECT_DESCRIBE, EXPECT_EXECUTE, EXPECT_PARSE, evictPrepared, K, prepareOn, replaySql, REPLAYED, REPLAYED_LOWER, type Expect, type Owner, type Server } from "./relay.ts";
 import type { OriginError } from "./origin.ts";
@@ -26,7 +26,8 @@ export interface ClientSocketData {
 
 let nextPid = (randomBytes(4).readUInt32BE() % 1_000_000_000) + 1;
 
-export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContext, overTls = false) {
+/** onLoggedIn: the client finished start-up and authentication (the listener bounds clients still in it). */
+export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContext, overTls = false, onLoggedIn?: () => void) {
   const out: Outbox = createOutbox(socket);
   const cfg = ctx.config;
   /** The client's mutable state, shared with its cache and lane steps (client-fast.ts). */
@@ -74,6 +75,10 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   const send = (b: Uint8Array) => {
     if (c.st !== St.Closed) out.write(b);
   };
+  /** Reading was stopped because the client's unsent answers passed KVDRIVE_PG_MAX_CLIENT_OUTPUT_BYTES. */
+  let outPaused = false;
+  /** Reading was stopped because more than MAX_IN_FLIGHT requests await the origin's answer. */
+  let expectPaused = false;
 
   /** Sends a fatal error and closes: for protocol violations and failed authentication. */
   function fatal(code: string, message: string) {
@@ -84,7 +89,11 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
 
   /** Bad input closes this client with its SQLSTATE; anything else is our bug, logged, and closes it too. */
   function failed(e: unknown) {
-    if (e instanceof ProtocolError) return fatal(e.code, e.message);
+    if (e instanceof ProtocolError) {
+      if (e.reply === "close") return close(); // as Postgres: no answer to what is not the protocol
+      if (e.reply === "v2") send(errorMessageV2(e.message));
+      return e.reply === "v2" ? close() : fatal(e.code, e.message);
+    }
     ctx.log(`kvdrive pooler: client ${id} failed: ${(e as Error).stack}`);
     fatal("XX000", "internal error in the pooler");
   }
@@ -132,6 +141,10 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     send(b) {
       if (c.tee) fast.record(b);
       send(b);
+      if (expectPaused && (!c.server || c.server.expect.length <= MAX_IN_FLIGHT / 2)) {
+        expectPaused = false;
+        if (!outPaused && !c.waiter) socket.resume();
+      }
     },
     backpressured: () => out.queued() > 0,
     parameterStatus(name, value, fromReplay) {
@@ -621,6 +634,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     c, ctx, socket, overTls, params, sets, pid, key, send, fatal, close, attach, detach, flushToServer, resumeMessages, onAuthOrReady,
     ready() {
       clearTimeout(loginTimer);
+      onLoggedIn?.();
       ctx.register(pid, key, id, cancelRunning, c.pool!);
     },
   });
@@ -648,12 +662,28 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         }
       } catch (e) {
         failed(e);
+      } finally {
+        // A client that sends without reading its answers (a Sync flood) is not read from until they drain.
+        if (!outPaused && c.st !== St.Closed && out.queued() > cfg.pgMaxClientOutputBytes) {
+          outPaused = true;
+          socket.pause();
+        }
+        // Pipelined requests the origin has not answered yet each hold an expectation: bounded the same way.
+        if (!expectPaused && c.server && c.server.expect.length > MAX_IN_FLIGHT) {
+          expectPaused = true;
+          socket.pause();
+        }
       }
     },
     onDrain() {
       if (!out.drain()) return;
       if (c.server) c.server.conn.resume();
       else if (c.busy) ctx.lanes?.resume(laneClient);
+      if (outPaused) {
+        outPaused = false;
+        // Unless reading is stopped for another reason, whose own end resumes it.
+        if (!c.waiter && !c.pausedWhileBusy && !expectPaused && c.st !== St.Validating && !(c.server && c.server.conn.queued() > 0)) socket.resume();
+      }
     },
     onClose() {
       if (c.st !== St.Closed) close();
@@ -669,6 +699,9 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
 }
 
 const utf8 = new TextDecoder();
+
+/** Requests of one client awaiting the origin's answer (a pipeline) past which the client is not read from. */
+const MAX_IN_FLIGHT = 16_384;
 
 const FUNCTION_CALL_REFUSED = errorMessage("0A000", "the fastpath function call protocol is not supported by the pooler; use SELECT");
 const FRONTEND_TYPES = new Set<number>(Object.values(F));

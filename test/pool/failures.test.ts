@@ -109,9 +109,10 @@ describe("opening negotiation", () => {
     const msgs = await r.read((m) => m.type === "E");
     expect(errorOf(msgs.at(-1)!).C).toBe("0A000");
     await r.closed();
+    // An invalid length gets no answer, only the close, as from Postgres (see bounds-startup.test.ts).
     const g = await rawConnect(trust.pooler.port);
     g.write(new Uint8Array([0, 0, 0, 2, 1, 2, 3, 4]));
-    expect(errorOf((await g.read((m) => m.type === "E")).at(-1)!).C).toBe("08P01");
+    expect(await g.read(() => false)).toEqual([]);
     await g.closed();
   });
 });
