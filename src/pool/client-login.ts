@@ -44,10 +44,10 @@ export function createLogin(core: LoginCore) {
   function onStartupData(chunk: Uint8Array) {
     let buf = startupBuf ? Buffer.concat([startupBuf, chunk]) : chunk;
     for (;;) {
-      const pkt = readStartup(buf, 10_000);
+      const pkt = readStartup(buf, cfg.pgMaxLoginMessageBytes);
       if (!pkt) break;
       buf = buf.subarray(pkt[1]);
-      onStartupPacket(pkt[0]);
+      onStartupPacket(pkt[0], buf.length);
       if ((c.st as St) !== St.Startup) break;
     }
     startupBuf = buf.length ? buf.slice() : null;
@@ -58,16 +58,20 @@ export function createLogin(core: LoginCore) {
     }
   }
 
-  function onStartupPacket(body: Uint8Array) {
+  /** `after`: bytes the client sent behind this packet without waiting for its answer. */
+  function onStartupPacket(body: Uint8Array, after: number) {
     const pkt = decodeStartup(body);
     if (pkt.kind === "SSLRequest") {
       if (overTls) return fatal("08P01", "SSLRequest received on a connection that already uses TLS");
-      if (ctx.tls && ctx.upgradeTls(socket)) return;
+      // Bytes sent before the TLS handshake were not encrypted and may have been injected (Postgres refuses them too).
+      if (after === 0 && ctx.tls && ctx.upgradeTls(socket)) return;
       socket.write(new Uint8Array([0x4e])); // 'N'
+      if (after > 0) fatal("08P01", "received unencrypted data after SSL request");
       return;
     }
     if (pkt.kind === "GSSENCRequest") {
       socket.write(new Uint8Array([0x4e]));
+      if (after > 0) fatal("08P01", "received unencrypted data after GSSAPI encryption request");
       return;
     }
     if (pkt.kind === "CancelRequest") {
@@ -84,23 +88,35 @@ export function createLogin(core: LoginCore) {
     if (pkt.version !== PROTOCOL_3_0 || settings.unsupported.length) send(encodeNegotiateProtocolVersion(PROTOCOL_3_0 & 0xffff, settings.unsupported));
     authx = createAuthExchange(ctx.authMethod, c.user, ctx.users.get(c.user), ctx.dummyVerifier);
     c.st = St.Auth;
-    c.frames = createFrames(cfg.pgMaxMessageBytes);
+    c.frames = createFrames(cfg.pgMaxLoginMessageBytes, "KVDRIVE_PG_MAX_LOGIN_MESSAGE_BYTES");
     authStep(authx.begin());
   }
 
+  let failing = false;
   function authStep(r: AuthStep) {
-    if (r.error) return fatal(r.error.code, r.error.message);
+    if (r.error) {
+      // auth_delay: a failed login is answered late, so passwords cannot be tried at speed; meanwhile the socket
+      // is not read and the client still counts against KVDRIVE_PG_MAX_STARTING_CLIENTS.
+      const err = r.error;
+      if (cfg.authFailureDelayMs === 0) return fatal(err.code, err.message);
+      failing = true;
+      socket.pause();
+      setTimeout(() => fatal(err.code, err.message), cfg.authFailureDelayMs).unref?.();
+      return;
+    }
     if (r.send) send(r.send);
     if (r.done) authenticated();
   }
 
   function onAuthMessage(type: number, body: Uint8Array): boolean {
+    if (failing) return true;
     authStep(authx!.step(type, body));
     return true;
   }
 
   function authenticated() {
     c.st = St.Validating;
+    c.frames!.limit(cfg.pgMaxMessageBytes, "KVDRIVE_PG_MAX_MESSAGE_BYTES");
     c.pool = ctx.pool(c.database, c.user);
     const startupParams = () => {
       for (const [k, v] of ctx.defaultParams(c.pool!)) if (!params.has(k)) params.set(k, v);

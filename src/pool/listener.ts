@@ -10,12 +10,29 @@ export interface Listener {
   port: number;
   /** Clients connected now. */
   clients(): number;
+  /** Of those, clients that have not logged in yet. */
+  starting(): number;
   stop(): void;
 }
 
 export function listen(ctx: PoolerContext, host: string, port: number): Listener {
   const cfg = ctx.config;
   let count = 0;
+  /**
+   * Connections that have not logged in yet (start-up, authentication, a failed login's delay). Each holds
+   * little (KVDRIVE_PG_MAX_LOGIN_MESSAGE_BYTES), and this bounds how many: past it a new one is turned away.
+   * A connection's slot is freed once, whichever comes first: login or close (a TLS upgrade keeps the slot).
+   */
+  let starting = 0;
+  const startSlot = () => {
+    starting++;
+    let held = true;
+    return () => {
+      if (held) starting--;
+      held = false;
+    };
+  };
+  const slots = new WeakMap<Socket<ClientSocketData>, () => void>();
   const tlsOptions = cfg.pgTlsCert && cfg.pgTlsKey ? { cert: fs.readFileSync(cfg.pgTlsCert, "utf8"), key: fs.readFileSync(cfg.pgTlsKey, "utf8") } : null;
   const sockets = new Set<Socket<ClientSocketData>>();
 
@@ -26,10 +43,17 @@ export function listen(ctx: PoolerContext, host: string, port: number): Listener
         socket.end();
         return;
       }
+      if (starting >= cfg.pgMaxStartingClients) {
+        socket.write(errorMessage("53300", `too many clients in start-up: KVDRIVE_PG_MAX_STARTING_CLIENTS is ${cfg.pgMaxStartingClients}`, "FATAL"));
+        socket.end();
+        return;
+      }
       count++;
       sockets.add(socket);
       socket.setNoDelay(true);
-      socket.data = { client: createClient(socket, ctx) };
+      const free = startSlot();
+      slots.set(socket, free);
+      socket.data = { client: createClient(socket, ctx, false, free) };
     },
     data(socket: Socket<ClientSocketData>, chunk: Uint8Array) {
       socket.data?.client?.onData(chunk);
@@ -38,6 +62,7 @@ export function listen(ctx: PoolerContext, host: string, port: number): Listener
       socket.data?.client?.onDrain();
     },
     close(socket: Socket<ClientSocketData>) {
+      slots.get(socket)?.();
       if (sockets.delete(socket)) count--;
       socket.data?.client?.onClose();
     },
@@ -51,7 +76,12 @@ export function listen(ctx: PoolerContext, host: string, port: number): Listener
     socket.write(new Uint8Array([0x53])); // 'S'
     const data: ClientSocketData = { client: null };
     const [, tls] = socket.upgradeTLS<ClientSocketData>({ data, tls: tlsOptions, socket: { ...handlers, open() {} } });
-    data.client = createClient(tls, ctx, true);
+    const free = slots.get(socket);
+    if (free) {
+      slots.delete(socket);
+      slots.set(tls, free);
+    }
+    data.client = createClient(tls, ctx, true, free);
     // The plain socket's client is done; the TLS socket continues the start-up.
     (socket.data as ClientSocketData).client = null;
     if (sockets.delete(socket)) sockets.add(tls);
@@ -63,6 +93,7 @@ export function listen(ctx: PoolerContext, host: string, port: number): Listener
   return {
     port: server.port,
     clients: () => count,
+    starting: () => starting,
     stop() {
       const bye = errorMessage("57P01", "terminating connection: the pooler is shutting down", "FATAL");
       for (const s of sockets) {

@@ -121,7 +121,7 @@ export function encodeRowDescription(fields: Field[]): Uint8Array {
 export function decodeRowDescription(body: Uint8Array): Field[] {
   const r = createReader(body);
   const fields: Field[] = [];
-  for (let i = 0, n = r.i16(); i < n; i++) {
+  for (let i = 0, n = r.u16(); i < n; i++) {
     fields.push({ name: r.cstr(), tableOid: r.i32() >>> 0, column: r.i16(), typeOid: r.i32() >>> 0, typeSize: r.i16(), typeModifier: r.i32(), format: r.i16() });
   }
   r.done("RowDescription");
@@ -136,7 +136,7 @@ export function encodeDataRow(values: Array<Uint8Array | null>): Uint8Array {
 export function decodeDataRow(body: Uint8Array): Array<Uint8Array | null> {
   const r = createReader(body);
   const values: Array<Uint8Array | null> = [];
-  for (let i = 0, n = r.i16(); i < n; i++) {
+  for (let i = 0, n = r.u16(); i < n; i++) {
     const len = r.i32();
     values.push(len === -1 ? null : r.bytes(len));
   }
@@ -178,6 +178,9 @@ export function errorMessage(code: string, message: string, severity = "ERROR", 
   return encodeErrorResponse(f);
 }
 
+/** A protocol-2 error, the only answer a protocol-2 client can read: 'E', then "FATAL:  message\n" and a NUL. */
+export const errorMessageV2 = (message: string): Uint8Array => new TextEncoder().encode(`EFATAL:  ${message}\n\0`);
+
 export function encodeNotificationResponse(pid: number, channel: string, payload: string): Uint8Array {
   return w.begin(B.NotificationResponse).i32(pid).cstr(channel).cstr(payload).end().take();
 }
@@ -196,7 +199,7 @@ export function encodeParameterDescription(types: number[]): Uint8Array {
 export function decodeParameterDescription(body: Uint8Array): number[] {
   const r = createReader(body);
   const out: number[] = [];
-  for (let i = 0, n = r.i16(); i < n; i++) out.push(r.i32() >>> 0);
+  for (let i = 0, n = r.u16(); i < n; i++) out.push(r.i32() >>> 0);
   r.done("ParameterDescription");
   return out;
 }
@@ -214,7 +217,7 @@ export function decodeCopyResponse(body: Uint8Array): CopyResponse {
   const r = createReader(body);
   const format = r.i8();
   const columnFormats: number[] = [];
-  for (let i = 0, n = r.i16(); i < n; i++) columnFormats.push(r.i16());
+  for (let i = 0, n = r.u16(); i < n; i++) columnFormats.push(r.i16());
   r.done("CopyResponse");
   return { format, columnFormats };
 }

@@ -4,10 +4,17 @@
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+/**
+ * How a server answers a protocol error, as Postgres does: an ErrorResponse; a protocol-2 error (a bare 'E' and
+ * text, for a client that asked for protocol 2); or no answer at all, just closing (a start-up packet whose length
+ * is invalid: that peer does not speak the protocol, or sent a Terminate before its StartupMessage).
+ */
+export type ErrorReply = "error" | "v2" | "close";
+
 export class ProtocolError extends Error {
   override name = "ProtocolError";
   /** SQLSTATE to report to the peer: 08P01 protocol_violation unless a more precise one applies. */
-  constructor(message: string, readonly code = "08P01") {
+  constructor(message: string, readonly code = "08P01", readonly reply: ErrorReply = "error") {
     super(message);
   }
 }
@@ -96,6 +103,8 @@ export interface Reader {
   remaining(): number;
   i8(): number;
   i16(): number;
+  /** An unsigned 16-bit count: Postgres reads parameter and format counts as uint16 (up to 65,535). */
+  u16(): number;
   i32(): number;
   cstr(): string;
   bytes(n: number): Uint8Array;
@@ -122,6 +131,12 @@ export function createReader(body: Uint8Array): Reader {
     i16() {
       need(2);
       const v = view.getInt16(pos);
+      pos += 2;
+      return v;
+    },
+    u16() {
+      need(2);
+      const v = view.getUint16(pos);
       pos += 2;
       return v;
     },

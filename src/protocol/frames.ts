@@ -15,12 +15,14 @@ export interface Frames {
   resume(onMessage: OnMessage): void;
   /** Puts complete messages back in front of everything not yet processed (the next resume runs them first). */
   unshift(bytes: Uint8Array): void;
+  /** Changes the bound on one message's length (smaller before login, larger after). */
+  limit(maxBytes: number, variable: string): void;
 }
 
 type OnMessage = (type: number, body: Uint8Array, buf: Uint8Array, at: number) => boolean | void;
 
 /** maxBytes bounds one message's length; startup packets (no type byte) are split by readStartup instead. */
-export function createFrames(maxBytes: number): Frames {
+export function createFrames(maxBytes: number, variable = "KVDRIVE_PG_MAX_MESSAGE_BYTES"): Frames {
   // An incomplete message: `acc` is allocated at its full size once the header is known, so a large
   // message arriving in many chunks is copied once, not re-joined per chunk.
   let acc: Uint8Array | null = null;
@@ -29,7 +31,7 @@ export function createFrames(maxBytes: number): Frames {
   const lengthAt = (buf: Uint8Array, at: number) => {
     const len = ((buf[at + 1]! << 24) | (buf[at + 2]! << 16) | (buf[at + 3]! << 8) | buf[at + 4]!) >>> 0;
     if (len < 4) throw new ProtocolError(`invalid message length ${len} for message type ${buf[at]}`);
-    if (len > maxBytes) throw new ProtocolError(`message of ${len} bytes exceeds the limit of ${maxBytes} bytes (KVDRIVE_PG_MAX_MESSAGE_BYTES)`, "54000");
+    if (len > maxBytes) throw new ProtocolError(`message of ${len} bytes exceeds the limit of ${maxBytes} bytes (${variable})`, "54000");
     return len;
   };
   const run = (buf: Uint8Array, onMessage: OnMessage) => {
@@ -87,6 +89,10 @@ export function createFrames(maxBytes: number): Frames {
       if (off < chunk.length) run(off ? chunk.subarray(off) : chunk, onMessage);
     },
     pending: () => (held?.length ?? 0) + filled,
+    limit(max, name) {
+      maxBytes = max;
+      variable = name;
+    },
     unshift(bytes) {
       const parts = [bytes];
       if (held) parts.push(held);
@@ -104,11 +110,15 @@ export function createFrames(maxBytes: number): Frames {
   return frames;
 }
 
-/** Startup-phase packets: an int32 length including itself, then the body. Returns [body, consumed] or null. */
+/**
+ * Startup-phase packets: an int32 length including itself, then the body. Returns [body, consumed] or null.
+ * An invalid length closes without an answer, as Postgres does: that is what a Terminate sent before the
+ * StartupMessage (node-postgres' connect(); end()) or a client of another protocol looks like.
+ */
 export function readStartup(buf: Uint8Array, maxBytes: number): [Uint8Array, number] | null {
   if (buf.length < 4) return null;
   const len = ((buf[0]! << 24) | (buf[1]! << 16) | (buf[2]! << 8) | buf[3]!) >>> 0;
-  if (len < 8 || len > maxBytes) throw new ProtocolError(`invalid startup packet length ${len}`);
+  if (len < 8 || len > maxBytes) throw new ProtocolError(`invalid length of startup packet: ${len} (must be 8..${maxBytes})`, "08P01", "close");
   if (buf.length < len) return null;
   return [buf.subarray(4, len), len];
 }

@@ -63,19 +63,26 @@ export function decodeStartup(body: Uint8Array): StartupPacket {
   if (code === SSL_REQUEST_CODE) return r.done("SSLRequest"), { kind: "SSLRequest" };
   if (code === GSSENC_REQUEST_CODE) return r.done("GSSENCRequest"), { kind: "GSSENCRequest" };
   if (code === CANCEL_REQUEST_CODE) {
+    // Postgres closes without an answer on a malformed cancel: nobody is listening for one.
+    if (body.length < 12 || body.length > 260) throw new ProtocolError(`invalid length of query cancel packet: ${body.length + 4}`, "08P01", "close");
     const pid = r.i32();
-    const key = r.rest();
-    if (key.length < 4 || key.length > 256) throw new ProtocolError(`CancelRequest key of ${key.length} bytes is outside 4..256`);
-    return { kind: "CancelRequest", pid, key };
+    return { kind: "CancelRequest", pid, key: r.rest() };
   }
-  if (code >>> 16 !== 3) throw new ProtocolError(`unsupported frontend protocol ${code >>> 16}.${code & 0xffff}: server supports 3.0 to 3.2`, "0A000");
+  const major = code >>> 16;
+  // A protocol-2 client could not read an ErrorResponse: Postgres answers it in protocol 2's form.
+  if (major !== 3) throw new ProtocolError(`unsupported frontend protocol ${major}.${code & 0xffff}: server supports 3.0 to 3.2`, "0A000", major < 3 ? "v2" : "error");
+  // Postgres' own checks and words: name/value pairs, then one terminating NUL as the last byte.
+  const layout = () => new ProtocolError("invalid startup packet layout: expected terminator as last byte");
+  if (body[body.length - 1] !== 0) throw layout();
   const params: Record<string, string> = Object.create(null);
   for (;;) {
+    if (r.remaining() === 0) throw layout();
     const k = r.cstr();
     if (k === "") break;
+    if (r.remaining() === 0) throw layout();
     params[k] = r.cstr();
   }
-  r.done("StartupMessage");
+  if (r.remaining() !== 0) throw layout();
   return { kind: "Startup", version: code, params };
 }
 
@@ -96,7 +103,7 @@ export function decodeParse(body: Uint8Array): Parse {
   const r = createReader(body);
   const name = r.cstr();
   const query = r.cstr();
-  const n = r.i16();
+  const n = r.u16();
   const paramTypes: number[] = [];
   for (let i = 0; i < n; i++) paramTypes.push(r.i32() >>> 0);
   r.done("Parse");
@@ -117,15 +124,15 @@ export function decodeBind(body: Uint8Array): Bind {
   const portal = r.cstr();
   const statement = r.cstr();
   const paramFormats: number[] = [];
-  for (let i = 0, n = r.i16(); i < n; i++) paramFormats.push(r.i16());
+  for (let i = 0, n = r.u16(); i < n; i++) paramFormats.push(r.i16());
   const params: Array<Uint8Array | null> = [];
-  for (let i = 0, n = r.i16(); i < n; i++) {
+  for (let i = 0, n = r.u16(); i < n; i++) {
     const len = r.i32();
     if (len < -1) throw new ProtocolError(`Bind parameter ${i + 1} has invalid length ${len}`);
     params.push(len === -1 ? null : r.bytes(len));
   }
   const resultFormats: number[] = [];
-  for (let i = 0, n = r.i16(); i < n; i++) resultFormats.push(r.i16());
+  for (let i = 0, n = r.u16(); i < n; i++) resultFormats.push(r.i16());
   r.done("Bind");
   return { portal, statement, paramFormats, params, resultFormats };
 }
@@ -149,17 +156,18 @@ export function checkBindAt(buf: Uint8Array, start: number, end: number): number
   const st = buf.indexOf(0, start);
   if (st < 0 || st >= end) throw new ProtocolError("Bind message is malformed: portal or statement name is not NUL-terminated");
   let at = st + 1;
-  const i16 = () => {
+  // Counts are unsigned 16-bit, as Postgres reads them: up to 65,535 parameters.
+  const u16 = () => {
     if (at + 2 > end) throw new ProtocolError("Bind message is truncated");
-    const v = ((buf[at]! << 24) | (buf[at + 1]! << 16)) >> 16;
+    const v = (buf[at]! << 8) | buf[at + 1]!;
     at += 2;
     return v;
   };
-  const nf = i16();
-  if (nf < 0) throw new ProtocolError(`Bind has a negative format count ${nf}`);
+  const nf = u16();
+  if (at + 2 * nf > end) throw new ProtocolError("Bind message is truncated");
   at += 2 * nf;
-  const np = i16();
-  if (np < 0 || (nf > 1 && nf !== np)) throw new ProtocolError(`Bind has ${np} parameters but ${nf} parameter formats`);
+  const np = u16();
+  if (nf > 1 && nf !== np) throw new ProtocolError(`Bind has ${np} parameters but ${nf} parameter formats`);
   for (let i = 0; i < np; i++) {
     if (at + 4 > end) throw new ProtocolError("Bind message is truncated");
     const len = (buf[at]! << 24) | (buf[at + 1]! << 16) | (buf[at + 2]! << 8) | buf[at + 3]!;
@@ -167,8 +175,8 @@ export function checkBindAt(buf: Uint8Array, start: number, end: number): number
     if (len < -1 || at + Math.max(0, len) > end) throw new ProtocolError(`Bind parameter ${i + 1} has length ${len}, beyond the message`);
     if (len > 0) at += len;
   }
-  const nr = i16();
-  if (nr < 0 || at + 2 * nr !== end) throw new ProtocolError("Bind message has a wrong result-format section");
+  const nr = u16();
+  if (at + 2 * nr !== end) throw new ProtocolError("Bind message has a wrong result-format section");
   return st;
 }
 
@@ -199,7 +207,8 @@ export function matchPreparedCall(buf: Uint8Array, unnamed = false): { nameStart
   return { nameStart: 6, nameEnd, bindEnd, describe };
 }
 
-const DESCRIBE_PORTAL = new Uint8Array([0x44, 0, 0, 0, 6, 0x50, 0]);
+/** Describe of the unnamed portal. */
+export const DESCRIBE_PORTAL = new Uint8Array([0x44, 0, 0, 0, 6, 0x50, 0]);
 
 /** A call that starts with a Bind, with a Describe of the unnamed portal put right after the Bind. */
 export function withPortalDescribe(call: Uint8Array): Uint8Array {
@@ -339,10 +348,11 @@ export function decodeFunctionCall(body: Uint8Array): FunctionCall {
   const r = createReader(body);
   const oid = r.i32() >>> 0;
   const argFormats: number[] = [];
-  for (let i = 0, n = r.i16(); i < n; i++) argFormats.push(r.i16());
+  for (let i = 0, n = r.u16(); i < n; i++) argFormats.push(r.i16());
   const args: Array<Uint8Array | null> = [];
-  for (let i = 0, n = r.i16(); i < n; i++) {
+  for (let i = 0, n = r.u16(); i < n; i++) {
     const len = r.i32();
+    if (len < -1) throw new ProtocolError(`FunctionCall argument ${i + 1} has invalid length ${len}`);
     args.push(len === -1 ? null : r.bytes(len));
   }
   const resultFormat = r.i16();

@@ -1,0 +1,71 @@
+// Resource tests: a pooler in its own process is flooded the ways an attacker would (Syncs without reading,
+// huge messages before login, NOTIFY of invented table names), and its RSS, read from /proc, must grow by a
+// bounded amount; every answer still arrives, in order.
+import { setDefaultTimeout } from "bun:test";
+setDefaultTimeout(180_000); // per file: bun applies a preloaded default to the first file only
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import pg from "pg";
+import { B } from "../../src/protocol/backend.ts";
+import { encodeQuery, encodeStartup, SYNC } from "../../src/protocol/frontend.ts";
+import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
+import { floodConnect, startChildPooler, until, type ChildPooler } from "./bounds-helpers.ts";
+
+const MiB = 1024 * 1024;
+let origin: TestPostgres;
+let pooler: ChildPooler;
+
+beforeAll(async () => {
+  origin = await startTestPostgres();
+  pooler = await startChildPooler(origin.url, { pgAuth: "trust", pgMaxClientOutputBytes: MiB });
+}, 120_000);
+afterAll(async () => {
+  await pooler?.stop();
+  await origin?.destroy();
+}, 60_000);
+
+/** Logs in, then writes `total` bytes of Syncs (after `prefix`) without reading; returns the RSS growth seen while stalled. */
+async function syncFlood(prefix: Uint8Array[], total: number) {
+  const conn = await floodConnect(pooler.port, origin.user);
+  const statuses: number[] = [];
+  let errors = 0;
+  conn.onMessage((type, body) => {
+    if (type === B.ReadyForQuery) statuses.push(body[0]!);
+    if (type === B.ErrorResponse) errors++;
+  });
+  await until(() => statuses.length === 1, "login");
+  for (const p of prefix) conn.write(p);
+  await until(() => statuses.length === 1 + prefix.length, "the prefix's answers");
+  const before = await pooler.retained();
+  conn.reading(false);
+  const block = new Uint8Array(64 * 1024 - ((64 * 1024) % 5));
+  for (let i = 0; i < block.length; i += 5) block.set(SYNC, i);
+  const blocks = Math.ceil(total / block.length);
+  for (let i = 0; i < blocks; i++) conn.write(block);
+  const syncs = (blocks * block.length) / 5;
+  // Once the pooler stops reading, what the test wrote stays queued in the test: wait for that to settle.
+  let last = -1;
+  for (let still = 0, i = 0; still < 4 && i < 400; i++) {
+    still = conn.unsent() === last ? still + 1 : 0;
+    last = conn.unsent();
+    await Bun.sleep(250);
+  }
+  const grown = (await pooler.retained()) - before;
+  expect(conn.unsent()).toBeGreaterThan(0); // the pooler stopped reading: the flood waits on the flooder's side
+  conn.reading(true);
+  await until(() => statuses.length === 1 + prefix.length + syncs, `${syncs} ReadyForQuery`, 120_000);
+  expect(errors).toBe(0);
+  const expected = prefix.length ? 0x54 : 0x49; // 'T' inside the transaction the prefix opened, else 'I'
+  expect(statuses.slice(1 + prefix.length).every((s) => s === expected)).toBe(true);
+  conn.end();
+  return grown;
+}
+
+test("a Sync flood from an idle client that never reads grows the pooler's RSS by a bounded amount", async () => {
+  const grown = await syncFlood([], 12 * MiB);
+  expect(grown).toBeLessThan(48 * MiB); // before the bound: +389 MiB for 10 MB of Syncs
+});
+
+test("a Sync flood inside a transaction (answered by the origin) is bounded too", async () => {
+  const grown = await syncFlood([encodeQuery("begin")], 12 * MiB);
+  expect(grown).toBeLessThan(48 * MiB);
+});
