@@ -65,6 +65,9 @@ export const SETTINGS = {
   // KV read cache
   cacheBytes: int("KVDRIVE_CACHE_BYTES", 64 * MiB, 0, 64 * 1024 * MiB, "In-process KV read cache bound in bytes (0 disables it)."),
 
+  // Workers runtime (issue 14): the KV binding protocol workerd speaks, for `kvNamespace` bindings
+  workerdPort: str("KVDRIVE_WORKERD_PORT", "8789", "Port of the workerd KV-binding listener on KVDRIVE_HOST (0 picks a free port, off disables it)."),
+
   // Postgres pooler (Hyperdrive)
   pgPort: int("KVDRIVE_PG_PORT", 6432, 0, 65535, "Postgres wire-protocol listener port (0 picks a free port)."),
   originDatabaseUrl: str("ORIGIN_DATABASE_URL", undefined, "Origin Postgres for the pooler. Unset: the embedded Postgres."),
@@ -169,6 +172,9 @@ function validate(cfg: Config) {
   }
   if (cfg.replication && cfg.replication !== "primary" && !cfg.replicaDatabaseUrl.length && !cfg.replicaS3Bucket) {
     throw new ConfigError(`KVDRIVE_REPLICATION=${cfg.replication} needs a second backend: set KVDRIVE_REPLICA_S3_BUCKET or KVDRIVE_REPLICA_DATABASE_URL`);
+  }
+  if (cfg.workerdPort !== "off" && !(/^\d{1,5}$/.test(cfg.workerdPort) && Number(cfg.workerdPort) <= 65535)) {
+    throw new ConfigError(`KVDRIVE_WORKERD_PORT=${JSON.stringify(cfg.workerdPort)} must be a port number 0..65535 or off`);
   }
   if (Boolean(cfg.pgTlsCert) !== Boolean(cfg.pgTlsKey)) throw new ConfigError("KVDRIVE_PG_TLS_CERT and KVDRIVE_PG_TLS_KEY must be set together");
 }

@@ -12,6 +12,7 @@ import { createHttpApp } from "./http/app.ts";
 import { sqlRoutes } from "./sql/routes.ts";
 import { kvAdminRoutes } from "./kv/admin.ts";
 import { startPooler, type Pooler } from "./pool/pooler.ts";
+import { startWorkerdListener, type WorkerdListener } from "./workerd/listener.ts";
 
 export interface StartOptions {
   config: Config;
@@ -30,6 +31,8 @@ export interface Kvdrive {
   pooler: Pooler;
   pgPort: number;
   pgUrl: string;
+  /** The workerd KV-binding listener's port (KVDRIVE_WORKERD_PORT), or null when it is off. */
+  workerdPort: number | null;
   stop(): Promise<void>;
 }
 
@@ -84,6 +87,14 @@ export async function startKvdrive(opts: StartOptions): Promise<Kvdrive> {
     });
     const httpUrl = `http://${config.host}:${server.port}`;
     log(`kvdrive HTTP listening on ${httpUrl}`);
+    let workerd: WorkerdListener | null;
+    try {
+      workerd = await startWorkerdListener({ config, kv, apiToken, clock, metrics, log, instance: { pid: process.pid, http: httpUrl, postgres: `${config.host}:${pooler.port}` } });
+    } catch (e) {
+      server.stop(true);
+      await kv.close();
+      throw e;
+    }
 
     let stopping: Promise<void> | undefined;
     return {
@@ -95,11 +106,13 @@ export async function startKvdrive(opts: StartOptions): Promise<Kvdrive> {
       pooler,
       pgPort: pooler.port,
       pgUrl: pooler.connectionString(),
+      workerdPort: workerd?.port ?? null,
       stop() {
         // Order matters: stop accepting, flush what was accepted, then close storage.
         stopping ??= (async () => {
           await pooler!.stop();
           await server.stop(false);
+          await workerd?.stop();
           await kv.close();
           await stopAll();
         })();

@@ -4,3 +4,6 @@
 import { setDefaultTimeout } from "bun:test";
 
 setDefaultTimeout(120_000);
+// Every kvdrive a test starts (in process or as `bun src/main.ts` with process.env) takes a free port for the
+// workerd KV-binding listener, so test files and parallel runs never race for its default 8789.
+process.env.KVDRIVE_WORKERD_PORT ??= "0";

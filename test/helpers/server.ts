@@ -14,7 +14,7 @@ export interface TestServer extends Kvdrive {
 
 export async function startTestServer(databaseUrl: string, overrides: Partial<Config> = {}, clock?: Clock): Promise<TestServer> {
   const dataDir = tempDir("kvdrive-srv-");
-  const config = loadConfig({ databaseUrl: [databaseUrl], dataDir, httpPort: 0, pgPort: 0, apiToken: TEST_TOKEN, ...overrides }, {});
+  const config = loadConfig({ databaseUrl: [databaseUrl], dataDir, httpPort: 0, pgPort: 0, workerdPort: "0", apiToken: TEST_TOKEN, ...overrides }, {});
   const kvd = await startKvdrive({ config, clock });
   return {
     ...kvd,

@@ -1,0 +1,135 @@
+// Serves workerd's KV binding protocol (protocol.ts) over the KV service the REST API uses: same validation,
+// limits, versions, cache and group commit. Every request carries the API token and the namespace id, both
+// injected by the workerd config (`injectRequestHeaders`). Errors keep the Cloudflare envelope as their body and
+// put its message in the reason phrase, which is all the Worker sees.
+import type { Clock } from "../clock.ts";
+import { readJson, readLimited } from "../http/body.ts";
+import { authGate } from "../http/auth.ts";
+import { errorResponse, fail } from "../http/envelope.ts";
+import { CODE } from "../kv/codes.ts";
+import { KVError } from "../kv/errors.ts";
+import * as L from "../kv/limits.ts";
+import type { KVService, KVValue } from "../kv/types.ts";
+import { resolveExpiration, validateCacheTtl, validateKey, validateListLimit, validateMetadata } from "../kv/validate.ts";
+import { EXPIRATION_HEADER, METADATA_HEADER, NAMESPACE_HEADER, parseMetadataHeader, parseOperation, reasonPhrase, type Operation } from "./protocol.ts";
+
+export interface BindingHandlerOptions {
+  kv: KVService;
+  apiToken: string;
+  clock: Clock;
+  /** The HTTP API's gate settings (KVDRIVE_AUTH_FAILURE_DELAY_MS, KVDRIVE_HTTP_AUTH_FAILURE_MAX_PENDING). */
+  authFailureDelayMs: number;
+  authFailureMaxPending: number;
+}
+
+/** Handles one request; `rawUrl` is the request target exactly as sent (keys are decoded from it once). */
+export type BindingHandler = (req: Request, rawUrl: string) => Promise<Response>;
+
+const MAX_BULK_GET_BODY = 1024 * 1024;
+const valueTooLarge = (size: number) => new KVError(413, CODE.valueTooLarge, `Value length of ${size} exceeds limit of ${L.MAX_VALUE_BYTES}.`);
+const bulkBodyTooLarge = (size: number) => new KVError(413, CODE.badRequest, `Request body of ${size} bytes exceeds limit of ${MAX_BULK_GET_BODY}.`);
+const decoder = new TextDecoder();
+const JSON_HEADERS = { "content-type": "application/json" };
+
+/** The Cloudflare envelope as the body, its message as the reason phrase. */
+async function errorOut(e: unknown): Promise<Response> {
+  const r = e instanceof KVError ? fail(e.status, e.code, e.message) : errorResponse(e);
+  const body = await r.text();
+  const message = (JSON.parse(body) as { errors: Array<{ message: string }> }).errors[0]?.message ?? "error";
+  return new Response(body, { status: r.status, statusText: reasonPhrase(message), headers: JSON_HEADERS });
+}
+
+function bulkValue(v: KVValue, type: "text" | "json", key: string): unknown {
+  const text = decoder.decode(v.value);
+  if (type === "text") return text;
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new KVError(400, CODE.badRequest, `The value of key ${JSON.stringify(key)} is not valid JSON; ask for type "text".`);
+  }
+}
+
+export function createBindingHandler({ kv, apiToken, clock, authFailureDelayMs, authFailureMaxPending }: BindingHandlerOptions): BindingHandler {
+  const gate = authGate({ apiToken, failureDelayMs: authFailureDelayMs, maxPending: authFailureMaxPending });
+  const nowSeconds = () => Math.floor(clock.now() / 1000);
+
+  async function get(account: string, ns: string, op: Extract<Operation, { op: "get" }>): Promise<Response> {
+    const v = await kv.get(account, ns, op.key, { cacheTtl: validateCacheTtl(op.query.get("cache_ttl")) });
+    if (!v) return new Response(null, { status: 404, statusText: "Not Found" });
+    // One round trip for getWithMetadata: the metadata rides along in a header.
+    const headers: Record<string, string> = { "content-type": "application/octet-stream" };
+    if (v.metadata !== null) headers[METADATA_HEADER] = v.metadata;
+    if (v.expiration !== null) headers[EXPIRATION_HEADER] = String(v.expiration);
+    return new Response(v.value, { headers });
+  }
+
+  async function put(account: string, ns: string, req: Request, op: Extract<Operation, { op: "put" }>): Promise<Response> {
+    const expiration = resolveExpiration(op.query.get("expiration"), op.query.get("expiration_ttl"), nowSeconds());
+    const metadata = parseMetadataHeader(req.headers.get(METADATA_HEADER));
+    validateMetadata(metadata);
+    const value = await readLimited(req, L.MAX_VALUE_BYTES, valueTooLarge);
+    await kv.put(account, ns, { key: op.key, value, metadata, expiration });
+    return new Response(null, { status: 200 });
+  }
+
+  async function list(account: string, ns: string, op: Extract<Operation, { op: "list" }>): Promise<Response> {
+    const limit = validateListLimit(op.query.get("key_count_limit"));
+    const res = await kv.list(account, ns, { prefix: op.query.get("prefix") || undefined, limit, cursor: op.query.get("cursor") || undefined });
+    // Metadata stays serialized: workerd JSON-parses a string and would pass an object through unchanged.
+    const body: Record<string, unknown> = { keys: res.keys, list_complete: res.cursor === "" };
+    if (res.cursor !== "") body.cursor = res.cursor;
+    return new Response(JSON.stringify(body), { headers: JSON_HEADERS });
+  }
+
+  async function bulkGet(account: string, ns: string, req: Request): Promise<Response> {
+    const body = await readJson(req, MAX_BULK_GET_BODY, bulkBodyTooLarge);
+    if (typeof body !== "object" || body === null || Array.isArray(body)) throw new KVError(400, CODE.badRequest, "The body must be a JSON object.");
+    const { keys, type = "text", withMetadata, cacheTtl } = body as Record<string, unknown>;
+    if (!Array.isArray(keys) || keys.some((k) => typeof k !== "string")) throw new KVError(400, CODE.badRequest, "'keys' must be an array of strings.");
+    if (keys.length < 1 || keys.length > L.MAX_BULK_GET_KEYS) throw new KVError(400, CODE.badRequest, `Bulk get of ${keys.length} keys is outside the allowed 1..${L.MAX_BULK_GET_KEYS}.`);
+    if (type !== "text" && type !== "json") throw new KVError(400, CODE.badRequest, `Invalid type ${JSON.stringify(type)}: a bulk get takes "text" or "json".`);
+    for (const k of keys as string[]) validateKey(k);
+    const ttl = validateCacheTtl(cacheTtl === undefined ? null : String(cacheTtl));
+    const found = await kv.getMany(account, ns, keys as string[], { cacheTtl: ttl });
+    const out: Record<string, unknown> = {};
+    (keys as string[]).forEach((k, i) => {
+      const v = found[i];
+      if (!v) out[k] = null;
+      else if (withMetadata === true) out[k] = { value: bulkValue(v, type, k), metadata: v.metadata === null ? null : JSON.parse(v.metadata) };
+      else out[k] = bulkValue(v, type, k);
+    });
+    return new Response(JSON.stringify(out), { headers: JSON_HEADERS });
+  }
+
+  return async (req, rawUrl) => {
+    try {
+      const refused = gate.check(req);
+      if (refused) {
+        // The API's gate (same token, delay and bound), but a wrong token is 401 here too: the Worker cannot
+        // tell a missing header from a wrong one, and both are the config's fault.
+        const denied = await refused;
+        const error = ((await denied.json()) as { errors: Array<{ code: number; message: string }> }).errors[0]!;
+        return await errorOut(new KVError(denied.status === 403 ? 401 : denied.status, error.code, error.message));
+      }
+      const ns = req.headers.get(NAMESPACE_HEADER);
+      if (!ns) throw new KVError(400, CODE.badRequest, "The X-Kvdrive-Namespace header is missing: inject it with injectRequestHeaders in the workerd config.");
+      const account = await kv.accountOf(ns);
+      const op = parseOperation(req.method, rawUrl);
+      switch (op.op) {
+        case "get":
+          return await get(account, ns, op);
+        case "put":
+          return await put(account, ns, req, op);
+        case "delete":
+          await kv.delete(account, ns, op.key);
+          return new Response(null, { status: 200 });
+        case "list":
+          return await list(account, ns, op);
+        case "bulk_get":
+          return await bulkGet(account, ns, req);
+      }
+    } catch (e) {
+      return errorOut(e);
+    }
+  };
+}

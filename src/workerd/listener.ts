@@ -1,0 +1,144 @@
+// The KV-binding listener (KVDRIVE_WORKERD_PORT): the HTTP server workerd's `kvNamespace` bindings talk to.
+// node:http rather than Bun.serve, because the Worker sees only the reason phrase of an error and Bun.serve
+// always sends the standard one ("Payload Too Large"); node:http sends ours.
+import http from "node:http";
+import fs from "node:fs";
+import path from "node:path";
+import type { Clock } from "../clock.ts";
+import type { Config } from "../config.ts";
+import type { KVService } from "../kv/types.ts";
+import type { Registry } from "../metrics/registry.ts";
+import { createBindingHandler } from "./handler.ts";
+import { INSTANCE_FILE, type InstanceInfo } from "./instance.ts";
+
+export interface WorkerdListener {
+  port: number;
+  /** HOST:PORT for a workerd `external` service. */
+  address: string;
+  stop(): Promise<void>;
+}
+
+export interface WorkerdListenerOptions {
+  config: Config;
+  kv: KVService;
+  apiToken: string;
+  clock: Clock;
+  metrics: Registry;
+  /** What `bun run kvdrive workerd-config` needs to find this process, written to the data dir. */
+  instance: Omit<InstanceInfo, "workerd">;
+  log?: (line: string) => void;
+}
+
+// A body the handler refused before reading it (a declared length over the limit, a bad TTL) is read and
+// dropped up to this much, so the client gets to read the error instead of a reset; past it the socket closes.
+const MAX_DRAIN_BYTES = 64 * 1024 * 1024;
+const HEADERS_TIMEOUT_MS = 60_000;
+
+/** Starts the listener, or returns null when KVDRIVE_WORKERD_PORT is off. */
+export async function startWorkerdListener(o: WorkerdListenerOptions): Promise<WorkerdListener | null> {
+  const file = path.join(o.config.dataDir, INSTANCE_FILE);
+  if (o.config.workerdPort === "off") {
+    writeInstance(file, { ...o.instance, workerd: null });
+    return null;
+  }
+  const handle = createBindingHandler({
+    kv: o.kv, apiToken: o.apiToken, clock: o.clock,
+    authFailureDelayMs: o.config.authFailureDelayMs, authFailureMaxPending: o.config.httpAuthFailureMaxPending,
+  });
+  const requests = o.metrics.counter("kvdrive_workerd_requests_total", "Requests on the workerd KV-binding listener by method and status");
+  const series = new Map<string, { inc(): void }>();
+
+  const server = http.createServer({ maxHeaderSize: 16 * 1024 }, (req, res) => void serve(req, res));
+  server.headersTimeout = HEADERS_TIMEOUT_MS;
+
+  async function serve(req: http.IncomingMessage, res: http.ServerResponse) {
+    const method = req.method ?? "GET";
+    const headers = new Headers();
+    for (let i = 0; i < req.rawHeaders.length; i += 2) headers.append(req.rawHeaders[i]!, req.rawHeaders[i + 1]!);
+    const hasBody = method !== "GET" && method !== "HEAD";
+    const body = hasBody ? bodyStream(req) : null;
+    const request = new Request("http://kvdrive.local/", { method, headers, body: body?.stream ?? null, duplex: "half" } as RequestInit);
+    const response = await handle(request, req.url ?? "/");
+    const out: Record<string, string> = {};
+    response.headers.forEach((v, k) => (out[k] = v));
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    out["content-length"] = String(bytes.byteLength);
+    res.writeHead(response.status, response.statusText || http.STATUS_CODES[response.status] || "", out);
+    res.end(bytes);
+    body?.drain();
+    const id = `${method} ${response.status}`;
+    let c = series.get(id);
+    if (!c) series.set(id, (c = requests.with({ method: series.size < 100 ? method : "other", status: response.status })));
+    c.inc();
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(Number(o.config.workerdPort), o.config.host, () => resolve());
+  });
+  const port = (server.address() as { port: number }).port;
+  const address = `${connectHost(o.config.host)}:${port}`;
+  writeInstance(file, { ...o.instance, workerd: address });
+  o.log?.(`kvdrive workerd KV-binding listener on ${o.config.host}:${port}`);
+  return {
+    port,
+    address,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections?.();
+      }),
+  };
+}
+
+/**
+ * The request body as a web stream, pulled on demand so a refused body is never held in memory. Once the handler
+ * stops reading (cancel) or has answered (drain), the rest is read and dropped up to MAX_DRAIN_BYTES, so the
+ * client can read the answer; past that the socket is closed.
+ */
+function bodyStream(req: http.IncomingMessage): { stream: ReadableStream<Uint8Array>; drain(): void } {
+  let discarding = false;
+  let dropped = 0;
+  let controller!: ReadableStreamDefaultController<Uint8Array>;
+  const discard = () => {
+    if (discarding) return;
+    discarding = true;
+    req.resume();
+  };
+  req.pause();
+  req.on("data", (chunk: Buffer) => {
+    if (discarding) {
+      dropped += chunk.length;
+      if (dropped > MAX_DRAIN_BYTES) req.socket.destroy();
+      return;
+    }
+    controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+    if ((controller.desiredSize ?? 1) <= 0) req.pause();
+  });
+  req.on("end", () => {
+    if (!discarding) controller.close();
+  });
+  req.on("error", (e) => {
+    if (!discarding) controller.error(e);
+  });
+  const stream = new ReadableStream<Uint8Array>({
+    start(c) {
+      controller = c;
+    },
+    pull() {
+      req.resume();
+    },
+    cancel: discard,
+  });
+  return { stream, drain: () => (req.readableEnded ? undefined : discard()) };
+}
+
+/** The address a client on this machine dials for a listener bound to `host`. */
+export function connectHost(host: string): string {
+  if (host === "0.0.0.0" || host === "" || host === "::") return "127.0.0.1";
+  return host.includes(":") ? `[${host}]` : host;
+}
+
+function writeInstance(file: string, info: InstanceInfo) {
+  fs.writeFileSync(file, JSON.stringify(info) + "\n", { mode: 0o600 });
+}
