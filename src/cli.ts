@@ -1,6 +1,7 @@
 // `bun run kvdrive <command>`: operations on the storage of a kvdrive deployment, online.
 //   rebalance                                   move the keys whose shard changed after adding a cluster
 //   backfill --to replica|primary [--namespace ID]   copy every entry into a (new) backend
+//   workerd-config, dev                         a Worker in workerd with env.KV / env.HYPERDRIVE served by kvdrive
 // Both show a progress bar, can be stopped with Ctrl-C and resumed by running them again, and use conditional
 // writes, so they are safe next to live traffic. The clusters are DATABASE_URL's, or, without it, those of
 // the kvdrive running on this data dir (its storage.json).
@@ -12,6 +13,7 @@ import { backfill } from "./gateway/backfill.ts";
 import { createRegistry } from "./metrics/registry.ts";
 import { openStorage } from "./storage/open.ts";
 import { rebalance } from "./storage/rebalance.ts";
+import { runWorkerdCommand, WORKERD_USAGE, WorkerdUsageError } from "./workerd/commands.ts";
 
 const USAGE = `usage: bun run kvdrive <command>
 
@@ -20,6 +22,7 @@ commands:
                                     owner changed (about 1/N of them) to it; resumable
   backfill --to replica|primary [--namespace ID]
                                     copy every entry into that backend with conditional writes; resumable
+${WORKERD_USAGE}
   help                              this text
 
 The clusters are DATABASE_URL's; without it, those of the kvdrive running on KVDRIVE_DATA_DIR.`;
@@ -74,6 +77,7 @@ export function progressBar(label: string, out: { write(s: string): unknown; isT
 }
 
 export async function runCli(argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
+  if (argv[0] === "workerd-config" || argv[0] === "dev") return runWorkerdCommand(argv, env);
   const { command, flags } = parseArgs(argv);
   if (command === "help" || command === "--help" || command === "-h") {
     console.log(USAGE);
@@ -131,7 +135,7 @@ if (import.meta.main) {
   try {
     process.exit(await runCli(process.argv.slice(2)));
   } catch (e) {
-    if (e instanceof UsageError) {
+    if (e instanceof UsageError || e instanceof WorkerdUsageError) {
       console.error(`kvdrive: ${e.message}\n\n${USAGE}`);
       process.exit(2);
     }
