@@ -3,13 +3,13 @@
 // Parse with its call, or Bind/Describe/Execute/Sync collected message by message. Each either takes the
 // request (answered, or in flight with the client busy until it is) or leaves it to the ordinary path.
 import type { Socket } from "bun";
-import { checkBind, checkBindAt, decodeParse, decodeQuery, F, matchPreparedCall, matchUnnamedCall, renameBindStatement as rewriteBind, renamePreparedCall, withPortalDescribe } from "../protocol/frontend.ts";
+import { checkBind, checkBindAt, DESCRIBE_PORTAL, decodeParse, decodeQuery, F, matchPreparedCall, matchUnnamedCall, renameBindStatement as rewriteBind, renamePreparedCall, withPortalDescribe } from "../protocol/frontend.ts";
 import { PARSE_COMPLETE } from "../protocol/backend.ts";
 import { createAnswerRecorder, REPLY_BOUND, REPLY_BUILDERS, REPLY_DESCRIBED, REPLY_PARSED, REPLY_SIMPLE, type Classification } from "./cache-path.ts";
 import { St, type ClientState, type Stmt } from "./client-state.ts";
 import type { PoolerContext } from "./context.ts";
 import type { LaneClient } from "./lanes.ts";
-import { EXPECT_DESCRIBE, EXPECT_DESCRIBE_HIDDEN, EXPECT_EXECUTE, K, type Server } from "./relay.ts";
+import { EXPECT_DESCRIBE, EXPECT_DESCRIBE_HIDDEN, EXPECT_EXECUTE, K, SKIPPED, type Server } from "./relay.ts";
 import { sessionEffect } from "./session.ts";
 
 /** What the fast paths use of their client: its state, and the steps of its ordinary path. */
@@ -363,9 +363,76 @@ export function createFastPaths(core: ClientCore) {
     resumeAfterBusy();
     resumeMessages();
   }
-  return { preparedCall, unnamedCall, queryOnLane, tryCache, collectBatch, record, endTee, resumeAfterBusy };
+  /**
+   * A driver's first call of a statement comes on the connection it borrowed for the Parse (and Describe) of it:
+   * node-postgres' named query (Parse, Bind, Describe, Execute, Sync in one write), postgres.js (Parse, Describe,
+   * Flush, then Bind, Execute, Sync). A cacheable call there is recorded as it streams back, so the next call can
+   * be a hit. `ordinary` sees every message of the ordinary path before it goes to the origin.
+   */
+  let held: { s: Server; parseOnly: boolean; rec: CacheRecorder | null; described: boolean; executed: boolean } | null = null;
+
+  function ordinary(type: number, body: Uint8Array, s: Server) {
+    if (!held || held.s !== s) held = { s, parseOnly: c.status === 0x49 && !c.pinned && s.status === 0x49 && s.expect.length === 0 && !s.unsynced, rec: null, described: false, executed: false };
+    const h = held;
+    if (h.rec) {
+      if (type === F.Flush) return;
+      if (type === F.Describe && !h.executed && body.length === 2 && body[0] === 0x50 && body[1] === 0) return void (h.described = true);
+      if (type === F.Execute && !h.executed && body.length === 5 && body[0] === 0 && body[1]! + body[2]! + body[3]! + body[4]! === 0) {
+        h.executed = true;
+        // The recording starts with the RowDescription: without the client's Describe, one is added and kept from it.
+        if (!h.described) {
+          toOrigin(DESCRIBE_PORTAL);
+          s.push(EXPECT_DESCRIBE_HIDDEN);
+        }
+        return;
+      }
+      if (type === F.Sync && h.executed) return void (held = null); // the recording ends at its ReadyForQuery
+      abandonHeld();
+      return;
+    }
+    if (type === F.Sync || type === F.Query) return void (held = null);
+    if (type === F.Parse || type === F.Flush || (type === F.Describe && body[0] === 0x53)) return;
+    if (type === F.Bind && h.parseOnly) recordHeld(h, body, s);
+    h.parseOnly = false;
+  }
+
+  function recordHeld(h: NonNullable<typeof held>, body: Uint8Array, s: Server) {
+    const [ns, ne] = checkBind(body);
+    if (body[0] !== 0 || ne === ns || !c.cacheOn) return;
+    const stmt = stmts.get(utf8.decode(body.subarray(ns, ne)));
+    const cls = stmt?.cls;
+    if (!stmt || !cls?.cacheable || cls.pin || stmt.writes.length || volatility(cls) !== false) return;
+    const cache = ctx.cachePath!.cache;
+    const r = cache.recorder({ database: c.database, user: c.user, sql: stmt.query, id: stmtKeyPrefix(stmt) + cache.keyTail({ bindTail: body.subarray(ne + 1) }) }, cls.readTables);
+    if (!r) return;
+    let settled = false;
+    const rec: CacheRecorder = { done: (m) => void (settled || ((settled = true), r.done(m))) };
+    h.rec = rec;
+    ctx.metrics.cacheStatus(c.pool!, "miss");
+    // The recording starts where the Bind's answer starts: after the ParseComplete and Describe answers before it.
+    s.push({
+      k: K.Synth,
+      bytes: SKIPPED,
+      done(skipped) {
+        if (skipped || h.rec !== rec || c.tee || c.st === St.Closed) return rec.done(null);
+        c.tee = { rec, answer: createAnswerRecorder(cfg.queryCacheMaxResultBytes) };
+      },
+    });
+  }
+
+  /** Gives up the recording of a held call (another message came, or the client or its connection went away). */
+  function abandonHeld() {
+    const rec = held?.rec;
+    if (!rec) return;
+    held!.rec = null;
+    if (c.tee?.rec === rec) c.tee.answer.abandon();
+    else rec.done(null);
+  }
+
+  return { preparedCall, unnamedCall, queryOnLane, tryCache, collectBatch, record, endTee, resumeAfterBusy, ordinary, abandonHeld };
 }
 
 const utf8 = new TextDecoder();
+type CacheRecorder = { done(messages: Uint8Array[] | null): void };
 /** cachedOrPipelined's answer when the request must take the ordinary, message-by-message path. */
 const ORDINARY = "ordinary";

@@ -22,6 +22,8 @@ export interface Stmt {
   paramTypes: number[];
   serverName: string;
   parse: Uint8Array | null;
+  /** nextPrepareSeq() at the client's Parse: only origin copies prepared after it are used (relay.ts prepareOn). */
+  parsedAt: number;
   /** Tables the statement writes (from the shared classifier), for cache invalidation. */
   writes: string[];
   /** The shared classifier's verdict, when it has one: reads, functions and whether it may be cached. */

@@ -9,7 +9,7 @@ import { ProtocolError } from "../protocol/bytes.ts";
 import { checkBind, decodeParse, decodeQuery, encodeClose, encodeDescribe, encodeParse, encodeQuery, F, renameBindStatement as rewriteBind } from "../protocol/frontend.ts";
 import { CLOSE_COMPLETE, encodeParameterStatus, encodeReadyForQuery, errorMessage, errorMessageV2, PARSE_COMPLETE, READY_IDLE } from "../protocol/backend.ts";
 import { createOutbox, type Outbox } from "./outbox.ts";
-import { EXPECT_BIND, EXPECT_CLOSE, EXPECT_CLOSE_HIDDEN, EXPECT_DESCRIBE, EXPECT_EXECUTE, EXPECT_PARSE, evictPrepared, K, prepareOn, replaySql, REPLAYED, REPLAYED_LOWER, type Expect, type Owner, type Server } from "./relay.ts";
+import { closePrepared, EXPECT_BIND, EXPECT_CLOSE, EXPECT_CLOSE_HIDDEN, EXPECT_DESCRIBE, EXPECT_EXECUTE, EXPECT_PARSE, evictPrepared, K, nextPrepareSeq, prepareOn, replaySql, REPLAYED, REPLAYED_LOWER, type Expect, type Owner, type Server } from "./relay.ts";
 import type { OriginError } from "./origin.ts";
 import type { Waiter } from "./pool.ts";
 import { sessionEffect, type Pin } from "./session.ts";
@@ -109,6 +109,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   }
 
   function close() {
+    fast.abandonHeld();
     if (c.tee) fast.endTee(null);
     if (c.st === St.Closed) return;
     clearTimeout(loginTimer);
@@ -190,6 +191,10 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     },
     serverDrained() {
       socket.resume();
+    },
+    parseRejected(client, serverName) {
+      const st = stmts.get(client);
+      if (st && st.serverName === serverName) stmts.delete(client);
     },
   };
 
@@ -415,10 +420,11 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         send(READY_IDLE);
         return true;
       }
-      if (type === F.Parse && body[0] !== 0) {
-        // A named Parse outside a transaction needs no origin connection: it is prepared lazily where it is
-        // first bound. This keeps synchronous PQprepare callers (pgbench -M prepared with more clients than
-        // connections, all in one thread) from deadlocking; a syntax error surfaces at Bind instead.
+      if (type === F.Parse && body[0] !== 0 && c.pool!.saturated()) {
+        // Every connection is busy (possibly with transactions of other clients of one synchronous program,
+        // pgbench -M prepared with more clients than connections, all in one thread, waiting on this PQprepare):
+        // then a named Parse outside a transaction is answered at once and prepared lazily where it is first
+        // bound, and an error in it surfaces at Bind. Otherwise it goes to the origin, which answers it.
         const m = decodeParse(body);
         const eff = sessionEffect(m.query);
         if (!eff.pin && !eff.set && eff.reset === undefined && !eff.forgetsStatements) {
@@ -437,6 +443,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     if (c.deferred.length) flushDeferred();
     const s = c.server!;
     const raw = buf.subarray(at, at + 5 + body.length);
+    if (ctx.cachePath) fast.ordinary(type, body, s);
     if (c.retryBatch) {
       if (!c.retryBatch.synced && (type === F.Describe || type === F.Execute || type === F.Sync)) {
         c.retryBatch.rest.push(raw);
@@ -469,17 +476,14 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
           return forwardUnnamedParse(s, raw);
         }
         const stmt = defineStatement(m);
-        if (s.prepared.has(stmt.serverName)) {
-          s.prepared.delete(stmt.serverName);
-          s.prepared.set(stmt.serverName, true);
-          s.push({ k: K.Synth, bytes: PARSE_COMPLETE });
-          return true;
-        }
+        // A fresh Parse is answered by the origin, never with a copy another client prepared (maybe against
+        // another table of that name): an older copy on this connection is closed first.
+        if (s.prepared.has(stmt.serverName)) closePrepared(s, stmt.serverName, toOrigin);
         evictIfFull(s);
         stmt.parse = encodeParse({ name: stmt.serverName, query: m.query, paramTypes: m.paramTypes });
         toOrigin(stmt.parse);
-        s.prepared.set(stmt.serverName, true);
-        s.push({ k: K.Parse, name: stmt.serverName });
+        s.prepared.set(stmt.serverName, nextPrepareSeq());
+        s.push({ k: K.Parse, name: stmt.serverName, client: m.name });
         return true;
       }
       case F.Bind: {
@@ -607,7 +611,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   function makeStatement(m: { query: string; paramTypes: number[] }): Stmt {
     const k = m.query + "\0" + m.paramTypes.join(",");
     const cls = classifyOrNull(m.query);
-    return { key: k, query: m.query, paramTypes: m.paramTypes, serverName: ctx.statementName(k), parse: null, writes: cls?.writeTables ?? [], cls, prefix: "", prefixGen: -1, nameBytes: null, bindExpect: null };
+    return { key: k, query: m.query, paramTypes: m.paramTypes, serverName: ctx.statementName(k), parse: null, parsedAt: nextPrepareSeq(), writes: cls?.writeTables ?? [], cls, prefix: "", prefixGen: -1, nameBytes: null, bindExpect: null };
   }
 
   function ensureUnnamed(s: Server) {

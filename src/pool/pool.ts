@@ -19,6 +19,8 @@ export interface PoolOptions {
   maxLifetimeMs: number;
   clock: Clock;
   open(): Promise<Server>;
+  /** Opening failed and the pool never had a connection nor has anything left: its owner may drop it. */
+  unusable?(): void;
   log?: (line: string) => void;
 }
 
@@ -47,6 +49,8 @@ export interface Pool {
   stats(): PoolStats;
   /** One origin connection was opened successfully at least once (the database exists). */
   verified(): boolean;
+  /** No connection is idle and no more may be opened: a new borrower would wait. */
+  saturated(): boolean;
   close(): void;
 }
 
@@ -119,6 +123,7 @@ export function createPool(o: PoolOptions): Pool {
           clearTimeout(f.timer);
           f.w.fail(err);
         }
+        if (!ok && nothingLeft && !connecting && !waiters.length) o.unusable?.();
       },
     );
   }
@@ -176,6 +181,7 @@ export function createPool(o: PoolOptions): Pool {
     },
     stats: () => ({ database: o.database, user: o.user, activeServers: active.size, idleServers: idle.length, connectingServers: connecting, waitingClients: waiters.length }),
     verified: () => ok,
+    saturated: () => !closed && idle.length === 0 && active.size + connecting >= o.size,
     close() {
       closed = true;
       for (const e of waiters.splice(0)) {

@@ -72,6 +72,8 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
 
   // Verifiers are derived once here: a new client connection then costs a few HMACs, not PBKDF2.
   const users = new Map<string, UserAuth>();
+  // The password each client user logs in to the origin with (KVDRIVE_PG_ORIGIN_ROLE=client): its own.
+  const originPasswords = new Map<string, string>([[origin.user, origin.password]]);
   const addUser = (user: string, password: string) => users.set(user, {
       scram: deriveScramVerifier(password, undefined, config.pgScramIterations),
       // The MD5 hash is password-equivalent for MD5 authentication: kept only when MD5 is configured.
@@ -81,6 +83,7 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
     for (const pair of config.pgUsers) {
       const eq = pair.indexOf("=");
       addUser(pair.slice(0, eq), pair.slice(eq + 1));
+      if (pair.slice(0, eq) !== origin.user) originPasswords.set(pair.slice(0, eq), pair.slice(eq + 1));
     }
   } else addUser(origin.user, origin.password);
   const clientPassword = config.pgUsers.length ? undefined : origin.password;
@@ -125,10 +128,15 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
     }));
   }
 
+  /** The origin login of a client user: its own name and password, or the origin URL's with KVDRIVE_PG_ORIGIN_ROLE=origin. */
+  const targetFor = (user: string): OriginTarget =>
+    config.pgOriginRole === "origin" ? target : { ...target, user, password: originPasswords.get(user) ?? "" };
+
   function poolFor(database: string, user: string): PoolInfo {
     const k = database + "\0" + user;
     let info = pools.get(k);
     if (info) return info;
+    const login = targetFor(user);
     const pool = createPool({
       database,
       user,
@@ -140,16 +148,33 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
       clock,
       log,
       open: async () => {
-        const conn = await connectOrigin(target, database, clock.now);
+        const conn = await connectOrigin(login, database, clock.now);
         listenOnce(database); // the database exists: hear the writes that bypass the pooler
         if (!info!.params.size) for (const [k, v] of conn.params) info!.params.set(k, v);
+        bindMetrics(info!);
         return createServer(conn);
       },
+      unusable() {
+        // A database or login the origin refused, and nothing uses the pool: it is not kept (one per name tried
+        // would be unbounded); the next client naming it starts over.
+        if (pools.get(k) !== info || info!.clients > 0) return;
+        pools.delete(k);
+        byPool.delete(pool);
+        pool.close();
+      },
     });
-    info = { pool, params: new Map(), clients: 0, pinned: 0, queries: 0, cache: {}, mQueries: mQueries.with(labels(pool)), mLatency: mLatency.with(labels(pool)), mPipelined: mPipelined.with(labels(pool)), mCache: new Map() };
+    info = { pool, params: new Map(), clients: 0, pinned: 0, queries: 0, cache: {}, mQueries: NO_COUNTER, mLatency: NO_HISTOGRAM, mPipelined: NO_COUNTER, mCache: new Map() };
     pools.set(k, info);
     byPool.set(pool, info);
     return info;
+  }
+
+  /** Metric series of a pool exist once the origin accepted a connection for it: no series per refused name. */
+  function bindMetrics(info: PoolInfo) {
+    if (info.mQueries !== NO_COUNTER) return;
+    info.mQueries = mQueries.with(labels(info.pool));
+    info.mLatency = mLatency.with(labels(info.pool));
+    info.mPipelined = mPipelined.with(labels(info.pool));
   }
 
   const mCache = metrics.counter("kvdrive_pool_cache_total", "Statements by query cache status (hit, miss, stale, uncacheable, transaction, volatile, ...).");
@@ -278,3 +303,6 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
 }
 
 export { OriginError };
+
+const NO_COUNTER = { inc() {} };
+const NO_HISTOGRAM = { observe() {} };

@@ -28,9 +28,14 @@ export interface Expect {
   k: K;
   /** Server-side statement name of a Parse/Bind (to forget it when the Parse fails). */
   name?: string;
+  /** The client's own name of a statement it Parsed (to forget it when the origin rejects or skips the Parse). */
+  client?: string;
   /** Bytes to emit for a Synth entry. */
   bytes?: Uint8Array;
-  /** Replay: called with the origin's error fields, or null when it succeeded. */
+  /**
+   * Replay: called with the origin's error fields, or null when it succeeded. Synth: called with null when its
+   * place in the answer is reached (after what the origin owed before it), with SKIPPED when an error skipped it.
+   */
   done?: (error: Uint8Array | null) => void;
   error?: Uint8Array;
   /** performance.now() when sent, for latency. */
@@ -67,6 +72,8 @@ export interface Owner {
   planChanged(serverName: string, retryable: boolean): { name: string; bytes: Uint8Array } | null;
   serverClosed(): void;
   serverDrained(): void;
+  /** The origin rejected (or, after an earlier error, skipped) the client's Parse of `client`: as on Postgres, that name does not exist. */
+  parseRejected?(client: string, serverName: string): void;
   /** The answer to a Describe the pooler added (K.DescribeHidden), kept from the client: a RowDescription or NoData. */
   hiddenAnswer?(type: number, body: Uint8Array): void;
 }
@@ -75,8 +82,12 @@ export interface Server {
   conn: OriginConn;
   owner: Owner | null;
   expect: Expect[];
-  /** Statement names prepared on this connection, oldest first (Map order = LRU order). */
-  prepared: Map<string, true>;
+  /**
+   * Statement names prepared on this connection, oldest first (Map order = LRU order), each with the sequence
+   * number (nextPrepareSeq) of the Parse that made it: a client's statement may use it only if it is newer than
+   * the client's own Parse, so a fresh Parse never gets a plan made against an older schema.
+   */
+  prepared: Map<string, number>;
   /** Which client's unnamed statement the origin holds (client id and its Parse sequence). */
   unnamedOwner: number;
   unnamedSeq: number;
@@ -142,7 +153,23 @@ export interface OriginStatement {
   query: string;
   paramTypes: number[];
   parse: Uint8Array | null;
+  /** nextPrepareSeq() when the client Parsed it: an origin copy older than this is prepared again. */
+  parsedAt: number;
 }
+
+let prepareSeq = 0;
+/** A process-wide sequence ordering client Parses and origin prepares. */
+export const nextPrepareSeq = () => ++prepareSeq;
+
+/** Queues a hidden Close of a statement (its CloseComplete is swallowed) and forgets it on the connection. */
+export function closePrepared(s: Server, name: string, emit: (b: Uint8Array) => void) {
+  s.prepared.delete(name);
+  emit(encodeClose({ kind: "S", name }));
+  s.push(EXPECT_CLOSE_HIDDEN);
+}
+
+/** What a skipped Synth entry's `done` gets. */
+export const SKIPPED = new Uint8Array(0);
 
 // Expectations without per-message data are shared: the relay only reads them.
 export const EXPECT_PARSE: Expect = { k: K.Parse };
@@ -156,27 +183,30 @@ export const EXPECT_CLOSE_HIDDEN: Expect = { k: K.CloseHidden };
 /** Closes the least recently used statements of a connection until fewer than `max` remain; `emit` queues bytes for it. */
 export function evictPrepared(s: Server, max: number, emit: (b: Uint8Array) => void) {
   while (s.prepared.size >= max) {
-    const oldest = s.prepared.keys().next().value as string;
-    s.prepared.delete(oldest);
-    emit(encodeClose({ kind: "S", name: oldest }));
-    s.push(EXPECT_CLOSE_HIDDEN);
+    closePrepared(s, s.prepared.keys().next().value as string, emit);
   }
 }
 
 /**
- * Makes sure a connection has a statement prepared under its shared name: refreshes its LRU place, or queues a
- * hidden Parse (after evicting past `max`) whose answer the relay swallows.
+ * Makes sure a connection has a statement prepared under its shared name, by a Parse newer than the client's:
+ * refreshes its LRU place, or queues a hidden Parse (after closing an older copy and evicting past `max`) whose
+ * answer the relay swallows.
  */
 export function prepareOn(s: Server, stmt: OriginStatement, max: number, emit: (b: Uint8Array) => void) {
-  if (s.prepared.has(stmt.serverName)) {
+  const at = s.prepared.get(stmt.serverName);
+  if (at !== undefined) {
     s.prepared.delete(stmt.serverName);
-    s.prepared.set(stmt.serverName, true);
-    return;
+    if (at > stmt.parsedAt) {
+      s.prepared.set(stmt.serverName, at);
+      return;
+    }
+    // Made before the client's Parse: possibly against an older schema (another client's table of that name).
+    closePrepared(s, stmt.serverName, emit);
   }
   evictPrepared(s, max, emit);
   stmt.parse ??= encodeParse({ name: stmt.serverName, query: stmt.query, paramTypes: stmt.paramTypes });
   emit(stmt.parse);
-  s.prepared.set(stmt.serverName, true);
+  s.prepared.set(stmt.serverName, nextPrepareSeq());
   s.push({ k: K.ParseHidden, name: stmt.serverName });
 }
 
@@ -230,12 +260,18 @@ export function createServer(conn: OriginConn): Server {
       const h = q[0]!;
       if (h.k === K.Synth) {
         q.shift();
-        if (!s.discarding) emit(h.bytes!);
+        if (!s.discarding) {
+          if (h.bytes!.length) emit(h.bytes!);
+          h.done?.(null);
+        } else h.done?.(SKIPPED);
         continue;
       }
       if (s.discarding && h.k !== K.Sync) {
         q.shift();
-        if ((h.k === K.Parse || h.k === K.ParseHidden) && h.name) s.prepared.delete(h.name);
+        if ((h.k === K.Parse || h.k === K.ParseHidden) && h.name) {
+          s.prepared.delete(h.name);
+          if (h.client !== undefined) s.owner?.parseRejected?.(h.client, h.name);
+        }
         continue;
       }
       return;
@@ -335,7 +371,7 @@ export function createServer(conn: OriginConn): Server {
             // the rest of the batch, answers the Sync, then runs the re-sent batch with a fresh plan.
             const retry = owner.planChanged(h.name, h.k === K.Bind && q[q.length - 1]!.k === K.Sync && q.filter((e) => e.k === K.Sync).length === 1);
             if (retry) {
-              s.prepared.set(retry.name, true);
+              s.prepared.set(retry.name, nextPrepareSeq());
               q.unshift({ k: K.Replay }, { k: K.ParseHidden, name: retry.name });
               conn.write(retry.bytes);
               return false;
@@ -346,6 +382,7 @@ export function createServer(conn: OriginConn): Server {
           if ((h.k === K.Parse || h.k === K.ParseHidden) && h.name) {
             s.prepared.delete(h.name);
             parseFailed(h.name, body!);
+            if (h.client !== undefined) owner?.parseRejected?.(h.client, h.name);
           }
           // The origin now discards everything up to Sync; so must the expectations.
           s.discarding = true;

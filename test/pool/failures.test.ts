@@ -69,6 +69,10 @@ describe("authentication", () => {
     }
   });
   test("KVDRIVE_PG_USERS users authenticate with their own passwords", async () => {
+    // Each client runs on the origin as its own role (KVDRIVE_PG_ORIGIN_ROLE=client): the role must exist there.
+    const admin = await connectPg(pgServer.url);
+    await admin.query("create role app login password 's3cret-pass'");
+    await admin.end();
     const users = await startPoolerFixture({ pgUsers: ["app=s3cret-pass"] }, undefined, pgServer);
     try {
       const c = await connectPg(users.url("postgres", "app", "s3cret-pass"));
