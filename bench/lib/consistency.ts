@@ -208,3 +208,188 @@ export async function checkConvergence(history: Op[], keys: number, read: (key: 
   }
   return { lost, resurrected, details };
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Lists during an outage (issue 10, item 14). A namespace is seeded (small keys and a few large values), a
+// fault is injected (a shard stopped), then writers overwrite, delete and add keys while listers page through
+// the whole namespace. Every list must be complete or fail (503): a successful list that leaves out a key
+// certainly live during the whole list, or shows one certainly deleted, is counted.
+
+export interface ListOutageOptions {
+  /** .../client/v4 of one kvdrive instance. */
+  baseURL: string;
+  apiToken: string;
+  accountId: string;
+  namespaceId: string;
+  /** Small keys seeded before the fault (the issue's case: 600). */
+  smallKeys: number;
+  /** Large keys seeded and overwritten during the load, of largeBytes each (default 1 MiB). */
+  largeKeys: number;
+  largeBytes?: number;
+  writers: number;
+  listers: number;
+  durationMs: number;
+  /** Page size of each list request (default 1000); the listers follow cursors to the end. */
+  listLimit?: number;
+  /**
+   * Runs after seeding and before the load, e.g. stops a shard. Its writes go through `write` so they are part
+   * of the history (e.g. keys written while the replica is halted, which then only the primary holds).
+   */
+  fault?: (write: (key: string, kind: "put" | "delete", value?: string) => Promise<boolean>) => Promise<void>;
+  random?: () => number;
+}
+
+interface WriteOp {
+  key: string;
+  kind: "put" | "delete";
+  start: number;
+  end: number;
+  ok: boolean;
+}
+
+interface ListRun {
+  start: number;
+  end: number;
+  status: number;
+  keys: Set<string>;
+}
+
+export interface ListOutageReport {
+  writes: number;
+  writesAcked: number;
+  lists: number;
+  /** Lists that answered success and were checked. */
+  succeeded: number;
+  /** Lists that failed with 503 (allowed). */
+  unavailable: number;
+  /** Lists that failed otherwise (a defect). */
+  otherErrors: number;
+  /** Over all successful lists: keys certainly live during the list but not listed, and certainly deleted but listed. */
+  missing: number;
+  extra: number;
+  /** The worst successful list, for the log. */
+  worst: { listed: number; live: number; missing: string[]; extra: string[] } | null;
+}
+
+export async function runListDuringOutage(o: ListOutageOptions): Promise<ListOutageReport> {
+  const rnd = o.random ?? Math.random;
+  const base = `${o.baseURL}/accounts/${o.accountId}/storage/kv/namespaces/${o.namespaceId}`;
+  const headers = { authorization: `Bearer ${o.apiToken}` };
+  const big = new Uint8Array(o.largeBytes ?? 1024 * 1024).fill(97);
+  const writes: WriteOp[] = [];
+  const lists: ListRun[] = [];
+  let otherErrors = 0;
+
+  const record = async (key: string, kind: "put" | "delete", body?: BodyInit): Promise<boolean> => {
+    const op: WriteOp = { key, kind, start: performance.now(), end: 0, ok: false };
+    try {
+      const res = await fetch(`${base}/values/${encodeURIComponent(key)}`, { method: kind === "put" ? "PUT" : "DELETE", headers, body });
+      await res.arrayBuffer();
+      op.ok = res.status === 200;
+    } catch {
+      op.ok = false;
+    }
+    op.end = performance.now();
+    writes.push(op);
+    return op.ok;
+  };
+
+  // Seed: one bulk write of the small keys, then the large ones.
+  const small = Array.from({ length: o.smallKeys }, (_, i) => `s${String(i).padStart(4, "0")}`);
+  const large = Array.from({ length: o.largeKeys }, (_, i) => `big${i}`);
+  const seedStart = performance.now();
+  for (let i = 0; i < small.length; i += 1000) {
+    const res = await fetch(`${base}/bulk`, { method: "PUT", headers, body: JSON.stringify(small.slice(i, i + 1000).map((key) => ({ key, value: `seed-${key}` }))) });
+    await res.arrayBuffer();
+    if (res.status !== 200) throw new Error(`seeding failed with ${res.status}`);
+  }
+  const seedEnd = performance.now();
+  for (const key of small) writes.push({ key, kind: "put", start: seedStart, end: seedEnd, ok: true });
+  for (const key of large) await record(key, "put", big);
+  if (writes.some((w) => !w.ok)) throw new Error("seeding failed");
+
+  await o.fault?.((key, kind, value) => record(key, kind, kind === "put" ? (value ?? "fault") : undefined));
+
+  const until = performance.now() + o.durationMs;
+  let added = 0;
+  const writer = async () => {
+    while (performance.now() < until) {
+      const r = rnd();
+      if (r < 0.4) await record(small[Math.floor(rnd() * small.length)]!, "put", `v${Math.floor(rnd() * 1e9)}`);
+      else if (r < 0.6) await record(small[Math.floor(rnd() * small.length)]!, "delete");
+      else if (r < 0.95) await record(`n${String(added++).padStart(5, "0")}`, "put", "new");
+      else if (large.length) await record(large[Math.floor(rnd() * large.length)]!, r < 0.98 ? "put" : "delete", r < 0.98 ? big : undefined);
+    }
+  };
+  const lister = async () => {
+    while (performance.now() < until) {
+      const run: ListRun = { start: performance.now(), end: 0, status: 200, keys: new Set() };
+      let cursor = "";
+      try {
+        for (;;) {
+          const res = await fetch(`${base}/keys?limit=${o.listLimit ?? 1000}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`, { headers });
+          const body = (await res.json()) as { success: boolean; result: Array<{ name: string }>; result_info?: { cursor?: string } };
+          if (res.status !== 200 || !body.success) {
+            run.status = res.status;
+            break;
+          }
+          for (const k of body.result) run.keys.add(k.name);
+          cursor = body.result_info?.cursor ?? "";
+          if (!cursor) break;
+        }
+      } catch {
+        run.status = 0;
+      }
+      run.end = performance.now();
+      lists.push(run);
+    }
+  };
+  await Promise.all([...Array.from({ length: o.writers }, writer), ...Array.from({ length: o.listers }, lister)]);
+
+  // Per key, its writes in order of start.
+  const byKey = new Map<string, WriteOp[]>();
+  for (const w of writes) (byKey.get(w.key) ?? byKey.set(w.key, []).get(w.key)!).push(w);
+
+  /** Whether the key was certainly live (true), certainly absent (false) during [start, end], or not known (null). */
+  const stateDuring = (ops: WriteOp[], start: number, end: number): boolean | null => {
+    const before = ops.filter((w) => w.start < end);
+    if (before.length === 0) return false;
+    if (before.some((w) => w.end > start)) return null; // a write overlapping the list: either answer is right
+    const acked = before.filter((w) => w.ok);
+    // The writes no acknowledged write follows entirely: any of them may be the last to have landed.
+    const maximal = before.filter((w) => !acked.some((x) => x !== w && x.start > w.end));
+    if (maximal.some((w) => !w.ok)) return null; // a failed write may or may not have landed
+    const kinds = new Set(maximal.map((w) => w.kind));
+    return kinds.size === 1 ? kinds.has("put") : null;
+  };
+
+  let missing = 0;
+  let extra = 0;
+  let worst: ListOutageReport["worst"] = null;
+  let succeeded = 0;
+  let unavailable = 0;
+  for (const l of lists) {
+    if (l.status === 503) {
+      unavailable++;
+      continue;
+    }
+    if (l.status !== 200) {
+      otherErrors++;
+      continue;
+    }
+    succeeded++;
+    const miss: string[] = [];
+    const ext: string[] = [];
+    let live = 0;
+    for (const [key, ops] of byKey) {
+      const s = stateDuring(ops, l.start, l.end);
+      if (s === true) live++;
+      if (s === true && !l.keys.has(key)) miss.push(key);
+      if (s === false && l.keys.has(key)) ext.push(key);
+    }
+    missing += miss.length;
+    extra += ext.length;
+    if (miss.length + ext.length > (worst ? worst.missing.length + worst.extra.length : 0)) worst = { listed: l.keys.size, live, missing: miss.slice(0, 20), extra: ext.slice(0, 20) };
+  }
+  return { writes: writes.length, writesAcked: writes.filter((w) => w.ok).length, lists: lists.length, succeeded, unavailable, otherErrors, missing, extra, worst };
+}

@@ -65,6 +65,8 @@ export interface RepairQueue {
   depth(backend?: string): number;
   /** Whether the key waits in the queue for that backend. */
   has(backend: string, namespace: string, key: string): boolean;
+  /** Every key of the namespace waiting in the queue (hex), with the backend that needs it. */
+  keysOf(namespace: string): Array<{ backend: string; key: string }>;
   /** Backends whose keys overflowed the bound: a full crawler pass must cover them. */
   needsCrawler(): string[];
   /** A full crawler pass over this backend finished: clears its overflow mark. */
@@ -350,6 +352,11 @@ export function openRepairQueue(opts: RepairQueueOptions): RepairQueue {
     failed,
     depth: (backend) => (backend === undefined ? entries.size : backendDepth.get(backend) ?? 0),
     has: (backend, namespace, key) => entries.has(idOf(backend, namespace, key)),
+    keysOf(namespace) {
+      const out: Array<{ backend: string; key: string }> = [];
+      for (const e of entries.values()) if (e.namespace === namespace) out.push({ backend: e.backend, key: e.key });
+      return out;
+    },
     needsCrawler: () => [...overflowed].sort(),
     crawlerCovered(backend) {
       if (!overflowed.delete(backend)) return;

@@ -14,7 +14,7 @@
 // and the newer answer wins, so a read never returns a version older than an acknowledged write it follows.
 import type { Clock } from "../clock.ts";
 import type { Registry } from "../metrics/registry.ts";
-import type { Backend, EntryRef, ListQuery, StoredEntry } from "../storage/store.ts";
+import type { Backend, EntryRef, ListedEntry, ListQuery, StoredEntry } from "../storage/store.ts";
 import type { RepairQueue } from "./repair-queue.ts";
 import { compareVersions, type Version } from "./version.ts";
 
@@ -37,7 +37,7 @@ export interface ReplicatedOptions {
    * Splits a write into the parts of the primary that fail independently (its clusters), so one cluster down
    * fails only its rows on the primary and the replica acknowledges them, instead of failing the whole batch.
    */
-  partition?: (rows: StoredEntry[]) => StoredEntry[][];
+  partition?: <T extends { ns: string; key: Uint8Array }>(rows: T[]) => T[][];
   /**
    * False when the replica can go back a version (an object store without compare-and-swap, where an older
    * write can overtake a newer one): then reads wait for both sides and the newer answer wins, instead of
@@ -392,6 +392,120 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
     );
   }
 
+  /** Keys of `ns` whose two sides may differ now: a write in flight or just settled, or waiting for repair. */
+  function suspectKeys(ns: string, into: Map<string, Uint8Array>) {
+    const prefix = ns + "\0";
+    const add = (id: string) => {
+      if (id.startsWith(prefix) && !into.has(id)) into.set(id, keyFromHex(id.slice(prefix.length)));
+    };
+    for (const id of inflight.keys()) add(id);
+    const now = performance.now();
+    for (const [id, until] of recent) if (until > now) add(id);
+    if (queue.depth() > 0) for (const { key } of queue.keysOf(ns)) add(prefix + key);
+  }
+
+  /**
+   * The newest entry of each key from both sides, for a list to trust. A side that cannot answer for a key is
+   * tolerated only when the side that did answer is not behind on it (not queued for repair, not older than
+   * this instance's acknowledged write); otherwise the list cannot be complete and fails.
+   */
+  async function newestForList(ns: string, keys: Uint8Array[]): Promise<Array<StoredEntry | null>> {
+    const fromPrimary: Array<{ e: StoredEntry | null } | undefined> = new Array(keys.length);
+    const items = keys.map((key, i) => ({ ns, key, i }));
+    // Per cluster, so a cluster that is down costs only its own keys.
+    const parts = opts.partition ? opts.partition(items) : [items];
+    const replicaAnswer = call("replica", "getMany", (b) => b.getMany(ns, keys)).catch(() => null);
+    await Promise.all(
+      parts.map((part) =>
+        call("primary", "getMany", (b) => b.getMany(ns, part.map((x) => x.key))).then(
+          (got) => part.forEach((x, j) => (fromPrimary[x.i] = { e: got[j] ?? null })),
+          () => {},
+        ),
+      ),
+    );
+    const fromReplica = await replicaAnswer;
+    let unsure = 0;
+    const out = keys.map((key, i) => {
+      const a = fromPrimary[i];
+      const b = fromReplica === null ? undefined : { e: fromReplica[i] ?? null };
+      if (a && b) return newest(a.e, b.e);
+      const answered: Side | null = a ? "primary" : b ? "replica" : null;
+      const e = (a ?? b)?.e ?? null;
+      const f = floors.get(ck(ns, key));
+      const belowFloor = f !== undefined && (e === null ? !f.tombstone : compareVersions(e.version, f.version) < 0);
+      if (answered === null || belowFloor || queue.has(answered, ns, keyHex(key))) unsure++;
+      return e;
+    });
+    if (unsure) {
+      bothFailed.inc({ op: "list" });
+      throw new BackendBehindError(`list: ${unsure} key${unsure > 1 ? "s" : ""} in this range may be newer on a backend that did not answer; the list would be incomplete: retry it`);
+    }
+    return out;
+  }
+
+  /**
+   * A list both sides agree on. One side answers the listing (the primary; the replica when the primary, or a
+   * cluster of it, cannot), and every key that may differ between the sides (suspectKeys) inside the range it
+   * covered is taken from whichever side holds its newest version, so a key acknowledged on one side only is
+   * listed, and one deleted on one side only is not. When that cannot be known the list fails (503) rather than
+   * answer with keys missing.
+   */
+  async function listChecked(q: ListQuery): Promise<ListedEntry[]> {
+    if (opts.modeOf(q.ns) === "primary") return call("primary", "list", (b) => b.list(q));
+    const suspects = new Map<string, Uint8Array>();
+    suspectKeys(q.ns, suspects);
+    // A side whose repairs overflowed the queue may be behind on keys nobody tracks: list from the other one.
+    const overflowed = queue.needsCrawler();
+    let base: Side = overflowed.includes("primary") && !overflowed.includes("replica") ? "replica" : "primary";
+    const out: ListedEntry[] = [];
+    let after = q.after;
+    while (out.length < q.limit) {
+      const want = q.limit - out.length;
+      const pageQuery = { ...q, after, limit: want };
+      let page: ListedEntry[];
+      try {
+        page = await call(base, "list", (b) => b.list(pageQuery));
+      } catch (e) {
+        if (overflowed.includes(other(base))) throw e;
+        page = await call(other(base), "list", (b) => b.list(pageQuery)).catch(() => {
+          bothFailed.inc({ op: "list" });
+          throw e;
+        });
+        base = other(base);
+      }
+      // Keys that turned suspect while the page was read (a read repair, a write that failed meanwhile).
+      suspectKeys(q.ns, suspects);
+      const full = page.length >= want;
+      const high = full ? page[page.length - 1]!.key : null;
+      const within = [...suspects.values()].filter(
+        (k) =>
+          (after === null || Buffer.compare(k, after) > 0) &&
+          (q.from === null || Buffer.compare(k, q.from) >= 0) &&
+          (q.before === null || Buffer.compare(k, q.before) < 0) &&
+          (high === null || Buffer.compare(k, high) <= 0),
+      );
+      if (within.length) page = await corrected(q, page, within);
+      out.push(...page);
+      if (!full) break;
+      after = high;
+    }
+    return out.length > q.limit ? out.slice(0, q.limit) : out;
+  }
+
+  /** The page with each of `keys` replaced by its newest state on either side (added, updated or removed). */
+  async function corrected(q: ListQuery, page: ListedEntry[], keys: Uint8Array[]): Promise<ListedEntry[]> {
+    const CHUNK = 500;
+    const found: Array<StoredEntry | null> = [];
+    for (let i = 0; i < keys.length; i += CHUNK) found.push(...(await newestForList(q.ns, keys.slice(i, i + CHUNK))));
+    const replaced = new Set(keys.map(keyHex));
+    const kept = page.filter((e) => !replaced.has(keyHex(e.key)));
+    keys.forEach((key, i) => {
+      const e = absentIfExpired(found[i]!, q.now);
+      if (e !== null && !e.tombstone) kept.push({ key, metadata: e.metadata, expiration: e.expiration });
+    });
+    return kept.sort((a, b) => Buffer.compare(a.key, b.key));
+  }
+
   async function repairKeys(ns: string, keys: Uint8Array[]): Promise<void> {
     if (keys.length === 0) return;
     const [p, r] = await Promise.all([call("primary", "getMany", (b) => b.getMany(ns, keys)), call("replica", "getMany", (b) => b.getMany(ns, keys))]);
@@ -505,7 +619,7 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
       );
       return out;
     },
-    list: (q: ListQuery) => primaryThenReplica(q.ns, "list", (b) => b.list(q)),
+    list: listChecked,
     async purge(nowSecs, tombstoneBeforeMicros) {
       // Expired entries go on each side on its own; tombstones only by the protocol above.
       const [a, b] = await Promise.allSettled([call("primary", "purge", (x) => x.purge(nowSecs, 0)), call("replica", "purge", (x) => x.purge(nowSecs, 0))]);

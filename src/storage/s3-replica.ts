@@ -217,10 +217,19 @@ export async function openS3Replica(opts: S3ReplicaOptions): Promise<S3ReplicaBa
   }
 
   async function heads(ns: string, q: { after: Uint8Array | null; before: Uint8Array | null; limit: number; inclusiveFrom?: Uint8Array | null }): Promise<Head[]> {
+    return (await headPage(ns, q)).heads;
+  }
+
+  /**
+   * The heads of up to `limit` listed objects, and what was listed. An object removed between the listing and
+   * its HEAD has no head: a caller that pages must go on from the last key *listed*, and stop only when the
+   * listing itself came back short, or a vanished object would end the walk early and silently.
+   */
+  async function headPage(ns: string, q: { after: Uint8Array | null; before: Uint8Array | null; limit: number; inclusiveFrom?: Uint8Array | null }): Promise<{ heads: Head[]; listed: number; last: Uint8Array | null }> {
     const start = q.inclusiveFrom && (!q.after || Buffer.compare(q.inclusiveFrom, q.after) > 0) ? justBefore(segmented(encodeKey(q.inclusiveFrom))) : q.after ? segmented(encodeKey(q.after)) : "";
     const keys = await listKeys(ns, start, q.before, q.limit);
     const hs = await pool(keys, conc, (k) => head(ns, k));
-    return hs.filter((h): h is Head => h !== null);
+    return { heads: hs.filter((h): h is Head => h !== null), listed: keys.length, last: keys.length ? keys[keys.length - 1]! : null };
   }
 
   async function* namespaces(): AsyncGenerator<string> {
@@ -264,13 +273,13 @@ export async function openS3Replica(opts: S3ReplicaOptions): Promise<S3ReplicaBa
       let from = q.from;
       while (out.length < q.limit) {
         const want = q.limit - out.length;
-        const page = await heads(q.ns, { after, before: q.before, limit: want, inclusiveFrom: from });
-        for (const h of page) {
+        const page = await headPage(q.ns, { after, before: q.before, limit: want, inclusiveFrom: from });
+        for (const h of page.heads) {
           if (h.tombstone || (h.expiration !== null && h.expiration <= q.now)) continue;
           out.push({ key: h.key, metadata: h.metadata, expiration: h.expiration });
         }
-        if (page.length < want) break;
-        after = page[page.length - 1]!.key;
+        if (page.listed < want) break;
+        after = page.last;
         from = null;
       }
       return out.slice(0, q.limit);
@@ -314,10 +323,10 @@ export async function openS3Replica(opts: S3ReplicaOptions): Promise<S3ReplicaBa
       let after: Uint8Array | null = null;
       let from: Uint8Array | null = range.start.length ? range.start : null;
       for (;;) {
-        const page = await heads(ns, { after, before: range.end, limit: 1000, inclusiveFrom: from });
-        for (const h of page) if (h.tombstone || h.expiration === null || h.expiration > nowSeconds) live.push(h);
-        if (page.length < 1000) break;
-        after = page[page.length - 1]!.key;
+        const page = await headPage(ns, { after, before: range.end, limit: 1000, inclusiveFrom: from });
+        for (const h of page.heads) if (h.tombstone || h.expiration === null || h.expiration > nowSeconds) live.push(h);
+        if (page.listed < 1000) break;
+        after = page.last;
         from = null;
       }
       return digestOf(live);
