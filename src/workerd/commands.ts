@@ -170,21 +170,24 @@ async function dev(config: Config, a: WorkerdArgs): Promise<number> {
     const configFile = path.join(outDir, "config.capnp");
     fs.writeFileSync(configFile, await configText(k, a, path.basename(modulePath), bin.compatibilityDate), { mode: 0o600 });
     const w = serveWorkerd(bin, configFile, a.port);
-    let stopping = false;
-    const stop = async (signal: string) => {
-      if (stopping) return;
-      stopping = true;
-      console.error(`\nkvdrive dev: ${signal}, stopping workerd${own ? " and kvdrive" : ""}`);
-      await w.stop();
-      await stopOwn();
-      process.exit(0);
+    // Ctrl-C: workerd first (it may be mid-request to kvdrive), then the kvdrive started here, then exit 0.
+    let stopping: Promise<void> | null = null;
+    const stop = (signal: string) => {
+      stopping ??= (async () => {
+        console.error(`\nkvdrive dev: ${signal}, stopping workerd${own ? " and kvdrive" : ""}`);
+        await w.stop();
+        await stopOwn();
+      })();
     };
-    process.on("SIGINT", () => void stop("SIGINT"));
-    process.on("SIGTERM", () => void stop("SIGTERM"));
+    process.on("SIGINT", () => stop("SIGINT"));
+    process.on("SIGTERM", () => stop("SIGTERM"));
     await w.ready;
     console.error(`kvdrive dev: Worker ${a.worker} on http://127.0.0.1:${a.port} (workerd pid ${w.proc.pid}; KV ${a.kv.map((b) => b.name).join(", ") || "-"}, Hyperdrive ${a.hyperdrive.map((b) => b.name).join(", ") || "-"})`);
     const code = await w.proc.exited;
-    if (stopping) return 0;
+    if (stopping) {
+      await stopping;
+      return 0;
+    }
     console.error(`kvdrive dev: workerd exited with ${code}`);
     await stopOwn();
     return code === 0 ? 0 : 1;

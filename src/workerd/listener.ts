@@ -83,11 +83,14 @@ export async function startWorkerdListener(o: WorkerdListenerOptions): Promise<W
   return {
     port,
     address,
-    stop: () =>
-      new Promise<void>((resolve) => {
+    async stop() {
+      await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections?.();
-      }),
+      });
+      // A stopped kvdrive is not found by the CLI even if its pid is later reused.
+      fs.rmSync(file, { force: true });
+    },
   };
 }
 

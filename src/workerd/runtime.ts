@@ -13,7 +13,8 @@ export interface WorkerdBinary {
 export async function findWorkerd(): Promise<WorkerdBinary> {
   let mod: { default: string; compatibilityDate: string };
   try {
-    mod = (await import("workerd")) as unknown as { default: string; compatibilityDate: string };
+    const name = "workerd"; // the package ships no type declarations
+    mod = (await import(name)) as { default: string; compatibilityDate: string };
   } catch (e) {
     throw new Error(`the workerd runtime is not installed (run \`bun install\`; it is the npm package "workerd"): ${(e as Error).message}`);
   }

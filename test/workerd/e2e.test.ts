@@ -109,6 +109,26 @@ describe("workerd-config", () => {
   });
 });
 
+describe("a config written by hand", () => {
+  test("the default proxy-style external service (no style = host) and lowercase header names work too", async () => {
+    const bin = await findWorkerd();
+    const port = await freePort();
+    const file = path.join(dir, "by-hand.capnp");
+    fs.writeFileSync(file, configText.replace("style = host, ", "").replace('name = "Authorization"', 'name = "authorization"').replace(/\*:\d+/, `127.0.0.1:${port}`));
+    const other = serveWorkerd(bin, file, port, { stdio: "pipe" });
+    try {
+      await other.ready;
+      const call = async (body: unknown) => (await (await fetch(`http://127.0.0.1:${port}/kv`, { method: "POST", body: JSON.stringify(body) })).json()) as { result?: any; error?: string };
+      expect(await call({ op: "put", key: "hand:a/b c+d", value: "by hand", options: { metadata: { h: 1 } } })).toEqual({ result: null });
+      expect(await call({ op: "getWithMetadata", key: "hand:a/b c+d" })).toEqual({ result: { value: "by hand", metadata: { h: 1 }, cacheStatus: null } });
+      expect((await call({ op: "list", options: { prefix: "hand:" } })).result.keys).toEqual([{ name: "hand:a/b c+d", metadata: { h: 1 } }]);
+      expect((await call({ op: "put", key: "hand:ttl", value: "v", options: { expirationTtl: 1 } })).error).toMatch(/^KV PUT failed: 400 /);
+    } finally {
+      await other.stop();
+    }
+  });
+});
+
 describe("env.KV in workerd", () => {
   test("put a string with expirationTtl and metadata; get as text, json, arrayBuffer and stream; getWithMetadata", async () => {
     await ok({ op: "put", key: "doc:1", value: JSON.stringify({ a: 1, s: "é" }), options: { expirationTtl: 3600, metadata: { kind: "doc", n: 1 } } });
@@ -294,6 +314,7 @@ describe("kvdrive dev", () => {
     };
     expect(alive(workerdPid)).toBe(false);
     expect(alive(proc.pid)).toBe(false);
+    expect(fs.existsSync(path.join(dataDir, "instance.json"))).toBe(false);
     await expect(fetch(`http://127.0.0.1:${port}/`)).rejects.toThrow();
     await expect(fetch(`${instance.http}/healthz`)).rejects.toThrow();
     fs.rmSync(dataDir, { recursive: true, force: true });
