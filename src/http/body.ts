@@ -2,7 +2,19 @@
 import { KVError } from "../kv/errors.ts";
 import { CODE } from "../kv/codes.ts";
 
+/** The client went away or broke the framing mid-body: its fault, answered 400 (if anyone still listens). */
+const truncated = () => new KVError(400, CODE.badRequest, "The request body ended before its declared length (or its chunked framing broke).");
+
 export async function readLimited(req: Request, limit: number, tooLarge: (size: number) => KVError): Promise<Uint8Array> {
+  try {
+    return await readBody(req, limit, tooLarge);
+  } catch (e) {
+    if (e instanceof KVError) throw e;
+    throw truncated();
+  }
+}
+
+async function readBody(req: Request, limit: number, tooLarge: (size: number) => KVError): Promise<Uint8Array> {
   const declared = Number(req.headers.get("content-length") ?? NaN);
   if (declared > limit) throw tooLarge(declared);
   if (!req.body) return new Uint8Array(0);

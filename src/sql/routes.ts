@@ -49,7 +49,8 @@ export function sqlRoutes(o: { pooler: Pooler; database: string; user: string })
       } catch (e) {
         if (e instanceof PoolerError) {
           // 53300 (no origin connection in time) and connection failures are the service's, not the query's.
-          const status = e.code === "53300" || e.code.startsWith("08") || e.code === "57P01" ? 503 : 400;
+          // 08P01 is a protocol violation in what the client sent (say, too many params): the request's fault.
+          const status = e.code === "53300" || (e.code.startsWith("08") && e.code !== "08P01") || e.code === "57P01" ? 503 : 400;
           const res = fail(status, CODE.badRequest, `${e.code}: ${e.message}`);
           return new Response(res.body, { status, headers: { "content-type": "application/json", "x-sqlstate": e.code } });
         }
