@@ -21,7 +21,8 @@ console.log(`kvdrive ready
   KV API:    ${kvd.httpUrl}/client/v4
   API token: ${kvd.apiToken}
   storage:   ${kvd.databaseUrls.map(redact).join(", ")}
-  Postgres:  ${kvd.pgUrl}`);
+  Postgres:  ${kvd.pgUrl}${kvd.workerdPort === null ? "" : `
+  Workers:   KV bindings on ${config.host}:${kvd.workerdPort} (bun run kvdrive workerd-config, bun run kvdrive dev)`}`);
 
 const limitSeconds = config.shutdownTimeoutSeconds;
 
