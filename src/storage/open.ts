@@ -15,6 +15,7 @@ import { withLargeValues, type LargeValueBackend } from "./large-values.ts";
 import { openS3Replica } from "./s3-replica.ts";
 import { openShardedBackend, type ShardedBackend } from "./sharded.ts";
 import { onAbandon } from "./shutdown.ts";
+import { withDeadline } from "./deadline.ts";
 import type { Backend, NamespaceStore } from "./store.ts";
 
 export interface StorageOptions {
@@ -117,7 +118,9 @@ export async function openStorage(opts: StorageOptions): Promise<Storage> {
     const defaultMode: ReplicationMode = (config.replication as ReplicationMode | undefined) ?? (replica ? "active-active" : "primary");
     // The CLI's one-shot commands work on the backends themselves: the repair queue belongs to the server.
     if (!replica || !background) {
-      return { data: primaryData, catalog: primary, primary, primaryData, replica, replicated: null, queue: null, crawler: null, defaultMode, replicaKind, close: closeAll };
+      // Requests must not hang on a hung cluster: the replicated backend bounds its calls, here they are bounded alone.
+      const data = background ? withDeadline(primaryData, config.backendTimeoutMs) : primaryData;
+      return { data, catalog: withDeadline(primary, config.backendTimeoutMs), primary, primaryData, replica, replicated: null, queue: null, crawler: null, defaultMode, replicaKind, close: closeAll };
     }
 
     const queue = openRepairQueue({ dir: join(config.dataDir, "repair"), clock, metrics });
@@ -144,7 +147,7 @@ export async function openStorage(opts: StorageOptions): Promise<Storage> {
       await closeAll();
       forget();
     };
-    return { data: replicated, catalog: primary, primary, primaryData, replica, replicated, queue, crawler, defaultMode, replicaKind, close };
+    return { data: replicated, catalog: withDeadline(primary, config.backendTimeoutMs), primary, primaryData, replica, replicated, queue, crawler, defaultMode, replicaKind, close };
   } catch (e) {
     await closeAll();
     throw e;

@@ -5,6 +5,7 @@ import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import Cloudflare from "cloudflare";
+import fs from "node:fs";
 import { startEmbeddedPostgres, type EmbeddedPostgres } from "../../src/embedded/postgres.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 import { startTestServer, TEST_TOKEN, type TestServer } from "../helpers/server.ts";
@@ -83,5 +84,62 @@ describe("the only Postgres cluster down", () => {
     expect((await fetch(`${base}/${ns}/bulk`, { method: "PUT", headers, body: JSON.stringify([{ key: "b1", value: "x" }]) })).status).toBe(200);
     expect((await fetch(`${srv.httpUrl}/readyz`)).status).toBe(200);
     expect(await cf.kv.namespaces.values.get("b1", { account_id: "acc", namespace_id: ns }).then((r) => r.text())).toBe("x");
+  });
+});
+
+/** Every process of one cluster: the postmaster and its children. */
+function clusterPids(pid: number): number[] {
+  const pids = [pid];
+  for (const d of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, "utf8");
+      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) pids.push(Number(d));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return pids;
+}
+
+describe("the only Postgres cluster hung", () => {
+  let hung: TestPostgres;
+  let srv2: TestServer;
+  let frozen: number[] = [];
+  beforeAll(async () => {
+    hung = await startTestPostgres();
+    srv2 = await startTestServer(hung.url, { invalidation: false, backendTimeoutMs: 1000 });
+  });
+  afterAll(async () => {
+    for (const pid of frozen) process.kill(pid, "SIGCONT");
+    await srv2.destroy();
+    await hung.destroy();
+  });
+
+  test("requests answer 503 after KVDRIVE_BACKEND_TIMEOUT_MS instead of hanging, and work again once it answers", async () => {
+    const b = `${srv2.httpUrl}/client/v4/accounts/acc/storage/kv/namespaces`;
+    const id = ((await (await fetch(b, { method: "POST", headers, body: JSON.stringify({ title: "hung" }) })).json()) as any).result.id;
+    expect((await fetch(`${b}/${id}/values/a`, { method: "PUT", headers, body: "1" })).status).toBe(200);
+
+    frozen = clusterPids(hung.pid);
+    for (const pid of frozen) process.kill(pid, "SIGSTOP");
+    // A hang shows as the abort, never as a status.
+    const within = () => AbortSignal.timeout(60_000);
+    await expectUnavailable(await fetch(`${b}/${id}/values/b`, { method: "PUT", headers, body: "2", signal: within() }), "put");
+    await expectUnavailable(await fetch(`${b}/${id}/values/unread`, { headers, signal: within() }), "get");
+    await expectUnavailable(await fetch(`${b}/${id}/keys`, { headers, signal: within() }), "list");
+    await expectUnavailable(await fetch(b, { headers, signal: within() }), "list namespaces");
+    expect((await fetch(`${srv2.httpUrl}/readyz`, { signal: within() })).status).toBe(503);
+
+    for (const pid of frozen) process.kill(pid, "SIGCONT");
+    frozen = [];
+    let put = 0;
+    for (let i = 0; i < 100 && put !== 200; i++) {
+      put = (await fetch(`${b}/${id}/values/b`, { method: "PUT", headers, body: "2" })).status;
+      if (put !== 200) await Bun.sleep(100);
+    }
+    expect(put).toBe(200);
+    expect(await (await fetch(`${b}/${id}/values/b`, { headers })).text()).toBe("2");
+    expect((await fetch(`${srv2.httpUrl}/readyz`)).status).toBe(200);
   });
 });
