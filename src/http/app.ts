@@ -61,6 +61,18 @@ export function createHttpApp(opts: HttpAppOptions): { fetch(req: Request): Prom
   const requests = metrics.counter("kvdrive_http_requests_total", "HTTP requests by route template, method and status");
   const latency = metrics.histogram("kvdrive_http_request_duration_seconds", "HTTP request latency by route template");
   const auth = authGate({ apiToken, failureDelayMs: config.authFailureDelayMs, maxPending: config.httpAuthFailureMaxPending });
+  // /readyz is open to anyone: one storage probe answers every caller for a second, so a flood of it is not a
+  // flood of queries; while a probe is under way (storage slow to answer) no second one starts.
+  let probe: { at: number; done: boolean; ready: Promise<boolean> } | undefined;
+  const readiness = () => {
+    const now = performance.now();
+    if (!probe || (probe.done && now - probe.at > 1000)) {
+      const p: NonNullable<typeof probe> = { at: now, done: false, ready: kv.ready().catch(() => false) };
+      void p.ready.then(() => (p.done = true));
+      probe = p;
+    }
+    return probe.ready;
+  };
 
   let app = new Elysia({ handler: { standardHostname: false } })
     .onBeforeHandle({ as: "global" }, ({ request, route }) => {
@@ -85,7 +97,7 @@ export function createHttpApp(opts: HttpAppOptions): { fetch(req: Request): Prom
     })
     .get("/healthz", () => new Response(JSON.stringify({ status: "ok" }), { headers: { "content-type": "application/json" } }))
     .get("/readyz", async () => {
-      const ready = await kv.ready().catch(() => false);
+      const ready = await readiness();
       return new Response(JSON.stringify({ status: ready ? "ready" : "storage unavailable" }), { status: ready ? 200 : 503, headers: { "content-type": "application/json" } });
     })
     .get("/metrics", () => new Response(metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4" } }))

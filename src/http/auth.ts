@@ -1,7 +1,7 @@
 // Bearer-token check: 401 when the token is missing, 403 when it is wrong (code 10000 either way), compared in
-// constant time. A failure is answered only after a delay (Postgres' auth_delay), so guessing is slow; the
+// constant time (SHA-256 digests of equal length, so not even the token's length leaks). A failure is answered only after a delay (Postgres' auth_delay), so guessing is slow; the
 // answers held back are bounded, and past the bound a failure is answered 429 at once instead of pinning more.
-import { timingSafeEqual } from "node:crypto";
+import { createHash, timingSafeEqual } from "node:crypto";
 import { CODE } from "../kv/codes.ts";
 import { fail } from "./envelope.ts";
 
@@ -21,15 +21,15 @@ export interface AuthGate {
 }
 
 export function authGate(o: AuthGateOptions): AuthGate {
-  const expected = Buffer.from(o.apiToken);
+  const digest = (b: string) => createHash("sha256").update(b).digest();
+  const expected = digest(o.apiToken);
   let pending = 0;
 
   function refusal(req: Request): Response | undefined {
     const header = req.headers.get("authorization");
     if (!header) return fail(401, CODE.auth, "Authentication error: send the API token as 'Authorization: Bearer <token>'.");
     const m = /^Bearer +([^ ].*)$/i.exec(header);
-    const given = m ? Buffer.from(m[1]!.trim()) : Buffer.alloc(0);
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return fail(403, CODE.auth, "Authentication error: the API token is not valid.");
+    if (!m || !timingSafeEqual(digest(m[1]!.trim()), expected)) return fail(403, CODE.auth, "Authentication error: the API token is not valid.");
     return undefined;
   }
 
