@@ -41,6 +41,18 @@ async function expectUnavailable(res: Response, what: string) {
   expect(typeof body.errors[0].code).toBe("number");
 }
 
+/** /readyz answers from a probe at most a second old: the status it settles on within a few seconds. */
+async function readyz(url: string, want: number): Promise<{ status: number; body: any }> {
+  let last = { status: 0, body: null as any };
+  for (let i = 0; i < 50; i++) {
+    const res = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(60_000) });
+    last = { status: res.status, body: await res.json() };
+    if (last.status === want) break;
+    await Bun.sleep(200);
+  }
+  return last;
+}
+
 describe("the only Postgres cluster down", () => {
   test("every KV route answers 503 with the envelope, /readyz is 503, and all works again once it is back", async () => {
     expect((await fetch(`${base}/${ns}/values/before`, { method: "PUT", headers, body: "v0" })).status).toBe(200);
@@ -58,9 +70,13 @@ describe("the only Postgres cluster down", () => {
     await expectUnavailable(await fetch(`${base}/${ns}/bulk/delete`, { method: "POST", headers, body: JSON.stringify(["b1"]) }), "bulk delete");
     await expectUnavailable(await fetch(base, { method: "POST", headers, body: JSON.stringify({ title: "during-outage" }) }), "create namespace");
     await expectUnavailable(await fetch(base, { headers }), "list namespaces");
-    const ready = await fetch(`${srv.httpUrl}/readyz`);
+    // The SQL endpoint goes through the pooler to the same cluster: a retryable 503 as well.
+    const sqlRes = await fetch(`${srv.httpUrl}/sql`, { method: "POST", headers, body: JSON.stringify({ query: "select 1 as one" }) });
+    expect(sqlRes.status).toBe(503);
+    expect(((await sqlRes.json()) as any).success).toBe(false);
+    const ready = await readyz(srv.httpUrl, 503);
     expect(ready.status).toBe(503);
-    expect(((await ready.json()) as any).status).toBe("storage unavailable");
+    expect(ready.body.status).toBe("storage unavailable");
 
     // The official SDK sees a retryable 503, not an internal error.
     const cf = new Cloudflare({ apiToken: TEST_TOKEN, baseURL: `${srv.httpUrl}/client/v4`, maxRetries: 0 });
@@ -82,7 +98,7 @@ describe("the only Postgres cluster down", () => {
     expect(list.success).toBe(true);
     expect(list.result.map((k: any) => k.name)).toEqual(["before", "k1"]);
     expect((await fetch(`${base}/${ns}/bulk`, { method: "PUT", headers, body: JSON.stringify([{ key: "b1", value: "x" }]) })).status).toBe(200);
-    expect((await fetch(`${srv.httpUrl}/readyz`)).status).toBe(200);
+    expect((await readyz(srv.httpUrl, 200)).status).toBe(200);
     expect(await cf.kv.namespaces.values.get("b1", { account_id: "acc", namespace_id: ns }).then((r) => r.text())).toBe("x");
   });
 });
@@ -129,7 +145,7 @@ describe("the only Postgres cluster hung", () => {
     await expectUnavailable(await fetch(`${b}/${id}/values/unread`, { headers, signal: within() }), "get");
     await expectUnavailable(await fetch(`${b}/${id}/keys`, { headers, signal: within() }), "list");
     await expectUnavailable(await fetch(b, { headers, signal: within() }), "list namespaces");
-    expect((await fetch(`${srv2.httpUrl}/readyz`, { signal: within() })).status).toBe(503);
+    expect((await readyz(srv2.httpUrl, 503)).status).toBe(503);
 
     for (const pid of frozen) process.kill(pid, "SIGCONT");
     frozen = [];
@@ -140,6 +156,6 @@ describe("the only Postgres cluster hung", () => {
     }
     expect(put).toBe(200);
     expect(await (await fetch(`${b}/${id}/values/b`, { headers })).text()).toBe("2");
-    expect((await fetch(`${srv2.httpUrl}/readyz`)).status).toBe(200);
+    expect((await readyz(srv2.httpUrl, 200)).status).toBe(200);
   });
 });
