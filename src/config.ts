@@ -56,7 +56,7 @@ export const SETTINGS = {
   replicaS3AccessKeyId: str("KVDRIVE_REPLICA_S3_ACCESS_KEY_ID", undefined, "Access key id of the replica bucket. Unset: AWS_ACCESS_KEY_ID."),
   replicaS3SecretAccessKey: str("KVDRIVE_REPLICA_S3_SECRET_ACCESS_KEY", undefined, "Secret access key of the replica bucket. Unset: AWS_SECRET_ACCESS_KEY."),
   replication: str("KVDRIVE_REPLICATION", undefined, "primary, shadow or active-active. Unset: active-active when a replica is configured, else primary.", ["primary", "shadow", "active-active"]),
-  backendTimeoutMs: int("KVDRIVE_BACKEND_TIMEOUT_MS", 10_000, 100, 600_000, "A backend call slower than this counts as failed (the other backend serves; the key is queued for repair)."),
+  backendTimeoutMs: int("KVDRIVE_BACKEND_TIMEOUT_MS", 10_000, 100, 600_000, "A storage call slower than this counts as failed: with a replica the other backend serves and the key is queued for repair; without one the request answers 503."),
   crawlerKeysPerSecond: int("KVDRIVE_CRAWLER_KEYS_PER_SECOND", 2000, 0, 1_000_000, "Anti-entropy crawler rate: keys digested or compared per second (0 disables the crawler)."),
   crawlerIntervalSeconds: int("KVDRIVE_CRAWLER_INTERVAL_SECONDS", 300, 1, 86400, "Pause between two crawler passes."),
   blobSweepIntervalSeconds: int("KVDRIVE_BLOB_SWEEP_INTERVAL_SECONDS", 3600, 1, 86400, "How often blobs no row points to are removed (after a grace of the same length)."),
