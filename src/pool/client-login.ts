@@ -2,7 +2,7 @@
 // StartupMessage, the password exchange, and the first use of a database checked on a real origin connection,
 // up to the greeting that leaves the client Ready (client.ts goes on from there).
 import type { Socket } from "bun";
-import { AUTH_OK, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, READY_IDLE } from "../protocol/backend.ts";
+import { AUTH_OK, errorMessage, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, READY_IDLE } from "../protocol/backend.ts";
 import { createFrames, readStartup } from "../protocol/frames.ts";
 import { decodeStartup, PROTOCOL_3_0 } from "../protocol/frontend.ts";
 import { St, type ClientState } from "./client-state.ts";
@@ -66,7 +66,10 @@ export function createLogin(core: LoginCore) {
       // Bytes sent before the TLS handshake were not encrypted and may have been injected (Postgres refuses them too).
       if (after === 0 && ctx.tls && ctx.upgradeTls(socket)) return;
       socket.write(new Uint8Array([0x4e])); // 'N'
-      if (after > 0) fatal("08P01", "received unencrypted data after SSL request");
+      if (after > 0) {
+        send(errorMessage("08P01", "received unencrypted data after SSL request", "FATAL", "This could be either a client-software bug or evidence of an attempted man-in-the-middle attack."));
+        close();
+      }
       return;
     }
     if (pkt.kind === "GSSENCRequest") {
