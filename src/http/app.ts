@@ -61,6 +61,7 @@ export function createHttpApp(opts: HttpAppOptions): { fetch(req: Request): Prom
   const requests = metrics.counter("kvdrive_http_requests_total", "HTTP requests by route template, method and status");
   const latency = metrics.histogram("kvdrive_http_request_duration_seconds", "HTTP request latency by route template");
   const auth = authGate({ apiToken, failureDelayMs: config.authFailureDelayMs, maxPending: config.httpAuthFailureMaxPending });
+  metrics.gauge("kvdrive_http_auth_failures_delayed", "Failed HTTP authentications being held for KVDRIVE_AUTH_FAILURE_DELAY_MS now", () => [[undefined, auth.pending()]]);
   // /readyz is open to anyone: one storage probe answers every caller for a second, so a flood of it is not a
   // flood of queries; while a probe is under way (storage slow to answer) no second one starts.
   let probe: { at: number; done: boolean; ready: Promise<boolean> } | undefined;

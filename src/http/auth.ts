@@ -36,7 +36,9 @@ export function authGate(o: AuthGateOptions): AuthGate {
   function delayed(res: Response): Promise<Response> {
     if (o.failureDelayMs === 0) return Promise.resolve(res);
     if (pending >= o.maxPending) {
-      return Promise.resolve(fail(429, CODE.rateLimited, `Too many failed authentications at once: more than ${o.maxPending} (KVDRIVE_HTTP_AUTH_FAILURE_MAX_PENDING) are being delayed. Retry later.`));
+      const busy = fail(429, CODE.rateLimited, `Too many failed authentications at once: more than ${o.maxPending} (KVDRIVE_HTTP_AUTH_FAILURE_MAX_PENDING) are being delayed. Retry later.`);
+      busy.headers.set("retry-after", "1");
+      return Promise.resolve(busy);
     }
     pending++;
     return new Promise((resolve) =>

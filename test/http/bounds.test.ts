@@ -23,6 +23,7 @@ describe("auth failure delay", () => {
     expect(statuses.sort()).toEqual([403, 403, 403, 429, 429, 429]);
     const limited = (await Promise.all(answers)).find((r) => r.status === 429)!;
     expect(await limited.json()).toMatchObject({ success: false, errors: [{ code: 971 }] });
+    expect(limited.headers.get("retry-after")).toBe("1");
     expect(gate.pending()).toBe(0);
     expect((await gate.check(new Request("http://kv/x"))!).status).toBe(401);
     expect(gate.check(new Request("http://kv/x", { headers: AUTH }))).toBeUndefined();
