@@ -10,7 +10,7 @@ import { St, type ClientState, type Stmt } from "./client-state.ts";
 import type { PoolerContext } from "./context.ts";
 import type { LaneClient } from "./lanes.ts";
 import { EXPECT_DESCRIBE, EXPECT_DESCRIBE_HIDDEN, EXPECT_EXECUTE, K, SKIPPED, type Server } from "./relay.ts";
-import { sessionEffect } from "./session.ts";
+import { quiet, sessionEffect, type SessionEffect } from "./session.ts";
 
 /** What the fast paths use of their client: its state, and the steps of its ordinary path. */
 export interface ClientCore {
@@ -47,11 +47,14 @@ export function createFastPaths(core: ClientCore) {
   const { c, ctx, socket, params, sets, stmts, pendingWrites, laneClient, send, failed, acquire, flushToServer, toOrigin, ensurePrepared, resumeMessages, flushDeferred, onAuthOrReady, sig, stmtKeyPrefix, cacheSessionKey, classifyOrNull, makeStatement } = core;
   const cfg = ctx.config;
 
+  /** Nothing to note or settle for this statement: it may take a fast path or a lane. */
+  const quietHere = (eff: SessionEffect) => quiet(eff, ctx.functions?.safe(c.database) ?? null);
+
   /** A simple Query of one read-only statement from an idle client: pipelined on a lane. False: not such a query. */
   function queryOnLane(body: Uint8Array, raw: Uint8Array): boolean {
     const sql = decodeQuery(body);
     const cls = classifyOrNull(sql);
-    if (!cls?.cacheable || cls.pin || cls.writeTables.length || sessionEffect(sql).pin || volatility(cls) !== false) return false;
+    if (!cls?.cacheable || cls.pin || cls.writeTables.length || !quietHere(sessionEffect(sql)) || volatility(cls) !== false) return false;
     c.busy = true;
     ctx.lanes!.submit(c.pool!, sig(), params, sets, laneClient, null, raw.slice(), false);
     return true;
@@ -79,7 +82,7 @@ export function createFastPaths(core: ClientCore) {
       if (type !== F.Bind || body[0] !== 0) return false;
       const [ns, ne] = checkBind(body);
       const stmt = ne > ns ? stmts.get(utf8.decode(body.subarray(ns, ne))) : undefined;
-      if (!stmt?.cls?.cacheable || stmt.cls.pin) return false;
+      if (!stmt?.cls?.cacheable || stmt.cls.pin || !quietHere(stmt.eff)) return false;
       c.batch = { stmt, msgs: [raw.slice()], describe: false, exec: false };
       return true;
     }
@@ -142,7 +145,8 @@ export function createFastPaths(core: ClientCore) {
     const m = matchPreparedCall(chunk);
     if (!m) return false;
     const stmt = stmts.get(utf8.decode(chunk.subarray(m.nameStart, m.nameEnd)));
-    if (!stmt) return false;
+    // A statement that touches session state takes the ordinary path, which notes and settles what it does.
+    if (!stmt || !quietHere(stmt.eff)) return false;
     checkBindAt(chunk, m.nameStart, m.bindEnd);
     const r = cachedOrPipelined(stmt, chunk, m, false);
     if (r === true) return true;
@@ -245,8 +249,7 @@ export function createFastPaths(core: ClientCore) {
     let stmt = c.unnamedStmt;
     if (!stmt || !c.unnamedStmtParse || Buffer.compare(c.unnamedStmtParse, parse) !== 0) {
       const p = decodeParse(parse.subarray(5));
-      const eff = sessionEffect(p.query);
-      if (eff.pin || eff.set || eff.reset !== undefined || eff.forgetsStatements) return false;
+      if (!quietHere(sessionEffect(p.query))) return false;
       stmt = makeStatement(p);
       if (!stmt.cls?.cacheable) return false;
       c.unnamedStmt = stmt;
@@ -311,7 +314,7 @@ export function createFastPaths(core: ClientCore) {
       ctx.log(`kvdrive pooler: classifier failed: ${(e as Error).message}`);
       return false;
     }
-    if (!cls.cacheable || cls.pin || sessionEffect(sql).pin) {
+    if (!cls.cacheable || cls.pin || !quietHere(sessionEffect(sql))) {
       ctx.metrics.cacheStatus(c.pool!, cls.status);
       return false;
     }

@@ -4,7 +4,7 @@ import type { Frames } from "../protocol/frames.ts";
 import type { Classification, Recording } from "./cache-path.ts";
 import type { Pool, Waiter } from "./pool.ts";
 import type { Expect, Server } from "./relay.ts";
-import type { Pin } from "./session.ts";
+import type { Pin, SessionEffect } from "./session.ts";
 
 export const enum St {
   Startup,
@@ -26,6 +26,8 @@ export interface Stmt {
   parsedAt: number;
   /** Tables the statement writes (from the shared classifier), for cache invalidation. */
   writes: string[];
+  /** What running it does to the session (session.ts). */
+  eff: SessionEffect;
   /** The shared classifier's verdict, when it has one: reads, functions and whether it may be cached. */
   cls: Classification | null;
   /** Its cache key prefix (statement and session), valid while prefixGen is the client's sessionGen. */

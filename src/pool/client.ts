@@ -12,7 +12,7 @@ import { createOutbox, type Outbox } from "./outbox.ts";
 import { closePrepared, EXPECT_BIND, EXPECT_CLOSE, EXPECT_CLOSE_HIDDEN, EXPECT_DESCRIBE, EXPECT_EXECUTE, EXPECT_PARSE, evictPrepared, K, nextPrepareSeq, prepareOn, replaySql, REPLAYED, REPLAYED_LOWER, type Expect, type Owner, type Server } from "./relay.ts";
 import type { OriginError } from "./origin.ts";
 import type { Waiter } from "./pool.ts";
-import { sessionEffect, type Pin } from "./session.ts";
+import { createSessionTracker, quiet, sessionEffect, untracked, type Op, type SessionEffect } from "./session.ts";
 import type { PoolerContext } from "./context.ts";
 import type { Classification } from "./cache-path.ts";
 import type { LaneClient } from "./lanes.ts";
@@ -119,7 +119,9 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     c.waiter = null;
     if (c.server) {
       const s = c.server;
-      const clean = !c.pinned && s.expect.length === 0 && s.status === 0x49 && !s.copyIn && !s.unsynced && !s.discarding;
+      const clean = s.expect.length === 0 && s.status === 0x49 && !s.copyIn && !s.unsynced && !s.discarding;
+      // A pinned client's connection holds session state of its own: the pool resets it before reuse.
+      if (c.pinned) s.dirty ??= `a client pinned by ${c.pinned} left`;
       detach(clean);
     }
     if (c.busy) ctx.lanes?.resume(laneClient); // its call may be the head of a lane paused for its sake
@@ -161,8 +163,18 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     completed(e: Expect, type: number) {
       if (e.k === K.Execute || (type === 0x5a && e.k === K.Query)) ctx.metrics.queries(c.pool!);
       if (type === 0x5a && e.t !== undefined) ctx.metrics.latency(c.pool!, performance.now() - e.t);
+      if (e.k === K.Execute && type !== 0x5a) {
+        if (type === 0x45) tracker.failed();
+        else if (e.ops && type === 0x43) tracker.done(e.ops[0]!);
+      }
       if (type === 0x5a && (e.k === K.Sync || e.k === K.Query)) {
         c.status = c.server ? c.server.status : c.status;
+        if (e.ops) {
+          if (e.k === K.Query) tracker.query(e.ops, e.cc ?? 0, e.failed === true);
+          else if (e.failed) tracker.failed();
+        }
+        tracker.ready(c.status);
+        if (c.status === 0x49 && portals.size) portals.clear();
         // At commit (or autocommit) of writes that went through us; after a rollback too, which is only wasteful.
         if (c.status === 0x49 && pendingWrites.length && ctx.cachePath) ctx.cachePath.cache.invalidate(c.database, pendingWrites.splice(0));
       }
@@ -219,6 +231,10 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
 
   function detach(reusable: boolean) {
     const s = c.server!;
+    if (s === poisoned) {
+      poisoned = null;
+      reusable = false;
+    }
     c.server = null;
     s.owner = null;
     s.sig = sig();
@@ -358,32 +374,48 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
 
   const evictIfFull = (s: Server) => evictPrepared(s, cfg.poolMaxPreparedStatements, toOrigin);
 
-  function notePin(sql: string) {
-    const eff = sessionEffect(sql);
-    // The shared classifier (a real SQL parser, when present) may see what our text checks cannot.
-    const pin = eff.pin ?? (ctx.classify && !c.pinned ? sharedPin(sql) : undefined);
-    if (pin && !c.pinned) {
-      c.pinned = pin;
-      ctx.metrics.pinned(c.pool!, pin);
+  // ---- session state: what a statement does to it (session.ts), noted as it is sent and settled as it completes ----
+
+  /** The connection it was LOADed into cannot be reset: it is closed when the client lets go of it. */
+  let poisoned: Server | null = null;
+  /** Effects of the statements bound to portals, for their Execute (cleared when the transaction ends). */
+  const portals = new Map<string, SessionEffect>();
+  /** The client's unnamed statement's effect. */
+  let unnamedEff: SessionEffect = sessionEffect("");
+  /** An Execute of this batch carries SETs: its Sync must say whether the batch failed. */
+  let batchTracked = false;
+  const tracker = createSessionTracker({
+    sets,
+    reported: (name) => REPLAYED_LOWER.has(name),
+    server: () => c.server,
+    changed: sessionChanged,
+    resync() {
+      const s = c.server;
+      if (!s) return;
+      s.sig = "";
+      const sql = replaySql(s, params, sets);
+      if (!sql) return;
+      s.conn.write(encodeQuery(sql));
+      s.push({ k: K.Replay });
+    },
+  });
+
+  /** At send time: pins, effects the pooler cannot track (the connection is reset before reuse), forgotten statements. */
+  function noteSend(s: Server, eff: SessionEffect) {
+    if (eff.none) return;
+    if (eff.pin && !c.pinned) {
+      c.pinned = eff.pin;
+      ctx.metrics.pinned(c.pool!, eff.pin);
     }
-    if (eff.set && REPLAYED_LOWER.has(eff.set.name)) return; // tracked through ParameterStatus
-    if (eff.set || eff.reset !== undefined) sessionChanged();
-    if (eff.set) {
-      sets.set(eff.set.name, eff.set.sql);
-      c.server!.applied.set(eff.set.name, eff.set.sql);
-    }
-    if (eff.reset !== undefined) {
-      if (eff.reset === "") {
-        sets.clear();
-        c.server!.applied.clear();
-      } else {
-        sets.delete(eff.reset);
-        c.server!.applied.delete(eff.reset);
-      }
+    const why = untracked(eff, ctx.functions?.safe(c.database) ?? null);
+    if (why) s.dirty ??= why;
+    if (eff.poison) {
+      poisoned = s;
+      s.dirty ??= eff.poison;
     }
     if (eff.forgetsStatements) {
-      c.server!.prepared.clear();
-      c.server!.unnamedOwner = 0;
+      s.prepared.clear();
+      s.unnamedOwner = 0;
     }
   }
 
@@ -426,8 +458,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         // then a named Parse outside a transaction is answered at once and prepared lazily where it is first
         // bound, and an error in it surfaces at Bind. Otherwise it goes to the origin, which answers it.
         const m = decodeParse(body);
-        const eff = sessionEffect(m.query);
-        if (!eff.pin && !eff.set && eff.reset === undefined && !eff.forgetsStatements) {
+        if (quiet(sessionEffect(m.query), ctx.functions?.safe(c.database) ?? null)) {
           defineStatement(m);
           send(PARSE_COMPLETE);
           return true;
@@ -456,10 +487,11 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     switch (type) {
       case F.Query: {
         const sql = decodeQuery(body);
-        notePin(sql);
+        const eff = sessionEffect(sql);
+        noteSend(s, eff);
         if (ctx.cachePath) pendingWrites.push(...writesOf(sql));
         toOrigin(raw);
-        s.push({ k: K.Query, t: performance.now() });
+        s.push(eff.ops ? { k: K.Query, t: performance.now(), ops: eff.ops } : { k: K.Query, t: performance.now() });
         return true;
       }
       case F.Parse: {
@@ -469,8 +501,8 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
           return forwardUnnamedParse(s, raw);
         }
         const m = decodeParse(body);
-        notePin(m.query);
         if (m.name === "") {
+          unnamedEff = sessionEffect(m.query);
           c.unnamedWrites = writesOf(m.query);
           c.unnamed = raw.slice();
           return forwardUnnamedParse(s, raw);
@@ -488,6 +520,11 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       }
       case F.Bind: {
         const [nameStart, nameEnd] = checkBind(body);
+        const bound = nameEnd === nameStart ? unnamedEff : stmts.get(utf8.decode(body.subarray(nameStart, nameEnd)))?.eff;
+        if (bound && !bound.none) {
+          noteSend(s, bound);
+          if (bound.ops) portals.set(utf8.decode(body.subarray(0, body.indexOf(0))), bound);
+        } else if (portals.size) portals.delete(utf8.decode(body.subarray(0, body.indexOf(0))));
         if (nameEnd === nameStart) {
           if (c.unnamedWrites.length) pendingWrites.push(...c.unnamedWrites);
           ensureUnnamed(s);
@@ -535,14 +572,20 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         s.push(EXPECT_DESCRIBE);
         return true;
       }
-      case F.Execute:
+      case F.Execute: {
         toOrigin(raw);
-        s.push(EXPECT_EXECUTE);
+        const ops = portals.size ? portals.get(utf8.decode(body.subarray(0, body.indexOf(0))))?.ops : undefined;
+        if (ops) batchTracked = true;
+        s.push(ops ? { k: K.Execute, ops } : EXPECT_EXECUTE);
         return true;
-      case F.Sync:
+      }
+      case F.Sync: {
         toOrigin(raw);
-        if (!s.copyIn) s.push({ k: K.Sync, t: performance.now() });
+        const tracked = batchTracked || tracker.pending();
+        batchTracked = false;
+        if (!s.copyIn) s.push(tracked ? { k: K.Sync, t: performance.now(), ops: NO_OPS } : { k: K.Sync, t: performance.now() });
         return true;
+      }
       case F.Flush:
         toOrigin(raw);
         return true;
@@ -560,14 +603,6 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         return true;
       default:
         throw new ProtocolError(`unexpected message type ${type} (${JSON.stringify(String.fromCharCode(type))}) after start-up`);
-    }
-  }
-
-  function sharedPin(sql: string): Pin | undefined {
-    try {
-      return ctx.classify!(sql).pin as Pin | undefined;
-    } catch {
-      return undefined;
     }
   }
 
@@ -611,7 +646,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   function makeStatement(m: { query: string; paramTypes: number[] }): Stmt {
     const k = m.query + "\0" + m.paramTypes.join(",");
     const cls = classifyOrNull(m.query);
-    return { key: k, query: m.query, paramTypes: m.paramTypes, serverName: ctx.statementName(k), parse: null, parsedAt: nextPrepareSeq(), writes: cls?.writeTables ?? [], cls, prefix: "", prefixGen: -1, nameBytes: null, bindExpect: null };
+    return { key: k, query: m.query, paramTypes: m.paramTypes, serverName: ctx.statementName(k), parse: null, parsedAt: nextPrepareSeq(), writes: cls?.writeTables ?? [], eff: sessionEffect(m.query), cls, prefix: "", prefixGen: -1, nameBytes: null, bindExpect: null };
   }
 
   function ensureUnnamed(s: Server) {
@@ -638,6 +673,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     c, ctx, socket, overTls, params, sets, pid, key, send, fatal, close, attach, detach, flushToServer, resumeMessages, onAuthOrReady,
     ready() {
       clearTimeout(loginTimer);
+      tracker.started();
       onLoggedIn?.();
       ctx.register(pid, key, id, cancelRunning, c.pool!);
     },
@@ -703,6 +739,8 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
 }
 
 const utf8 = new TextDecoder();
+/** A Sync whose batch's failure the session tracker needs to hear of. */
+const NO_OPS: Op[] = [];
 
 /** Requests of one client awaiting the origin's answer (a pipeline) past which the client is not read from. */
 const MAX_IN_FLIGHT = 16_384;

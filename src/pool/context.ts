@@ -4,7 +4,7 @@ import type { Config } from "../config.ts";
 import type { Pool } from "./pool.ts";
 import type { Server } from "./relay.ts";
 import type { ScramVerifier } from "./scram.ts";
-import type { Pin } from "./session.ts";
+import type { FunctionCatalog, Pin } from "./session.ts";
 import type { CachePath, Classification } from "./cache-path.ts";
 import type { Lanes } from "./lanes.ts";
 
@@ -35,6 +35,8 @@ export interface PoolerContext {
   statementName(key: string): string;
   /** The origin said the statement's result type changed: future uses get a fresh name, hence a fresh plan. */
   planChanged(key: string): void;
+  /** The origin's builtin functions per database (session.ts): calls of anything else reset the connection after. */
+  functions?: FunctionCatalog;
   /** The shared statement classifier (src/cache/classify.ts), when present: used for pinning too. */
   classify: ((sql: string) => Classification) | null;
   /** The query cache and statement classifier, when src/cache is present. */

@@ -9,6 +9,7 @@ import type { Pool } from "./pool.ts";
 import type { PoolerContext } from "./context.ts";
 import type { OriginError } from "./origin.ts";
 import { recordQuery } from "./cache-path.ts";
+import { quiet, sessionEffect } from "./session.ts";
 
 export interface ExecuteRequest {
   database: string;
@@ -179,6 +180,9 @@ async function run(pool: Pool, params: () => Map<string, string>, req: ExecuteRe
       server.push({ k: K.Replay });
     }
     server.unnamedOwner = 0; // the unnamed statement is about to be replaced
+    // HTTP SQL keeps no session: whatever it changes is reset before a pooled client gets the connection.
+    const safe = ctx.functions?.safe(req.database) ?? null;
+    if (req.statements.some((st) => !quiet(sessionEffect(st.sql), safe))) server.dirty ??= "HTTP SQL with session effects";
     for (const stmt of req.statements) {
       parts.push(encodeParse({ name: "", query: stmt.sql, paramTypes: [] }));
       server.push({ k: K.Parse });

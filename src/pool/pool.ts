@@ -2,7 +2,7 @@
 // idle timeout and max lifetime. `move()` is the only place a connection changes state.
 import type { Clock } from "../clock.ts";
 import { OriginError } from "./origin.ts";
-import type { Server } from "./relay.ts";
+import { resetServer, type Server } from "./relay.ts";
 
 export interface Waiter {
   grant(server: Server): void;
@@ -164,6 +164,8 @@ export function createPool(o: PoolOptions): Pool {
         move(s, "closed");
         return fillForWaiters();
       }
+      // Its session state is no longer what the pooler tracked: reset before anyone else gets it (relay.ts).
+      if (s.dirty !== null) return resetServer(s, (ok) => pool.release(s, ok));
       grantNext(s);
     },
     cancelWait(w) {

@@ -13,7 +13,7 @@ import { deriveScramVerifier, md5Verifier } from "./scram.ts";
 import type { PoolerContext, UserAuth } from "./context.ts";
 import { listen, type Listener } from "./listener.ts";
 import { executeStatements, type ExecuteRequest, type ExecuteResult } from "./execute.ts";
-import type { Pin } from "./session.ts";
+import { BUILTIN_FUNCTIONS_SQL, createFunctionCatalog, type Pin } from "./session.ts";
 import { loadCachePath, loadClassifier, recordQuery } from "./cache-path.ts";
 
 export interface PoolerOptions {
@@ -197,6 +197,13 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
 
   const ctx: PoolerContext = {
     classify: classifier,
+    // Functions a statement may call without the connection being reset after it: the origin's builtins.
+    functions: createFunctionCatalog(async (database) => {
+      const r = await executeStatements(poolFor(database, origin.user).pool, () => poolFor(database, origin.user).params, {
+        database, user: origin.user, transaction: false, statements: [{ sql: BUILTIN_FUNCTIONS_SQL }],
+      }, ctx);
+      return (r[0]?.rows ?? []).map((row) => String(row[0]));
+    }, log),
     cachePath,
     cacheOn: (database) => cachePath !== null && !allOff && (noneOff || !disabledDbs.has(database)),
     lanes: config.poolPipelineDepth >= 2 ? createLanes({ depth: config.poolPipelineDepth, maxPrepared: config.poolMaxPreparedStatements, pipelined: (pool) => byPool.get(pool)!.mPipelined.inc() }) : null,

@@ -4,9 +4,10 @@
 // answers swallowed, and synthetic answers (ParseComplete for a statement the origin already has) are
 // slotted in at the right place, while everything else streams to the client unparsed.
 import { B } from "../protocol/backend.ts";
-import { encodeClose, encodeParse } from "../protocol/frontend.ts";
+import { encodeClose, encodeParse, encodeQuery } from "../protocol/frontend.ts";
 import { createScanner, END_RANGE, type ScanSink, type Scanner } from "../protocol/scan.ts";
 import type { OriginConn } from "./origin.ts";
+import { RESET_SQL, resetSql, type Op } from "./session.ts";
 
 export const enum K {
   Parse,
@@ -42,6 +43,11 @@ export interface Expect {
   t?: number;
   /** A Sync whose ReadyForQuery the client must not see (it ends an attempt that is being re-sent). */
   swallow?: boolean;
+  /** Query or Execute: the statements' session effects (session.ts), settled when they complete. */
+  ops?: Op[];
+  /** Query with ops: statements completed so far, and whether one failed (the rest were skipped). */
+  cc?: number;
+  failed?: boolean;
 }
 
 /** Whoever uses an origin connection right now: a wire client, or an internal executor. */
@@ -101,6 +107,11 @@ export interface Server {
   applied: Map<string, string>;
   /** Signature of the session state the connection holds ("" unknown): equal signatures skip the replay check. */
   sig: string;
+  /**
+   * Why the session state of this connection is no longer what the pooler tracked (an untracked effect, a pinned
+   * client gone): the pool resets it (resetServer) before anyone else gets it. Null when it is known.
+   */
+  dirty: string | null;
   onClosed: () => void;
   /** CancelRequests for this connection's backend still being delivered: it serves no one else until they are. */
   cancelsInFlight: number;
@@ -122,7 +133,8 @@ NEED_BODY[B.NoData] = 1;
 const decoder = new TextDecoder();
 
 /** Parameters a client may change that the origin reports, so they are replayed on another connection. */
-export const REPLAYED = ["client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "application_name", "search_path", "standard_conforming_strings"];
+// search_path is not one: Postgres 17 and older do not report it, so it is tracked from the SETs themselves.
+export const REPLAYED = ["client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "application_name", "standard_conforming_strings"];
 export const REPLAYED_LOWER = new Map(REPLAYED.map((p) => [p.toLowerCase(), p]));
 
 const quoteLiteral = (v: string) => "'" + v.replace(/'/g, "''") + "'";
@@ -139,12 +151,45 @@ export function replaySql(s: Server, params: Map<string, string>, sets: Map<stri
     if (!REPLAYED_LOWER.has(name.toLowerCase())) continue;
     if (s.conn.params.get(name) !== value) configs.push(`pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false)`);
   }
-  for (const [name, sql] of s.applied) if (sets.get(name) !== sql) parts.push(`RESET "${name.replace(/"/g, "")}"`);
+  for (const [name, sql] of s.applied) if (sets.get(name) !== sql) parts.push(resetSql(name));
   for (const [name, sql] of sets) if (s.applied.get(name) !== sql) parts.push(sql);
   if (configs.length) parts.push(`SELECT ${configs.join(", ")}`);
   if (!parts.length) return null;
   s.applied = new Map(sets);
   return parts.join("; ");
+}
+
+const RESET_QUERY = encodeQuery(RESET_SQL);
+
+/**
+ * Brings an idle connection nobody holds back to a fresh session (RESET_SQL; the statements the pooler prepared
+ * there stay), then done(true); done(false) when that failed and the connection must be closed.
+ */
+export function resetServer(s: Server, done: (ok: boolean) => void) {
+  s.dirty = null;
+  let finished = false;
+  const end = (ok: boolean) => {
+    if (finished) return;
+    finished = true;
+    if (s.owner === resetter) s.owner = null;
+    done(ok);
+  };
+  const resetter: Owner = {
+    send() {},
+    backpressured: () => false,
+    parameterStatus() {},
+    idle() {},
+    completed() {},
+    planChanged: () => null,
+    serverClosed: () => end(false),
+    serverDrained() {},
+  };
+  s.owner = resetter;
+  s.applied = new Map();
+  s.sig = "";
+  s.conn.resume();
+  s.conn.write(RESET_QUERY);
+  s.push({ k: K.Replay, done: (error) => end(error === null && !s.conn.closed && s.status === 0x49) });
 }
 
 /** A statement as the origin prepares it: its shared name there, its text and parameter types, its Parse once built. */
@@ -242,6 +287,7 @@ export function createServer(conn: OriginConn): Server {
     unsynced: false,
     applied: new Map(),
     sig: "",
+    dirty: null,
     onClosed: () => {},
     cancelsInFlight: 0,
     afterCancel: null,
@@ -330,7 +376,7 @@ export function createServer(conn: OriginConn): Server {
           if (h?.k === K.Execute) {
             q.shift();
             owner?.completed(h, type);
-          }
+          } else if (h?.ops && type === B.CommandComplete) h.cc = (h.cc ?? 0) + 1;
           return h?.k !== K.Replay;
         case B.ReadyForQuery: {
           const e = q.shift();
@@ -351,7 +397,10 @@ export function createServer(conn: OriginConn): Server {
           return true;
         }
         case B.ErrorResponse: {
-          if (!h || h.k === K.Query || h.k === K.Sync) return true;
+          if (!h || h.k === K.Query || h.k === K.Sync) {
+            if (h?.ops) h.failed = true;
+            return true;
+          }
           if (h.k === K.Replay) {
             h.error = body!.slice();
             return false;
@@ -384,7 +433,11 @@ export function createServer(conn: OriginConn): Server {
             parseFailed(h.name, body!);
             if (h.client !== undefined) owner?.parseRejected?.(h.client, h.name);
           }
-          // The origin now discards everything up to Sync; so must the expectations.
+          // The origin now discards everything up to Sync; so must the expectations. The batch failed: SETs in it did not last.
+          for (const x of q) if (x.k === K.Sync) {
+            if (x.ops) x.failed = true;
+            break;
+          }
           s.discarding = true;
           // A Bind sent behind a Parse of its statement that failed (pipelined, or another client's on a lane)
           // fails for a name the client never chose: it gets the Parse's own error instead.

@@ -1,59 +1,468 @@
-// What a statement does to session state, the part transaction pooling must know about:
-// session-only features that pin a client to its origin connection, and session-level SETs to replay.
-// Deliberately conservative text checks on the statement's start and keywords; a false "pin" only costs
-// pooling efficiency for that client, a missed one would break the client, so we err towards pinning.
+// What a statement string does to session state, the part transaction pooling must know about, read from the
+// Postgres parser's tree (libpg-query), memoized by text:
+// - session-only features that pin a client to its origin connection (LISTEN, session advisory locks, temp
+//   objects, WITH HOLD cursors, SQL PREPARE, SET ROLE / SESSION AUTHORIZATION);
+// - per statement, the session SETs and RESETs to track and replay (rebuilt from the tree: the name quoted as an
+//   identifier, the values as literals) and the transaction commands that decide whether they last;
+// - effects that cannot be known (set_config, DO, CALL, functions that are not known builtins, ...): the
+//   connection is then reset before anyone else gets it (RESET_SQL), or closed when even that cannot undo them.
+// A false "pin" or "unknown" costs only pooling efficiency; a missed one would leak one client's state to another,
+// so whatever is not understood counts as unknown.
+import { loadModule, parseSync } from "libpg-query";
 
-export type Pin = "listen" | "advisory" | "temp" | "holdcursor" | "prepare" | "role" | "set";
+await loadModule();
+
+export type Pin = "listen" | "advisory" | "temp" | "holdcursor" | "prepare" | "role";
+
+/** One statement's effect on the session, in the order of the string. */
+export type Op =
+  | { k: "set"; name: string; sql: string }
+  | { k: "reset"; name: string }
+  | { k: "resetall" }
+  | { k: "begin" }
+  | { k: "commit"; chain: boolean }
+  | { k: "rollback"; chain: boolean }
+  | { k: "savepoint"; name: string }
+  | { k: "release"; name: string }
+  | { k: "rollbackto"; name: string }
+  | { k: "other" };
 
 export interface SessionEffect {
+  /** No pin, nothing to track, nothing unknown, no function to check: the common case. */
+  none: boolean;
   pin?: Pin;
-  /** A session-level SET of a setting: its lower-case name and the statement that sets it. */
-  set?: { name: string; sql: string };
-  /** RESET name; "" for RESET ALL. */
-  reset?: string;
-  /** DISCARD ALL / DEALLOCATE ALL: the origin forgot its prepared statements. */
+  /** One entry per statement, or null when no statement sets, resets or controls a transaction. */
+  ops: Op[] | null;
+  /** Why the statement's effect on the session cannot be known: the connection is reset before reuse. */
+  unknown?: string;
+  /** Why a reset cannot undo it (LOAD): the connection is closed instead of reused. */
+  poison?: string;
+  /** Functions called that are not known to leave the session alone unless they are builtins of the origin. */
+  functions: string[];
+  /** DISCARD ALL / DEALLOCATE: the origin forgot prepared statements the pooler made. */
   forgetsStatements?: boolean;
 }
 
-const QUICK = /listen|advisory|temp|hold|prepare|set|reset|discard|deallocate|role|authorization/i;
-const NONE: SessionEffect = {};
+const quoteIdent = (s: string) => '"' + s.replace(/"/g, '""') + '"';
+const quoteLiteral = (s: string) => "'" + s.replace(/'/g, "''") + "'";
 
-/** Strips leading whitespace and -- or /* comments so the first keyword can be read. */
-function head(sql: string): string {
-  let s = sql;
-  for (;;) {
-    s = s.trimStart();
-    if (s.startsWith("--")) {
-      const nl = s.indexOf("\n");
-      s = nl < 0 ? "" : s.slice(nl + 1);
-    } else if (s.startsWith("/*")) {
-      const end = s.indexOf("*/");
-      s = end < 0 ? "" : s.slice(end + 2);
-    } else return s;
-  }
-}
+/** A session SET rebuilt from its name and values: never the client's text. */
+export const setSql = (name: string, values: string[]) => `SET ${quoteIdent(name)} TO ${values.map(quoteLiteral).join(", ")}`;
+export const resetSql = (name: string) => `RESET ${quoteIdent(name)}`;
+/** A start-up setting: set_config reads the value as the start-up packet's would be read (a list for search_path). */
+export const setConfigSql = (name: string, value: string) => `SELECT pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false)`;
+
+/**
+ * Brings a connection back to a fresh session without forgetting the protocol-level statements the pooler
+ * prepared there (its own per-connection list stays true): authorization first, since SET SESSION AUTHORIZATION
+ * and SET ROLE limit what RESET ALL may do; then SQL-level prepared statements (from_sql) only.
+ */
+export const RESET_SQL = [
+  "SET SESSION AUTHORIZATION DEFAULT",
+  "RESET ROLE",
+  "RESET ALL",
+  "UNLISTEN *",
+  "SELECT pg_catalog.pg_advisory_unlock_all()",
+  "CLOSE ALL",
+  "DISCARD TEMP",
+  "DISCARD SEQUENCES",
+  "DO $kvdrive$DECLARE n text; BEGIN FOR n IN SELECT name FROM pg_catalog.pg_prepared_statements WHERE from_sql LOOP EXECUTE 'DEALLOCATE ' || pg_catalog.quote_ident(n); END LOOP; END$kvdrive$",
+].join("; ");
+
+/** Startup parameter and GUC names Postgres accepts: identifier characters, dotted for custom settings. */
+export const VALID_NAME = /^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)*$/;
+
+// Builtins that change the session beyond the statement: never counted as known-safe.
+const SESSION_FUNCTIONS = new Set([
+  "set_config", "setseed", "pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
+  "pg_replication_origin_session_setup", "pg_replication_origin_xact_setup", "pg_create_logical_replication_slot", "pg_create_physical_replication_slot",
+  "dblink_connect", "dblink_connect_u", "lo_open", "pg_stat_force_next_flush",
+]);
+const SESSION_ADVISORY = new Set(["pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared"]);
+
+// Statements whose only session effects are the ones read below (pins, temp objects); anything else is unknown.
+const KNOWN = new Set([
+  "SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt", "VariableShowStmt", "NotifyStmt", "UnlistenStmt", "FetchStmt",
+  "ClosePortalStmt", "VacuumStmt", "CheckPointStmt", "LockStmt", "ExplainStmt", "IndexStmt", "CreateSchemaStmt", "CreateSeqStmt", "AlterSeqStmt",
+  "CommentStmt", "GrantStmt", "GrantRoleStmt", "CreateRoleStmt", "AlterRoleStmt", "DropRoleStmt", "CreateFunctionStmt", "CreateExtensionStmt",
+  "ViewStmt", "CreateTableAsStmt", "CreateStmt", "ReindexStmt", "ClusterStmt", "ConstraintsSetStmt", "TruncateStmt", "CopyStmt", "AlterTableStmt",
+  "RenameStmt", "RuleStmt", "CreateTrigStmt", "AlterObjectSchemaStmt", "DropStmt", "RefreshMatViewStmt", "CreateEnumStmt", "CompositeTypeStmt",
+  "AlterEnumStmt", "DefineStmt", "CreateDomainStmt", "AlterDomainStmt", "CreatedbStmt", "DropdbStmt", "AlterOwnerStmt", "CreatePolicyStmt",
+  "AlterPolicyStmt", "CreatePublicationStmt", "AlterPublicationStmt", "CreateStatsStmt", "AlterFunctionStmt", "DeclareCursorStmt", "ListenStmt",
+  "PrepareStmt", "DeallocateStmt", "DiscardStmt", "TransactionStmt", "VariableSetStmt", "AlterDefaultPrivilegesStmt", "SecLabelStmt",
+  "CreateTableSpaceStmt", "DropOwnedStmt", "ReassignOwnedStmt", "AlterTSConfigurationStmt", "AlterTSDictionaryStmt", "ImportForeignSchemaStmt",
+  "CreateForeignTableStmt", "CreateCastStmt", "CreateOpClassStmt", "CreateConversionStmt", "CreateTransformStmt", "AlterDatabaseSetStmt",
+  "AlterRoleSetStmt", "AlterSystemStmt", "AlterCollationStmt", "AlterStatsStmt", "CreateEventTrigStmt", "AlterEventTrigStmt", "CreatePLangStmt",
+]);
+
+const NONE_OPS: Op = { k: "other" };
+const EMPTY: SessionEffect = { none: true, ops: null, functions: [] };
+
+// Cheap prefilter: text without any of these words cannot set, reset, pin, call or end anything we track.
+const QUICK = /set|reset|listen|advisory|temp|hold|prepare|deallocate|discard|role|authoriz|do|call|load|execute|begin|start|commit|end|abort|rollback|savepoint|release|\(/i;
+
+const MEMO_MAX = 20_000;
+const MEMO_MAX_SQL = 16 * 1024;
+const memo = new Map<string, SessionEffect>();
 
 export function sessionEffect(sql: string): SessionEffect {
-  if (!QUICK.test(sql)) return NONE;
-  const h = head(sql);
-  const lower = h.toLowerCase();
-  if (/^listen\b/.test(lower)) return { pin: "listen" };
-  if (/^prepare\b/.test(lower)) return { pin: "prepare" };
-  if (/\bpg_(try_)?advisory_lock(_shared)?\s*\(/.test(lower)) return { pin: "advisory" };
-  if (/\bcreate\s+(?:(?:global|local)\s+)?temp(?:orary)?\s+(?:table|view|sequence)\b/.test(lower) || /\bcreate\s+(?:unlogged\s+)?table\b[^;]*\bon\s+commit\b/.test(lower) || /\binto\s+temp(orary)?\b/.test(lower)) {
-    return { pin: "temp" };
+  if (!QUICK.test(sql)) return EMPTY;
+  const hit = memo.get(sql);
+  if (hit) return hit;
+  let eff: SessionEffect;
+  try {
+    eff = analyse((parseSync(sql).stmts ?? []).map((s: any) => s.stmt ?? {}));
+  } catch {
+    // Unparseable here: the origin rejects it too. Nothing runs, but nothing is assumed either.
+    eff = { none: false, ops: null, functions: [], unknown: "unparsed statement" };
   }
-  if (/\bwith\s+hold\b/.test(lower)) return { pin: "holdcursor" };
-  if (/^set\s+(session\s+)?(role|session\s+authorization)\b/.test(lower)) return { pin: "role" };
-  if (/^(discard\s+(all|plans)|deallocate\s+(prepare\s+)?all)\b/.test(lower)) return { forgetsStatements: true, reset: /^discard\s+all/.test(lower) ? "" : undefined };
-  const reset = /^reset\s+(all|[a-z_][a-z0-9_.]*)\s*;?\s*$/.exec(lower);
-  if (reset) return { reset: reset[1] === "all" ? "" : reset[1] };
-  const set = /^set\s+(?:session\s+)?(?!local\b|transaction\b|constraints\b|session\s+characteristics\b)("?[a-z_][a-z0-9_.]*"?)\s*(?:=|\bto\b)/.exec(lower);
-  if (set) {
-    const sql = h.replace(/[;\s]+$/, "");
-    // A SET inside a multi-statement string cannot be replayed on its own: keep the whole session instead.
-    if (sql.includes(";", set[0].length)) return { pin: "set" };
-    return { set: { name: set[1]!.replace(/"/g, ""), sql } };
+  if (sql.length <= MEMO_MAX_SQL) {
+    if (memo.size >= MEMO_MAX) memo.delete(memo.keys().next().value as string);
+    memo.set(sql, eff);
   }
-  return NONE;
+  return eff;
 }
+
+interface Acc {
+  pin?: Pin;
+  unknown?: string;
+  poison?: string;
+  functions: Set<string>;
+  forgets: boolean;
+  advisory: boolean;
+  temp: boolean;
+}
+
+function analyse(stmts: Array<Record<string, any>>): SessionEffect {
+  const acc: Acc = { functions: new Set(), forgets: false, advisory: false, temp: false };
+  const ops: Op[] = [];
+  let tracked = false;
+  for (const stmt of stmts) {
+    const [type, body] = (Object.entries(stmt)[0] ?? ["", {}]) as [string, any];
+    const op = statementOp(type, body, acc);
+    if (op.k !== "other") tracked = true;
+    ops.push(op);
+    walk(body, acc);
+  }
+  if (acc.advisory) acc.pin ??= "advisory";
+  if (acc.temp) acc.pin ??= "temp";
+  const functions = [...acc.functions];
+  const eff: SessionEffect = { none: !tracked && !acc.pin && !acc.unknown && !acc.poison && !acc.forgets && functions.length === 0, ops: tracked ? ops : null, functions };
+  if (acc.pin) eff.pin = acc.pin;
+  if (acc.unknown) eff.unknown = acc.unknown;
+  if (acc.poison) eff.poison = acc.poison;
+  if (acc.forgets) eff.forgetsStatements = true;
+  return eff.none ? EMPTY : eff;
+}
+
+function constValue(n: any): string | null {
+  const c = n?.A_Const;
+  if (!c) return null;
+  if (c.sval) return String(c.sval.sval ?? "");
+  if (c.ival) return String(c.ival.ival ?? 0);
+  if (c.fval) return String(c.fval.fval ?? "0");
+  if (c.boolval) return c.boolval.boolval ? "on" : "off";
+  return null; // NULL or a bit string
+}
+
+function statementOp(type: string, body: any, acc: Acc): Op {
+  switch (type) {
+    case "VariableSetStmt": {
+      const name = String(body.name ?? "").toLowerCase();
+      if (body.is_local) return NONE_OPS; // lasts to the end of the transaction
+      switch (body.kind) {
+        case "VAR_RESET_ALL":
+          return { k: "resetall" };
+        case "VAR_RESET":
+        case "VAR_SET_DEFAULT":
+          if (name === "role" || name === "session_authorization") return (acc.pin ??= "role"), NONE_OPS;
+          return { k: "reset", name };
+        case "VAR_SET_VALUE": {
+          if (name === "role" || name === "session_authorization") return (acc.pin ??= "role"), NONE_OPS;
+          const values = (body.args ?? []).map(constValue);
+          if (!VALID_NAME.test(name) || !values.length || values.some((v: string | null) => v === null)) {
+            acc.unknown ??= `SET ${name} with a value that cannot be replayed`;
+            return NONE_OPS;
+          }
+          return { k: "set", name, sql: setSql(name, values) };
+        }
+        default:
+          // SET TRANSACTION lasts one transaction; SET ... FROM CURRENT and SESSION CHARACTERISTICS are not replayed.
+          if (body.kind === "VAR_SET_MULTI" && name === "transaction") return NONE_OPS;
+          acc.unknown ??= `SET ${name} (${body.kind})`;
+          return NONE_OPS;
+      }
+    }
+    case "TransactionStmt":
+      switch (body.kind) {
+        case "TRANS_STMT_BEGIN":
+        case "TRANS_STMT_START":
+          return { k: "begin" };
+        case "TRANS_STMT_COMMIT":
+          return { k: "commit", chain: !!body.chain };
+        case "TRANS_STMT_ROLLBACK":
+          return { k: "rollback", chain: !!body.chain };
+        case "TRANS_STMT_SAVEPOINT":
+          return { k: "savepoint", name: String(body.savepoint_name ?? "") };
+        case "TRANS_STMT_RELEASE":
+          return { k: "release", name: String(body.savepoint_name ?? "") };
+        case "TRANS_STMT_ROLLBACK_TO":
+          return { k: "rollbackto", name: String(body.savepoint_name ?? "") };
+        default:
+          // PREPARE TRANSACTION and friends: what happens to the session's SETs is not tracked.
+          acc.unknown ??= `transaction command ${body.kind}`;
+          return { k: "rollback", chain: false };
+      }
+    case "ListenStmt":
+      acc.pin ??= "listen";
+      return NONE_OPS;
+    case "PrepareStmt":
+      acc.pin ??= "prepare";
+      return NONE_OPS;
+    case "DeclareCursorStmt":
+      if (((body.options ?? 0) & 0x20) !== 0) acc.pin ??= "holdcursor";
+      return NONE_OPS;
+    case "DiscardStmt":
+      if (body.target === "DISCARD_ALL") {
+        acc.forgets = true;
+        return { k: "resetall" };
+      }
+      return NONE_OPS;
+    case "DeallocateStmt":
+      acc.forgets = true;
+      return NONE_OPS;
+    case "CreateFunctionStmt": {
+      const names = (body.funcname ?? []).map((n: any) => String(n?.String?.sval ?? "").toLowerCase());
+      if (names.length > 1 && names[0] === "pg_temp") acc.temp = true;
+      return NONE_OPS;
+    }
+    case "LoadStmt":
+      acc.poison ??= "LOAD";
+      return NONE_OPS;
+    case "DoStmt":
+      acc.unknown ??= "DO";
+      return NONE_OPS;
+    case "CallStmt":
+      acc.unknown ??= "CALL";
+      return NONE_OPS;
+    case "ExecuteStmt":
+      acc.unknown ??= "EXECUTE of an SQL prepared statement";
+      return NONE_OPS;
+    default:
+      if (!KNOWN.has(type)) acc.unknown ??= type || "empty statement";
+      return NONE_OPS;
+  }
+}
+
+function walk(node: unknown, acc: Acc) {
+  if (Array.isArray(node)) {
+    for (const n of node) walk(n, acc);
+    return;
+  }
+  if (node === null || typeof node !== "object") return;
+  // A relation (a RangeVar, named so or not): temporary, or in the temporary schema.
+  const rv = node as any;
+  if (rv.relname !== undefined && (rv.relpersistence === "t" || String(rv.schemaname ?? "").toLowerCase() === "pg_temp")) acc.temp = true;
+  for (const [k, v] of Object.entries(node as Record<string, unknown>)) {
+    if (k === "FuncCall") {
+      const f = v as any;
+      const names = (f.funcname ?? []).map((n: any) => String(n?.String?.sval ?? "").toLowerCase());
+      const name = names[names.length - 1] ?? "";
+      const schema = names.length > 1 ? names[0] : "";
+      if (schema && schema !== "pg_catalog") acc.unknown ??= `function ${names.join(".")}`;
+      if (SESSION_ADVISORY.has(name)) acc.advisory = true;
+      else if (name === "set_config") {
+        // set_config(name, value, true) is SET LOCAL; anything else may last beyond the transaction.
+        const local = f.args?.[2]?.A_Const?.boolval?.boolval === true;
+        if (!local) acc.unknown ??= "set_config outside SET LOCAL";
+      } else if (SESSION_FUNCTIONS.has(name)) acc.unknown ??= `function ${name}`;
+      else if (name) acc.functions.add(name);
+    }
+    walk(v, acc);
+  }
+}
+
+/**
+ * Names of the origin's functions whose every overload is a builtin (oid below FirstNormalObjectId), per database,
+ * loaded once in the background. Until it is in, every function counts as unknown (a reset after the transaction).
+ */
+export function createFunctionCatalog(load: (database: string) => Promise<string[]>, log: (line: string) => void = () => {}) {
+  const byDb = new Map<string, ReadonlySet<string> | "loading">();
+  return {
+    safe(database: string): ReadonlySet<string> | null {
+      const got = byDb.get(database);
+      if (got === "loading") return null;
+      if (got) return got;
+      byDb.set(database, "loading");
+      load(database).then(
+        (names) => byDb.set(database, new Set(names.filter((n) => !SESSION_FUNCTIONS.has(n)))),
+        (e) => {
+          byDb.delete(database);
+          log(`kvdrive pooler: cannot read the builtin functions of ${database}: ${(e as Error).message}`);
+        },
+      );
+      return null;
+    },
+  };
+}
+
+export type FunctionCatalog = ReturnType<typeof createFunctionCatalog>;
+
+export const BUILTIN_FUNCTIONS_SQL =
+  "select proname from pg_catalog.pg_proc group by proname having max(oid::int8) < 16384";
+
+/** Why running this leaves the connection in a state that is not tracked (null: it does not). */
+export function untracked(eff: SessionEffect, safe: ReadonlySet<string> | null): string | null {
+  if (eff.none) return null;
+  if (eff.unknown) return eff.unknown;
+  for (const f of eff.functions) if (!safe?.has(f)) return `function ${f}`;
+  return null;
+}
+
+/** True when a statement can run anywhere without the pooler having to note anything (fast paths, lanes). */
+export function quiet(eff: SessionEffect, safe: ReadonlySet<string> | null): boolean {
+  if (eff.none) return true;
+  return !eff.pin && !eff.ops && !eff.forgetsStatements && !eff.poison && untracked(eff, safe) === null;
+}
+
+/** What the session tracker changes: the client's replayed SETs and the connection it holds. */
+export interface TrackedSession {
+  /** The client's session SETs by lower-case name (SQL rebuilt by setSql), replayed wherever it goes. */
+  sets: Map<string, string>;
+  /** Names whose change is reported by ParameterStatus (tracked from that instead). */
+  reported: (name: string) => boolean;
+  /** The connection the client holds: its `applied` map follows the SETs that took effect there. */
+  server(): { applied: Map<string, string>; dirty: string | null } | null;
+  /** The tracked state changed. */
+  changed(): void;
+  /** The connection no longer holds the client's tracked state (a RESET to a start-up value): replay it now. */
+  resync(): void;
+}
+
+/**
+ * Follows a client's transactions to know which session SETs last: a SET counts once its transaction commits
+ * (an explicit one, or the implicit one of a simple Query or of an extended-protocol batch up to Sync), is
+ * dropped by ROLLBACK, by an error outside an explicit transaction, and by ROLLBACK TO a savepoint before it.
+ * SET LOCAL is never tracked. The ReadyForQuery status is the check: a mismatch marks the connection dirty.
+ */
+export function createSessionTracker(t: TrackedSession) {
+  let startup: Map<string, string> = new Map();
+  let pending: Op[] = [];
+  let explicit = false;
+  let aborted = false;
+  let marks: Array<{ name: string; len: number }> = [];
+
+  const drop = () => {
+    if (pending.length) pending = [];
+    explicit = false;
+    aborted = false;
+    if (marks.length) marks = [];
+  };
+
+  function apply(op: Op) {
+    const s = t.server();
+    if (op.k === "set") {
+      if (t.reported(op.name)) return;
+      t.sets.set(op.name, op.sql);
+      s?.applied.set(op.name, op.sql);
+    } else if (op.k === "reset") {
+      if (t.reported(op.name)) return;
+      // RESET goes back to the value the client started with (as on Postgres), which the origin does not know.
+      const first = startup.get(op.name);
+      s?.applied.delete(op.name);
+      if (first === undefined) t.sets.delete(op.name);
+      else {
+        t.sets.set(op.name, first);
+        t.resync();
+      }
+    } else if (op.k === "resetall") {
+      t.sets.clear();
+      s?.applied.clear();
+      for (const [k, v] of startup) t.sets.set(k, v);
+      if (startup.size) t.resync();
+    } else return;
+    t.changed();
+  }
+
+  function commit() {
+    const ops = pending;
+    drop();
+    for (const op of ops) apply(op);
+  }
+
+  return {
+    /** The client's start-up settings: what RESET goes back to. */
+    started() {
+      startup = new Map(t.sets);
+    },
+    /** A statement completed successfully. */
+    done(op: Op) {
+      switch (op.k) {
+        case "set":
+        case "reset":
+        case "resetall":
+          pending.push(op);
+          return;
+        case "begin":
+          explicit = true;
+          return;
+        case "commit":
+          if (aborted) drop();
+          else commit();
+          explicit = op.chain;
+          return;
+        case "rollback":
+          drop();
+          explicit = op.chain;
+          return;
+        case "savepoint":
+          marks.push({ name: op.name, len: pending.length });
+          return;
+        case "release": {
+          const i = marks.findLastIndex((m) => m.name === op.name);
+          if (i >= 0) marks.length = i;
+          return;
+        }
+        case "rollbackto": {
+          const i = marks.findLastIndex((m) => m.name === op.name);
+          if (i >= 0) {
+            pending.length = marks[i]!.len;
+            marks.length = i + 1;
+          }
+          aborted = false;
+          return;
+        }
+      }
+    },
+    /** A statement failed: an explicit transaction is aborted, an implicit one rolled back. */
+    failed() {
+      if (explicit) aborted = true;
+      else drop();
+    },
+    /** The simple Query's statements: the first `completed` succeeded, and the next failed when `failed`. */
+    query(ops: Op[], completed: number, failed: boolean) {
+      for (let i = 0; i < completed && i < ops.length; i++) this.done(ops[i]!);
+      if (failed) this.failed();
+    },
+    /** ReadyForQuery with this status ('I', 'T' or 'E'). */
+    ready(status: number) {
+      if (status === 0x49) {
+        if (!explicit && !aborted) {
+          if (pending.length) commit();
+          return;
+        }
+        // We thought a transaction was open and it is not: what it set is not known.
+        const s = t.server();
+        if (s && pending.length) s.dirty ??= "a transaction ended in a way the pooler did not follow";
+        drop();
+      } else {
+        explicit = true;
+        aborted = status === 0x45;
+      }
+    },
+    /** Whether SETs are waiting for their transaction's end (then every error and Sync matters). */
+    pending: () => pending.length > 0,
+  };
+}
+
+export type SessionTracker = ReturnType<typeof createSessionTracker>;

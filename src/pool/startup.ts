@@ -6,6 +6,7 @@ import { decodePassword, decodeSASLInitialResponse, F } from "../protocol/fronte
 import { encodeAuthentication } from "../protocol/backend.ts";
 import { createScramServer, md5Matches, ScramError, type ScramVerifier } from "./scram.ts";
 import { REPLAYED_LOWER } from "./relay.ts";
+import { setConfigSql, VALID_NAME } from "./session.ts";
 import type { UserAuth } from "./context.ts";
 
 export interface StartupSettings {
@@ -19,8 +20,6 @@ export interface StartupSettings {
   unsupported: string[];
 }
 
-const quoteLiteral = (v: string) => "'" + v.replace(/'/g, "''") + "'";
-
 /** Reads a StartupMessage's parameters; throws ProtocolError (28000, 08P01) for what cannot be served. */
 export function readStartupParams(p: Record<string, string>): StartupSettings {
   if (p.replication !== undefined && !["false", "0", "off", "no"].includes(p.replication)) {
@@ -31,10 +30,14 @@ export function readStartupParams(p: Record<string, string>): StartupSettings {
   const params = new Map<string, string>();
   const sets = new Map<string, string>();
   const setting = (name: string, value: string) => {
+    // The name becomes part of the SET replayed on every origin connection: identifier characters only, as
+    // Postgres requires of setting names (quoted as an identifier all the same), the value always a literal.
+    if (!VALID_NAME.test(name) || name.length > 63) throw new ProtocolError(`invalid configuration parameter name "${name.slice(0, 63)}" in the startup packet`, "42602");
+    if (value.includes("\0")) throw new ProtocolError(`invalid value for parameter "${name}" in the startup packet`, "22023");
     const canonical = REPLAYED_LOWER.get(name.toLowerCase());
     // application_name is cut to NAMEDATALEN - 1 as Postgres does, so the replayed value matches the reported one.
     if (canonical) params.set(canonical, canonical === "application_name" ? value.slice(0, 63) : value);
-    else sets.set(name.toLowerCase(), `SET "${name.toLowerCase()}" TO ${quoteLiteral(value)}`);
+    else sets.set(name.toLowerCase(), setConfigSql(name.toLowerCase(), value));
   };
   for (const [k, v] of Object.entries(p)) {
     if (k === "user" || k === "database" || k === "replication" || k === "options" || k.startsWith("_pq_.")) continue;
