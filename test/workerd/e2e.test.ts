@@ -139,6 +139,8 @@ describe("env.KV in workerd", () => {
     expect(await ok({ op: "getWithMetadata", key: "doc:1", options: "json" })).toEqual({ value: { a: 1, s: "é" }, metadata: { kind: "doc", n: 1 }, cacheStatus: null });
     expect(await ok({ op: "getWithMetadata", key: "missing" })).toEqual({ value: null, metadata: null, cacheStatus: null });
     expect(await ok({ op: "get", key: "missing" })).toBeNull();
+    await ok({ op: "put", key: "empty", value: "" });
+    expect(await ok({ op: "get", key: "empty" })).toBe("");
     const listed = await ok({ op: "list", options: { prefix: "doc:" } });
     expect(listed.keys).toEqual([{ name: "doc:1", expiration: expect.any(Number), metadata: { kind: "doc", n: 1 } }]);
     expect(listed.keys[0].expiration).toBeGreaterThan(Date.now() / 1000 + 3500);
@@ -154,6 +156,11 @@ describe("env.KV in workerd", () => {
     expect(await ok({ op: "getWithMetadata", key: "stream:1", options: "stream" })).toEqual({ value: { stream: chunks.join("") }, metadata: "a string", cacheStatus: null });
     const listed = await ok({ op: "list", options: { prefix: "bin:" } });
     expect(listed.keys).toEqual([{ name: "bin:1", expiration }]);
+    // 3 MiB: many chunks through the listener, and a value kept in the blob store (over 128 KiB).
+    const large = new Uint8Array(3 * MiB).map((_, i) => (i * 31) % 251);
+    await ok({ op: "put", key: "bin:large", value: Buffer.from(large).toString("base64"), valueKind: "buffer" });
+    const back = await ok({ op: "get", key: "bin:large", options: "arrayBuffer" });
+    expect(Buffer.from(back.arrayBuffer, "base64").equals(Buffer.from(large))).toBe(true);
     // Read back through the REST API: the same bytes and expiration.
     const res = await rest(`/${nsId}/values/bin%3A1`);
     expect(new Uint8Array(await res.arrayBuffer())).toEqual(bytes);
