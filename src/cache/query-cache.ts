@@ -60,6 +60,13 @@ export interface Entry {
   referenced: boolean;
 }
 
+/** A load or recording in flight, and whether a write touched what it reads meanwhile. */
+interface Watch {
+  database: string;
+  tables: string[];
+  dirty: boolean;
+}
+
 const ENTRY_OVERHEAD = 256;
 const VOLATILITY_TTL_MS = 60_000;
 
@@ -92,9 +99,12 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
   const maxBytes = config.queryCacheBytes;
   const entries = new Map<string, Entry>();
   const inflight = new Map<string, Promise<Uint8Array[] | null>>();
-  // database -> table -> keys reading it; and generations, bumped by every invalidation.
+  // database -> table -> keys reading it. Only tables some entry read are here: a NOTIFY naming any other
+  // table (400,000 invented names, say) finds nothing and leaves nothing behind.
   const index = new Map<string, Map<string, Set<string>>>();
-  const generations = new Map<string, number>();
+  // database -> loads and recordings in flight: an invalidation of a table one of them reads marks it dirty,
+  // and a dirty answer is not stored. Nothing is kept per table name between loads.
+  const watches = new Map<string, Set<Watch>>();
   const volatileAnswers = new Map<string, { at: number; answer: Promise<boolean>; value?: boolean }>();
   let bytes = 0;
 
@@ -109,8 +119,19 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
   o.metrics.gauge("kvdrive_query_cache_bytes", "Bytes held by the query cache", () => [[undefined, bytes]]);
   o.metrics.gauge("kvdrive_query_cache_entries", "Results held by the query cache", () => [[undefined, entries.size]]);
 
-  const gen = (database: string, table: string) => (generations.get(database + "\0" + table) ?? 0) + (generations.get(database + "\0*") ?? 0);
-  const snapshot = (database: string, tables: string[]) => tables.map((t) => gen(database, t)).join(",");
+  function watch(database: string, tables: string[]): Watch {
+    const w: Watch = { database, tables, dirty: false };
+    let set = watches.get(database);
+    if (!set) watches.set(database, (set = new Set()));
+    set.add(w);
+    return w;
+  }
+  function unwatch(w: Watch) {
+    const set = watches.get(w.database);
+    if (!set) return;
+    set.delete(w);
+    if (!set.size) watches.delete(w.database);
+  }
 
   function remove(key: string) {
     const e = entries.get(key);
@@ -118,7 +139,14 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
     entries.delete(key);
     bytes -= e.bytes;
     const byTable = index.get(e.database);
-    for (const t of e.tables) byTable?.get(t)?.delete(key);
+    if (!byTable) return;
+    for (const t of e.tables) {
+      const keys = byTable.get(t);
+      if (!keys) continue;
+      keys.delete(key);
+      if (!keys.size) byTable.delete(t);
+    }
+    if (!byTable.size) index.delete(e.database);
   }
 
   function store(key: string, database: string, tables: string[], messages: Uint8Array[]) {
@@ -158,11 +186,13 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
 
   /** Runs a load and stores its answer unless a write invalidated its tables while it ran. */
   function loadAndStore(key: string, database: string, tables: string[], load: () => Promise<Uint8Array[] | null>): Promise<Uint8Array[] | null> {
-    const before = snapshot(database, tables);
-    return load().then((messages) => {
-      if (messages && snapshot(database, tables) === before) store(key, database, tables, messages);
-      return messages;
-    });
+    const w = watch(database, tables);
+    return load()
+      .then((messages) => {
+        if (messages && !w.dirty) store(key, database, tables, messages);
+        return messages;
+      })
+      .finally(() => unwatch(w));
   }
 
   function count(status: CacheStatus, messages: Uint8Array[]): LookupResult {
@@ -201,7 +231,7 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
       else if (old) return null;
       if (inflight.has(key)) return null;
       const tables = readTables.length ? readTables : ["*"];
-      const before = snapshot(k.database, tables);
+      const w = watch(k.database, tables);
       let open = true;
       // Single flight: identical misses meanwhile wait for this answer (lookup awaits in-flight loads).
       let settle: (m: Uint8Array[] | null) => void = () => {};
@@ -211,8 +241,9 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
           if (!open) return;
           open = false;
           inflight.delete(key);
+          unwatch(w);
           if (messages) counted("miss").inc();
-          if (messages && snapshot(k.database, tables) === before) store(key, k.database, tables, messages);
+          if (messages && !w.dirty) store(key, k.database, tables, messages);
           settle(messages);
         },
       };
@@ -273,7 +304,8 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
     invalidate(database: string, tables: string[]) {
       const byTable = index.get(database);
       const names = tables.includes("*") ? ["*"] : tables;
-      for (const t of names) generations.set(database + "\0" + t, (generations.get(database + "\0" + t) ?? 0) + 1);
+      // A load of unknown tables ("*") is dirtied by any write to its database: the safe side.
+      for (const w of watches.get(database) ?? []) if (names[0] === "*" || w.tables[0] === "*" || w.tables.some((t) => names.includes(t))) w.dirty = true;
       if (!byTable) return;
       const doomed = new Set<string>();
       if (names[0] === "*") for (const keys of byTable.values()) for (const k of keys) doomed.add(k);
@@ -298,8 +330,13 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
       return answer;
     },
 
+    /** tables: table names indexed; watches: loads and recordings in flight (what invalidations look at). */
     stats() {
-      return { entries: entries.size, bytes };
+      let tables = 0;
+      for (const byTable of index.values()) tables += byTable.size;
+      let inFlight = 0;
+      for (const set of watches.values()) inFlight += set.size;
+      return { entries: entries.size, bytes, tables, watches: inFlight };
     },
   };
 }

@@ -69,3 +69,26 @@ test("a Sync flood inside a transaction (answered by the origin) is bounded too"
   const grown = await syncFlood([encodeQuery("begin")], 12 * MiB);
   expect(grown).toBeLessThan(48 * MiB);
 });
+
+test("a NOTIFY flood of 400,000 invented table names leaves nothing behind", async () => {
+  // A client's login opens the pool, and with it the pooler's LISTEN connection on this database.
+  const viaPooler = new pg.Client({ connectionString: `postgres://${origin.user}@127.0.0.1:${pooler.port}/postgres` });
+  await viaPooler.connect();
+  await viaPooler.query("select 1");
+  const direct = new pg.Client({ connectionString: origin.url });
+  await direct.connect();
+  const listening = async () => (await direct.query("select count(*)::int as n from pg_stat_activity where application_name = 'kvdrive cache invalidation' and query ilike 'listen%'")).rows[0].n === 1;
+  for (let i = 0; i < 300 && !(await listening()); i++) await Bun.sleep(100);
+  expect(await listening()).toBe(true);
+  const before = await pooler.retained();
+  await direct.query("select count(pg_notify('kvdrive_invalidate', 'invented_table_name_' || g)) from generate_series(1, 400000) g");
+  // The queue empties once every listener has read it: then the pooler has heard all 400,000.
+  for (let i = 0; i < 600 && (await direct.query("select pg_notification_queue_usage() as u")).rows[0].u > 0; i++) await Bun.sleep(100);
+  expect((await direct.query("select pg_notification_queue_usage() as u")).rows[0].u).toBe(0);
+  await Bun.sleep(500);
+  const grown = (await pooler.retained()) - before;
+  expect(grown).toBeLessThan(24 * MiB); // before: a counter per name, 66 MiB retained
+  expect((await viaPooler.query("select 2 as n")).rows).toEqual([{ n: 2 }]);
+  await viaPooler.end();
+  await direct.end();
+});
