@@ -3,7 +3,7 @@
 import { ConfigError, loadConfig, redact } from "./config.ts";
 import { signalEmbeddedPostgres } from "./embedded/postgres.ts";
 import { startKvdrive } from "./server.ts";
-import { abandonAll } from "./storage/shutdown.ts";
+import { abandonAll, type PendingReport } from "./storage/shutdown.ts";
 
 let config;
 try {
@@ -32,18 +32,21 @@ const limitSeconds = config.shutdownTimeoutSeconds;
  * is lost: an acknowledged write is on at least one backend, and the other gets it from the repair queue.
  */
 function abandon(why: string): never {
-  const r = abandonAll();
+  const embedded = signalEmbeddedPostgres();
+  console.error(`kvdrive: ${why}: ${leftBehind()}${embedded ? `; ${embedded} embedded Postgres asked to stop` : ""}`);
+  process.exit(1);
+}
+
+/** What the shutdown could not flush, with counts (parking what is still in flight first). */
+function leftBehind(r: PendingReport = abandonAll()): string {
   const queued = Object.entries(r.repairQueue);
   const total = queued.reduce((n, [, k]) => n + k, 0);
   const byBackend = queued.length ? ` (${queued.map(([b, n]) => `${b} ${n}`).join(", ")})` : "";
-  const embedded = signalEmbeddedPostgres();
-  console.error(
-    `kvdrive: ${why}: ${r.unflushedRows} write rows not flushed (never acknowledged: their clients got no success); ` +
-      `${r.parkedRows} rows in flight to one backend parked in the durable repair queue; ` +
-      `repair queue: ${total} keys${byBackend}, replayed at the next start` +
-      (embedded ? `; ${embedded} embedded Postgres asked to stop` : ""),
+  return (
+    `${r.unflushedRows} write rows not flushed (never acknowledged: their clients got no success); ` +
+    `${r.parkedRows} rows in flight to one backend parked in the durable repair queue; ` +
+    `repair queue: ${total} keys${byBackend}, replayed at the next start`
   );
-  process.exit(1);
 }
 
 let exiting = false;
@@ -62,6 +65,14 @@ async function shutdown(signal: string) {
     console.error("kvdrive: shutdown failed:", e);
     abandon("shutdown failed");
   }
+  // Stopped in time: still, rows whose final flush failed were not written (their clients were told).
+  const r = abandonAll();
+  if (r.unflushedRows > 0) {
+    console.error(`kvdrive: shut down, but not everything was flushed: ${leftBehind(r)}`);
+    process.exit(1);
+  }
+  const queued = Object.values(r.repairQueue).reduce((n, k) => n + k, 0);
+  if (queued > 0) console.log(`kvdrive: shut down; the repair queue holds ${queued} keys, replayed at the next start`);
   process.exit(0);
 }
 process.on("SIGTERM", () => void shutdown("SIGTERM"));

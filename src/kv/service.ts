@@ -353,7 +353,7 @@ export async function createKVService({ urls, config, clock, metrics, log }: Ser
       await batcher.close();
       await invalidation?.close().catch(() => {});
       await storage.close();
-      forget();
+      forget({ unflushedRows: batcher.failedAtClose });
     },
     // A hung cluster must not hang the readiness probe: no answer within the backend timeout is "not ready".
     async ready() {

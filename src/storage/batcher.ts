@@ -26,6 +26,8 @@ export interface Batcher {
   readonly pending: number;
   /** Rows not committed yet: queued, or in a batch or bulk write still in flight (what a cut-short shutdown leaves). */
   readonly pendingRows: number;
+  /** Rows whose commit failed after close() began: the final flush could not write them (none was acknowledged). */
+  readonly failedAtClose: number;
 }
 
 interface Waiter {
@@ -54,6 +56,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
   let queuedBytes = 0;
   let inFlight = 0;
   let inFlightRows = 0;
+  let failedAtClose = 0;
   let scheduled = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let closed = false;
@@ -89,6 +92,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
       for (const w of waiters) w.resolve();
     } catch (e) {
       batchErrors.inc();
+      if (closed) failedAtClose += waiters.length;
       for (const w of waiters) w.reject(e);
     } finally {
       inFlightRows -= waiters.length;
@@ -155,6 +159,9 @@ export function createBatcher(opts: BatcherOptions): Batcher {
         .finally(() => {
           inFlightRows -= rows.length;
         });
+      p.catch(() => {
+        if (closed) failedAtClose += rows.length;
+      });
       track(p);
       return p;
     },
@@ -173,6 +180,9 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     },
     get pendingRows() {
       return queue.length + inFlightRows;
+    },
+    get failedAtClose() {
+      return failedAtClose;
     },
   };
 }

@@ -145,7 +145,7 @@ export async function openStorage(opts: StorageOptions): Promise<Storage> {
     const forget = onAbandon(() => ({ parkedRows: replicated.park(), repairQueue: { primary: queue.depth("primary"), replica: queue.depth("replica") } }));
     const close = async () => {
       await closeAll();
-      forget();
+      forget({ repairQueue: { primary: queue.depth("primary"), replica: queue.depth("replica") } });
     };
     return { data: replicated, catalog: withDeadline(primary, config.backendTimeoutMs), primary, primaryData, replica, replicated, queue, crawler, defaultMode, replicaKind, close };
   } catch (e) {

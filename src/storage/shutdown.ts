@@ -14,22 +14,34 @@ export interface PendingReport {
 
 type Reporter = () => Partial<PendingReport>;
 const reporters = new Set<Reporter>();
+// What owners that closed left behind (rows whose final flush failed, keys still queued), for the last report.
+const settled: PendingReport = { unflushedRows: 0, parkedRows: 0, repairQueue: {} };
 
-/** Registers a reporter until the returned function is called (when its owner has closed cleanly). */
-export function onAbandon(r: Reporter): () => void {
-  reporters.add(r);
-  return () => reporters.delete(r);
+function add(into: PendingReport, p: Partial<PendingReport>) {
+  into.unflushedRows += p.unflushedRows ?? 0;
+  into.parkedRows += p.parkedRows ?? 0;
+  for (const [b, n] of Object.entries(p.repairQueue ?? {})) into.repairQueue[b] = (into.repairQueue[b] ?? 0) + n;
 }
 
-/** Parks what can be parked and sums what every registered owner reports. */
+/**
+ * Registers a reporter until its owner has closed; the returned function unregisters it, recording what the
+ * owner left behind at its close.
+ */
+export function onAbandon(r: Reporter): (left?: Partial<PendingReport>) => void {
+  reporters.add(r);
+  return (left) => {
+    if (!reporters.delete(r)) return;
+    if (left) add(settled, left);
+  };
+}
+
+/** Parks what can be parked and sums what every registered owner reports, and what closed owners left. */
 export function abandonAll(): PendingReport {
   const out: PendingReport = { unflushedRows: 0, parkedRows: 0, repairQueue: {} };
+  add(out, settled);
   for (const r of reporters) {
     try {
-      const p = r();
-      out.unflushedRows += p.unflushedRows ?? 0;
-      out.parkedRows += p.parkedRows ?? 0;
-      for (const [b, n] of Object.entries(p.repairQueue ?? {})) out.repairQueue[b] = (out.repairQueue[b] ?? 0) + n;
+      add(out, r());
     } catch {
       // A reporter that fails must not keep the process from ending.
     }

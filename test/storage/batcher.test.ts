@@ -138,3 +138,24 @@ test("a connection dropped under the batcher costs a retry, not an error", async
   await batcher.close();
   await own.close();
 });
+
+test("rows whose final flush fails at close are counted (a shutdown reports them), and every one is refused", async () => {
+  const down = await startTestPostgres();
+  const lost = await openPostgresBackend(down.url, 2);
+  try {
+    await down.stop();
+    const batcher = createBatcher({ write: (rows) => lost.write(rows), maxRows: 10, maxBytes: 1 << 20, windowMs: 5, concurrency: 1, metrics: createRegistry() });
+    const pending = Array.from({ length: 25 }, (_, i) => batcher.submit(row("bt-down", `k${i}`, "v")));
+    const bulk = batcher.submitAll([row("bt-down", "b1", "v"), row("bt-down", "b2", "v")]);
+    expect(batcher.pendingRows).toBe(27);
+    const closing = batcher.close();
+    const outcomes = await Promise.allSettled([...pending, bulk]);
+    await closing;
+    expect(outcomes.filter((o) => o.status === "fulfilled")).toEqual([]);
+    expect(batcher.failedAtClose).toBe(27);
+    expect(batcher.pendingRows).toBe(0);
+  } finally {
+    await lost.close().catch(() => {});
+    await down.destroy();
+  }
+});
