@@ -140,7 +140,7 @@ async function printConfig(config: Config, a: WorkerdArgs): Promise<number> {
   const text = await configText(k, a, modulePath, compatibilityDate);
   if (a.out) {
     fs.writeFileSync(a.out, text, { mode: 0o600 });
-    console.error(`wrote ${a.out}; run it with: npx workerd serve ${a.out} --experimental`);
+    console.error(`wrote ${a.out}; run it with: npx workerd serve ${a.out}`);
   } else process.stdout.write(text);
   return 0;
 }

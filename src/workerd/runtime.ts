@@ -50,7 +50,7 @@ export interface WorkerdProcess {
 
 /** Runs `workerd serve <config>`; `ready` waits for the Worker's port to accept connections. */
 export function serveWorkerd(bin: WorkerdBinary, configFile: string, port: number, opts: { stdio?: "inherit" | "pipe" } = {}): WorkerdProcess {
-  const proc = Bun.spawn([bin.path, "serve", configFile, "--experimental"], {
+  const proc = Bun.spawn([bin.path, "serve", configFile], {
     cwd: path.dirname(configFile),
     stdout: opts.stdio ?? "inherit",
     stderr: opts.stdio ?? "inherit",
