@@ -58,7 +58,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   };
   const params = new Map<string, string>();
   const sets = new Map<string, string>();
-  const stmts = new Map<string, Stmt>();
+  const stmts = new Statements();
   const id = ctx.nextClientId();
   const pid = nextPid++;
   const key = randomBytes(4);
@@ -459,7 +459,15 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         // bound, and an error in it surfaces at Bind. Otherwise it goes to the origin, which answers it.
         const m = decodeParse(body);
         if (quiet(sessionEffect(m.query), ctx.functions?.safe(c.database) ?? null)) {
-          defineStatement(m);
+          try {
+            defineStatement(m);
+          } catch (e) {
+            if (!(e instanceof ProtocolError) || e.code !== "53400") throw e;
+            // Refused like a failed Parse: the client stays, its batch is discarded up to Sync.
+            send(errorMessage(e.code, e.message));
+            c.pendingDiscard = true;
+            return true;
+          }
           send(PARSE_COMPLETE);
           return true;
         }
@@ -638,6 +646,11 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     if (stmts.size >= cfg.poolMaxPreparedStatements * 16 && !stmts.has(m.name)) {
       throw new ProtocolError(`client has more than ${cfg.poolMaxPreparedStatements * 16} prepared statements (16 x KVDRIVE_POOL_PREPARED_STATEMENTS)`, "54000");
     }
+    const old = stmts.get(m.name);
+    const total = stmts.bytes - (old ? statementBytes(old) : 0) + statementBytes(m);
+    if (total > cfg.poolMaxPreparedBytes) {
+      throw new ProtocolError(`prepared statements of this client would hold ${total} bytes, over the limit of ${cfg.poolMaxPreparedBytes} (KVDRIVE_POOL_MAX_PREPARED_BYTES); close some first`, "53400");
+    }
     const stmt = makeStatement(m);
     stmts.set(m.name, stmt);
     return stmt;
@@ -741,6 +754,32 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
 const utf8 = new TextDecoder();
 /** A Sync whose batch's failure the session tracker needs to hear of. */
 const NO_OPS: Op[] = [];
+
+/**
+ * What a prepared statement holds in the pooler, roughly: its text about three times (its key, its Parse,
+ * its cache key prefix), its parameter types, and the objects around them.
+ */
+const statementBytes = (s: { query: string; paramTypes: number[] }) => 256 + 3 * s.query.length + 8 * s.paramTypes.length;
+
+/** A client's prepared statements by name, with their size (bounded by KVDRIVE_POOL_MAX_PREPARED_BYTES). */
+class Statements extends Map<string, Stmt> {
+  bytes = 0;
+  override set(name: string, s: Stmt) {
+    const old = super.get(name);
+    if (old) this.bytes -= statementBytes(old);
+    this.bytes += statementBytes(s);
+    return super.set(name, s);
+  }
+  override delete(name: string) {
+    const old = super.get(name);
+    if (old) this.bytes -= statementBytes(old);
+    return super.delete(name);
+  }
+  override clear() {
+    this.bytes = 0;
+    super.clear();
+  }
+}
 
 /** Requests of one client awaiting the origin's answer (a pipeline) past which the client is not read from. */
 const MAX_IN_FLIGHT = 16_384;

@@ -92,3 +92,33 @@ test("a NOTIFY flood of 400,000 invented table names leaves nothing behind", asy
   await viaPooler.end();
   await direct.end();
 });
+
+test("a prepared statement flood is refused past KVDRIVE_POOL_MAX_PREPARED_BYTES (53400), and RSS stays bounded", async () => {
+  const c = new pg.Client({ connectionString: `postgres://${origin.user}@127.0.0.1:${pooler.port}/postgres` });
+  c.on("error", () => {});
+  await c.connect();
+  await c.query("select 1");
+  const before = await pooler.retained();
+  const padding = "x".repeat(64 * 1024);
+  let prepared = 0;
+  let refused: { code?: string; message: string } | null = null;
+  for (let i = 0; i < 1500 && !refused; i++) {
+    try {
+      await c.query({ name: `flood_${i}`, text: `select ${i} as n /* ${padding} */` });
+      prepared++;
+    } catch (e) {
+      refused = e as { code?: string; message: string };
+    }
+  }
+  const grown = (await pooler.retained()) - before;
+  expect(refused?.code).toBe("53400");
+  expect(refused?.message).toContain("KVDRIVE_POOL_MAX_PREPARED_BYTES");
+  expect(prepared).toBeGreaterThan(40); // 16 MiB holds dozens of 64 KiB statements
+  expect(grown).toBeLessThan(64 * MiB); // before: 4,096 statements of 64 KiB, +550 MiB
+  await c.end().catch(() => {});
+  // Another client is not affected.
+  const other = new pg.Client({ connectionString: `postgres://${origin.user}@127.0.0.1:${pooler.port}/postgres` });
+  await other.connect();
+  expect((await other.query({ name: "fine", text: "select 3 as n" })).rows).toEqual([{ n: 3 }]);
+  await other.end();
+});
