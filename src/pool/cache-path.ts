@@ -127,7 +127,15 @@ export function createAnswerRecorder(maxBytes: number) {
         messages.length = 0;
         return true;
       }
-      frames.push(b, onMessage);
+      try {
+        frames.push(b, onMessage);
+      } catch {
+        // One message past the bound (a row over maxBytes whose header came in a small chunk): not cached,
+        // and nothing else; the answer itself streams on to its client and the connection stays.
+        usable = false;
+        ended = true;
+        messages.length = 0;
+      }
       return ended;
     },
     abandon() {
