@@ -280,7 +280,7 @@ export async function runListDuringOutage(o: ListOutageOptions): Promise<ListOut
   const lists: ListRun[] = [];
   let otherErrors = 0;
 
-  const record = async (key: string, kind: "put" | "delete", body?: BodyInit): Promise<boolean> => {
+  const record = async (key: string, kind: "put" | "delete", body?: string | Uint8Array): Promise<boolean> => {
     const op: WriteOp = { key, kind, start: performance.now(), end: 0, ok: false };
     try {
       const res = await fetch(`${base}/values/${encodeURIComponent(key)}`, { method: kind === "put" ? "PUT" : "DELETE", headers, body });

@@ -109,6 +109,7 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
   const readRepairs = m.counter("kvdrive_read_repair_divergence_total", "Raced or shadow reads whose two answers differed (the key was queued).");
   const shadowMismatch = m.counter("kvdrive_shadow_mismatches_total", "Shadow-mode reads where the replica's answer differed from the primary's.");
   const bothFailed = m.counter("kvdrive_backend_both_failed_total", "Calls no backend could serve, by operation.");
+  const standIns = m.counter("kvdrive_list_stand_in_total", "List pages where the replica answered for a primary cluster that could not.");
   m.gauge("kvdrive_writes_in_flight_keys", "Keys with a write still in flight to one of the backends.", () => [[undefined, inflight.size]]);
 
   const sides: Record<Side, Backend> = { primary: opts.primary, replica: opts.replica };
@@ -444,6 +445,23 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
   }
 
   /**
+   * One cluster's share of a list page from the replica, for a primary cluster that cannot answer: the
+   * replica's entries that `q.only` accepts, up to q.limit.
+   */
+  async function replicaStandIn(q: ListQuery): Promise<ListedEntry[]> {
+    const out: ListedEntry[] = [];
+    let after = q.after;
+    for (;;) {
+      const page = await opts.replica.list({ ...q, after, standIn: undefined });
+      for (const e of page) if (!q.only || q.only(e.key)) out.push(e);
+      if (out.length >= q.limit || page.length < q.limit) break;
+      after = page[page.length - 1]!.key;
+    }
+    standIns.inc();
+    return out.length > q.limit ? out.slice(0, q.limit) : out;
+  }
+
+  /**
    * A list both sides agree on. One side answers the listing (the primary; the replica when the primary, or a
    * cluster of it, cannot), and every key that may differ between the sides (suspectKeys) inside the range it
    * covered is taken from whichever side holds its newest version, so a key acknowledged on one side only is
@@ -461,13 +479,13 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
     let after = q.after;
     while (out.length < q.limit) {
       const want = q.limit - out.length;
-      const pageQuery = { ...q, after, limit: want };
+      const pageQuery: ListQuery = { ...q, after, limit: want, standIn: base === "primary" ? replicaStandIn : undefined };
       let page: ListedEntry[];
       try {
         page = await call(base, "list", (b) => b.list(pageQuery));
       } catch (e) {
         if (overflowed.includes(other(base))) throw e;
-        page = await call(other(base), "list", (b) => b.list(pageQuery)).catch(() => {
+        page = await call(other(base), "list", (b) => b.list({ ...pageQuery, standIn: undefined })).catch(() => {
           bothFailed.inc({ op: "list" });
           throw e;
         });

@@ -225,10 +225,11 @@ export async function openS3Replica(opts: S3ReplicaOptions): Promise<S3ReplicaBa
    * its HEAD has no head: a caller that pages must go on from the last key *listed*, and stop only when the
    * listing itself came back short, or a vanished object would end the walk early and silently.
    */
-  async function headPage(ns: string, q: { after: Uint8Array | null; before: Uint8Array | null; limit: number; inclusiveFrom?: Uint8Array | null }): Promise<{ heads: Head[]; listed: number; last: Uint8Array | null }> {
+  async function headPage(ns: string, q: { after: Uint8Array | null; before: Uint8Array | null; limit: number; inclusiveFrom?: Uint8Array | null; only?: (key: Uint8Array) => boolean }): Promise<{ heads: Head[]; listed: number; last: Uint8Array | null }> {
     const start = q.inclusiveFrom && (!q.after || Buffer.compare(q.inclusiveFrom, q.after) > 0) ? justBefore(segmented(encodeKey(q.inclusiveFrom))) : q.after ? segmented(encodeKey(q.after)) : "";
     const keys = await listKeys(ns, start, q.before, q.limit);
-    const hs = await pool(keys, conc, (k) => head(ns, k));
+    const only = q.only;
+    const hs = await pool(only ? keys.filter((k) => only(k)) : keys, conc, (k) => head(ns, k));
     return { heads: hs.filter((h): h is Head => h !== null), listed: keys.length, last: keys.length ? keys[keys.length - 1]! : null };
   }
 
@@ -273,12 +274,13 @@ export async function openS3Replica(opts: S3ReplicaOptions): Promise<S3ReplicaBa
       let from = q.from;
       while (out.length < q.limit) {
         const want = q.limit - out.length;
-        const page = await headPage(q.ns, { after, before: q.before, limit: want, inclusiveFrom: from });
+        // With `only`, a LIST page can hold few wanted keys: list a full page, read heads of the wanted ones.
+        const page = await headPage(q.ns, { after, before: q.before, limit: q.only ? 1000 : want, inclusiveFrom: from, only: q.only });
         for (const h of page.heads) {
           if (h.tombstone || (h.expiration !== null && h.expiration <= q.now)) continue;
           out.push({ key: h.key, metadata: h.metadata, expiration: h.expiration });
         }
-        if (page.listed < want) break;
+        if (page.listed < (q.only ? 1000 : want)) break;
         after = page.last;
         from = null;
       }

@@ -267,7 +267,14 @@ export async function openShardedBackend(urls: readonly string[], poolSize: numb
     },
     list(q: ListQuery): Promise<ListedEntry[]> {
       // `after` (the cursor) and `from` (the prefix) are both lower bounds: the merge advances `after` only.
-      return mergedPage(q.ns, q.limit, q.after, (s, after, limit) => s.backend.list({ ...q, after, limit }));
+      const { standIn, only: _, ...plain } = q;
+      return mergedPage(q.ns, q.limit, q.after, (s, after, limit) => {
+        const own = s.backend.list({ ...plain, after, limit });
+        // A cluster that cannot answer: its share of this page comes from the stand-in (another backend), unless
+        // a rebalance is due (then which cluster's copy counts needs every cluster).
+        if (!standIn || previous) return own;
+        return own.catch(() => standIn({ ...plain, after, limit, only: (k) => ownerOf(q.ns, k) === s }));
+      });
     },
     async purge(nowSeconds, tombstoneBeforeMicros) {
       const n = await Promise.all(shards.map((s) => s.backend.purge(nowSeconds, tombstoneBeforeMicros)));

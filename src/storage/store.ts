@@ -57,6 +57,16 @@ export interface ListQuery {
   limit: number;
   /** Unix seconds: entries expiring at or before it are hidden. */
   now: number;
+  /**
+   * Only keys this accepts are wanted (one cluster's share, listed from another backend). A backend may use it
+   * to skip work per key (the S3 replica reads no head for the others); the caller filters in any case.
+   */
+  only?: (key: Uint8Array) => boolean;
+  /**
+   * Lists the share of a cluster that cannot answer, from another backend (`q.only` says which keys). Unset:
+   * a cluster that cannot answer fails the list.
+   */
+  standIn?: (q: ListQuery) => Promise<ListedEntry[]>;
 }
 
 export interface ListedEntry {
