@@ -6,6 +6,8 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Clock } from "../clock.ts";
 import type { Config } from "../config.ts";
+import { CODE } from "../kv/codes.ts";
+import { KVError } from "../kv/errors.ts";
 import type { KVService } from "../kv/types.ts";
 import type { Registry } from "../metrics/registry.ts";
 import { createBindingHandler } from "./handler.ts";
@@ -32,7 +34,7 @@ export interface WorkerdListenerOptions {
 // A body the handler refused before reading it (a declared length over the limit, a bad TTL) is read and
 // dropped up to this much, so the client gets to read the error instead of a reset; past it the socket closes.
 const MAX_DRAIN_BYTES = 64 * 1024 * 1024;
-const HEADERS_TIMEOUT_MS = 60_000;
+const MAX_HEADER_BYTES = 16 * 1024;
 
 /** Starts the listener, or returns null when KVDRIVE_WORKERD_PORT is off. */
 export async function startWorkerdListener(o: WorkerdListenerOptions): Promise<WorkerdListener | null> {
@@ -48,15 +50,20 @@ export async function startWorkerdListener(o: WorkerdListenerOptions): Promise<W
   const requests = o.metrics.counter("kvdrive_workerd_requests_total", "Requests on the workerd KV-binding listener by method and status");
   const series = new Map<string, { inc(): void }>();
 
-  const server = http.createServer({ maxHeaderSize: 16 * 1024 }, (req, res) => void serve(req, res));
-  server.headersTimeout = HEADERS_TIMEOUT_MS;
+  // The API's idle bound (KVDRIVE_HTTP_IDLE_TIMEOUT_SECONDS): a connection silent that long is closed, and so is
+  // one whose request body stalls (Bun's node:http does not time a request in progress itself).
+  const idleMs = o.config.httpIdleTimeoutSeconds * 1000;
+  const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES }, (req, res) => {
+    serve(req, res).catch(() => req.socket.destroy());
+  });
+  server.on("connection", (socket) => socket.setTimeout(idleMs, () => socket.destroy()));
 
   async function serve(req: http.IncomingMessage, res: http.ServerResponse) {
     const method = req.method ?? "GET";
     const headers = new Headers();
     for (let i = 0; i < req.rawHeaders.length; i += 2) headers.append(req.rawHeaders[i]!, req.rawHeaders[i + 1]!);
     const hasBody = method !== "GET" && method !== "HEAD";
-    const body = hasBody ? bodyStream(req) : null;
+    const body = hasBody ? bodyStream(req, idleMs) : null;
     const request = new Request("http://kvdrive.local/", { method, headers, body: body?.stream ?? null, duplex: "half" } as RequestInit);
     const response = await handle(request, req.url ?? "/");
     const out: Record<string, string> = {};
@@ -97,38 +104,60 @@ export async function startWorkerdListener(o: WorkerdListenerOptions): Promise<W
 /**
  * The request body as a web stream, pulled on demand so a refused body is never held in memory. Once the handler
  * stops reading (cancel) or has answered (drain), the rest is read and dropped up to MAX_DRAIN_BYTES, so the
- * client can read the answer; past that the socket is closed.
+ * client can read the answer; past that the socket is closed. While it waits for bytes, a body silent for idleMs
+ * closes the connection.
  */
-function bodyStream(req: http.IncomingMessage): { stream: ReadableStream<Uint8Array>; drain(): void } {
+function bodyStream(req: http.IncomingMessage, idleMs: number): { stream: ReadableStream<Uint8Array>; drain(): void } {
   let discarding = false;
   let dropped = 0;
   let controller!: ReadableStreamDefaultController<Uint8Array>;
+  let idle: ReturnType<typeof setTimeout> | undefined;
+  const waitForData = () => {
+    if (idle) idle.refresh();
+    else idle = setTimeout(() => {
+      if (!discarding) controller.error(new KVError(408, CODE.badRequest, `The request body sent nothing for ${idleMs / 1000} s (KVDRIVE_HTTP_IDLE_TIMEOUT_SECONDS).`));
+      req.socket.destroy();
+    }, idleMs);
+  };
+  const stopWaiting = () => {
+    clearTimeout(idle);
+    idle = undefined;
+  };
   const discard = () => {
     if (discarding) return;
     discarding = true;
+    waitForData();
     req.resume();
   };
   req.pause();
   req.on("data", (chunk: Buffer) => {
     if (discarding) {
+      waitForData();
       dropped += chunk.length;
       if (dropped > MAX_DRAIN_BYTES) req.socket.destroy();
       return;
     }
     controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-    if ((controller.desiredSize ?? 1) <= 0) req.pause();
+    if ((controller.desiredSize ?? 1) <= 0) {
+      req.pause();
+      stopWaiting();
+    } else waitForData();
   });
   req.on("end", () => {
+    stopWaiting();
     if (!discarding) controller.close();
   });
   req.on("error", (e) => {
+    stopWaiting();
     if (!discarding) controller.error(e);
   });
+  req.on("close", stopWaiting);
   const stream = new ReadableStream<Uint8Array>({
     start(c) {
       controller = c;
     },
     pull() {
+      waitForData();
       req.resume();
     },
     cancel: discard,

@@ -3,6 +3,7 @@
 import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import net from "node:net";
 import { KVError } from "../../src/kv/errors.ts";
 import { parseOperation, reasonPhrase } from "../../src/workerd/protocol.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
@@ -49,7 +50,7 @@ describe("listener", () => {
   let ns: string;
   beforeAll(async () => {
     pg = await startTestPostgres();
-    srv = await startTestServer(pg.url);
+    srv = await startTestServer(pg.url, { httpIdleTimeoutSeconds: 2 });
     expect(srv.workerdPort).toBeGreaterThan(0);
     base = `http://127.0.0.1:${srv.workerdPort}`;
     const res = await fetch(`${srv.httpUrl}/client/v4/accounts/acc-listener/storage/kv/namespaces`, {
@@ -117,6 +118,22 @@ describe("listener", () => {
     expect(bulk.statusText).toMatch(/exceeds limit of 1048576\.$/);
     // The listener still serves after refusing them.
     expect((await fetch(`${base}/big?urlencoded=true`, { headers: auth() })).status).toBe(404);
+  });
+
+  test("a request body that stalls, and a connection that says nothing, are closed after the idle timeout", async () => {
+    const closed = (send: string) =>
+      new Promise<string>((resolve) => {
+        let got = "";
+        const c = net.connect(srv.workerdPort!, "127.0.0.1", () => c.write(send));
+        c.on("data", (d) => (got += d.toString()));
+        c.on("close", () => resolve(got));
+        c.on("error", () => {});
+      });
+    const head = `PUT /stall?urlencoded=true HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TEST_TOKEN}\r\nX-Kvdrive-Namespace: ${ns}\r\nContent-Length: 100\r\n\r\n`;
+    const [stalled, silent] = await Promise.all([closed(head + "only part of it"), closed("")]);
+    expect(stalled).not.toContain("200");
+    expect(silent).toBe("");
+    expect((await fetch(`${base}/stall?urlencoded=true`, { headers: auth() })).status).toBe(404);
   });
 
   test("metadata, TTL and list limits are checked by the server with reasons the Worker can read", async () => {
