@@ -187,9 +187,12 @@ export async function recordQuery(
   /** Parameters: text values, or a client's own Bind message (any formats) with its parameter types. */
   bindParams: Array<Uint8Array | null> | { bind: Uint8Array; paramTypes: number[] } | null,
   maxBytes: number,
+  /** Why running it may change the session in ways the pooler does not track: the connection is reset after. */
+  untracked?: string,
 ): Promise<Uint8Array[] | null> {
   const server = await acquire(pool);
   if (!server) return null;
+  if (untracked) server.dirty ??= untracked;
   return new Promise((resolve) => {
     const answer = createAnswerRecorder(maxBytes);
     let done = false;

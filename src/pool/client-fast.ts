@@ -82,7 +82,7 @@ export function createFastPaths(core: ClientCore) {
       if (type !== F.Bind || body[0] !== 0) return false;
       const [ns, ne] = checkBind(body);
       const stmt = ne > ns ? stmts.get(utf8.decode(body.subarray(ns, ne))) : undefined;
-      if (!stmt?.cls?.cacheable || stmt.cls.pin || !quietHere(stmt.eff)) return false;
+      if (!stmt?.cls?.cacheable || stmt.cls.pin) return false;
       c.batch = { stmt, msgs: [raw.slice()], describe: false, exec: false };
       return true;
     }
@@ -120,7 +120,8 @@ export function createFastPaths(core: ClientCore) {
       }
     }
     const key = { database: c.database, user: c.user, sql: b.stmt.query, paramTypes: b.stmt.paramTypes, session: cacheSessionKey(), bindTail: tail, id };
-    const load = () => ctx.recordQuery(c.pool!, new Map(params), new Map(sets), b.stmt.query, { bind: rewriteBind(body, ""), paramTypes: b.stmt.paramTypes });
+    const untracked = quietHere(b.stmt.eff) ? undefined : UNTRACKED_LOAD;
+    const load = () => ctx.recordQuery(c.pool!, new Map(params), new Map(sets), b.stmt.query, { bind: rewriteBind(body, ""), paramTypes: b.stmt.paramTypes }, untracked);
     c.busy = true;
     const volatile = cls.functions.length ? cache.isVolatile(c.database, cls.functions) : Promise.resolve(false);
     volatile
@@ -314,10 +315,12 @@ export function createFastPaths(core: ClientCore) {
       ctx.log(`kvdrive pooler: classifier failed: ${(e as Error).message}`);
       return false;
     }
-    if (!cls.cacheable || cls.pin || !quietHere(sessionEffect(sql))) {
+    if (!cls.cacheable || cls.pin) {
       ctx.metrics.cacheStatus(c.pool!, cls.status);
       return false;
     }
+    // A function that is not a builtin of the origin may be cached (when immutable); a load of it resets its connection.
+    const untracked = quietHere(sessionEffect(sql)) ? undefined : UNTRACKED_LOAD;
     const cache = ctx.cachePath!.cache;
     const key = { database: c.database, user: c.user, sql, session: cacheSessionKey(), id: "" };
     key.id = cache.keyPrefix(key) + cache.keyTail({});
@@ -334,7 +337,7 @@ export function createFastPaths(core: ClientCore) {
     const volatile = cls.functions.length ? cache.isVolatile(c.database, cls.functions) : Promise.resolve(false);
     const readTables = cls.readTables;
     volatile
-      .then((v) => (v ? { status: "volatile", messages: [] } : cache.lookup(key, readTables, () => ctx.recordQuery(c.pool!, new Map(params), new Map(sets), sql))))
+      .then((v) => (v ? { status: "volatile", messages: [] } : cache.lookup(key, readTables, () => ctx.recordQuery(c.pool!, new Map(params), new Map(sets), sql, undefined, untracked))))
       .then(
         (r) => answered(r, copy),
         (e) => {
@@ -437,5 +440,6 @@ export function createFastPaths(core: ClientCore) {
 
 const utf8 = new TextDecoder();
 type CacheRecorder = { done(messages: Uint8Array[] | null): void };
+const UNTRACKED_LOAD = "a cache load of a statement calling functions that are not builtins";
 /** cachedOrPipelined's answer when the request must take the ordinary, message-by-message path. */
 const ORDINARY = "ordinary";

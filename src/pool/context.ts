@@ -44,7 +44,7 @@ export interface PoolerContext {
   /** False when KVDRIVE_CACHE_DISABLED turns the cache off for this database (then statements skip it). */
   cacheOn(database: string): boolean;
   /** Runs a cache load for a client's statement on the pool, with the client's session settings. */
-  recordQuery(pool: Pool, params: Map<string, string>, sets: Map<string, string>, sql: string, extended?: { bind: Uint8Array; paramTypes: number[] }): Promise<Uint8Array[] | null>;
+  recordQuery(pool: Pool, params: Map<string, string>, sets: Map<string, string>, sql: string, extended?: { bind: Uint8Array; paramTypes: number[] }, untracked?: string): Promise<Uint8Array[] | null>;
   /** Read pipelining on shared origin connections (lanes.ts); null when KVDRIVE_POOL_PIPELINE_DEPTH is below 2. */
   lanes: Lanes | null;
   metrics: {

@@ -201,13 +201,13 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
     functions: createFunctionCatalog(async (database) => {
       const r = await executeStatements(poolFor(database, origin.user).pool, () => poolFor(database, origin.user).params, {
         database, user: origin.user, transaction: false, statements: [{ sql: BUILTIN_FUNCTIONS_SQL }],
-      }, ctx);
+      }, { ...ctx, metrics: QUIET_METRICS }); // the pooler's own look-up: not a client's query
       return (r[0]?.rows ?? []).map((row) => String(row[0]));
     }, log),
     cachePath,
     cacheOn: (database) => cachePath !== null && !allOff && (noneOff || !disabledDbs.has(database)),
     lanes: config.poolPipelineDepth >= 2 ? createLanes({ depth: config.poolPipelineDepth, maxPrepared: config.poolMaxPreparedStatements, pipelined: (pool) => byPool.get(pool)!.mPipelined.inc() }) : null,
-    recordQuery: (pool, params, sets, sql, extended) => recordQuery(pool, params, sets, sql, extended ?? null, config.queryCacheMaxResultBytes),
+    recordQuery: (pool, params, sets, sql, extended, untracked) => recordQuery(pool, params, sets, sql, extended ?? null, config.queryCacheMaxResultBytes, untracked),
     config,
     users,
     authMethod: config.pgAuth as PoolerContext["authMethod"],
@@ -310,6 +310,8 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
 }
 
 export { OriginError };
+
+const QUIET_METRICS: PoolerContext["metrics"] = { cacheStatus() {}, queries() {}, latency() {}, pinned() {} };
 
 const NO_COUNTER = { inc() {} };
 const NO_HISTOGRAM = { observe() {} };
