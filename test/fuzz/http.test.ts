@@ -179,6 +179,12 @@ function makeCase(index: number): Case {
     return finish(method, target, headers, new Uint8Array(chunked), authed, false);
   } else if (payload.length || method === "POST" || method === "PUT") headers.push(`Content-Length: ${payload.length}`);
   if (r.chance(0.05)) headers.push(`X-Junk: ${"j".repeat(r.pick([10, 9000]))}`);
+  if (r.chance(0.03)) headers.push(`Host: ${r.pick(HOSTS)}`); // a second Host
+  if (r.chance(0.03)) headers.push("Expect: 100-continue");
+  if (r.chance(0.02)) {
+    headers.push("Transfer-Encoding: chunked"); // next to a Content-Length: the smuggling shape
+    mismatched = true;
+  }
   return finish(method, target, headers, payload, authed, mismatched);
 }
 
@@ -209,7 +215,8 @@ function send(c: Case): Promise<Answer> {
     sock.on("error", () => {});
     sock.on("close", () => {
       clearTimeout(timer);
-      const text = Buffer.concat(chunks).toString("utf8");
+      // An interim 100 Continue (asked for with Expect) precedes the answer.
+      const text = Buffer.concat(chunks).toString("utf8").replace(/^HTTP\/1\.1 100 Continue\r\n\r\n/, "");
       const sep = text.indexOf("\r\n\r\n");
       const head = sep < 0 ? text : text.slice(0, sep);
       let rest = sep < 0 ? "" : text.slice(sep + 4);
