@@ -226,16 +226,17 @@ export function kvRoutes(kv: KVService, clock: Clock) {
         if (body.withMetadata !== undefined && typeof body.withMetadata !== "boolean") throw new KVError(400, CODE.badRequest, "'withMetadata' must be a boolean.");
         for (const k of keys as string[]) validateKey(k);
         const found = await kv.getMany(params.account_id, params.namespace_id, keys as string[]);
-        const values: Record<string, unknown> = {};
-        (keys as string[]).forEach((k, i) => {
-          const v = found[i];
-          if (!v) values[k] = null;
-          else if (body.withMetadata) {
+        // Built from entries, so a key named "__proto__" is an ordinary property, not the object's prototype.
+        const values = Object.fromEntries(
+          (keys as string[]).map((k, i) => {
+            const v = found[i];
+            if (!v) return [k, null];
+            if (!body.withMetadata) return [k, valueFor(v, type, k)];
             const entry: Record<string, unknown> = { value: valueFor(v, type, k), metadata: v.metadata === null ? null : JSON.parse(v.metadata) };
             if (v.expiration !== null) entry.expiration = v.expiration;
-            values[k] = entry;
-          } else values[k] = valueFor(v, type, k);
-        });
+            return [k, entry];
+          }),
+        );
         return ok({ values });
       })
   );

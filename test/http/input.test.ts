@@ -119,6 +119,13 @@ describe("metadata", () => {
     const objDeep = '{"a":'.repeat(600) + "1" + "}".repeat(600);
     expectError(await call(`/${ns}/bulk`, { method: "PUT", body: `[{"key":"deep","value":"v","metadata":${objDeep}}]` }), 413, 10022, /512 levels/);
   });
+  test("a key named __proto__ is an ordinary key in a bulk get answer", async () => {
+    await call(`/${ns}/bulk`, { method: "PUT", body: JSON.stringify([{ key: "__proto__", value: "p" }, { key: "constructor", value: "c" }]) });
+    const r = await call(`/${ns}/bulk/get`, { method: "POST", body: JSON.stringify({ keys: ["__proto__", "constructor", "missing"] }) });
+    expect(r.status).toBe(200);
+    expect(Object.keys(r.body.result.values).sort()).toEqual(["__proto__", "constructor", "missing"]);
+    expect(JSON.stringify(r.body.result.values)).toBe('{"__proto__":"p","constructor":"c","missing":null}');
+  });
   test("bracket fields cannot reach Object.prototype, and a field under a string is replaced, not a 500", async () => {
     const form = new FormData();
     form.set("value", "v");
