@@ -89,7 +89,7 @@ export async function startKvdrive(opts: StartOptions): Promise<Kvdrive> {
     log(`kvdrive HTTP listening on ${httpUrl}`);
     let workerd: WorkerdListener | null;
     try {
-      workerd = await startWorkerdListener({ config, kv, apiToken, clock, metrics, log, instance: { pid: process.pid, http: httpUrl, postgres: `${config.host}:${pooler.port}` } });
+      workerd = await startWorkerdListener({ config, kv, apiToken, clock, metrics, log, httpPort: server.port!, pgPort: pooler.port });
     } catch (e) {
       server.stop(true);
       await kv.close();

@@ -26,8 +26,9 @@ export interface WorkerdListenerOptions {
   apiToken: string;
   clock: Clock;
   metrics: Registry;
-  /** What `bun run kvdrive workerd-config` needs to find this process, written to the data dir. */
-  instance: Omit<InstanceInfo, "workerd">;
+  /** The HTTP API's and the pooler's ports, for instance.json (how the CLI finds this process). */
+  httpPort: number;
+  pgPort: number;
   log?: (line: string) => void;
 }
 
@@ -39,8 +40,10 @@ const MAX_HEADER_BYTES = 16 * 1024;
 /** Starts the listener, or returns null when KVDRIVE_WORKERD_PORT is off. */
 export async function startWorkerdListener(o: WorkerdListenerOptions): Promise<WorkerdListener | null> {
   const file = path.join(o.config.dataDir, INSTANCE_FILE);
+  const host = connectHost(o.config.host);
+  const instance = { pid: process.pid, http: `http://${host}:${o.httpPort}`, postgres: `${host}:${o.pgPort}` };
   if (o.config.workerdPort === "off") {
-    writeInstance(file, { ...o.instance, workerd: null });
+    writeInstance(file, { ...instance, workerd: null });
     return null;
   }
   const handle = createBindingHandler({
@@ -84,8 +87,8 @@ export async function startWorkerdListener(o: WorkerdListenerOptions): Promise<W
     server.listen(Number(o.config.workerdPort), o.config.host, () => resolve());
   });
   const port = (server.address() as { port: number }).port;
-  const address = `${connectHost(o.config.host)}:${port}`;
-  writeInstance(file, { ...o.instance, workerd: address });
+  const address = `${host}:${port}`;
+  writeInstance(file, { ...instance, workerd: address });
   o.log?.(`kvdrive workerd KV-binding listener on ${o.config.host}:${port}`);
   return {
     port,
