@@ -66,8 +66,8 @@ export interface FloodConn {
   end(): void;
 }
 
-/** A raw client: a StartupMessage for user/database with trust authentication, then whatever the test writes. */
-export async function floodConnect(port: number, user: string, database = "postgres"): Promise<FloodConn> {
+/** A raw client: `first` (a StartupMessage for user/database), then whatever the test writes. */
+export async function floodConnect(port: number, user: string, database = "postgres", first: Uint8Array = encodeStartup({ user, database })): Promise<FloodConn> {
   const pending: Uint8Array[] = [];
   let unsent = 0;
   let closed = false;
@@ -116,7 +116,7 @@ export async function floodConnect(port: number, user: string, database = "postg
     closed: () => closed,
     end: () => socket.end(),
   };
-  conn.write(encodeStartup({ user, database }));
+  conn.write(first);
   return conn;
 }
 

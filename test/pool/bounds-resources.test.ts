@@ -122,3 +122,59 @@ test("a prepared statement flood is refused past KVDRIVE_POOL_MAX_PREPARED_BYTES
   expect((await other.query({ name: "fine", text: "select 3 as n" })).rows).toEqual([{ n: 3 }]);
   await other.end();
 });
+
+test("huge messages before login are refused at their header: four half-logged-in clients streaming 32 MB each hold nothing", async () => {
+  const scram = await startChildPooler(origin.url, {});
+  try {
+    const before = await scram.retained();
+    const conns = await Promise.all([1, 2, 3, 4].map(() => floodConnect(scram.port, origin.user)));
+    const errors: string[] = [];
+    let asked = 0;
+    for (const c of conns) {
+      c.onMessage((type, body) => {
+        if (type === B.Authentication) asked++;
+        if (type === B.ErrorResponse) errors.push(new TextDecoder().decode(body));
+      });
+    }
+    await until(() => asked === 4, "the SASL requests");
+    const chunk = new Uint8Array(1024 * 1024).fill(0x61);
+    for (const c of conns) {
+      c.write(new Uint8Array([0x70, 0x04, 0, 0, 0])); // a password message of 64 MiB, announced
+      for (let i = 0; i < 32; i++) c.write(chunk);
+    }
+    await until(() => conns.every((c) => c.closed()), "the pooler to close all four");
+    const grown = (await scram.retained()) - before;
+    expect(errors.length).toBe(4);
+    expect(errors.every((e) => e.includes("54000") && e.includes("KVDRIVE_PG_MAX_LOGIN_MESSAGE_BYTES"))).toBe(true);
+    expect(grown).toBeLessThan(16 * MiB); // before: the messages were read, 120-250 MiB held until the login timeout
+  } finally {
+    await scram.stop();
+  }
+});
+
+test("a thousand clients that never finish start-up: past KVDRIVE_PG_MAX_STARTING_CLIENTS they are turned away with 53300", async () => {
+  const before = await pooler.retained();
+  const refused: number[] = [];
+  const conns = [];
+  for (let i = 0; i < 1000; i++) {
+    // The first bytes of a 9,000-byte start-up packet, and then nothing.
+    const c = await floodConnect(pooler.port, origin.user, "postgres", new Uint8Array([0, 0, 0x23, 0x28, 0, 3, 0, 0, 0x75])).catch(() => null);
+    if (!c) continue;
+    const n = i;
+    c.onMessage((type, body) => {
+      if (type === B.ErrorResponse && new TextDecoder().decode(body).includes("53300")) refused.push(n);
+    });
+    conns.push(c);
+  }
+  await until(() => refused.length >= 1000 - 512, "the refusals", 60_000);
+  const grown = (await pooler.retained()) - before;
+  expect(refused.length).toBe(1000 - 512);
+  expect(grown).toBeLessThan(32 * MiB);
+  for (const c of conns) c.end();
+  await Bun.sleep(500);
+  // Once they are gone, logins work again.
+  const c = new pg.Client({ connectionString: `postgres://${origin.user}@127.0.0.1:${pooler.port}/postgres` });
+  await c.connect();
+  expect((await c.query("select 4 as n")).rows).toEqual([{ n: 4 }]);
+  await c.end();
+});
