@@ -45,10 +45,18 @@ async function readBody(req: Request, limit: number, tooLarge: (size: number) =>
 
 export async function readJson(req: Request, limit: number, tooLarge: (size: number) => KVError): Promise<unknown> {
   const bytes = await readLimited(req, limit, tooLarge);
+  let text: string;
   try {
-    return JSON.parse(new TextDecoder().decode(bytes));
+    // fatal: invalid UTF-8 is refused, never turned into U+FFFD (two different keys would become one).
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new KVError(400, CODE.badRequest, "The JSON body is not valid UTF-8.");
+  }
+  try {
+    return JSON.parse(text);
   } catch (e) {
-    throw new KVError(400, CODE.badRequest, `Malformed JSON body: ${(e as Error).message}`);
+    // Also RangeError: nesting too deep for the parser.
+    throw new KVError(400, CODE.badRequest, `Malformed JSON body: ${(e as Error).message.slice(0, 200)}`);
   }
 }
 

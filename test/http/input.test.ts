@@ -87,6 +87,14 @@ describe("keys that are not valid Unicode", () => {
     }
     expectError(await call(`/${ns}/values/${encodeURIComponent("\ufffd")}`), 404, 10009);
   });
+  test("invalid UTF-8 bytes inside a JSON body are refused, not merged into U+FFFD", async () => {
+    const enc = new TextEncoder();
+    const bytes = (raw: number[]) => new Uint8Array([...enc.encode('[{"key":"bad-'), ...raw, ...enc.encode('","value":"x"}]')]);
+    for (const raw of [[0xff], [0xc0, 0xaf], [0xed, 0xa0, 0x80]]) {
+      expectError(await call(`/${ns}/bulk`, { method: "PUT", body: bytes(raw) }), 400, 10001, /UTF-8/);
+    }
+    expectError(await call(`/${ns}/values/${encodeURIComponent("bad-\ufffd")}`), 404, 10009);
+  });
   test("invalid UTF-8 in a path key's percent-encoding is 400 (surrogate halves, overlong forms, stray bytes)", async () => {
     for (const enc of ["%ED%A0%80", "%ED%AF%BF", "%C0%AF", "%FF", "%80", "%E0%A4%A"]) {
       expectError(await call(`/${ns}/values/${enc}`, { method: "PUT", body: "x" }), 400, 10020);
