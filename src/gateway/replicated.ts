@@ -393,15 +393,19 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
     );
   }
 
-  /** Keys of `ns` whose two sides may differ now: a write in flight or just settled, or waiting for repair. */
+  /** Keys of `ns` whose two sides may differ now: a write in flight (or just settled), or waiting for repair. */
   function suspectKeys(ns: string, into: Map<string, Uint8Array>) {
     const prefix = ns + "\0";
     const add = (id: string) => {
       if (id.startsWith(prefix) && !into.has(id)) into.set(id, keyFromHex(id.slice(prefix.length)));
     };
     for (const id of inflight.keys()) add(id);
-    const now = performance.now();
-    for (const [id, until] of recent) if (until > now) add(id);
+    // A settled write whose two sides both succeeded agrees on both, except on an object store without
+    // compare-and-swap, where an older write can still overtake it for a moment (SUSPECT_GRACE_MS).
+    if (opts.trustFirstAnswer === false) {
+      const now = performance.now();
+      for (const [id, until] of recent) if (until > now) add(id);
+    }
     if (queue.depth() > 0) for (const { key } of queue.keysOf(ns)) add(prefix + key);
   }
 
