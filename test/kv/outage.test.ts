@@ -19,8 +19,8 @@ const headers = { authorization: `Bearer ${TEST_TOKEN}` };
 
 beforeAll(async () => {
   pg = await startTestPostgres();
-  // No cross-instance invalidation: its LISTEN connection is not what this test is about.
-  srv = await startTestServer(pg.url, { invalidation: false });
+  // The defaults, cross-instance invalidation included: its LISTEN connection loses the cluster too.
+  srv = await startTestServer(pg.url);
   base = `${srv.httpUrl}/client/v4/accounts/acc/storage/kv/namespaces`;
   ns = ((await (await fetch(base, { method: "POST", headers, body: JSON.stringify({ title: "outage" }) })).json()) as any).result.id;
 });
