@@ -1,8 +1,8 @@
 // A bound on how long one storage call may take. A cluster that hangs (stopped, partitioned, out of resources)
 // would otherwise hold every request that reaches it until the client gives up: past the bound the call fails
-// with BackendTimeoutError, which the KV service answers as 503 "storage is unavailable". The replicated
-// backend bounds its own calls (replicated.ts); this serves the primary on its own and the namespace catalog.
-import { BackendTimeoutError } from "../gateway/replicated.ts";
+// with StorageUnavailableError, which the KV service answers as 503 "storage is unavailable". The replicated
+// backend bounds its own calls (gateway/replicated.ts); this serves the primary on its own and the catalog.
+import { StorageUnavailableError } from "./unavailable.ts";
 
 /** Calls that are bounded: the request path. Purges, namespace drops and walks may rightly run longer. */
 const BOUNDED = new Set([
@@ -13,7 +13,7 @@ const BOUNDED = new Set([
 function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new BackendTimeoutError(`storage: ${what} took longer than KVDRIVE_BACKEND_TIMEOUT_MS=${ms}`)), ms);
+    timer = setTimeout(() => reject(new StorageUnavailableError(`storage: ${what} took longer than KVDRIVE_BACKEND_TIMEOUT_MS=${ms}`)), ms);
   });
   return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
