@@ -147,7 +147,8 @@ export function createFastPaths(core: ClientCore) {
     if (!m) return false;
     const stmt = stmts.get(utf8.decode(chunk.subarray(m.nameStart, m.nameEnd)));
     // A statement that touches session state takes the ordinary path, which notes and settles what it does.
-    if (!stmt || !quietHere(stmt.eff)) return false;
+    // (BEGIN and friends from an idle client are fine: the tracker learns of the transaction from ReadyForQuery.)
+    if (!stmt || !(stmt.eff.txOnly || quietHere(stmt.eff))) return false;
     checkBindAt(chunk, m.nameStart, m.bindEnd);
     const r = cachedOrPipelined(stmt, chunk, m, false);
     if (r === true) return true;

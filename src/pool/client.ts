@@ -12,7 +12,7 @@ import { createOutbox, type Outbox } from "./outbox.ts";
 import { closePrepared, EXPECT_BIND, EXPECT_CLOSE, EXPECT_CLOSE_HIDDEN, EXPECT_DESCRIBE, EXPECT_EXECUTE, EXPECT_PARSE, evictPrepared, K, nextPrepareSeq, prepareOn, replaySql, REPLAYED, REPLAYED_LOWER, type Expect, type Owner, type Server } from "./relay.ts";
 import type { OriginError } from "./origin.ts";
 import type { Waiter } from "./pool.ts";
-import { createSessionTracker, quiet, sessionEffect, untracked, type Op, type SessionEffect } from "./session.ts";
+import { createSessionTracker, sessionEffect, untracked, type Op, type SessionEffect } from "./session.ts";
 import type { PoolerContext } from "./context.ts";
 import type { Classification } from "./cache-path.ts";
 import type { LaneClient } from "./lanes.ts";
@@ -457,20 +457,19 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         // pgbench -M prepared with more clients than connections, all in one thread, waiting on this PQprepare):
         // then a named Parse outside a transaction is answered at once and prepared lazily where it is first
         // bound, and an error in it surfaces at Bind. Otherwise it goes to the origin, which answers it.
+        // What it does to the session is noted when it is bound and run, not here.
         const m = decodeParse(body);
-        if (quiet(sessionEffect(m.query), ctx.functions?.safe(c.database) ?? null)) {
-          try {
-            defineStatement(m);
-          } catch (e) {
-            if (!(e instanceof ProtocolError) || e.code !== "53400") throw e;
-            // Refused like a failed Parse: the client stays, its batch is discarded up to Sync.
-            send(errorMessage(e.code, e.message));
-            c.pendingDiscard = true;
-            return true;
-          }
-          send(PARSE_COMPLETE);
+        try {
+          defineStatement(m);
+        } catch (e) {
+          if (!(e instanceof ProtocolError) || e.code !== "53400") throw e;
+          // Refused like a failed Parse: the client stays, its batch is discarded up to Sync.
+          send(errorMessage(e.code, e.message));
+          c.pendingDiscard = true;
           return true;
         }
+        send(PARSE_COMPLETE);
+        return true;
       }
     }
     if (!c.server && type === F.Query && ctx.lanes && !c.pinned && c.status === 0x49 && !c.deferred.length && !c.waiter && fast.queryOnLane(body, buf.subarray(at, at + 5 + body.length))) return true;

@@ -150,6 +150,7 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
       open: async () => {
         const conn = await connectOrigin(login, database, clock.now);
         listenOnce(database); // the database exists: hear the writes that bypass the pooler
+        ctx.functions?.safe(database); // and learn its builtin functions (session.ts) before clients call them
         if (!info!.params.size) for (const [k, v] of conn.params) info!.params.set(k, v);
         bindMetrics(info!);
         return createServer(conn);

@@ -41,6 +41,8 @@ export interface SessionEffect {
   functions: string[];
   /** DISCARD ALL / DEALLOCATE: the origin forgot prepared statements the pooler made. */
   forgetsStatements?: boolean;
+  /** Only transaction control (BEGIN, COMMIT, ...): from an idle client, nothing for the tracker to follow. */
+  txOnly?: boolean;
 }
 
 const quoteIdent = (s: string) => '"' + s.replace(/"/g, '""') + '"';
@@ -96,6 +98,7 @@ const KNOWN = new Set([
 ]);
 
 const NONE_OPS: Op = { k: "other" };
+const TX_OPS = new Set<Op["k"]>(["begin", "commit", "rollback", "savepoint", "release", "rollbackto"]);
 const EMPTY: SessionEffect = { none: true, ops: null, functions: [] };
 
 // Cheap prefilter: text without any of these words cannot set, reset, pin, call or end anything we track.
@@ -152,6 +155,7 @@ function analyse(stmts: Array<Record<string, any>>): SessionEffect {
   if (acc.unknown) eff.unknown = acc.unknown;
   if (acc.poison) eff.poison = acc.poison;
   if (acc.forgets) eff.forgetsStatements = true;
+  if (tracked && !acc.pin && !acc.unknown && !acc.poison && !acc.forgets && !functions.length && ops.every((o) => TX_OPS.has(o.k))) eff.txOnly = true;
   return eff.none ? EMPTY : eff;
 }
 

@@ -75,6 +75,8 @@ test("session SETs are rebuilt from the parse tree in any position; RESET and DI
   expect(sessionEffect("reset all").ops).toEqual([{ k: "resetall" }]);
   expect(sessionEffect("DISCARD ALL")).toMatchObject({ forgetsStatements: true, ops: [{ k: "resetall" }] });
   expect(sessionEffect("deallocate all").forgetsStatements).toBe(true);
+  expect(sessionEffect("BEGIN;").txOnly).toBe(true);
+  expect(sessionEffect("begin; set a.b = 1").txOnly).toBeUndefined();
 });
 
 test("the tracker keeps a SET only when its transaction commits", () => {
