@@ -22,21 +22,43 @@ export interface BindingHandlerOptions {
   authFailureMaxPending: number;
 }
 
-/** Handles one request; `rawUrl` is the request target exactly as sent (keys are decoded from it once). */
-export type BindingHandler = (req: Request, rawUrl: string) => Promise<Response>;
+/** One request as the listener sees it, without building a web Request for the reads that have no body. */
+export interface BindingRequest {
+  method: string;
+  /** The request target exactly as sent (keys are decoded from it once). */
+  url: string;
+  /** A header by its lower-case name. */
+  header(name: string): string | null;
+  /** The request as a web Request, its body streaming (PUT and POST). */
+  request(): Request;
+}
+
+/** The answer: the reason phrase is what the Worker sees of an error. */
+export interface Reply {
+  status: number;
+  reason: string;
+  headers: Record<string, string>;
+  body: Uint8Array | string | null;
+}
+
+export type BindingHandler = (req: BindingRequest) => Promise<Reply>;
 
 const MAX_BULK_GET_BODY = 1024 * 1024;
+const AUTH_URL = "http://kvdrive.local/";
 const valueTooLarge = (size: number) => new KVError(413, CODE.valueTooLarge, `Value length of ${size} exceeds limit of ${L.MAX_VALUE_BYTES}.`);
 const bulkBodyTooLarge = (size: number) => new KVError(413, CODE.badRequest, `Request body of ${size} bytes exceeds limit of ${MAX_BULK_GET_BODY}.`);
 const decoder = new TextDecoder();
 const JSON_HEADERS = { "content-type": "application/json" };
+const OK: Reply = { status: 200, reason: "OK", headers: {}, body: null };
+const NOT_FOUND: Reply = { status: 404, reason: "Not Found", headers: {}, body: null };
+const json = (body: unknown): Reply => ({ status: 200, reason: "OK", headers: JSON_HEADERS, body: JSON.stringify(body) });
 
 /** The Cloudflare envelope as the body, its message as the reason phrase. */
-async function errorOut(e: unknown): Promise<Response> {
+async function errorOut(e: unknown): Promise<Reply> {
   const r = e instanceof KVError ? fail(e.status, e.code, e.message) : errorResponse(e);
   const body = await r.text();
   const message = (JSON.parse(body) as { errors: Array<{ message: string }> }).errors[0]?.message ?? "error";
-  return new Response(body, { status: r.status, statusText: reasonPhrase(message), headers: JSON_HEADERS });
+  return { status: r.status, reason: reasonPhrase(message), headers: JSON_HEADERS, body };
 }
 
 function bulkValue(v: KVValue, type: "text" | "json", key: string): unknown {
@@ -53,36 +75,36 @@ export function createBindingHandler({ kv, apiToken, clock, authFailureDelayMs, 
   const gate = authGate({ apiToken, failureDelayMs: authFailureDelayMs, maxPending: authFailureMaxPending });
   const nowSeconds = () => Math.floor(clock.now() / 1000);
 
-  async function get(account: string, ns: string, op: Extract<Operation, { op: "get" }>): Promise<Response> {
+  async function get(account: string, ns: string, op: Extract<Operation, { op: "get" }>): Promise<Reply> {
     const v = await kv.get(account, ns, op.key, { cacheTtl: validateCacheTtl(op.query.get("cache_ttl")) });
-    if (!v) return new Response(null, { status: 404, statusText: "Not Found" });
+    if (!v) return NOT_FOUND;
     // One round trip for getWithMetadata: the metadata rides along in a header.
     const headers: Record<string, string> = { "content-type": "application/octet-stream" };
     if (v.metadata !== null) headers[METADATA_HEADER] = v.metadata;
     if (v.expiration !== null) headers[EXPIRATION_HEADER] = String(v.expiration);
-    return new Response(v.value, { headers });
+    return { status: 200, reason: "OK", headers, body: v.value };
   }
 
-  async function put(account: string, ns: string, req: Request, op: Extract<Operation, { op: "put" }>): Promise<Response> {
+  async function put(account: string, ns: string, req: BindingRequest, op: Extract<Operation, { op: "put" }>): Promise<Reply> {
     const expiration = resolveExpiration(op.query.get("expiration"), op.query.get("expiration_ttl"), nowSeconds());
-    const metadata = parseMetadataHeader(req.headers.get(METADATA_HEADER));
+    const metadata = parseMetadataHeader(req.header(METADATA_HEADER));
     validateMetadata(metadata);
-    const value = await readLimited(req, L.MAX_VALUE_BYTES, valueTooLarge);
+    const value = await readLimited(req.request(), L.MAX_VALUE_BYTES, valueTooLarge);
     await kv.put(account, ns, { key: op.key, value, metadata, expiration });
-    return new Response(null, { status: 200 });
+    return OK;
   }
 
-  async function list(account: string, ns: string, op: Extract<Operation, { op: "list" }>): Promise<Response> {
+  async function list(account: string, ns: string, op: Extract<Operation, { op: "list" }>): Promise<Reply> {
     const limit = validateListLimit(op.query.get("key_count_limit"));
     const res = await kv.list(account, ns, { prefix: op.query.get("prefix") || undefined, limit, cursor: op.query.get("cursor") || undefined });
     // Metadata stays serialized: workerd JSON-parses a string and would pass an object through unchanged.
     const body: Record<string, unknown> = { keys: res.keys, list_complete: res.cursor === "" };
     if (res.cursor !== "") body.cursor = res.cursor;
-    return new Response(JSON.stringify(body), { headers: JSON_HEADERS });
+    return json(body);
   }
 
-  async function bulkGet(account: string, ns: string, req: Request): Promise<Response> {
-    const body = await readJson(req, MAX_BULK_GET_BODY, bulkBodyTooLarge);
+  async function bulkGet(account: string, ns: string, req: BindingRequest): Promise<Reply> {
+    const body = await readJson(req.request(), MAX_BULK_GET_BODY, bulkBodyTooLarge);
     if (typeof body !== "object" || body === null || Array.isArray(body)) throw new KVError(400, CODE.badRequest, "The body must be a JSON object.");
     const { keys, type = "text", withMetadata, cacheTtl } = body as Record<string, unknown>;
     if (!Array.isArray(keys) || keys.some((k) => typeof k !== "string")) throw new KVError(400, CODE.badRequest, "'keys' must be an array of strings.");
@@ -98,12 +120,13 @@ export function createBindingHandler({ kv, apiToken, clock, authFailureDelayMs, 
       else if (withMetadata === true) out[k] = { value: bulkValue(v, type, k), metadata: v.metadata === null ? null : JSON.parse(v.metadata) };
       else out[k] = bulkValue(v, type, k);
     });
-    return new Response(JSON.stringify(out), { headers: JSON_HEADERS });
+    return json(out);
   }
 
-  return async (req, rawUrl) => {
+  return async (req) => {
     try {
-      const refused = gate.check(req);
+      // The gate reads only the Authorization header: a bodiless Request carrying it is enough.
+      const refused = gate.check(new Request(AUTH_URL, { headers: { authorization: req.header("authorization") ?? "" } }));
       if (refused) {
         // The API's gate (same token, delay and bound), but a wrong token is 401 here too: the Worker cannot
         // tell a missing header from a wrong one, and both are the config's fault.
@@ -111,10 +134,10 @@ export function createBindingHandler({ kv, apiToken, clock, authFailureDelayMs, 
         const error = ((await denied.json()) as { errors: Array<{ code: number; message: string }> }).errors[0]!;
         return await errorOut(new KVError(denied.status === 403 ? 401 : denied.status, error.code, error.message));
       }
-      const ns = req.headers.get(NAMESPACE_HEADER);
+      const ns = req.header(NAMESPACE_HEADER);
       if (!ns) throw new KVError(400, CODE.badRequest, "The X-Kvdrive-Namespace header is missing: inject it with injectRequestHeaders in the workerd config.");
       const account = await kv.accountOf(ns);
-      const op = parseOperation(req.method, rawUrl);
+      const op = parseOperation(req.method, req.url);
       switch (op.op) {
         case "get":
           return await get(account, ns, op);
@@ -122,7 +145,7 @@ export function createBindingHandler({ kv, apiToken, clock, authFailureDelayMs, 
           return await put(account, ns, req, op);
         case "delete":
           await kv.delete(account, ns, op.key);
-          return new Response(null, { status: 200 });
+          return OK;
         case "list":
           return await list(account, ns, op);
         case "bulk_get":

@@ -36,6 +36,8 @@ export interface WorkerdListenerOptions {
 // dropped up to this much, so the client gets to read the error instead of a reset; past it the socket closes.
 const MAX_DRAIN_BYTES = 64 * 1024 * 1024;
 const MAX_HEADER_BYTES = 16 * 1024;
+const REQUEST_URL = "http://kvdrive.local/";
+const EMPTY = new Uint8Array(0);
 
 /** Starts the listener, or returns null when KVDRIVE_WORKERD_PORT is off. */
 export async function startWorkerdListener(o: WorkerdListenerOptions): Promise<WorkerdListener | null> {
@@ -63,22 +65,34 @@ export async function startWorkerdListener(o: WorkerdListenerOptions): Promise<W
 
   async function serve(req: http.IncomingMessage, res: http.ServerResponse) {
     const method = req.method ?? "GET";
-    const headers = new Headers();
-    for (let i = 0; i < req.rawHeaders.length; i += 2) headers.append(req.rawHeaders[i]!, req.rawHeaders[i + 1]!);
-    const hasBody = method !== "GET" && method !== "HEAD";
-    const body = hasBody ? bodyStream(req, idleMs) : null;
-    const request = new Request("http://kvdrive.local/", { method, headers, body: body?.stream ?? null, duplex: "half" } as RequestInit);
-    const response = await handle(request, req.url ?? "/");
-    const out: Record<string, string> = {};
-    response.headers.forEach((v, k) => (out[k] = v));
-    const bytes = new Uint8Array(await response.arrayBuffer());
-    out["content-length"] = String(bytes.byteLength);
-    res.writeHead(response.status, response.statusText || http.STATUS_CODES[response.status] || "", out);
-    res.end(bytes);
-    body?.drain();
-    const id = `${method} ${response.status}`;
+    let body: ReturnType<typeof bodyStream> | null = null;
+    const reply = await handle({
+      method,
+      url: req.url ?? "/",
+      header(name) {
+        const v = req.headers[name];
+        return v === undefined ? null : Array.isArray(v) ? v.join(", ") : v;
+      },
+      request() {
+        const headers = new Headers();
+        for (let i = 0; i < req.rawHeaders.length; i += 2) headers.append(req.rawHeaders[i]!, req.rawHeaders[i + 1]!);
+        body ??= bodyStream(req, idleMs);
+        return new Request(REQUEST_URL, { method, headers, body: body.stream, duplex: "half" } as RequestInit);
+      },
+    });
+    const payload = reply.body ?? EMPTY;
+    res.writeHead(reply.status, reply.reason, { ...reply.headers, "content-length": String(typeof payload === "string" ? Buffer.byteLength(payload) : payload.byteLength) });
+    res.end(payload);
+    // A body the handler did not read (refused early, or a bodiless method sent one) is dropped, bounded.
+    if (body) (body as { drain(): void }).drain();
+    else if (hasBody(req)) bodyStream(req, idleMs).drain();
+    count(method, reply.status);
+  }
+
+  function count(method: string, status: number) {
+    const id = `${method} ${status}`;
     let c = series.get(id);
-    if (!c) series.set(id, (c = requests.with({ method: series.size < 100 ? method : "other", status: response.status })));
+    if (!c) series.set(id, (c = requests.with({ method: series.size < 100 ? method : "other", status })));
     c.inc();
   }
 
@@ -166,6 +180,11 @@ function bodyStream(req: http.IncomingMessage, idleMs: number): { stream: Readab
     cancel: discard,
   });
   return { stream, drain: () => (req.readableEnded ? undefined : discard()) };
+}
+
+function hasBody(req: http.IncomingMessage): boolean {
+  const length = req.headers["content-length"];
+  return (length !== undefined && length !== "0") || req.headers["transfer-encoding"] !== undefined;
 }
 
 /** The address a client on this machine dials for a listener bound to `host`. */
