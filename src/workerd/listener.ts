@@ -65,7 +65,8 @@ export async function startWorkerdListener(o: WorkerdListenerOptions): Promise<W
 
   async function serve(req: http.IncomingMessage, res: http.ServerResponse) {
     const method = req.method ?? "GET";
-    let body: ReturnType<typeof bodyStream> | null = null;
+    // Set by request(), the one place the body is read from.
+    const read: { body: BodyStream | null } = { body: null };
     const reply = await handle({
       method,
       url: req.url ?? "/",
@@ -76,15 +77,15 @@ export async function startWorkerdListener(o: WorkerdListenerOptions): Promise<W
       request() {
         const headers = new Headers();
         for (let i = 0; i < req.rawHeaders.length; i += 2) headers.append(req.rawHeaders[i]!, req.rawHeaders[i + 1]!);
-        body ??= bodyStream(req, idleMs);
-        return new Request(REQUEST_URL, { method, headers, body: body.stream, duplex: "half" } as RequestInit);
+        read.body ??= bodyStream(req, idleMs);
+        return new Request(REQUEST_URL, { method, headers, body: read.body.stream, duplex: "half" } as RequestInit);
       },
     });
     const payload = reply.body ?? EMPTY;
     res.writeHead(reply.status, reply.reason, { ...reply.headers, "content-length": String(typeof payload === "string" ? Buffer.byteLength(payload) : payload.byteLength) });
     res.end(payload);
     // A body the handler did not read (refused early, or a bodiless method sent one) is dropped, bounded.
-    if (body) (body as { drain(): void }).drain();
+    if (read.body) read.body.drain();
     else if (hasBody(req)) bodyStream(req, idleMs).drain();
     count(method, reply.status);
   }
@@ -124,7 +125,12 @@ export async function startWorkerdListener(o: WorkerdListenerOptions): Promise<W
  * client can read the answer; past that the socket is closed. While it waits for bytes, a body silent for idleMs
  * closes the connection.
  */
-function bodyStream(req: http.IncomingMessage, idleMs: number): { stream: ReadableStream<Uint8Array>; drain(): void } {
+interface BodyStream {
+  stream: ReadableStream<Uint8Array>;
+  drain(): void;
+}
+
+function bodyStream(req: http.IncomingMessage, idleMs: number): BodyStream {
   let discarding = false;
   let dropped = 0;
   let controller!: ReadableStreamDefaultController<Uint8Array>;
