@@ -145,3 +145,20 @@ test("a wrong token is 403, a missing or malformed one 401, both with code 10000
   }
   expect((await fetch(`${srv.httpUrl}/metrics`, { headers: { authorization: `bearer ${TEST_TOKEN}` } })).status).toBe(200);
 });
+
+test("input checks never answer before authentication: bad ids, keys and params are 401 without the token", async () => {
+  const paths = [
+    `${NS_BASE}/%00/keys`,
+    "/client/v4/accounts/%00/storage/kv/namespaces",
+    "/admin/kv/namespaces/%00/replication",
+    `${NS_BASE}/${ns}/values/%FF`,
+    `${NS_BASE}/${ns}/keys?limit=0&cursor=%FF`,
+    `${NS_BASE}/${ns}/values/${"k".repeat(600)}`,
+  ];
+  for (const path of paths) {
+    const res = await fetch(`${srv.httpUrl}${path}`);
+    expect(res.status).toBe(401);
+  }
+  const bulk = await fetch(`${srv.httpUrl}${NS_BASE}/${ns}/bulk`, { method: "PUT", body: "[".repeat(100_000) });
+  expect(bulk.status).toBe(401);
+});
