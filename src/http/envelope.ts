@@ -18,6 +18,8 @@ export function fail(status: number, code: number, message: string): Response {
 export function errorResponse(error: unknown, log: (msg: string) => void = console.error): Response {
   if (error instanceof KVError) return fail(error.status, error.code, error.message);
   if (error instanceof SyntaxError) return fail(400, CODE.badRequest, `Malformed request body: ${error.message}`);
+  // Recursion past the stack can only come from input nested too deeply (the routes bound nesting; this is the backstop).
+  if (error instanceof RangeError && /call stack/i.test(error.message)) return fail(400, CODE.badRequest, "Input nested too deeply.");
   // A backend too slow, or the only one holding the newest version not answering: the request may be retried.
   if (error instanceof Error && (error.name === "BackendBehindError" || error.name === "BackendTimeoutError")) {
     return fail(503, CODE.internal, `Storage temporarily unavailable: ${error.message}`);
