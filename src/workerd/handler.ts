@@ -11,7 +11,7 @@ import { KVError } from "../kv/errors.ts";
 import * as L from "../kv/limits.ts";
 import type { KVService, KVValue } from "../kv/types.ts";
 import { resolveExpiration, validateCacheTtl, validateKey, validateListLimit, validateMetadata } from "../kv/validate.ts";
-import { EXPIRATION_HEADER, METADATA_HEADER, NAMESPACE_HEADER, parseMetadataHeader, parseOperation, reasonPhrase, type Operation } from "./protocol.ts";
+import { asciiJson, EXPIRATION_HEADER, METADATA_HEADER, NAMESPACE_HEADER, parseMetadataHeader, parseOperation, reasonPhrase, type Operation } from "./protocol.ts";
 
 export interface BindingHandlerOptions {
   kv: KVService;
@@ -80,7 +80,7 @@ export function createBindingHandler({ kv, apiToken, clock, authFailureDelayMs, 
     if (!v) return NOT_FOUND;
     // One round trip for getWithMetadata: the metadata rides along in a header.
     const headers: Record<string, string> = { "content-type": "application/octet-stream" };
-    if (v.metadata !== null) headers[METADATA_HEADER] = v.metadata;
+    if (v.metadata !== null) headers[METADATA_HEADER] = asciiJson(v.metadata);
     if (v.expiration !== null) headers[EXPIRATION_HEADER] = String(v.expiration);
     return { status: 200, reason: "OK", headers, body: v.value };
   }

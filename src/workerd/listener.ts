@@ -12,6 +12,7 @@ import type { KVService } from "../kv/types.ts";
 import type { Registry } from "../metrics/registry.ts";
 import { createBindingHandler } from "./handler.ts";
 import { INSTANCE_FILE, type InstanceInfo } from "./instance.ts";
+import { utf8Header } from "./protocol.ts";
 
 export interface WorkerdListener {
   port: number;
@@ -72,7 +73,7 @@ export async function startWorkerdListener(o: WorkerdListenerOptions): Promise<W
       url: req.url ?? "/",
       header(name) {
         const v = req.headers[name];
-        return v === undefined ? null : Array.isArray(v) ? v.join(", ") : v;
+        return v === undefined ? null : utf8Header(Array.isArray(v) ? v.join(", ") : v);
       },
       request() {
         const headers = new Headers();

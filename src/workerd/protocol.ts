@@ -68,6 +68,19 @@ export function parseMetadataHeader(raw: string | null): unknown {
   }
 }
 
+/**
+ * Serialized metadata as a header value: JSON with every non-ASCII character escaped (\uXXXX), so the header is
+ * plain ASCII whatever the HTTP stack does with other bytes, and workerd's JSON.parse gives the same value.
+ */
+export function asciiJson(json: string): string {
+  return json.replace(/[\u007f-\uffff]/g, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
+}
+
+/** A header value read as Latin-1 (one char per byte, as node:http does) back to the UTF-8 text it was sent as. */
+export function utf8Header(value: string): string {
+  return /[\x80-\xff]/.test(value) && !/[^\x00-\xff]/.test(value) ? Buffer.from(value, "latin1").toString("utf8") : value;
+}
+
 const MAX_REASON = 1024;
 
 /**

@@ -235,12 +235,15 @@ describe("env.KV in workerd", () => {
   });
 
   test("a value written through the Worker reads back through REST and KVClient, and the other way round", async () => {
-    await ok({ op: "put", key: "shared:from-worker", value: "written in workerd", options: { metadata: { by: "worker" } } });
+    // Metadata travels in an HTTP header: non-ASCII text must survive both ways.
+    await ok({ op: "put", key: "shared:from-worker", value: "written in workerd", options: { metadata: { by: "wörker 日本 🙂" } } });
     expect(await (await rest(`/${nsId}/values/shared%3Afrom-worker`)).text()).toBe("written in workerd");
-    expect(await kvClient.getWithMetadata("shared:from-worker")).toMatchObject({ value: "written in workerd", metadata: { by: "worker" } });
+    expect(await (await rest(`/${nsId}/metadata/shared%3Afrom-worker`)).json()).toMatchObject({ result: { by: "wörker 日本 🙂" } });
+    expect(await kvClient.getWithMetadata("shared:from-worker")).toMatchObject({ value: "written in workerd", metadata: { by: "wörker 日本 🙂" } });
 
-    await kvClient.put("shared:from-client", JSON.stringify({ by: "client" }), { metadata: { v: 2 }, expirationTtl: 600 });
-    expect(await ok({ op: "getWithMetadata", key: "shared:from-client", options: "json" })).toEqual({ value: { by: "client" }, metadata: { v: 2 }, cacheStatus: null });
+    await kvClient.put("shared:from-client", JSON.stringify({ by: "client" }), { metadata: { v: 2, s: "clïent 🙂" }, expirationTtl: 600 });
+    expect(await ok({ op: "getWithMetadata", key: "shared:from-client", options: "json" })).toEqual({ value: { by: "client" }, metadata: { v: 2, s: "clïent 🙂" }, cacheStatus: null });
+    expect((await ok({ op: "list", options: { prefix: "shared:from-client" } })).keys).toEqual([{ name: "shared:from-client", expiration: expect.any(Number), metadata: { v: 2, s: "clïent 🙂" } }]);
     await rest(`/${nsId}/values/shared%3Afrom-rest`, { method: "PUT", body: "via REST" });
     expect(await ok({ op: "get", key: "shared:from-rest" })).toBe("via REST");
     await kvClient.delete("shared:from-worker");

@@ -5,7 +5,7 @@ setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import net from "node:net";
 import { KVError } from "../../src/kv/errors.ts";
-import { parseOperation, reasonPhrase } from "../../src/workerd/protocol.ts";
+import { asciiJson, parseOperation, reasonPhrase, utf8Header } from "../../src/workerd/protocol.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 import { startTestServer, TEST_TOKEN, type TestServer } from "../helpers/server.ts";
 
@@ -34,6 +34,15 @@ describe("protocol parsing", () => {
       const op = parseOperation(r.method, r.url);
       expect(op.op).toBe(r.method === "POST" ? "bulk_get" : r.method === "DELETE" ? "delete" : r.url.startsWith("/?") || r.url === "/" ? "list" : r.method === "PUT" ? "put" : "get");
     }
+  });
+
+  test("metadata headers: non-ASCII goes out escaped, and comes in as the UTF-8 it was sent as", () => {
+    const json = JSON.stringify({ s: "é日本🙂\u007f" });
+    expect(asciiJson(json)).toMatch(/^[\x20-\x7e]+$/);
+    expect(JSON.parse(asciiJson(json))).toEqual(JSON.parse(json));
+    expect(utf8Header(Buffer.from(json, "utf8").toString("latin1"))).toBe(json);
+    expect(utf8Header("plain")).toBe("plain");
+    expect(utf8Header("already é日本")).toBe("already é日本");
   });
 
   test("reason phrases are printable ASCII and bounded", () => {
