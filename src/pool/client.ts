@@ -286,7 +286,14 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     s.sig = mine;
     if (sql) {
       s.conn.write(encodeQuery(sql));
-      s.push({ k: K.Replay, done: onReplayed });
+      s.push({
+        k: K.Replay,
+        done(error) {
+          // Part of the replay failed: what the connection holds is not known any more; reset it before reuse.
+          if (error) s.dirty ??= "a session replay failed";
+          onReplayed?.(error);
+        },
+      });
     } else onReplayed?.(null);
   }
 
@@ -396,7 +403,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       const sql = replaySql(s, params, sets);
       if (!sql) return;
       s.conn.write(encodeQuery(sql));
-      s.push({ k: K.Replay });
+      s.push({ k: K.Replay, done: (error) => void (error && (s.dirty ??= "a session replay failed")) });
     },
   });
 

@@ -13,7 +13,7 @@ import { deriveScramVerifier, md5Verifier } from "./scram.ts";
 import type { PoolerContext, UserAuth } from "./context.ts";
 import { listen, type Listener } from "./listener.ts";
 import { executeStatements, type ExecuteRequest, type ExecuteResult } from "./execute.ts";
-import { BUILTIN_FUNCTIONS_SQL, createFunctionCatalog, type Pin } from "./session.ts";
+import { BUILTIN_FUNCTIONS_SQL, createFunctionCatalog, readBuiltinFunctions, type Pin } from "./session.ts";
 import { loadCachePath, loadClassifier, recordQuery } from "./cache-path.ts";
 
 export interface PoolerOptions {
@@ -150,7 +150,11 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
       open: async () => {
         const conn = await connectOrigin(login, database, clock.now);
         listenOnce(database); // the database exists: hear the writes that bypass the pooler
-        ctx.functions?.safe(database); // and learn its builtin functions (session.ts) before clients call them
+        // and its builtin functions (session.ts), read once on this connection before clients call them
+        if (ctx.functions && !ctx.functions.known(database)) {
+          const names = await readBuiltinFunctions(conn).catch(() => null); // failed: the first client's call loads them
+          if (names) ctx.functions.provide(database, names);
+        }
         if (!info!.params.size) for (const [k, v] of conn.params) info!.params.set(k, v);
         bindMetrics(info!);
         return createServer(conn);

@@ -9,6 +9,10 @@
 // A false "pin" or "unknown" costs only pooling efficiency; a missed one would leak one client's state to another,
 // so whatever is not understood counts as unknown.
 import { loadModule, parseSync } from "libpg-query";
+import { B, decodeDataRow, decodeErrorResponse } from "../protocol/backend.ts";
+import { createFrames } from "../protocol/frames.ts";
+import { encodeQuery } from "../protocol/frontend.ts";
+import type { OriginConn } from "./origin.ts";
 
 await loadModule();
 
@@ -292,14 +296,18 @@ function walk(node: unknown, acc: Acc) {
  */
 export function createFunctionCatalog(load: (database: string) => Promise<string[]>, log: (line: string) => void = () => {}) {
   const byDb = new Map<string, ReadonlySet<string> | "loading">();
+  const keep = (database: string, names: string[]) => byDb.set(database, new Set(names.filter((n) => !SESSION_FUNCTIONS.has(n))));
   return {
+    known: (database: string) => byDb.has(database),
+    /** Names read on a pool's first connection (readBuiltinFunctions), before it serves anyone. */
+    provide: keep,
     safe(database: string): ReadonlySet<string> | null {
       const got = byDb.get(database);
       if (got === "loading") return null;
       if (got) return got;
       byDb.set(database, "loading");
       load(database).then(
-        (names) => byDb.set(database, new Set(names.filter((n) => !SESSION_FUNCTIONS.has(n)))),
+        (names) => keep(database, names),
         (e) => {
           byDb.delete(database);
           log(`kvdrive pooler: cannot read the builtin functions of ${database}: ${(e as Error).message}`);
@@ -314,6 +322,38 @@ export type FunctionCatalog = ReturnType<typeof createFunctionCatalog>;
 
 export const BUILTIN_FUNCTIONS_SQL =
   "select proname from pg_catalog.pg_proc group by proname having max(oid::int8) < 16384";
+
+/** Reads BUILTIN_FUNCTIONS_SQL on a fresh origin connection, before the pool owns it (no connection of its own). */
+export function readBuiltinFunctions(conn: OriginConn): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    const frames = createFrames(64 * 1024 * 1024);
+    const names: string[] = [];
+    const text = new TextDecoder();
+    let failed: string | null = null;
+    conn.handler = {
+      data(chunk) {
+        try {
+          frames.push(chunk, (type, body) => {
+            if (type === B.DataRow) {
+              const v = decodeDataRow(body)[0];
+              if (v) names.push(text.decode(v));
+            } else if (type === B.ErrorResponse) failed = decodeErrorResponse(body).M ?? "error";
+            else if (type === B.ReadyForQuery) {
+              conn.handler = null;
+              if (failed) reject(new Error(failed));
+              else resolve(names);
+            }
+          });
+        } catch (e) {
+          reject(e);
+        }
+      },
+      drain() {},
+      closed: () => reject(new Error("the origin connection closed")),
+    };
+    conn.write(encodeQuery(BUILTIN_FUNCTIONS_SQL));
+  });
+}
 
 /** Why running this leaves the connection in a state that is not tracked (null: it does not). */
 export function untracked(eff: SessionEffect, safe: ReadonlySet<string> | null): string | null {
