@@ -97,7 +97,9 @@ export async function loadCachePath(
 /**
  * What the cache keeps of an answer streaming past: the RowDescription, rows and CommandComplete, up to the
  * ReadyForQuery. Not usable (result() null) after an error, COPY, a suspended portal, more than maxBytes, or a
- * ReadyForQuery inside a transaction.
+ * ReadyForQuery inside a transaction. The result is those messages in one buffer (one element): a cache of many
+ * small answers then holds one ArrayBuffer per entry, not one per message, which is what the garbage collector
+ * pays for (a miss-only workload filled 64 MiB with 235,000 buffers and 400 ms full collections).
  */
 export function createAnswerRecorder(maxBytes: number) {
   const frames = createFrames(maxBytes + 1024);
@@ -142,7 +144,7 @@ export function createAnswerRecorder(maxBytes: number) {
       usable = false;
       ended = true;
     },
-    result: (): Uint8Array[] | null => (usable && ended ? messages : null),
+    result: (): Uint8Array[] | null => (usable && ended ? (messages.length > 1 ? [Buffer.concat(messages)] : messages) : null),
   };
 }
 
@@ -157,7 +159,9 @@ export const REPLY_BOUND = 2;
 export const REPLY_PARSED = 2;
 const simpleReply = (ms: Uint8Array[]) => Buffer.concat([...ms, READY_IDLE]);
 const describedReply = (ms: Uint8Array[]) => Buffer.concat([BIND_COMPLETE, ...ms, READY_IDLE]);
-const boundReply = (ms: Uint8Array[]) => Buffer.concat([BIND_COMPLETE, ...ms.filter((m) => m[0] !== B.RowDescription), READY_IDLE]);
+/** Recorded messages (one buffer or several) without the RowDescription they start with, if any. */
+const withoutRowDescription = (m: Uint8Array) => (m[0] === B.RowDescription ? m.subarray(1 + new DataView(m.buffer, m.byteOffset).getUint32(1)) : m);
+const boundReply = (ms: Uint8Array[]) => Buffer.concat([BIND_COMPLETE, ...ms.map(withoutRowDescription), READY_IDLE]);
 /**
  * Builders by form: to a simple Query; to Bind/Execute/Sync with and without a Describe of the portal (recorded
  * answers always start with the RowDescription); and those two after a ParseComplete.

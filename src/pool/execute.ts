@@ -96,11 +96,15 @@ export async function executeStatements(pool: Pool, params: () => Map<string, st
 /** A cached response (RowDescription, DataRows, CommandComplete) as an ExecuteResult. */
 function decodeRecorded(messages: Uint8Array[], cache: string): ExecuteResult {
   const r: ExecuteResult = { command: "", rowCount: null, fields: [], rows: [], cache };
+  // The recorder keeps an answer's messages in one buffer (cache-path.ts): split it by their lengths.
+  const frames = createFrames(Number.MAX_SAFE_INTEGER);
   for (const m of messages) {
-    const body = m.subarray(5);
-    if (m[0] === B.RowDescription) r.fields = decodeRowDescription(body).map((f) => ({ name: f.name, dataTypeID: f.typeOid }));
-    else if (m[0] === B.DataRow) r.rows.push(decodeDataRow(body).map((v) => (v === null ? null : decoder.decode(v))));
-    else if (m[0] === B.CommandComplete) Object.assign(r, parseTag(decodeCommandComplete(body)));
+    frames.push(m, (type, body) => {
+      if (type === B.RowDescription) r.fields = decodeRowDescription(body).map((f) => ({ name: f.name, dataTypeID: f.typeOid }));
+      else if (type === B.DataRow) r.rows.push(decodeDataRow(body).map((v) => (v === null ? null : decoder.decode(v))));
+      else if (type === B.CommandComplete) Object.assign(r, parseTag(decodeCommandComplete(body)));
+      return true;
+    });
   }
   return r;
 }
