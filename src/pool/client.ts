@@ -421,7 +421,10 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       s.dirty ??= eff.poison;
     }
     if (eff.forgetsStatements) {
-      s.prepared.clear();
+      // Whether it runs is not known here (a Parse that is never executed, a failed transaction): every name is
+      // marked older than any client's Parse, so its next use closes and prepares it again, right either way.
+      // Forgetting them instead made a later Parse of one fail with 42P05 "already exists" (the wire fuzzer).
+      for (const name of s.prepared.keys()) s.prepared.set(name, 0);
       s.unnamedOwner = 0;
     }
   }
