@@ -64,10 +64,19 @@ async function expectClean(f: PoolerFixture, label: string) {
   for (const row of await holdAll(f)) expect({ label, ...row }).toEqual({ label, ...baseline });
 }
 
+/** ORIGIN_DATABASE_URL runs the suite against another origin (Postgres 15 does not report search_path). */
+async function origin(): Promise<TestPostgres> {
+  const url = process.env.ORIGIN_DATABASE_URL;
+  if (!url) return startTestPostgres();
+  const u = new URL(url);
+  return { url, user: decodeURIComponent(u.username), password: decodeURIComponent(u.password), destroy: async () => {} } as unknown as TestPostgres;
+}
+
 beforeAll(async () => {
-  db = await startTestPostgres();
+  db = await origin();
   const admin = await pgClient(db.url);
-  await admin.query("create role kv_iso_role nologin");
+  await admin.query("drop schema if exists iso_a, iso_b cascade; drop table if exists public.which, iso_child, iso_parent; drop function if exists public.kv_iso_evil(), public.kv_iso_lying()");
+  await admin.query("do $$begin if not exists (select 1 from pg_roles where rolname = 'kv_iso_role') then create role kv_iso_role nologin; end if; end$$");
   await admin.query("create schema iso_a; create schema iso_b");
   await admin.query("create table public.which (v text); insert into public.which values ('public')");
   await admin.query("create table iso_a.which (v text); insert into iso_a.which values ('a')");
@@ -81,8 +90,8 @@ beforeAll(async () => {
   await direct.query("begin");
   baseline = (await direct.query(SNAPSHOT)).rows[0];
   await direct.query("commit");
-  one = await startPoolerFixture({ poolSize: 1, poolPipelineDepth: 4 }, undefined, db);
-  three = await startPoolerFixture({ poolSize: 3, poolPipelineDepth: 4 }, undefined, db);
+  one = await startPoolerFixture({ poolSize: 1, poolPipelineDepth: 4, originDatabaseUrl: db.url }, undefined, db);
+  three = await startPoolerFixture({ poolSize: 3, poolPipelineDepth: 4, originDatabaseUrl: db.url }, undefined, db);
 }, 120_000);
 
 afterAll(async () => {
