@@ -63,6 +63,10 @@ function bracketMetadata(form: FormData): Record<string, unknown> | undefined {
   let out: Record<string, unknown> | undefined;
   for (const [name, v] of form.entries()) {
     if (!name.startsWith("metadata[")) continue;
+    // Metadata serializes to at most 1024 bytes, so a longer field name cannot be valid: refused before it is split.
+    if (name.length > L.MAX_METADATA_BYTES + "metadata".length) {
+      throw new KVError(413, CODE.metadataTooLarge, `Metadata field name of ${name.length} characters exceeds limit of ${L.MAX_METADATA_BYTES}.`);
+    }
     const path = [...name.slice("metadata".length).matchAll(/\[([^\]]*)\]/g)].map((m) => m[1]!);
     if (path.length === 0) continue;
     if (path.length > L.MAX_METADATA_DEPTH) throw new KVError(413, CODE.metadataTooLarge, `Metadata field ${shown(name)} nests more than ${L.MAX_METADATA_DEPTH} levels.`);
