@@ -115,11 +115,17 @@ async function resolveNamespace(k: RunningKvdrive, ref: string, account: string,
   return body.result.id;
 }
 
-async function configText(k: RunningKvdrive, a: WorkerdArgs, modulePath: string, compatibilityDate: string): Promise<string> {
+/** The Worker's socket binds where kvdrive does (KVDRIVE_HOST, loopback by default), never wider by surprise. */
+function listenAddress(host: string, port: number): string {
+  if (host === "0.0.0.0" || host === "::" || host === "") return `*:${port}`;
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+async function configText(config: Config, k: RunningKvdrive, a: WorkerdArgs, modulePath: string, compatibilityDate: string): Promise<string> {
   const kv: KvBinding[] = [];
   for (const b of a.kv) kv.push({ name: b.name, namespaceId: await resolveNamespace(k, b.ref, a.account, a.create) });
   return workerdConfig({
-    modulePath, listen: `*:${a.port}`, compatibilityDate, kv, hyperdrive: a.hyperdrive,
+    modulePath, listen: listenAddress(config.host, a.port), compatibilityDate, kv, hyperdrive: a.hyperdrive,
     kvAddress: k.workerd!, pgAddress: k.postgres, apiToken: k.apiToken, pgUser: k.pgUser, pgPassword: k.pgPassword,
   });
 }
@@ -137,7 +143,8 @@ async function printConfig(config: Config, a: WorkerdArgs): Promise<number> {
   const { compatibilityDate } = await findWorkerd();
   const dir = path.resolve(a.out ? path.dirname(a.out) : ".");
   const modulePath = path.relative(dir, path.resolve(a.worker)) || path.basename(a.worker);
-  const text = await configText(k, a, modulePath, compatibilityDate);
+  if (!fs.existsSync(a.worker)) throw new ConfigError(`the Worker module ${a.worker} does not exist`);
+  const text = await configText(config, k, a, modulePath, compatibilityDate);
   if (a.out) {
     fs.writeFileSync(a.out, text, { mode: 0o600 });
     console.error(`wrote ${a.out}; run it with: npx workerd serve ${a.out}`);
@@ -168,7 +175,7 @@ async function dev(config: Config, a: WorkerdArgs): Promise<number> {
   try {
     const modulePath = await bundleWorker(path.resolve(a.worker), outDir);
     const configFile = path.join(outDir, "config.capnp");
-    fs.writeFileSync(configFile, await configText(k, a, path.basename(modulePath), bin.compatibilityDate), { mode: 0o600 });
+    fs.writeFileSync(configFile, await configText(config, k, a, path.basename(modulePath), bin.compatibilityDate), { mode: 0o600 });
     const w = serveWorkerd(bin, configFile, a.port);
     // Ctrl-C: workerd first (it may be mid-request to kvdrive), then the kvdrive started here, then exit 0.
     let stopping: Promise<void> | null = null;

@@ -99,13 +99,17 @@ describe("workerd-config", () => {
     expect(configText).toContain(`value = "Bearer ${TEST_TOKEN}"`);
     expect(configText).toContain(`password = ${JSON.stringify(new URL(pg.url).password)}`);
     expect(configText).toContain(`address = "127.0.0.1:${srv.pgPort}", tcp = ()`);
+    expect(configText).toMatch(/sockets = \[\(name = "http", address = "127\.0\.0\.1:\d+", http = \(\), service = "main"\)\]/);
     // A title that does not exist, without --create, is refused naming it.
-    const missing = await cli(["workerd-config", "w.js", "--kv", "KV=no-such-title", "--account", ACCOUNT]);
+    const missing = await cli(["workerd-config", "test/workerd/fixtures/worker.ts", "--kv", "KV=no-such-title", "--account", ACCOUNT]);
     expect(missing.code).toBe(2);
     expect(missing.err).toContain('no namespace with the id or title "no-such-title" in account "acc-workerd"');
     const bad = await cli(["workerd-config", "w.js", "--kv", "not-an-identifier=x"]);
     expect(bad.code).toBe(2);
     expect(bad.err).toContain("is not a JavaScript identifier");
+    const noModule = await cli(["workerd-config", "no-such-worker.js", "--kv", `KV=${nsId}`]);
+    expect(noModule.code).toBe(2);
+    expect(noModule.err).toContain("the Worker module no-such-worker.js does not exist");
   });
 });
 
@@ -114,7 +118,7 @@ describe("a config written by hand", () => {
     const bin = await findWorkerd();
     const port = await freePort();
     const file = path.join(dir, "by-hand.capnp");
-    fs.writeFileSync(file, configText.replace("style = host, ", "").replace('name = "Authorization"', 'name = "authorization"').replace(/\*:\d+/, `127.0.0.1:${port}`));
+    fs.writeFileSync(file, configText.replace("style = host, ", "").replace('name = "Authorization"', 'name = "authorization"').replace(/address = "127\.0\.0\.1:\d+", http = \(\)/, `address = "127.0.0.1:${port}", http = ()`));
     const other = serveWorkerd(bin, file, port, { stdio: "pipe" });
     try {
       await other.ready;
