@@ -61,12 +61,15 @@ function query(url: string): { get(name: string): string | null } {
 /** Metadata sent as `metadata[a][b]=…` bracket fields (the v7 SDK's form encoding of an object). */
 function bracketMetadata(form: FormData): Record<string, unknown> | undefined {
   let out: Record<string, unknown> | undefined;
+  let fields = 0;
   for (const [name, v] of form.entries()) {
     if (!name.startsWith("metadata[")) continue;
-    // Metadata serializes to at most 1024 bytes, so a longer field name cannot be valid: refused before it is split.
-    if (name.length > L.MAX_METADATA_BYTES + "metadata".length) {
-      throw new KVError(413, CODE.metadataTooLarge, `Metadata field name of ${name.length} characters exceeds limit of ${L.MAX_METADATA_BYTES}.`);
-    }
+    // Metadata serializes to at most 1024 bytes, so a longer field name or value, or more fields than that, cannot
+    // be valid: refused before anything is built from them.
+    const tooLarge = (what: string) => new KVError(413, CODE.metadataTooLarge, `Metadata ${what} exceeds limit of ${L.MAX_METADATA_BYTES}.`);
+    if (name.length > L.MAX_METADATA_BYTES + "metadata".length) throw tooLarge(`field name of ${name.length} characters`);
+    if (typeof v === "string" && v.length > L.MAX_METADATA_BYTES) throw tooLarge(`field value of ${v.length} characters`);
+    if (++fields > L.MAX_METADATA_BYTES) throw tooLarge(`in more than ${L.MAX_METADATA_BYTES} fields`);
     const path = [...name.slice("metadata".length).matchAll(/\[([^\]]*)\]/g)].map((m) => m[1]!);
     if (path.length === 0) continue;
     if (path.length > L.MAX_METADATA_DEPTH) throw new KVError(413, CODE.metadataTooLarge, `Metadata field ${shown(name)} nests more than ${L.MAX_METADATA_DEPTH} levels.`);

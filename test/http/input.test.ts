@@ -128,6 +128,10 @@ describe("metadata", () => {
     huge.set("value", "v");
     huge.set(`metadata${"[a]".repeat(2_000_000)}`, "x"); // 6 MB of field name: refused before it is split
     expectError(await call(`/${ns}/values/deep`, { method: "PUT", body: huge }), 413, 10022);
+    const many = new FormData();
+    many.set("value", "v");
+    for (let i = 0; i < 5000; i++) many.append(`metadata[k${i}]`, "x");
+    expectError(await call(`/${ns}/values/deep`, { method: "PUT", body: many }), 413, 10022, /fields/);
     const objDeep = '{"a":'.repeat(600) + "1" + "}".repeat(600);
     expectError(await call(`/${ns}/bulk`, { method: "PUT", body: `[{"key":"deep","value":"v","metadata":${objDeep}}]` }), 413, 10022, /512 levels/);
   });
