@@ -16,6 +16,7 @@ import { startTestServer, TEST_TOKEN, type TestServer } from "../helpers/server.
 const root = path.resolve(import.meta.dir, "../..");
 const ACCOUNT = "acc-workerd";
 const MiB = 1024 * 1024;
+const UNKNOWN_NS = "0123456789abcdef0123456789abcdef";
 
 let pg: TestPostgres;
 let srv: TestServer;
@@ -114,19 +115,23 @@ describe("workerd-config", () => {
 });
 
 describe("a config written by hand", () => {
-  test("the default proxy-style external service (no style = host) and lowercase header names work too", async () => {
+  test("the default proxy-style external service (no style = host) and lowercase header names work too; an unknown namespace is an error the Worker sees", async () => {
     const bin = await findWorkerd();
     const port = await freePort();
     const file = path.join(dir, "by-hand.capnp");
-    fs.writeFileSync(file, configText.replace("style = host, ", "").replace('name = "Authorization"', 'name = "authorization"').replace(/address = "127\.0\.0\.1:\d+", http = \(\)/, `address = "127.0.0.1:${port}", http = ()`));
+    const created = /kv-CREATED[\s\S]*?X-Kvdrive-Namespace", value = "([0-9a-f]{32})"/.exec(configText)![1]!;
+    fs.writeFileSync(file, configText.replace(created, UNKNOWN_NS).replace("style = host, ", "").replace('name = "Authorization"', 'name = "authorization"').replace(/address = "127\.0\.0\.1:\d+", http = \(\)/, `address = "127.0.0.1:${port}", http = ()`));
     const other = serveWorkerd(bin, file, port, { stdio: "pipe" });
     try {
       await other.ready;
-      const call = async (body: unknown) => (await (await fetch(`http://127.0.0.1:${port}/kv`, { method: "POST", body: JSON.stringify(body) })).json()) as { result?: any; error?: string };
+      const call = async (body: unknown) => (await (await fetch(`http://127.0.0.1:${port}/kv`, { method: "POST", body: JSON.stringify(body) })).json()) as { result?: any; error?: string; name?: string };
       expect(await call({ op: "put", key: "hand:a/b c+d", value: "by hand", options: { metadata: { h: 1 } } })).toEqual({ result: null });
       expect(await call({ op: "getWithMetadata", key: "hand:a/b c+d" })).toEqual({ result: { value: "by hand", metadata: { h: 1 }, cacheStatus: null } });
       expect((await call({ op: "list", options: { prefix: "hand:" } })).result.keys).toEqual([{ name: "hand:a/b c+d", metadata: { h: 1 } }]);
       expect((await call({ op: "put", key: "hand:ttl", value: "v", options: { expirationTtl: 1 } })).error).toMatch(/^KV PUT failed: 400 /);
+      // CREATED points at a namespace that does not exist here: the Worker is told so.
+      expect(await call({ binding: "CREATED", op: "put", key: "k", value: "v" })).toEqual({ error: `KV PUT failed: 404 namespace "${UNKNOWN_NS}" not found`, name: "Error" });
+      expect((await call({ binding: "CREATED", op: "list" })).error).toBe(`KV GET failed: 404 namespace "${UNKNOWN_NS}" not found`);
     } finally {
       await other.stop();
     }
