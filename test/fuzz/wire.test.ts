@@ -393,4 +393,4 @@ test(`wire fuzz: seed ${SEED}, ${CASES} cases`, async () => {
   await direct.end();
   const grown = (await pooler.retained()) - before;
   expect(grown).toBeLessThan(96 * MiB);
-});
+}, Math.max(600_000, CASES * 250));
