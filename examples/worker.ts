@@ -13,8 +13,8 @@ export default {
     const page = new URL(request.url).searchParams.get("page") ?? "home";
 
     // Workers KV: a counter per page, with metadata and a TTL.
-    const previous = await env.KV.getWithMetadata<{ at: string }>(`visits:${page}`, "json");
-    const visits = ((previous.value as number | null) ?? 0) + 1;
+    const previous = await env.KV.getWithMetadata<number, { at: string }>(`visits:${page}`, "json");
+    const visits = (previous.value ?? 0) + 1;
     await env.KV.put(`visits:${page}`, JSON.stringify(visits), { metadata: { at: new Date().toISOString() }, expirationTtl: 86400 });
 
     // Hyperdrive: postgres.js through kvdrive's pooler. now() is volatile, so this read always reaches Postgres;
