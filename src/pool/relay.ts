@@ -151,13 +151,19 @@ export function replaySql(s: Server, params: Map<string, string>, sets: Map<stri
     if (!REPLAYED_LOWER.has(name.toLowerCase())) continue;
     if (s.conn.params.get(name) !== value) configs.push(`pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false)`);
   }
-  for (const [name, sql] of s.applied) if (sets.get(name) !== sql) parts.push(resetSql(name));
-  for (const [name, sql] of sets) if (s.applied.get(name) !== sql) parts.push(sql);
+  // Identity first when undoing and last when setting (start-up settings may name them): under another role some
+  // settings can be neither reset nor set.
+  const undo = [...s.applied].filter(([name, sql]) => sets.get(name) !== sql).sort(([a], [b]) => identityRank(b) - identityRank(a));
+  for (const [name] of undo) parts.push(resetSql(name));
+  const todo = [...sets].filter(([name, sql]) => s.applied.get(name) !== sql).sort(([a], [b]) => identityRank(a) - identityRank(b));
+  for (const [, sql] of todo) parts.push(sql);
   if (configs.length) parts.push(`SELECT ${configs.join(", ")}`);
   if (!parts.length) return null;
   s.applied = new Map(sets);
   return parts.join("; ");
 }
+
+const identityRank = (name: string) => (name === "session_authorization" ? 2 : name === "role" ? 1 : 0);
 
 const RESET_QUERY = encodeQuery(RESET_SQL);
 

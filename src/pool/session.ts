@@ -83,6 +83,8 @@ const SESSION_FUNCTIONS = new Set([
   "set_config", "setseed", "pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
   "pg_replication_origin_session_setup", "pg_replication_origin_xact_setup", "pg_create_logical_replication_slot", "pg_create_physical_replication_slot",
   "dblink_connect", "dblink_connect_u", "lo_open", "pg_stat_force_next_flush",
+  // Builtins that run SQL given as text: what that SQL does is not seen.
+  "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema", "cursor_to_xml", "cursor_to_xmlschema", "ts_stat",
 ]);
 const SESSION_ADVISORY = new Set(["pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared"]);
 

@@ -129,6 +129,7 @@ const staying: Array<[string, (a: pg.Client) => Promise<unknown>]> = [
     await a.query({ name: "iso_sc", text: "select set_config('statement_timeout', $1, false)", values: ["3"] });
   }],
   ["set_config through the unnamed statement", (a) => a.query("select set_config($1, $2, false)", ["lock_timeout", "9"])],
+  ["a builtin that runs SQL text (query_to_xml)", (a) => a.query("select query_to_xml('select set_config(''lock_timeout'', ''8'', false)', false, false, '')")],
   ["SET LOCAL and set_config(..., true)", (a) => a.query("begin; set local statement_timeout = 5; select set_config('lock_timeout', '5', true); commit")],
 ];
 
@@ -204,6 +205,17 @@ describe("a hostile client leaves nothing on its connection (pool of 1)", () => 
     opened.push({ end: () => a.end({ timeout: 1 }) });
     await expect(a`select 1`).rejects.toMatchObject({ code: "42602" });
     await expectClean(one, "start-up parameter");
+  });
+
+  test("start-up settings of identity and superuser-only settings are A's alone, replayed in an order that works", async () => {
+    const a = postgres(one.url(), { max: 1, onnotice: () => {}, connection: { session_replication_role: "replica", role: "kv_iso_role", lock_timeout: "6" } as any });
+    opened.push({ end: () => a.end({ timeout: 1 }) });
+    const mine = async () => (await a`select current_user::text as u, current_setting('session_replication_role') as r, current_setting('lock_timeout') as l`)[0];
+    expect(await mine()).toEqual({ u: "kv_iso_role", r: "replica", l: "6ms" });
+    await expectClean(one, "identity start-up settings");
+    expect(await mine()).toEqual({ u: "kv_iso_role", r: "replica", l: "6ms" });
+    await a.end();
+    await expectClean(one, "identity start-up settings, after");
   });
 
   test("start-up settings with odd values are replayed as literals", async () => {

@@ -37,6 +37,7 @@ test("effects that cannot be known mark the connection for a reset; plain reads 
     "set session characteristics as transaction read only",
     "set x.y from current",
     "execute p",
+    "select query_to_xml('select 1', false, false, '')",
   ]) expect({ sql, why: untracked(sessionEffect(sql), safe) !== null }).toEqual({ sql, why: true });
   for (const sql of ["select 1", "select lower(name), count(*) from t group by 1", "select set_config('a.b', 'x', true)", "insert into t values (abs(-1))", "SELECT abalance FROM pgbench_accounts WHERE aid = $1"]) {
     expect({ sql, why: untracked(sessionEffect(sql), safe) }).toEqual({ sql, why: null });
