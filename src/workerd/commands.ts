@@ -6,7 +6,8 @@ import { ConfigError, loadConfig, type Config } from "../config.ts";
 import { startKvdrive, type Kvdrive } from "../server.ts";
 import { workerdConfig, validateBindingName, type HyperdriveBinding, type KvBinding } from "./capnp.ts";
 import { findRunning, requireRunning, type RunningKvdrive } from "./instance.ts";
-import { bundleWorker, findWorkerd, serveWorkerd } from "./runtime.ts";
+import { connectHost } from "./listener.ts";
+import { bundleWorker, findWorkerd, serveWorkerd, type WorkerdProcess } from "./runtime.ts";
 
 export const WORKERD_USAGE = `  workerd-config <worker.js> [--kv NAME=NAMESPACE_ID_OR_TITLE]... [--hyperdrive NAME=DATABASE]...
                  [--create] [--account ID] [--port 8790] [--out FILE]
@@ -159,47 +160,58 @@ async function dev(config: Config, a: WorkerdArgs): Promise<number> {
     a.hyperdrive.push({ name: "HYPERDRIVE", database: "postgres" });
   }
   const bin = await findWorkerd();
+  // Ctrl-C at any point: workerd first (it may be mid-request to kvdrive), then the kvdrive started here, exit 0.
+  let signalled: string | null = null;
+  let stopping: Promise<void> | null = null;
+  let w: WorkerdProcess | null = null;
   let own: Kvdrive | null = null;
-  let k = findRunning(config);
-  if (!k) {
-    console.error(`kvdrive: none running on ${config.dataDir}, starting one`);
-    own = await startKvdrive({ config, log: (l) => console.error(l) });
-    k = requireRunning(config);
-  }
-  if (!k.workerd) throw new ConfigError("the running kvdrive has KVDRIVE_WORKERD_PORT=off: restart it with a port for the KV-binding listener");
-  const outDir = path.join(config.dataDir, "dev");
-  const stopOwn = async () => {
-    await own?.stop();
-    own = null;
+  const stopAll = () =>
+    (stopping ??= (async () => {
+      const what = [w && "workerd", own && "kvdrive"].filter(Boolean).join(" and ") || "nothing left to stop";
+      console.error(`\nkvdrive dev: ${signalled ?? "workerd exited"}, stopping ${what}`);
+      await w?.stop();
+      await own?.stop();
+      own = null;
+    })());
+  const onSignal = (signal: string) => {
+    signalled ??= signal;
+    // While kvdrive or workerd is still starting, the stop waits until start-up is over (below).
+    if (w) void stopAll();
   };
+  process.on("SIGINT", () => onSignal("SIGINT"));
+  process.on("SIGTERM", () => onSignal("SIGTERM"));
   try {
+    let k = findRunning(config);
+    if (!k) {
+      console.error(`kvdrive: none running on ${config.dataDir}, starting one`);
+      own = await startKvdrive({ config, log: (l) => console.error(l) });
+      k = requireRunning(config);
+    }
+    if (!k.workerd) throw new ConfigError("the running kvdrive has KVDRIVE_WORKERD_PORT=off: restart it with a port for the KV-binding listener");
+    if (signalled) {
+      await stopAll();
+      return 0;
+    }
+    const outDir = path.join(config.dataDir, "dev");
     const modulePath = await bundleWorker(path.resolve(a.worker), outDir);
     const configFile = path.join(outDir, "config.capnp");
     fs.writeFileSync(configFile, await configText(config, k, a, path.basename(modulePath), bin.compatibilityDate), { mode: 0o600 });
-    const w = serveWorkerd(bin, configFile, a.port);
-    // Ctrl-C: workerd first (it may be mid-request to kvdrive), then the kvdrive started here, then exit 0.
-    let stopping: Promise<void> | null = null;
-    const stop = (signal: string) => {
-      stopping ??= (async () => {
-        console.error(`\nkvdrive dev: ${signal}, stopping workerd${own ? " and kvdrive" : ""}`);
-        await w.stop();
-        await stopOwn();
-      })();
-    };
-    process.on("SIGINT", () => stop("SIGINT"));
-    process.on("SIGTERM", () => stop("SIGTERM"));
+    const host = connectHost(config.host);
+    w = serveWorkerd(bin, configFile, a.port, { host });
+    if (signalled) void stopAll();
     await w.ready;
-    console.error(`kvdrive dev: Worker ${a.worker} on http://127.0.0.1:${a.port} (workerd pid ${w.proc.pid}; KV ${a.kv.map((b) => b.name).join(", ") || "-"}, Hyperdrive ${a.hyperdrive.map((b) => b.name).join(", ") || "-"})`);
+    console.error(`kvdrive dev: Worker ${a.worker} on http://${host}:${a.port} (workerd pid ${w.proc.pid}; KV ${a.kv.map((b) => b.name).join(", ") || "-"}, Hyperdrive ${a.hyperdrive.map((b) => b.name).join(", ") || "-"})`);
     const code = await w.proc.exited;
-    if (stopping) {
-      await stopping;
+    const asked = signalled !== null;
+    if (!asked) console.error(`kvdrive dev: workerd exited with ${code}`);
+    await stopAll();
+    return asked || code === 0 ? 0 : 1;
+  } catch (e) {
+    if (signalled && w) {
+      await stopAll();
       return 0;
     }
-    console.error(`kvdrive dev: workerd exited with ${code}`);
-    await stopOwn();
-    return code === 0 ? 0 : 1;
-  } catch (e) {
-    await stopOwn();
+    await stopAll();
     throw e;
   }
 }

@@ -49,7 +49,8 @@ export interface WorkerdProcess {
 }
 
 /** Runs `workerd serve <config>`; `ready` waits for the Worker's port to accept connections. */
-export function serveWorkerd(bin: WorkerdBinary, configFile: string, port: number, opts: { stdio?: "inherit" | "pipe" } = {}): WorkerdProcess {
+export function serveWorkerd(bin: WorkerdBinary, configFile: string, port: number, opts: { stdio?: "inherit" | "pipe"; host?: string } = {}): WorkerdProcess {
+  const host = opts.host ?? "127.0.0.1";
   const proc = Bun.spawn([bin.path, "serve", configFile], {
     cwd: path.dirname(configFile),
     stdout: opts.stdio ?? "inherit",
@@ -60,7 +61,7 @@ export function serveWorkerd(bin: WorkerdBinary, configFile: string, port: numbe
     while (Date.now() < deadline) {
       if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`workerd exited (${proc.exitCode ?? proc.signalCode}) before it listened on port ${port}`);
       try {
-        const s = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
+        const s = await Bun.connect({ hostname: host.replace(/^\[|\]$/g, ""), port, socket: { data() {} } });
         s.end();
         return;
       } catch {
