@@ -44,6 +44,8 @@ export class BatcherClosedError extends Error {
 export { sortNewestPerKey as dedupeNewest } from "./store.ts";
 
 const ROW_OVERHEAD_BYTES = 64;
+/** The smallest share of the queue worth a batch of its own when slots are free. */
+const SPLIT_MIN_ROWS = 16;
 export const rowBytes = (r: StoredEntry) => ROW_OVERHEAD_BYTES + r.key.byteLength + (r.value?.byteLength ?? 0) + (r.metadata?.length ?? 0);
 
 export function createBatcher(opts: BatcherOptions): Batcher {
@@ -102,10 +104,11 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     }
   }
 
-  function takeBatch(): Waiter[] {
+  /** At most `rows` rows from the head of the queue, within maxBytes (a single oversized row still goes, alone). */
+  function takeBatch(rows: number): Waiter[] {
     let n = 0;
     let bytes = 0;
-    while (n < queue.length && n < opts.maxRows) {
+    while (n < queue.length && n < rows) {
       const b = rowBytes(queue[n]!.row);
       if (n > 0 && bytes + b > opts.maxBytes) break;
       bytes += b;
@@ -117,6 +120,9 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     return batch;
   }
 
+  // What is queued is shared among the free slots, so several batches commit side by side (Postgres runs
+  // them on separate backends and shares their WAL flushes) instead of one large batch while the others idle.
+  // A share is never smaller than SPLIT_MIN_ROWS, so light load still makes one statement.
   function dispatch() {
     scheduled = false;
     if (timer) {
@@ -124,17 +130,19 @@ export function createBatcher(opts: BatcherOptions): Batcher {
       timer = undefined;
     }
     while (queue.length && inFlight < opts.concurrency) {
+      const parts = Math.min(opts.concurrency - inFlight, Math.max(1, Math.floor(queue.length / SPLIT_MIN_ROWS)));
       inFlight++;
-      track(commit(takeBatch()));
+      track(commit(takeBatch(Math.min(opts.maxRows, Math.ceil(queue.length / parts)))));
     }
   }
 
-  // When storage is idle a batch leaves after the current I/O turn, so a lone write pays no window. While a
-  // batch is committing, new rows wait up to windowMs for company (or for a free slot), so batches grow with load.
+  // While fewer than half the slots are busy a batch leaves after the current I/O turn, so a lone write pays no
+  // window and several batches are in flight under load. Past that, new rows wait up to windowMs for company (or
+  // for a free slot), so batches grow with load.
   function schedule() {
     if (scheduled || inFlight >= opts.concurrency) return;
     scheduled = true;
-    if (inFlight === 0 || opts.windowMs === 0) setImmediate(dispatch);
+    if (inFlight * 2 < opts.concurrency || opts.windowMs === 0) setImmediate(dispatch);
     else timer = setTimeout(dispatch, opts.windowMs);
   }
 

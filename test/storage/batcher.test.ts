@@ -88,6 +88,52 @@ test("no more than `concurrency` batches are in flight", async () => {
   expect(await count("bt-conc")).toBe(200);
 });
 
+test("a row arriving while one batch commits goes out beside it, not after it (several batches in flight)", async () => {
+  // The first batch is held open until a second one has started (or 1.5 s pass): with one batch at a time the
+  // second would only start after the first (or after the long window), and the overlap would never happen.
+  let started!: () => void;
+  const second = new Promise<void>((r) => (started = r));
+  let calls = 0;
+  let overlapped = false;
+  let open = 0;
+  const batcher = createBatcher({
+    async write(rows) {
+      const first = ++calls === 1;
+      open++;
+      if (!first) {
+        overlapped ||= open > 1;
+        started();
+      }
+      try {
+        if (first) await Promise.race([second, Bun.sleep(1500)]);
+        return await backend.write(rows);
+      } finally {
+        open--;
+      }
+    },
+    maxRows: 512,
+    maxBytes: 8 << 20,
+    windowMs: 10_000,
+    concurrency: 4,
+    metrics: createRegistry(),
+  });
+  const a = batcher.submit(row("bt-overlap", "a", "v"));
+  await Bun.sleep(20);
+  const b2 = batcher.submit(row("bt-overlap", "b", "v"));
+  await Promise.all([a, b2]);
+  expect(overlapped).toBe(true);
+  expect(await count("bt-overlap")).toBe(2);
+});
+
+test("a full queue is shared among the free slots: batches commit side by side", async () => {
+  const o = observed({ concurrency: 4 });
+  await Promise.all(Array.from({ length: 128 }, (_, i) => o.batcher.submit(row("bt-split", `k${i}`, "v"))));
+  expect(o.sizes.length).toBeGreaterThanOrEqual(2);
+  expect(Math.min(...o.sizes)).toBeGreaterThanOrEqual(16);
+  expect(o.maxInFlight()).toBeGreaterThanOrEqual(2);
+  expect(await count("bt-split")).toBe(128);
+});
+
 test("a write is acknowledged only once its row is committed", async () => {
   const o = observed({ windowMs: 20 });
   const seen = await Promise.all(
