@@ -50,7 +50,6 @@ const bulkBodyTooLarge = (size: number) => new KVError(413, CODE.badRequest, `Re
 const decoder = new TextDecoder();
 const JSON_HEADERS = { "content-type": "application/json" };
 const OK: Reply = { status: 200, reason: "OK", headers: {}, body: null };
-const NOT_FOUND: Reply = { status: 404, reason: "Not Found", headers: {}, body: null };
 const json = (body: unknown): Reply => ({ status: 200, reason: "OK", headers: JSON_HEADERS, body: JSON.stringify(body) });
 
 /** The Cloudflare envelope as the body, its message as the reason phrase. */
@@ -77,7 +76,8 @@ export function createBindingHandler({ kv, apiToken, clock, authFailureDelayMs, 
 
   async function get(account: string, ns: string, op: Extract<Operation, { op: "get" }>): Promise<Reply> {
     const v = await kv.get(account, ns, op.key, { cacheTtl: validateCacheTtl(op.query.get("cache_ttl")) });
-    if (!v) return NOT_FOUND;
+    // workerd turns a 404 into null whatever its body; the envelope is for anyone else reading it.
+    if (!v) return errorOut(new KVError(404, CODE.keyNotFound, `key not found: ${JSON.stringify(op.key)}`));
     // One round trip for getWithMetadata: the metadata rides along in a header.
     const headers: Record<string, string> = { "content-type": "application/octet-stream" };
     if (v.metadata !== null) headers[METADATA_HEADER] = asciiJson(v.metadata);

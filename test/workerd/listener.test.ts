@@ -83,7 +83,9 @@ describe("listener", () => {
     expect(wrong.status).toBe(401);
     expect(wrong.statusText).toContain("not valid");
     // Nothing was written by the refused PUT.
-    expect((await fetch(`${base}/k?urlencoded=true`, { headers: auth() })).status).toBe(404);
+    const missing = await fetch(`${base}/k?urlencoded=true`, { headers: auth() });
+    expect(missing.status).toBe(404);
+    expect(await missing.json()).toEqual({ success: false, errors: [{ code: 10009, message: 'key not found: "k"' }], messages: [], result: null });
   });
 
   test("the namespace header is required, and an unknown namespace is 404 saying so", async () => {
