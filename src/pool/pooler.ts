@@ -6,7 +6,7 @@ import type { Clock } from "../clock.ts";
 import type { Registry } from "../metrics/registry.ts";
 import { connectOrigin, cancelOrigin, OriginError, parseOriginUrl, type OriginTarget } from "./origin.ts";
 import { createPool, type Pool, type PoolStats } from "./pool.ts";
-import { createServer, type Server } from "./relay.ts";
+import { createServer, sessionResets, type Server } from "./relay.ts";
 import { createLanes } from "./lanes.ts";
 import { listenForWrites, type OriginListener } from "./origin-notify.ts";
 import { deriveScramVerifier, md5Verifier } from "./scram.ts";
@@ -109,6 +109,7 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
   gauge("kvdrive_pool_servers_idle", "Origin connections idle in the pool.", (s) => s.idleServers);
   gauge("kvdrive_pool_lanes", "Origin connections shared by pipelined read calls (lanes) now.", (s) => s.lanes);
   gauge("kvdrive_pool_pipelined_in_flight", "Pipelined read calls in flight on lanes now.", (s) => s.pipelinedInFlight);
+  metrics.gauge("kvdrive_pool_session_resets", "Origin connections reset since start because a client left session state the pooler does not track (set_config, DO, a pinned client leaving, ...).", () => [[undefined, sessionResets.total]]);
   const mNotified = metrics.counter("kvdrive_query_cache_notifications_total", "Invalidations heard on KVDRIVE_CACHE_LISTEN_CHANNEL (writes that bypassed the pooler), and listening (re)connections.");
   const listeners = new Map<string, OriginListener>();
   const mPipelined = metrics.counter("kvdrive_pool_pipelined_total", "Read calls pipelined on shared origin connections (lanes).");

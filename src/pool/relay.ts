@@ -167,11 +167,15 @@ const identityRank = (name: string) => (name === "session_authorization" ? 2 : n
 
 const RESET_QUERY = encodeQuery(RESET_SQL);
 
+/** Origin connections reset since start (all pools of the process): the hot path must not add to it. */
+export const sessionResets = { total: 0 };
+
 /**
  * Brings an idle connection nobody holds back to a fresh session (RESET_SQL; the statements the pooler prepared
  * there stay), then done(true); done(false) when that failed and the connection must be closed.
  */
 export function resetServer(s: Server, done: (ok: boolean) => void) {
+  sessionResets.total++;
   s.dirty = null;
   let finished = false;
   const end = (ok: boolean) => {

@@ -13,6 +13,9 @@ import fs from "node:fs";
 import path from "node:path";
 import { startTestPostgres, tempDir, type TestPostgres } from "../helpers/postgres.ts";
 import { startPoolerFixture, type PoolerFixture } from "./setup.ts";
+import { sessionResets } from "../../src/pool/relay.ts";
+
+const PGBENCH = ["/usr/lib/postgresql/15/bin/pgbench", "/usr/bin/pgbench"].find((p) => fs.existsSync(p))!;
 
 
 const opened: Array<{ end(): Promise<unknown> }> = [];
@@ -240,6 +243,7 @@ function isolationSuite(label: string, start: () => Promise<TestPostgres>) {
 
     describe("a client's own SETs stay its own (pool of 3, lanes and cache on)", () => {
       test("search_path, application_name, TimeZone and a custom GUC, with clients interleaved", async () => {
+        const resets = sessionResets.total;
         const a = await pgClient(three.url());
         const b = await pgClient(three.url());
         const c = await pgClient(three.url());
@@ -275,6 +279,7 @@ function isolationSuite(label: string, start: () => Promise<TestPostgres>) {
         const cache = three.pooler.stats().pools.reduce((n, p) => n + (p.cache.hit ?? 0), 0);
         const lanes = three.pooler.stats().pools.reduce((n, p) => n + p.pipelined, 0);
         expect(cache + lanes).toBeGreaterThan(0); // the fast paths were taken, and answered each client its own
+        expect(sessionResets.total - resets).toBe(0); // tracked SETs are replayed, never a reason to reset
         await Promise.all([a.end(), b.end(), c.end(), pj.end({ timeout: 1 })]);
         await expectClean(three, "own settings");
       });
@@ -295,6 +300,17 @@ function isolationSuite(label: string, start: () => Promise<TestPostgres>) {
         expect({ a: [...seen.a], b: [...seen.b] }).toEqual({ a: ["a"], b: ["public"] });
         await Promise.all([a.end(), b.end()]);
         await expectClean(three, "lanes");
+      });
+
+      test("the hot path resets nothing: pgbench -S and TPC-B with prepared statements through the pool", async () => {
+        const init = await run([PGBENCH, "-i", "-s", "1", "-q", db.url]);
+        expect(init.code).toBe(0);
+        const resets = sessionResets.total;
+        for (const script of [["-S"], ["-N"], []]) {
+          const r = await run([PGBENCH, ...script, "-M", "prepared", "-c", "4", "-j", "1", "-t", "50", three.url()]);
+          expect({ script, code: r.code, errors: r.err.split("\n").filter((l) => /error/i.test(l)) }).toEqual({ script, code: 0, errors: [] });
+        }
+        expect(sessionResets.total - resets).toBe(0);
       });
 
       test("RESET and RESET ALL go back to the defaults for the client, and DISCARD ALL too", async () => {
