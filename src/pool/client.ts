@@ -433,6 +433,15 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
 
   function onMessage(type: number, body: Uint8Array, buf: Uint8Array, at: number): boolean {
     if (c.st !== St.Ready) return false;
+    // Answers the client has not read pass the bound: the rest of what it sent waits (one small request can
+    // ask for a large cached answer, so this is checked per message, not per chunk read).
+    if (out.queued() > cfg.pgMaxClientOutputBytes) {
+      if (!outPaused) {
+        outPaused = true;
+        socket.pause();
+      }
+      return false;
+    }
     if (c.pendingDiscard) {
       if (type === F.Sync || type === F.Query) {
         c.pendingDiscard = false;
@@ -745,6 +754,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
         outPaused = false;
         // Unless reading is stopped for another reason, whose own end resumes it.
         if (!c.waiter && !c.pausedWhileBusy && !expectPaused && c.st !== St.Validating && !(c.server && c.server.conn.queued() > 0)) socket.resume();
+        if (c.st === St.Ready && !c.busy && !c.waiter && c.frames?.pending()) resumeMessages();
       }
     },
     onClose() {

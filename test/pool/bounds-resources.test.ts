@@ -178,3 +178,32 @@ test("a thousand clients that never finish start-up: past KVDRIVE_PG_MAX_STARTIN
   expect((await c.query("select 4 as n")).rows).toEqual([{ n: 4 }]);
   await c.end();
 });
+
+test("cached answers requested in one burst by a client that does not read are bounded too (no amplification)", async () => {
+  const direct = new pg.Client({ connectionString: origin.url });
+  await direct.connect();
+  await direct.query("create table if not exists bounds_wide_rows as select g as id, repeat('w', 200) as v from generate_series(1, 1000) g");
+  await direct.end();
+  const conn = await floodConnect(pooler.port, origin.user);
+  let ready = 0;
+  let rows = 0;
+  conn.onMessage((type) => {
+    if (type === B.ReadyForQuery) ready++;
+    if (type === B.DataRow) rows++;
+  });
+  await until(() => ready === 1, "login");
+  const query = encodeQuery("select id, v from bounds_wide_rows order by id"); // about 220 KB of answer
+  conn.write(query);
+  await until(() => ready === 2, "the first answer, which fills the cache");
+  const before = await pooler.retained();
+  conn.reading(false);
+  const burst = Buffer.concat(Array(2000).fill(query)); // 2,000 cache hits asked at once: about 440 MB of answers
+  conn.write(burst);
+  await Bun.sleep(3000);
+  const grown = (await pooler.retained()) - before;
+  conn.reading(true);
+  await until(() => ready === 2002, "every answer", 120_000);
+  expect(rows).toBe(2001 * 1000);
+  expect(grown).toBeLessThan(64 * MiB);
+  conn.end();
+});

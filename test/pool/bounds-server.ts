@@ -8,10 +8,12 @@ import { startPooler } from "../../src/pool/pooler.ts";
 const [originUrl, json] = process.argv.slice(2);
 const config = loadConfig({ pgPort: 0, host: "127.0.0.1", ...JSON.parse(json ?? "{}") }, {});
 const pooler = await startPooler({ config, originUrl: originUrl!, clock: systemClock, metrics: createRegistry(), log: (l) => console.error(l) });
-console.log(`port ${pooler.port}`);
 // SIGUSR2: a full garbage collection, then "gc" on stdout, so a test reads what is retained, not what awaits collection.
 process.on("SIGUSR2", () => {
   Bun.gc(true);
   console.log("gc");
 });
 process.on("SIGTERM", () => void pooler.stop().finally(() => process.exit(0)));
+// Announced only after the handlers are surely in place (a SIGUSR2 before them would end the process).
+await Bun.sleep(100);
+console.log(`port ${pooler.port}`);
