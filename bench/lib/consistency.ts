@@ -252,6 +252,7 @@ interface ListRun {
   end: number;
   status: number;
   keys: Set<string>;
+  error?: string;
 }
 
 export interface ListOutageReport {
@@ -267,6 +268,8 @@ export interface ListOutageReport {
   /** Over all successful lists: keys certainly live during the list but not listed, and certainly deleted but listed. */
   missing: number;
   extra: number;
+  /** A few distinct reasons lists failed, for the log. */
+  failures: string[];
   /** The worst successful list, for the log. */
   worst: { listed: number; live: number; missing: string[]; extra: string[] } | null;
 }
@@ -312,13 +315,16 @@ export async function runListDuringOutage(o: ListOutageOptions): Promise<ListOut
 
   const until = performance.now() + o.durationMs;
   let added = 0;
-  const writer = async () => {
+  // A large key has one writer: over an object store without compare-and-swap, two concurrent writes of one
+  // key can land out of order for a moment (s3-conditional.ts), and a list then rightly answers 503.
+  const writer = async (_: unknown, w: number) => {
+    const mine = w < large.length ? large[w]! : null;
     while (performance.now() < until) {
       const r = rnd();
       if (r < 0.4) await record(small[Math.floor(rnd() * small.length)]!, "put", `v${Math.floor(rnd() * 1e9)}`);
       else if (r < 0.6) await record(small[Math.floor(rnd() * small.length)]!, "delete");
       else if (r < 0.95) await record(`n${String(added++).padStart(5, "0")}`, "put", "new");
-      else if (large.length) await record(large[Math.floor(rnd() * large.length)]!, r < 0.98 ? "put" : "delete", r < 0.98 ? big : undefined);
+      else if (mine) await record(mine, r < 0.98 ? "put" : "delete", r < 0.98 ? big : undefined);
     }
   };
   const lister = async () => {
@@ -331,14 +337,16 @@ export async function runListDuringOutage(o: ListOutageOptions): Promise<ListOut
           const body = (await res.json()) as { success: boolean; result: Array<{ name: string }>; result_info?: { cursor?: string } };
           if (res.status !== 200 || !body.success) {
             run.status = res.status;
+            run.error = `${res.status} ${JSON.stringify((body as { errors?: unknown }).errors ?? null).slice(0, 300)}`;
             break;
           }
           for (const k of body.result) run.keys.add(k.name);
           cursor = body.result_info?.cursor ?? "";
           if (!cursor) break;
         }
-      } catch {
+      } catch (e) {
         run.status = 0;
+        run.error = `no answer after ${Math.round(performance.now() - run.start)} ms: ${String(e).slice(0, 200)}`;
       }
       run.end = performance.now();
       lists.push(run);
@@ -391,5 +399,6 @@ export async function runListDuringOutage(o: ListOutageOptions): Promise<ListOut
     extra += ext.length;
     if (miss.length + ext.length > (worst ? worst.missing.length + worst.extra.length : 0)) worst = { listed: l.keys.size, live, missing: miss.slice(0, 20), extra: ext.slice(0, 20) };
   }
-  return { writes: writes.length, writesAcked: writes.filter((w) => w.ok).length, lists: lists.length, succeeded, unavailable, otherErrors, missing, extra, worst };
+  const failures = [...new Set(lists.flatMap((l) => (l.error ? [l.error] : [])))].slice(0, 5);
+  return { writes: writes.length, writesAcked: writes.filter((w) => w.ok).length, lists: lists.length, succeeded, unavailable, otherErrors, missing, extra, failures, worst };
 }

@@ -415,6 +415,10 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
    * this instance's acknowledged write); otherwise the list cannot be complete and fails.
    */
   async function newestForList(ns: string, keys: Uint8Array[]): Promise<Array<StoredEntry | null>> {
+    // What each side was known to lack when the reads began: a write acknowledged (or failed) after that is
+    // concurrent with the list, and either answer is right for it.
+    const floorAtStart = keys.map((k) => floors.get(ck(ns, k)));
+    const queuedAtStart = keys.map((k) => ({ primary: queue.has("primary", ns, keyHex(k)), replica: queue.has("replica", ns, keyHex(k)) }));
     const fromPrimary: Array<{ e: StoredEntry | null } | undefined> = new Array(keys.length);
     const items = keys.map((key, i) => ({ ns, key, i }));
     // Per cluster, so a cluster that is down costs only its own keys.
@@ -436,9 +440,9 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
       if (a && b) return newest(a.e, b.e);
       const answered: Side | null = a ? "primary" : b ? "replica" : null;
       const e = (a ?? b)?.e ?? null;
-      const f = floors.get(ck(ns, key));
+      const f = floorAtStart[i];
       const belowFloor = f !== undefined && (e === null ? !f.tombstone : compareVersions(e.version, f.version) < 0);
-      if (answered === null || belowFloor || queue.has(answered, ns, keyHex(key))) unsure++;
+      if (answered === null || belowFloor || queuedAtStart[i]![answered]) unsure++;
       return e;
     });
     if (unsure) {

@@ -225,12 +225,20 @@ export async function openS3Replica(opts: S3ReplicaOptions): Promise<S3ReplicaBa
    * its HEAD has no head: a caller that pages must go on from the last key *listed*, and stop only when the
    * listing itself came back short, or a vanished object would end the walk early and silently.
    */
-  async function headPage(ns: string, q: { after: Uint8Array | null; before: Uint8Array | null; limit: number; inclusiveFrom?: Uint8Array | null; only?: (key: Uint8Array) => boolean }): Promise<{ heads: Head[]; listed: number; last: Uint8Array | null }> {
+  async function headPage(
+    ns: string,
+    q: { after: Uint8Array | null; before: Uint8Array | null; limit: number; inclusiveFrom?: Uint8Array | null; only?: (key: Uint8Array) => boolean; maxHeads?: number },
+  ): Promise<{ heads: Head[]; more: boolean; last: Uint8Array | null }> {
     const start = q.inclusiveFrom && (!q.after || Buffer.compare(q.inclusiveFrom, q.after) > 0) ? justBefore(segmented(encodeKey(q.inclusiveFrom))) : q.after ? segmented(encodeKey(q.after)) : "";
     const keys = await listKeys(ns, start, q.before, q.limit);
     const only = q.only;
-    const hs = await pool(only ? keys.filter((k) => only(k)) : keys, conc, (k) => head(ns, k));
-    return { heads: hs.filter((h): h is Head => h !== null), listed: keys.length, last: keys.length ? keys[keys.length - 1]! : null };
+    let wanted = only ? keys.filter((k) => only(k)) : keys;
+    // No more heads than the caller can use: the next page goes on after the last key read.
+    const capped = q.maxHeads !== undefined && wanted.length > q.maxHeads;
+    if (capped) wanted = wanted.slice(0, q.maxHeads);
+    const hs = await pool(wanted, conc, (k) => head(ns, k));
+    const last = capped ? wanted[wanted.length - 1]! : keys.length ? keys[keys.length - 1]! : null;
+    return { heads: hs.filter((h): h is Head => h !== null), more: capped || keys.length >= q.limit, last };
   }
 
   async function* namespaces(): AsyncGenerator<string> {
@@ -275,12 +283,12 @@ export async function openS3Replica(opts: S3ReplicaOptions): Promise<S3ReplicaBa
       while (out.length < q.limit) {
         const want = q.limit - out.length;
         // With `only`, a LIST page can hold few wanted keys: list a full page, read heads of the wanted ones.
-        const page = await headPage(q.ns, { after, before: q.before, limit: q.only ? 1000 : want, inclusiveFrom: from, only: q.only });
+        const page = await headPage(q.ns, { after, before: q.before, limit: q.only ? 1000 : want, inclusiveFrom: from, only: q.only, maxHeads: want });
         for (const h of page.heads) {
           if (h.tombstone || (h.expiration !== null && h.expiration <= q.now)) continue;
           out.push({ key: h.key, metadata: h.metadata, expiration: h.expiration });
         }
-        if (page.listed < (q.only ? 1000 : want)) break;
+        if (!page.more) break;
         after = page.last;
         from = null;
       }
@@ -327,7 +335,7 @@ export async function openS3Replica(opts: S3ReplicaOptions): Promise<S3ReplicaBa
       for (;;) {
         const page = await headPage(ns, { after, before: range.end, limit: 1000, inclusiveFrom: from });
         for (const h of page.heads) if (h.tombstone || h.expiration === null || h.expiration > nowSeconds) live.push(h);
-        if (page.listed < 1000) break;
+        if (!page.more) break;
         after = page.last;
         from = null;
       }
