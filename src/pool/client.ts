@@ -416,6 +416,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     }
     const why = untracked(eff, ctx.functions?.safe(c.database) ?? null);
     if (why) s.dirty ??= why;
+    if (eff.createsTrigger) ctx.functions?.addTrigger(c.database, eff.createsTrigger);
     if (eff.poison) {
       poisoned = s;
       s.dirty ??= eff.poison;

@@ -47,6 +47,10 @@ export interface SessionEffect {
   forgetsStatements?: boolean;
   /** Only transaction control (BEGIN, COMMIT, ...): from an idle client, nothing for the tracker to follow. */
   txOnly?: boolean;
+  /** Tables it writes (lower-case names): a trigger on one of them may change the session (TRIGGER_PREFIX in the catalog). */
+  writes?: string[];
+  /** CREATE TRIGGER on this table: from now on its writes count as unknown. */
+  createsTrigger?: string;
 }
 
 const quoteIdent = (s: string) => '"' + s.replace(/"/g, '""') + '"';
@@ -133,6 +137,8 @@ export function sessionEffect(sql: string): SessionEffect {
 }
 
 interface Acc {
+  writes?: string[];
+  createsTrigger?: string;
   pin?: Pin;
   unknown?: string;
   poison?: string;
@@ -156,12 +162,14 @@ function analyse(stmts: Array<Record<string, any>>): SessionEffect {
   if (acc.advisory) acc.pin ??= "advisory";
   if (acc.temp) acc.pin ??= "temp";
   const functions = [...acc.functions];
-  const eff: SessionEffect = { none: !tracked && !acc.pin && !acc.unknown && !acc.poison && !acc.forgets && functions.length === 0, ops: tracked ? ops : null, functions };
+  const eff: SessionEffect = { none: !tracked && !acc.pin && !acc.unknown && !acc.poison && !acc.forgets && functions.length === 0 && !acc.writes && !acc.createsTrigger, ops: tracked ? ops : null, functions };
+  if (acc.writes) eff.writes = acc.writes;
+  if (acc.createsTrigger) eff.createsTrigger = acc.createsTrigger;
   if (acc.pin) eff.pin = acc.pin;
   if (acc.unknown) eff.unknown = acc.unknown;
   if (acc.poison) eff.poison = acc.poison;
   if (acc.forgets) eff.forgetsStatements = true;
-  if (tracked && !acc.pin && !acc.unknown && !acc.poison && !acc.forgets && !functions.length && ops.every((o) => TX_OPS.has(o.k))) eff.txOnly = true;
+  if (tracked && !acc.pin && !acc.unknown && !acc.poison && !acc.forgets && !functions.length && !acc.writes && ops.every((o) => TX_OPS.has(o.k))) eff.txOnly = true;
   return eff.none ? EMPTY : eff;
 }
 
@@ -175,8 +183,26 @@ function constValue(n: any): string | null {
   return null; // NULL or a bit string
 }
 
+const relname = (rv: any) => String(rv?.relname ?? "").toLowerCase();
+const written = (acc: Acc, name: string) => void (name && (acc.writes ??= []).push(name));
+
 function statementOp(type: string, body: any, acc: Acc): Op {
   switch (type) {
+    case "InsertStmt":
+    case "UpdateStmt":
+    case "DeleteStmt":
+    case "MergeStmt":
+      written(acc, relname(body.relation));
+      return NONE_OPS;
+    case "CopyStmt":
+      if (body.is_from) written(acc, relname(body.relation));
+      return NONE_OPS;
+    case "TruncateStmt":
+      for (const r of body.relations ?? []) written(acc, relname(r.RangeVar));
+      return NONE_OPS;
+    case "CreateTrigStmt":
+      acc.createsTrigger = relname(body.relation);
+      return NONE_OPS;
     case "VariableSetStmt": {
       const name = String(body.name ?? "").toLowerCase();
       if (body.is_local) return NONE_OPS; // lasts to the end of the transaction
@@ -297,10 +323,15 @@ function walk(node: unknown, acc: Acc) {
  * loaded once in the background. Until it is in, every function counts as unknown (a reset after the transaction).
  */
 export function createFunctionCatalog(load: (database: string) => Promise<string[]>, log: (line: string) => void = () => {}) {
-  const byDb = new Map<string, ReadonlySet<string> | "loading">();
+  const byDb = new Map<string, Set<string> | "loading">();
   const keep = (database: string, names: string[]) => byDb.set(database, new Set(names.filter((n) => !SESSION_FUNCTIONS.has(n))));
   return {
     known: (database: string) => byDb.has(database),
+    /** A trigger created through the pooler: writes to its table count as unknown from now on. */
+    addTrigger(database: string, table: string) {
+      const got = byDb.get(database);
+      if (got && got !== "loading") got.add(TRIGGER_PREFIX + table);
+    },
     /** Names read on a pool's first connection (readBuiltinFunctions), before it serves anyone. */
     provide: keep,
     safe(database: string): ReadonlySet<string> | null {
@@ -322,8 +353,18 @@ export function createFunctionCatalog(load: (database: string) => Promise<string
 
 export type FunctionCatalog = ReturnType<typeof createFunctionCatalog>;
 
-export const BUILTIN_FUNCTIONS_SQL =
-  "select proname from pg_catalog.pg_proc group by proname having max(oid::int8) < 16384";
+/** Catalog entries naming a table whose triggers may change the session (writes to it count as unknown). */
+export const TRIGGER_PREFIX = "trigger on ";
+
+// The origin's builtin functions (every overload below FirstNormalObjectId), and the tables with a trigger whose
+// function might change the session: in SQL or PL/pgSQL mentioning SET, set_config, EXECUTE, CALL, DO and the like,
+// or in any other language but C and internal ones.
+export const BUILTIN_FUNCTIONS_SQL = `select proname::text from pg_catalog.pg_proc group by proname having max(oid::int8) < 16384
+union all
+select distinct 'trigger on ' || lower(c.relname) from pg_catalog.pg_trigger t
+  join pg_catalog.pg_class c on c.oid = t.tgrelid join pg_catalog.pg_proc p on p.oid = t.tgfoid join pg_catalog.pg_language l on l.oid = p.prolang
+  where not t.tgisinternal and (l.lanname not in ('c', 'internal') and (l.lanname not in ('sql', 'plpgsql')
+    or p.prosrc ~* '(set_config|\\mset\\M|\\mreset\\M|\\mexecute\\M|\\mcall\\M|\\mdo\\M|\\mload\\M|\\mdiscard\\M|\\mlisten\\M|advisory|\\mtemp)'))`;
 
 /** Reads BUILTIN_FUNCTIONS_SQL on a fresh origin connection, before the pool owns it (no connection of its own). */
 export function readBuiltinFunctions(conn: OriginConn): Promise<string[]> {
@@ -362,6 +403,8 @@ export function untracked(eff: SessionEffect, safe: ReadonlySet<string> | null):
   if (eff.none) return null;
   if (eff.unknown) return eff.unknown;
   for (const f of eff.functions) if (!safe?.has(f)) return `function ${f}`;
+  if (eff.writes) for (const t of eff.writes) if (!safe || safe.has(TRIGGER_PREFIX + t)) return `a trigger on ${t}`;
+  if (eff.createsTrigger) return `CREATE TRIGGER on ${eff.createsTrigger}`;
   return null;
 }
 

@@ -98,6 +98,12 @@ const staying: Array<[string, (a: pg.Client) => Promise<unknown>]> = [
   }],
   ["set_config through the unnamed statement", (a) => a.query("select set_config($1, $2, false)", ["lock_timeout", "9"])],
   ["a builtin that runs SQL text (query_to_xml)", (a) => a.query("select query_to_xml('select set_config(''lock_timeout'', ''8'', false)', false, false, '')")],
+  ["an INSERT into a table whose trigger calls set_config", (a) => a.query("insert into iso_trig values (1)")],
+  ["a trigger created through the pooler, then an UPDATE", async (a) => {
+    await a.query("create table if not exists iso_trig2 (x int); truncate iso_trig2; insert into iso_trig2 values (1)");
+    await a.query("drop trigger if exists iso_t2 on iso_trig2; create trigger iso_t2 before update on iso_trig2 for each row execute function iso_trig_fn()");
+    await a.query("update iso_trig2 set x = 2");
+  }],
   ["SET LOCAL and set_config(..., true)", (a) => a.query("begin; set local statement_timeout = 5; select set_config('lock_timeout', '5', true); commit")],
 ];
 
@@ -120,7 +126,7 @@ function isolationSuite(label: string, start: () => Promise<TestPostgres>) {
     beforeAll(async () => {
       db = await start();
       const admin = await pgClient(db.url);
-      await admin.query("drop schema if exists iso_a, iso_b cascade; drop table if exists public.which, iso_child, iso_parent; drop function if exists public.kv_iso_evil(), public.kv_iso_lying()");
+      await admin.query("drop schema if exists iso_a, iso_b cascade; drop table if exists public.which, iso_child, iso_parent, iso_trig, iso_trig2; drop function if exists public.kv_iso_evil(), public.kv_iso_lying()");
       await admin.query("do $$begin if not exists (select 1 from pg_roles where rolname = 'kv_iso_role') then create role kv_iso_role nologin; end if; end$$");
       await admin.query("create schema iso_a; create schema iso_b");
       await admin.query("create table public.which (v text); insert into public.which values ('public')");
@@ -129,6 +135,9 @@ function isolationSuite(label: string, start: () => Promise<TestPostgres>) {
       await admin.query("create table iso_parent (id int primary key); create table iso_child (p int references iso_parent)");
       await admin.query(`create function public.kv_iso_evil() returns int language plpgsql as $$
         begin perform set_config('statement_timeout', '1', false); perform set_config('myapp.x', 'evil', false); return 1; end $$`);
+      await admin.query(`create or replace function iso_trig_fn() returns trigger language plpgsql as $$
+        begin perform set_config('default_transaction_read_only', 'on', false); return new; end $$`);
+      await admin.query("create table iso_trig (x int); create trigger iso_t before insert on iso_trig for each row execute function iso_trig_fn()");
       await admin.query(`create function public.kv_iso_lying() returns int language plpgsql immutable as $$
         begin perform set_config('search_path', 'iso_b', false); return 1; end $$`);
       const direct = await pgClient(db.url, { application_name: "victim" });
