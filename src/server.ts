@@ -79,6 +79,8 @@ export async function startKvdrive(opts: StartOptions): Promise<Kvdrive> {
     const app = createHttpApp({ kv, config, metrics, apiToken, clock, plugins: [sql, kvAdminRoutes(kv)] });
     const server = Bun.serve({
       // No request is exempt from the idle timeout: long admin work runs in the background and is polled.
+      // The hot value routes are matched by Bun itself; everything else goes through the Elysia app.
+      routes: app.routes,
       fetch: (req) => app.fetch(req),
       hostname: config.host,
       port: config.httpPort,

@@ -120,10 +120,67 @@ function valueFor(v: KVValue, type: "text" | "json", key: string): unknown {
   }
 }
 
+/** The single-value route, under /client/v4: its template names it in metrics and in the auth gate. */
+export const VALUES_TEMPLATE = "/accounts/:account_id/storage/kv/namespaces/:namespace_id/values/*";
+
+export interface PathIds {
+  account_id: string;
+  namespace_id: string;
+}
+
+export type ValueHandler = (request: Request, params: PathIds) => Promise<Response>;
+
+/**
+ * GET, PUT and DELETE of one value. The same functions serve the Elysia routes and, on the hot path, the routes
+ * Bun.serve matches natively (src/http/app.ts), so both check the same ids and keys and answer alike. They run
+ * after authentication.
+ */
+export function valueHandlers(kv: KVService, clock: Clock): { get: ValueHandler; put: ValueHandler; delete: ValueHandler } {
+  const nowSeconds = () => Math.floor(clock.now() / 1000);
+  const ids = (p: PathIds) => {
+    validateAccountId(p.account_id);
+    validateNamespaceId(p.namespace_id);
+  };
+  return {
+    async get(request, params) {
+      ids(params);
+      const key = keyFromUrl(request.url, "values");
+      const q = request.url.indexOf("?") < 0 ? undefined : query(request.url).get("cache_ttl");
+      const v = await kv.get(params.account_id, params.namespace_id, key, { cacheTtl: validateCacheTtl(q ?? null) });
+      if (!v) throw new KVError(404, CODE.keyNotFound, `key not found: ${JSON.stringify(key)}`);
+      return new Response(v.value, { headers: v.expiration === null ? OCTETS : { "content-type": "application/octet-stream", expiration: String(v.expiration) } });
+    },
+    async put(request, params) {
+      ids(params);
+      const key = keyFromUrl(request.url, "values");
+      const q = query(request.url);
+      const expiration = resolveExpiration(q.get("expiration"), q.get("expiration_ttl"), nowSeconds());
+      const ct = request.headers.get("content-type") ?? "";
+      const { value, metadata } = ct.startsWith("multipart/form-data")
+        ? await formPut(request)
+        : { value: await readLimited(request, L.MAX_VALUE_BYTES, valueTooLarge), metadata: undefined };
+      validateMetadata(metadata);
+      await kv.put(params.account_id, params.namespace_id, { key, value, metadata, expiration });
+      return okEmpty();
+    },
+    async delete(request, params) {
+      ids(params);
+      await kv.delete(params.account_id, params.namespace_id, keyFromUrl(request.url, "values"));
+      return okEmpty();
+    },
+  };
+}
+
+const OCTETS = { "content-type": "application/octet-stream" };
+const EMPTY_OK = JSON.stringify({ success: true, errors: [], messages: [], result: {} });
+/** The envelope of a write, serialized once. */
+const okEmpty = () => new Response(EMPTY_OK, { headers: { "content-type": "application/json" } });
+
 export function kvRoutes(kv: KVService, clock: Clock) {
   const nowSeconds = () => Math.floor(clock.now() / 1000);
   const nsBase = "/accounts/:account_id/storage/kv/namespaces";
   const one = `${nsBase}/:namespace_id`;
+  const values = valueHandlers(kv, clock);
 
   return (
     new Elysia()
@@ -157,31 +214,10 @@ export function kvRoutes(kv: KVService, clock: Clock) {
         return ok({});
       })
 
-      // Single values
-      .get(`${one}/values/*`, async ({ request, params }) => {
-        const key = keyFromUrl(request.url, "values");
-        const v = await kv.get(params.account_id, params.namespace_id, key, { cacheTtl: validateCacheTtl(query(request.url).get("cache_ttl")) });
-        if (!v) throw new KVError(404, CODE.keyNotFound, `key not found: ${JSON.stringify(key)}`);
-        const headers: Record<string, string> = { "content-type": "application/octet-stream" };
-        if (v.expiration !== null) headers.expiration = String(v.expiration);
-        return new Response(v.value, { headers });
-      })
-      .put(`${one}/values/*`, async ({ request, params }) => {
-        const key = keyFromUrl(request.url, "values");
-        const q = query(request.url);
-        const expiration = resolveExpiration(q.get("expiration"), q.get("expiration_ttl"), nowSeconds());
-        const ct = request.headers.get("content-type") ?? "";
-        const { value, metadata } = ct.startsWith("multipart/form-data")
-          ? await formPut(request)
-          : { value: await readLimited(request, L.MAX_VALUE_BYTES, valueTooLarge), metadata: undefined };
-        validateMetadata(metadata);
-        await kv.put(params.account_id, params.namespace_id, { key, value, metadata, expiration });
-        return ok({});
-      })
-      .delete(`${one}/values/*`, async ({ request, params }) => {
-        await kv.delete(params.account_id, params.namespace_id, keyFromUrl(request.url, "values"));
-        return ok({});
-      })
+      // Single values: the handlers Bun.serve also runs for these templates without Elysia (valueHandlers)
+      .get(`${one}/values/*`, ({ request, params }) => values.get(request, params))
+      .put(`${one}/values/*`, ({ request, params }) => values.put(request, params))
+      .delete(`${one}/values/*`, ({ request, params }) => values.delete(request, params))
       .get(`${one}/metadata/*`, async ({ request, params }) => {
         const key = keyFromUrl(request.url, "metadata");
         const v = await kv.get(params.account_id, params.namespace_id, key);
