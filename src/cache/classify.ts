@@ -220,6 +220,29 @@ function classifyParsed(stmts: Array<{ stmt: Record<string, unknown> }>): Classi
   };
 }
 
+// The last few parse trees, by text: the pooler's session analysis (src/pool/session.ts) reads the same statement
+// right before or after this classifier does, and a parse costs more than both analyses together.
+const RECENT_MAX = 16;
+const recent = new Map<string, Array<{ stmt: Record<string, unknown> }> | Error>();
+
+/** The statements of `sql` as the Postgres parser reads them; throws the parser's error. */
+export function parseStatements(sql: string): Array<{ stmt: Record<string, unknown> }> {
+  let got = recent.get(sql);
+  if (got === undefined) {
+    try {
+      got = (parseSync(sql).stmts ?? []) as unknown as Array<{ stmt: Record<string, unknown> }>;
+    } catch (e) {
+      got = e as Error;
+    }
+    if (sql.length <= MEMO_MAX_SQL) {
+      if (recent.size >= RECENT_MAX) recent.delete(recent.keys().next().value as string);
+      recent.set(sql, got);
+    }
+  }
+  if (got instanceof Error) throw got;
+  return got;
+}
+
 export function classify(sql: string): Classification {
   const hit = memo.get(sql);
   if (hit) {
@@ -230,7 +253,7 @@ export function classify(sql: string): Classification {
   }
   let c: Classification;
   try {
-    c = classifyParsed((parseSync(sql).stmts ?? []) as unknown as Array<{ stmt: Record<string, unknown> }>);
+    c = classifyParsed(parseStatements(sql));
   } catch {
     // Unparseable here: the origin will report the syntax error. Nothing to cache, and we cannot tell what it writes.
     c = { cacheable: false, status: "uncacheable", readTables: [], writeTables: ["*"], functions: [], statements: 1 };

@@ -8,13 +8,11 @@
 //   connection is then reset before anyone else gets it (RESET_SQL), or closed when even that cannot undo them.
 // A false "pin" or "unknown" costs only pooling efficiency; a missed one would leak one client's state to another,
 // so whatever is not understood counts as unknown.
-import { loadModule, parseSync } from "libpg-query";
+import { parseStatements } from "../cache/classify.ts";
 import { B, decodeDataRow, decodeErrorResponse } from "../protocol/backend.ts";
 import { createFrames } from "../protocol/frames.ts";
 import { encodeQuery } from "../protocol/frontend.ts";
 import type { OriginConn } from "./origin.ts";
-
-await loadModule();
 
 export type Pin = "listen" | "advisory" | "temp" | "holdcursor" | "prepare" | "role";
 
@@ -124,7 +122,7 @@ export function sessionEffect(sql: string): SessionEffect {
   if (hit) return hit;
   let eff: SessionEffect;
   try {
-    eff = analyse((parseSync(sql).stmts ?? []).map((s: any) => s.stmt ?? {}));
+    eff = analyse(parseStatements(sql).map((s) => s.stmt ?? {}));
   } catch {
     // Unparseable here: the origin rejects it too. Nothing runs, but nothing is assumed either.
     eff = { none: false, ops: null, functions: [], unknown: "unparsed statement" };
