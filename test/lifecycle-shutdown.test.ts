@@ -171,3 +171,100 @@ describe("SIGTERM with every backend stopped or hung", () => {
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
 });
+
+/** The postmaster pid of an embedded cluster under the data dir, or null when it is not running. */
+function postmasterPid(dir: string): number | null {
+  try {
+    const pid = Number(fs.readFileSync(path.join(dir, "postmaster.pid"), "utf8").split("\n")[0]);
+    process.kill(pid, 0);
+    return pid;
+  } catch {
+    return null;
+  }
+}
+
+function pidsOf(pid: number): number[] {
+  const pids = [pid];
+  for (const d of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, "utf8");
+      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) pids.push(Number(d));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return pids;
+}
+
+describe("SIGTERM with two embedded shards and the replica stopped or hung", () => {
+  test("exits within the bound, and the embedded servers it could not wait for are asked to stop, not left behind", async () => {
+    const dataDir = tempDir("kvdrive-shutdown-emb-");
+    const port = await freePort();
+    const kvd = spawnKvdrive({
+      DATABASE_URL: "",
+      KVDRIVE_EMBEDDED_SHARDS: "2",
+      KVDRIVE_REPLICA_S3_BUCKET: s3.bucket,
+      KVDRIVE_REPLICA_S3_ENDPOINT: s3.endpoint,
+      KVDRIVE_REPLICA_S3_ACCESS_KEY_ID: s3.accessKeyId,
+      KVDRIVE_REPLICA_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
+      KVDRIVE_DATA_DIR: dataDir,
+      KVDRIVE_HTTP_PORT: String(port),
+      KVDRIVE_PG_PORT: "0",
+      KVDRIVE_API_TOKEN: TOKEN,
+      KVDRIVE_SHUTDOWN_TIMEOUT_SECONDS: String(SHUTDOWN_SECONDS),
+      KVDRIVE_BACKEND_TIMEOUT_MS: "60000",
+    });
+    let hung: number[] = [];
+    try {
+      await kvd.ready;
+      const base = `http://127.0.0.1:${port}/client/v4/accounts/a/storage/kv/namespaces`;
+      const headers = { authorization: `Bearer ${TOKEN}` };
+      const ns = ((await (await fetch(base, { method: "POST", headers, body: JSON.stringify({ title: "shutdown-embedded" }) })).json()) as any).result.id;
+      for (let i = 0; i < 20; i++) expect((await fetch(`${base}/${ns}/values/k${i}`, { method: "PUT", headers, body: `v${i}` })).status).toBe(200);
+
+      const first = postmasterPid(path.join(dataDir, "pg"))!;
+      const second = postmasterPid(path.join(dataDir, "pg-2"))!;
+      expect(first).toBeGreaterThan(0);
+      expect(second).toBeGreaterThan(0);
+      await s3.halt();
+      process.kill(first, "SIGQUIT"); // the first shard crashes (immediate shutdown)
+      hung = pidsOf(second);
+      for (const pid of hung) process.kill(pid, "SIGSTOP"); // the second hangs
+      const late = Array.from({ length: 10 }, (_, i) => fetch(`${base}/${ns}/values/late${i}`, { method: "PUT", headers, body: "late" }).then((r) => r.status, () => 0));
+      await Bun.sleep(300);
+
+      kvd.proc.kill("SIGTERM");
+      const code = await exitWithin(kvd.proc, SHUTDOWN_SECONDS * 1000 + 20_000);
+      if (code === null) console.log(kvd.output());
+      expect(code).not.toBeNull();
+      expect(code).not.toBe(0);
+      expect(kvd.output()).toMatch(/shutdown did not finish within KVDRIVE_SHUTDOWN_TIMEOUT_SECONDS=3/);
+      expect(kvd.output()).toMatch(/embedded Postgres asked to stop/);
+      expect((await Promise.all(late)).filter((s) => s === 200)).toEqual([]);
+
+      // The hung shard got its stop request while frozen: once it runs again it shuts down by itself.
+      for (const pid of hung) process.kill(pid, "SIGCONT");
+      hung = [];
+      let alive = true;
+      for (let i = 0; i < 600 && alive; i++) {
+        try {
+          process.kill(second, 0);
+          await Bun.sleep(50);
+        } catch {
+          alive = false;
+        }
+      }
+      expect(alive).toBe(false);
+    } finally {
+      for (const pid of hung) process.kill(pid, "SIGCONT");
+      if (kvd.proc.exitCode === null) kvd.proc.kill("SIGKILL");
+      for (const dir of ["pg", "pg-2"]) {
+        const pid = postmasterPid(path.join(dataDir, dir));
+        if (pid) process.kill(pid, "SIGKILL");
+      }
+      await s3.resume();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
