@@ -2,7 +2,8 @@
 import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { expect, test } from "bun:test";
-import { createSessionTracker, quiet, sessionEffect, untracked } from "../../src/pool/session.ts";
+import { quiet, sessionEffect, untracked } from "../../src/pool/session.ts";
+import { createSessionTracker } from "../../src/pool/session-tracker.ts";
 import { readStartupParams } from "../../src/pool/startup.ts";
 
 test("session-only features pin", () => {
