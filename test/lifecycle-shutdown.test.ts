@@ -8,7 +8,7 @@ setDefaultTimeout(180_000); // per file: bun applies a preloaded default to the 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
-import { freePort, startEmbeddedPostgres } from "../src/embedded/postgres.ts";
+import { freePort, startEmbeddedPostgres, type EmbeddedPostgres } from "../src/embedded/postgres.ts";
 import { startTestPostgres, tempDir, type TestPostgres } from "./helpers/postgres.ts";
 import { startTestS3, type TestS3 } from "./helpers/s3.ts";
 
@@ -58,8 +58,12 @@ beforeAll(async () => {
   [pgs, s3] = await Promise.all([Promise.all([0, 1].map(() => startTestPostgres())), startTestS3("kv-shutdown")]);
 });
 
+const restarted: EmbeddedPostgres[] = [];
+
 afterAll(async () => {
   thaw();
+  // A restarted cluster is its own server: destroy() stops only the first one, then removes the directory.
+  for (const r of restarted) await r.stop().catch(() => {});
   for (const pg of pgs) await pg.destroy().catch(() => {});
   await s3?.stop();
 });
@@ -149,7 +153,9 @@ describe("SIGTERM with every backend stopped or hung", () => {
 
     // Acknowledged writes are kept: bring the backends back and read them from a new kvdrive.
     thaw();
-    pgs[0]!.stop = (await startEmbeddedPostgres({ dataDir: pgs[0]!.dataDir, port: pgs[0]!.port })).stop;
+    const again0 = await startEmbeddedPostgres({ dataDir: pgs[0]!.dataDir, port: pgs[0]!.port });
+    restarted.push(again0);
+    pgs[0]!.stop = again0.stop;
     await s3.resume();
     const again = spawnKvdrive({
       DATABASE_URL: pgs.map((p) => p.url).join(","),

@@ -6,7 +6,7 @@ import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(180_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { runListDuringOutage } from "../../bench/lib/consistency.ts";
-import { startEmbeddedPostgres } from "../../src/embedded/postgres.ts";
+import { startEmbeddedPostgres, type EmbeddedPostgres } from "../../src/embedded/postgres.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 import { startTestS3, type TestS3 } from "../helpers/s3.ts";
 import { startTestServer, TEST_TOKEN, type TestServer } from "../helpers/server.ts";
@@ -34,6 +34,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await srv?.destroy();
+  // A restarted cluster is its own server: destroy() stops only the first one, then removes the directory.
+  for (const r of restarted) await r.stop();
   for (const pg of pgs) await pg.destroy();
   await s3?.stop();
 });
@@ -56,8 +58,11 @@ async function bothBackendsCurrent() {
   }
 }
 
+const restarted: EmbeddedPostgres[] = [];
 async function restartShard() {
-  pgs[1]!.stop = (await startEmbeddedPostgres({ dataDir: pgs[1]!.dataDir, port: pgs[1]!.port })).stop;
+  const again = await startEmbeddedPostgres({ dataDir: pgs[1]!.dataDir, port: pgs[1]!.port });
+  restarted.push(again);
+  pgs[1]!.stop = again.stop;
 }
 
 const options = (ns: string) => ({ baseURL: `${srv.httpUrl}/client/v4`, apiToken: TEST_TOKEN, accountId: ACCOUNT, namespaceId: ns, smallKeys: 600, largeKeys: 3, listLimit: 250 });
