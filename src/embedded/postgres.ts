@@ -219,11 +219,15 @@ export async function startTempPostgres(prefix: string, settings?: Record<string
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   fs.chmodSync(dir, 0o755); // as root, the postgres user must reach the cluster inside
   const pg = await startEmbeddedPostgres({ dataDir: path.join(dir, "pg"), settings });
-  return {
+  const temp: TempPostgres = {
     ...pg,
     async destroy() {
+      // Tests that restart the cluster put the new server's stop() here: stop that one too, or it outlives the
+      // test with its directory gone.
       await pg.stop();
+      if (temp.stop !== pg.stop) await temp.stop();
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+  return temp;
 }
