@@ -194,7 +194,11 @@ export async function startInvalidation(opts: InvalidationOptions): Promise<Inva
     }
     const all = Promise.all(sends).then(() => current.resolve());
     inFlight.add(all);
-    void all.finally(() => inFlight.delete(all));
+    void all.finally(() => {
+      inFlight.delete(all);
+      // Announcements made meanwhile waited for this send: they go together now.
+      if (turn && inFlight.size === 0 && !closed) setImmediate(flush);
+    });
   }
 
   return {
@@ -211,7 +215,9 @@ export async function startInvalidation(opts: InvalidationOptions): Promise<Inva
         let resolve!: () => void;
         const done = new Promise<void>((r) => (resolve = r));
         turn = { done, resolve };
-        setImmediate(flush);
+        // One send at a time: while one is out, later turns gather into the next (a NOTIFY per group-commit
+        // batch cost kvdrive about 40 µs of CPU per PUT; this makes it one per round trip).
+        if (inFlight.size === 0) setImmediate(flush);
       }
       return turn.done;
     },
