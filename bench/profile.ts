@@ -1,10 +1,11 @@
-// `bun bench/profile.ts <target> [--duration s] [--connections n] [--strace]`: runs one load against a kvdrive started with Bun's
+// `bun bench/profile.ts <target> [--duration s] [--connections n] [--strace] [--autocannon]`: runs one load against a kvdrive started with Bun's
 // --cpu-prof and prints where its CPU time goes (self time by function and by source file), so a figure
 // that falls short can be traced to the module that bounds it. Targets: get-hit, get-miss, put, pgbench.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { autocannon } from "./lib/http-load.ts";
+import { withServerCpu } from "./lib/cpu.ts";
+import { autocannon, wrk, wrkInstalled } from "./lib/http-load.ts";
 import { pgbench, pgbenchInit } from "./lib/pgbench.ts";
 import { RESULTS_DIR } from "./lib/report.ts";
 import { AUTH, checkHttp, namespace, startBenchPostgres, startKvdriveProcess } from "./lib/stack.ts";
@@ -77,6 +78,13 @@ if (import.meta.main) {
   const pg = await startBenchPostgres();
   try {
     const env: Record<string, string> = target === "get-miss" ? { KVDRIVE_CACHE_BYTES: "0" } : target.startsWith("pgbench") ? { KVDRIVE_CACHE_DISABLED: "true" } : {};
+    // --env NAME=value (repeatable): a setting to compare, e.g. KVDRIVE_INVALIDATION=false.
+    process.argv.forEach((a, i) => {
+      if (a === "--env") {
+        const [name, ...rest] = process.argv[i + 1]!.split("=");
+        env[name!] = rest.join("=");
+      }
+    });
     const k = await startKvdriveProcess(pg.url, env, ["--cpu-prof", `--cpu-prof-dir=${profDir}`]);
     let summary = "";
     // --strace counts the system calls kvdrive makes during the load (per request, with the request count).
@@ -96,8 +104,14 @@ if (import.meta.main) {
       } else {
         const requests = target === "put" ? [{ method: "PUT", path: `${ns.values}p-`, body: "x".repeat(288), unique: true }] : [{ path: hot }];
         const conns = connections ?? (target === "put" ? 16 : 64);
-        const r = await autocannon(target, { origin: k.origin, connections: conns, durationSec, headers: AUTH, requests });
-        summary = `load: ${target} with autocannon, ${conns} connections, ${durationSec} s: ${Math.round(r.rps ?? 0)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, errors ${r.errors}, non-2xx ${r.non2xx}`;
+        // wrk (C) when installed: it leaves the cores to kvdrive; autocannon otherwise.
+        const useWrk = wrkInstalled() && !process.argv.includes("--autocannon");
+        const r = await withServerCpu(k.pid, () =>
+          useWrk
+            ? wrk(target, { url: k.origin + hot, connections: conns, durationSec, headers: AUTH, ...(target === "put" ? { method: "PUT", body: "x".repeat(288), unique: `${ns.values}p-` } : {}) })
+            : autocannon(target, { origin: k.origin, connections: conns, durationSec, headers: AUTH, requests }),
+        );
+        summary = `load: ${target} with ${useWrk ? "wrk" : "autocannon"}, ${conns} connections, ${durationSec} s: ${Math.round(r.rps ?? 0)} req/s, p50 ${r.p50?.toFixed(2)} ms, p99 ${r.p99?.toFixed(2)} ms, errors ${r.errors}, non-2xx ${r.non2xx}; kvdrive CPU ${r.serverCpuUsPerReq?.toFixed(1)} µs per request (${r.serverCores?.toFixed(2)} cores), load generator ${r.loadGenCpuUsPerReq?.toFixed(1)} µs per request`;
       }
       if (strace) {
         strace.kill("SIGINT");

@@ -2,6 +2,7 @@
 // A process's own time counts its threads; with `reaped`, the time of children it has waited for is added, so a
 // postmaster's figure covers backends that came and went during the run (pgbench -C, direct connections).
 import fs from "node:fs";
+import type { Row } from "./result.ts";
 
 const TICKS = 100; // USER_HZ on Linux
 
@@ -41,3 +42,29 @@ export function cpuSeconds(pid: number, tree = false): number {
 
 /** The postmaster's pid of a cluster, from its data directory. */
 export const postmasterPid = (dataDir: string): number => Number(fs.readFileSync(`${dataDir}/postmaster.pid`, "utf8").split("\n")[0]);
+
+/**
+ * Runs a measurement while counting the CPU the server process `pid` spends (µs per request, cores), and marks
+ * the row when the load generator, not the server, was the limit: it used (nearly) every core its threads can
+ * use, or more CPU than the server itself did.
+ */
+export async function withServerCpu(pid: number, fn: () => Promise<Row>): Promise<Row> {
+  const before = cpuSeconds(pid);
+  const started = performance.now();
+  const row = await fn();
+  const used = cpuSeconds(pid) - before;
+  const wall = (performance.now() - started) / 1000;
+  if (row.total && Number.isFinite(used)) {
+    row.serverCpuUsPerReq = (used * 1e6) / row.total;
+    // The run's own duration, not the wall time around it (process start-up and reporting are not load).
+    row.serverCores = used / (row.durationSec ?? wall);
+  }
+  row.loadGenSaturated = generatorBound(row);
+  return row;
+}
+
+export function generatorBound(r: Row): boolean {
+  if (r.loadGenCores === undefined) return false;
+  if (r.loadGenCores >= 0.9 * (r.loadGenThreads ?? 1)) return true;
+  return r.serverCores !== undefined && r.loadGenCores > r.serverCores;
+}

@@ -47,7 +47,7 @@ export async function autocannon(label: string, o: HttpLoad, group?: string): Pr
   if (code !== 0) throw new Error(`autocannon failed (exit ${code}): ${err.slice(0, 500)}`);
   const j = JSON.parse(out);
   const rps = j.requests.total / o.durationSec;
-  return finish({
+  return withLoadGenCpu(proc, 1, o.durationSec, {
     label,
     group,
     connections: o.connections,
@@ -63,6 +63,19 @@ export async function autocannon(label: string, o: HttpLoad, group?: string): Pr
   });
 }
 
+/** The load generator's CPU (µs per request, cores) from the child's resource usage; JS threads = `threads`. */
+function withLoadGenCpu(proc: { resourceUsage(): { cpuTime: { total: number | bigint } } | undefined }, threads: number, durationSec: number, r: Omit<Row, "status">): Row {
+  const row = finish(r);
+  const used = proc.resourceUsage();
+  if (used && r.total) {
+    const us = Number(used.cpuTime.total);
+    row.loadGenCpuUsPerReq = us / r.total;
+    row.loadGenCores = us / 1e6 / durationSec;
+    row.loadGenThreads = threads;
+  }
+  return row;
+}
+
 export const wrkInstalled = () => Bun.which("wrk") !== null;
 
 const WRK_LUA = `
@@ -74,22 +87,60 @@ done = function(summary, latency, requests)
 end
 `;
 
+export interface WrkLoad {
+  /** The origin and path of a GET (or of every request when neither `paths` nor `unique` is given). */
+  url: string;
+  connections: number;
+  durationSec: number;
+  headers?: Record<string, string>;
+  method?: string;
+  body?: string;
+  /** Paths picked at random for each request (many keys), instead of the url's path. */
+  paths?: string[];
+  /** A path prefix to which each request appends a counter unique across wrk's threads (fresh keys). */
+  unique?: string;
+  /** Rows carried by one request, for rows/s. */
+  rowsPerRequest?: number;
+}
+
+const lua = (s: string) => JSON.stringify(s); // a JSON string literal is a valid Lua string literal for this text
+
+/** The Lua script: request generation (method, body, random or unique paths) and a JSON summary line. */
+function wrkScript(o: WrkLoad): string {
+  const lines = [WRK_LUA];
+  if (o.paths || o.unique || o.method || o.body) {
+    lines.push(`wrk.method = ${lua(o.method ?? "GET")}`);
+    if (o.body !== undefined) lines.push(`wrk.body = ${lua(o.body)}`);
+    // setup() runs in the main state: it numbers the threads so their counters never collide.
+    lines.push("local threads = 0", "setup = function(thread) threads = threads + 1; thread:set('tid', threads) end");
+    if (o.paths) {
+      lines.push(`paths = {${o.paths.map(lua).join(",")}}`, "request = function() return wrk.format(nil, paths[math.random(#paths)]) end");
+    } else if (o.unique) {
+      lines.push("local n = 0", `request = function() n = n + 1; return wrk.format(nil, ${lua(o.unique)} .. tid .. "-" .. n) end`);
+    }
+  }
+  return lines.join("\n");
+}
+
+const WRK_THREADS = 2;
+
 /** wrk with two threads; non-2xx/3xx responses are counted by wrk as status errors. */
-export async function wrk(label: string, o: { url: string; connections: number; durationSec: number; headers?: Record<string, string> }, group?: string): Promise<Row> {
+export async function wrk(label: string, o: WrkLoad, group?: string): Promise<Row> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kvdrive-wrk-"));
   try {
-    const lua = path.join(dir, "report.lua");
-    fs.writeFileSync(lua, WRK_LUA);
-    const args = ["wrk", "-t2", `-c${o.connections}`, `-d${o.durationSec}s`, "-s", lua];
+    const script = path.join(dir, "report.lua");
+    fs.writeFileSync(script, wrkScript(o));
+    const args = ["wrk", `-t${WRK_THREADS}`, `-c${o.connections}`, `-d${o.durationSec}s`, "--latency", "-s", script];
     for (const [k, v] of Object.entries(o.headers ?? {})) args.push("-H", `${k}: ${v}`);
     args.push(o.url);
     const proc = Bun.spawn(args, { stdout: "pipe", stderr: "pipe" });
-    const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited]);
+    const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
     const line = /WRKJSON (.*)/.exec(out);
-    if (code !== 0 || !line) throw new Error(`wrk failed (exit ${code}): ${out.slice(0, 300)}`);
+    if (code !== 0 || !line) throw new Error(`wrk failed (exit ${code}): ${(out + err).slice(0, 300)}`);
     const j = JSON.parse(line[1]!);
     const secs = j.duration_us / 1e6;
-    return finish({ label, group, connections: o.connections, durationSec: o.durationSec, total: j.requests, rps: j.requests / secs, p50: j.p50, p99: j.p99, p999: j.p999, errors: j.errors, non2xx: j.status });
+    const rps = j.requests / secs;
+    return withLoadGenCpu(proc, WRK_THREADS, secs, { label, group, connections: o.connections, durationSec: o.durationSec, total: j.requests, rps, rowsPerSec: o.rowsPerRequest ? rps * o.rowsPerRequest : undefined, p50: j.p50, p99: j.p99, p999: j.p999, errors: j.errors, non2xx: j.status });
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

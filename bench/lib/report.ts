@@ -28,7 +28,9 @@ const num = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ?
 function rowLine(r: Row): string {
   const status = r.status === "ok" ? "ok" : r.status === "errors" ? "**ERRORS — not used in ratios**" : `**${r.status}**`;
   const note = r.note ? ` — ${r.note.replaceAll("|", "\\|")}` : "";
-  return `| ${r.label} | ${r.connections ?? ""} | ${num(r.rps)} | ${num(r.rowsPerSec)} | ${ms(r.p50)} | ${ms(r.p99)} | ${ms(r.p999)} | ${r.errors ?? ""} | ${r.non2xx ?? ""} | ${status}${note} |`;
+  const cpu = (us: number | undefined, cores: number | undefined) => (us === undefined || !Number.isFinite(us) ? "" : `${us.toFixed(1)}${cores !== undefined ? ` (${cores.toFixed(2)} cores)` : ""}`);
+  const sat = r.loadGenSaturated ? " — **load generator saturated first**" : "";
+  return `| ${r.label} | ${r.connections ?? ""} | ${num(r.rps)} | ${num(r.rowsPerSec)} | ${ms(r.p50)} | ${ms(r.p99)} | ${ms(r.p999)} | ${cpu(r.serverCpuUsPerReq, r.serverCores)} | ${cpu(r.loadGenCpuUsPerReq, r.loadGenCores)} | ${r.errors ?? ""} | ${r.non2xx ?? ""} | ${status}${sat}${note} |`;
 }
 
 export function rowsTable(rows: Row[]): string {
@@ -36,7 +38,7 @@ export function rowsTable(rows: Row[]): string {
   const groups = [...new Set(rows.map((r) => r.group ?? ""))];
   for (const g of groups) {
     if (g) out.push(`**${g}**`, "");
-    out.push("| target | conns | req/s | rows/s | p50 ms | p99 ms | p99.9 ms | errors | non-2xx | status |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    out.push("| target | conns | req/s | rows/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | load generator CPU µs/req | errors | non-2xx | status |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for (const r of rows.filter((x) => (x.group ?? "") === g)) out.push(rowLine(r));
     out.push("");
   }
@@ -46,7 +48,7 @@ export function rowsTable(rows: Row[]): string {
 function ratioLine(r: Ratio, scenario?: string): string {
   // A figure in its own unit (the name ends "(ms)" or "(%)") is shown in it, not as a ratio.
   const unit = /\((ms|%)\)$/.exec(r.name)?.[1];
-  const v = r.value === null ? `— (${r.note ?? "no figure"})` : unit ? `**${r.value.toFixed(unit === "%" ? 3 : 1)} ${unit}**` : `**${r.value.toFixed(2)}×**`;
+  const v = r.value === null ? `— (${r.note ?? "no figure"})` : (unit ? `**${r.value.toFixed(unit === "%" ? 3 : 1)} ${unit}**` : `**${r.value.toFixed(2)}×**`) + (r.note ? ` (${r.note})` : "");
   const pass = r.pass === undefined ? "" : r.pass ? "yes" : "**no**";
   return `| ${scenario ? `${scenario} | ` : ""}${r.name} | ${v} | ${r.target ?? ""} | ${pass} |`;
 }

@@ -27,6 +27,18 @@ export interface Row {
   proxyCpuUsPerTx?: number;
   /** CPU per transaction of Postgres (postmaster and backends, µs), when measured. */
   originCpuUsPerTx?: number;
+  /** CPU per request of the server under test (kvdrive, or the hello world), µs, from /proc. */
+  serverCpuUsPerReq?: number;
+  /** Cores the server under test used on average during the run. */
+  serverCores?: number;
+  /** CPU per request of the load generator (wrk, autocannon, pgbench), µs. */
+  loadGenCpuUsPerReq?: number;
+  /** Cores the load generator used on average during the run. */
+  loadGenCores?: number;
+  /** Threads the load generator runs on (the most cores it could use). */
+  loadGenThreads?: number;
+  /** The load generator, not the server, was the limit: the row's rate is not the server's. */
+  loadGenSaturated?: boolean;
 }
 
 export interface Ratio {
@@ -75,6 +87,9 @@ export function ratio(name: string, a: Row | undefined, b: Row | undefined, metr
   const bv = b[metric] ?? NaN;
   const value = metric === "p50" || metric === "p99" ? bv / av : av / bv;
   if (!Number.isFinite(value)) return { name, value: null, target: targetText, note: "no figure" };
+  // A rate the load generator bounded is the generator's, not the server's: shown, marked, never passed.
+  const saturated = metric !== "p50" && metric !== "p99" ? [a, b].filter((r) => r.loadGenSaturated) : [];
+  if (saturated.length) return { name, value, target: targetText, note: `load generator saturated first in: ${saturated.map((r) => r.label).join("; ")}` };
   return { name, value, target: targetText, pass: target?.min !== undefined ? value >= target.min : undefined };
 }
 

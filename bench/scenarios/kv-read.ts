@@ -5,17 +5,51 @@ import { SQL } from "bun";
 import type { Context, Scenario } from "../lib/context.ts";
 import { startHello } from "../lib/hello.ts";
 import { autocannon, wrk, wrkInstalled } from "../lib/http-load.ts";
+import { cpuSeconds, generatorBound, postmasterPid, withServerCpu } from "../lib/cpu.ts";
+import { pgbench } from "../lib/pgbench.ts";
 import { closedLoop } from "../lib/recorder.ts";
 import { features } from "../lib/features.ts";
 import { startS3rver, type S3rver } from "../lib/peers.ts";
 import { startRelay } from "../lib/relay.ts";
 import { failed, notBuilt, notInstalled, ratio, type Ratio, type Row } from "../lib/result.ts";
-import { AUTH, checkHttp, namespace } from "../lib/stack.ts";
+import { AUTH, checkHttp, namespace, type BenchPostgres } from "../lib/stack.ts";
 
 const VALUE = "r".repeat(288);
 const CONNS = 64;
 const MiB = 2 ** 20;
 const CACHE_BOUND = 64 * MiB;
+/** Keys read at random in the many-keys rows (the issue's cached GET and GET miss figures). */
+const MANY = 10_000;
+const manyKey = (i: number) => `many-${i}`;
+
+/** The keyed select kvdrive's store sends for a GET, from pgbench -M prepared at `clients`, random keys of MANY. */
+async function directPgbench(ctx: Context, pg: BenchPostgres, nsId: string, clients: number, group: string): Promise<Row> {
+  const label = `direct keyed select, pgbench -M prepared, ${clients} connections, ${MANY.toLocaleString("en-US")} keys`;
+  const target = { host: "127.0.0.1", port: pg.port, user: pg.user, password: pg.password, db: "postgres" };
+  const text = `\\set k random(0, ${MANY - 1})
+SELECT key, value, metadata, expiration, version_ts, version_nonce, tombstone, blob FROM kv_entries WHERE ns = '${nsId}' AND key = convert_to('many-' || :k, 'UTF8');
+`;
+  // pgbench's -T clock runs while its clients log in (SCRAM, tens of ms each here): the run is lengthened by
+  // that, and tps is pgbench's own "without initial connection time".
+  const run = { clients, durationSec: ctx.durationSec + Math.ceil(clients / 25), mode: "prepared" as const, selectOnly: false, script: { name: "select", text } };
+  await pgbench("warm-up", target, { ...run, durationSec: ctx.warmupSec + Math.ceil(clients / 25) });
+  return ctx.measure(label, ctx.durationSec, async () => {
+    const postmaster = postmasterPid(pg.dataDir);
+    const before = cpuSeconds(postmaster, true);
+    const row = await pgbench(label, target, run, group);
+    if (row.total) {
+      row.serverCpuUsPerReq = ((cpuSeconds(postmaster, true) - before) * 1e6) / row.total;
+      row.serverCores = (row.serverCpuUsPerReq * row.total) / 1e6 / run.durationSec;
+      if (row.clientCpuMsPerTx !== undefined) {
+        row.loadGenCpuUsPerReq = row.clientCpuMsPerTx * 1000;
+        row.loadGenCores = (row.loadGenCpuUsPerReq * row.total) / 1e6 / run.durationSec;
+        row.loadGenThreads = 2;
+      }
+    }
+    row.loadGenSaturated = generatorBound(row);
+    return row;
+  });
+}
 
 /** The select kvdrive's store sends for a GET (src/storage/store.ts), sent directly. */
 function directSelect(sql: SQL, ns: string, key: Uint8Array) {
@@ -28,7 +62,7 @@ interface ObjectStore {
   endpoint: string;
 }
 
-async function readSet(ctx: Context, group: string, storageUrl: string, withHello: boolean, store?: ObjectStore): Promise<Row[]> {
+async function readSet(ctx: Context, group: string, storageUrl: string, withHello: boolean, store?: ObjectStore, pg?: BenchPostgres): Promise<Row[]> {
   const d = ctx.durationSec;
   const rows: Row[] = [];
   const cached = await ctx.kvdrive({}, storageUrl);
@@ -39,14 +73,21 @@ async function readSet(ctx: Context, group: string, storageUrl: string, withHell
   await checkHttp(url, { headers: AUTH }, 200, 288);
   await checkHttp(`${nocache.origin}${ns.values}hot`, { headers: AUTH }, 200, 288);
   const get = { origin: cached.origin, connections: CONNS, durationSec: d, headers: AUTH, requests: [{ path: `${ns.values}hot` }] };
+  // MANY keys in one bulk write, each read back once through both instances before any load.
+  const pairs = Array.from({ length: MANY }, (_, i) => ({ key: manyKey(i), value: VALUE }));
+  await checkHttp(`${cached.origin}${ns.bulk}`, { method: "PUT", headers: AUTH, body: JSON.stringify(pairs) }, 200);
+  await checkHttp(`${cached.origin}${ns.values}${manyKey(MANY - 1)}`, { headers: AUTH }, 200, 288);
+  await checkHttp(`${nocache.origin}${ns.values}${manyKey(0)}`, { headers: AUTH }, 200, 288);
+  const manyPaths = Array.from({ length: MANY }, (_, i) => `${ns.values}${manyKey(i)}`);
 
   if (withHello) {
     const hello = await startHello();
     try {
       await checkHttp(hello.url, {}, 200, 5);
       await autocannon("warm-up", { origin: hello.url, connections: CONNS, durationSec: ctx.warmupSec, requests: [{ path: "/" }] });
-      rows.push(await ctx.measure("Bun.serve hello-world (ceiling), autocannon", d, () => autocannon("Bun.serve hello-world (ceiling), autocannon", { origin: hello.url, connections: CONNS, durationSec: d, requests: [{ path: "/" }] }, group)));
-      if (wrkInstalled()) rows.push(await ctx.measure("Bun.serve hello-world (ceiling), wrk", d, () => wrk("Bun.serve hello-world (ceiling), wrk", { url: hello.url + "/", connections: CONNS, durationSec: d }, group)));
+      const hpid = hello.child.proc.pid;
+      rows.push(await ctx.measure("Bun.serve hello-world (ceiling), autocannon", d, () => withServerCpu(hpid, () => autocannon("Bun.serve hello-world (ceiling), autocannon", { origin: hello.url, connections: CONNS, durationSec: d, requests: [{ path: "/" }] }, group))));
+      if (wrkInstalled()) rows.push(await ctx.measure("Bun.serve hello-world (ceiling), wrk", d, () => withServerCpu(hpid, () => wrk("Bun.serve hello-world (ceiling), wrk", { url: hello.url + "/", connections: CONNS, durationSec: d }, group))));
       else rows.push(notInstalled("Bun.serve hello-world (ceiling), wrk", "wrk", group));
     } finally {
       await hello.child.stop();
@@ -54,15 +95,27 @@ async function readSet(ctx: Context, group: string, storageUrl: string, withHell
   }
 
   await autocannon("warm-up", { ...get, durationSec: ctx.warmupSec });
-  rows.push(await ctx.measure("kvdrive GET, cache hit, autocannon", d, () => autocannon("kvdrive GET, cache hit, autocannon", get, group)));
+  rows.push(await ctx.measure("kvdrive GET, cache hit, autocannon", d, () => withServerCpu(cached.pid, () => autocannon("kvdrive GET, cache hit, autocannon", get, group))));
   if (withHello) {
-    if (wrkInstalled()) rows.push(await ctx.measure("kvdrive GET, cache hit, wrk", d, () => wrk("kvdrive GET, cache hit, wrk", { url, connections: CONNS, durationSec: d, headers: AUTH }, group)));
-    else rows.push(notInstalled("kvdrive GET, cache hit, wrk", "wrk", group));
+    if (wrkInstalled()) {
+      rows.push(await ctx.measure("kvdrive GET, cache hit, wrk", d, () => withServerCpu(cached.pid, () => wrk("kvdrive GET, cache hit, wrk", { url, connections: CONNS, durationSec: d, headers: AUTH }, group))));
+      const many = { url, connections: CONNS, durationSec: d, headers: AUTH, paths: manyPaths };
+      await wrk("warm-up", { ...many, durationSec: ctx.warmupSec });
+      const label = `kvdrive GET, cache hit, ${MANY.toLocaleString("en-US")} keys at random, wrk`;
+      rows.push(await ctx.measure(label, d, () => withServerCpu(cached.pid, () => wrk(label, many, group))));
+    } else rows.push(notInstalled("kvdrive GET, cache hit, wrk", "wrk", group));
   }
 
   const miss = { ...get, origin: nocache.origin };
   await autocannon("warm-up", { ...miss, durationSec: ctx.warmupSec });
-  rows.push(await ctx.measure("kvdrive GET, miss served by Postgres (cache off)", d, () => autocannon("kvdrive GET, miss served by Postgres (cache off)", miss, group)));
+  rows.push(await ctx.measure("kvdrive GET, miss served by Postgres (cache off)", d, () => withServerCpu(nocache.pid, () => autocannon("kvdrive GET, miss served by Postgres (cache off)", miss, group))));
+  if (withHello && wrkInstalled()) {
+    const many = { url: `${nocache.origin}${ns.values}hot`, connections: CONNS, durationSec: d, headers: AUTH, paths: manyPaths };
+    await wrk("warm-up", { ...many, durationSec: ctx.warmupSec });
+    const label = `kvdrive GET, miss served by Postgres (cache off), ${MANY.toLocaleString("en-US")} keys at random, wrk`;
+    rows.push(await ctx.measure(label, d, () => withServerCpu(nocache.pid, () => wrk(label, many, group))));
+    if (pg) rows.push(await directPgbench(ctx, pg, ns.id, CONNS, group));
+  }
   if (features.s3Tier() && store) {
     // Values above KVDRIVE_LARGE_VALUE_BYTES live in the bucket: 256 puts this 288-byte value there.
     const tiered = await ctx.kvdrive({ KVDRIVE_CACHE_BYTES: "0", KVDRIVE_LARGE_VALUE_BYTES: "256", KVDRIVE_S3_ENDPOINT: store.endpoint, KVDRIVE_S3_BUCKET: store.s3.bucket, AWS_ACCESS_KEY_ID: store.s3.accessKeyId, AWS_SECRET_ACCESS_KEY: store.s3.secretAccessKey }, storageUrl);
@@ -106,10 +159,13 @@ export const kvRead: Scenario = {
     const near = "no added delay";
     const s3 = await startS3rver();
     ctx.defer(() => s3.stop());
-    rows.push(...(await readSet(ctx, near, pg.url, true, { s3, endpoint: s3.endpoint })));
+    rows.push(...(await readSet(ctx, near, pg.url, true, { s3, endpoint: s3.endpoint }, pg)));
     const find = (label: string, group = near) => rows.find((r) => r.label === label && r.group === group);
     const hello = find("Bun.serve hello-world (ceiling), autocannon");
     const hit = find("kvdrive GET, cache hit, autocannon");
+    const many = `${MANY.toLocaleString("en-US")} keys at random`;
+    ratios.push(ratio(`cached GET, ${many} / Bun.serve hello-world (req/s, wrk, 64 conns)`, find(`kvdrive GET, cache hit, ${many}, wrk`), find("Bun.serve hello-world (ceiling), wrk"), "rps", { min: 0.6 }));
+    ratios.push(ratio(`GET miss (cache off), ${many}, wrk / direct keyed select, pgbench -M prepared (req/s, 64 conns)`, find(`kvdrive GET, miss served by Postgres (cache off), ${many}, wrk`), find(`direct keyed select, pgbench -M prepared, ${CONNS} connections, ${MANY.toLocaleString("en-US")} keys`), "rps", { min: 0.5 }));
     ratios.push(ratio("cached GET / Bun.serve hello-world (req/s, autocannon, 64 conns)", hit, hello, "rps", { min: 0.6 }));
     if (hit?.p99 !== undefined) ratios.push({ name: `cached GET p99 within 2 ms (2 ms / p99 of ${hit.p99} ms; autocannon has 1 ms resolution)`, value: 2 / hit.p99, target: "≥ 1×", pass: 2 / hit.p99 >= 1 });
     ratios.push(ratio("cached GET / Bun.serve hello-world (req/s, wrk)", find("kvdrive GET, cache hit, wrk"), find("Bun.serve hello-world (ceiling), wrk"), "rps", { min: 0.6 }));
@@ -160,6 +216,7 @@ export const kvRead: Scenario = {
     notes.push(`RSS of every kvdrive process sampled every 100 ms during the scenario; peak ${(peak / MiB).toFixed(0)} MiB against a bound of ${(CACHE_BOUND / MiB + 150).toFixed(0)} MiB (64 MiB cache + 150 MiB).`);
     notes.push("autocannon (Node, separate process) and wrk both run on the same 2 cores as the server; the hello-world row is the ceiling that this machine allows an HTTP server under that load.");
     notes.push("s3rver is a Node implementation of S3 on the local file system: it stands in for the article's object store, without its network distance (the --full run adds 1 ms each way).");
+    notes.push("CPU columns: the server's process (kvdrive, the hello world, or Postgres for pgbench rows) in µs per request from /proc, and the load generator's from its resource usage. A row whose load generator used (nearly) all the cores its threads can use, or more CPU than the server, is marked, and ratios built on it are not kvdrive's.");
     notes.push("Direct Bun.SQL rows run from the bench process itself with 64 queries in flight over 16 connections, the same pool size kvdrive's store uses.");
     return { scenario: "kv-read", title: this.title, params: { connections: CONNS, "value size": "288 B", "duration per run": `${ctx.durationSec} s`, "warm-up": `${ctx.warmupSec} s per target, excluded` }, rows, ratios, notes };
   },
