@@ -163,10 +163,10 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
       unusable() {
         // A database or login the origin refused, and nothing uses the pool: it is not kept (one per name tried
         // would be unbounded); the next client naming it starts over.
+        // It holds nothing; whoever still has it (a request in flight) may retry and hear the origin's error again.
         if (pools.get(k) !== info || info!.clients > 0) return;
         pools.delete(k);
         byPool.delete(pool);
-        pool.close();
       },
     });
     info = { pool, params: new Map(), clients: 0, pinned: 0, queries: 0, cache: {}, mQueries: NO_COUNTER, mLatency: NO_HISTOGRAM, mPipelined: NO_COUNTER, mCache: new Map() };
