@@ -56,6 +56,51 @@ export interface QueryCache {
 export interface CachePath {
   classify(sql: string): Classification;
   cache: QueryCache;
+  /** Whether a miss of this key is worth recording now (see createAdmission); hits and misses are counted by it. */
+  admission: Admission;
+}
+
+export interface Admission {
+  hit(): void;
+  /** A miss of `id`: true to record it, false to let it pass through like an uncached read. */
+  admit(id: string): boolean;
+}
+
+/**
+ * Admission of misses into the query cache, as TinyLFU's doorkeeper does it: while at least one read in ten is a
+ * hit, every miss is recorded (a read repeated once is a hit the second time). When nearly nothing hits (a scan of
+ * keys each read once), recording, storing and evicting would make every read slower for no later hit: then a
+ * miss is recorded only the second time its key is seen recently. The counts decay, so the mode follows the load.
+ */
+export function createAdmission(o: { window?: number; minHitRatio?: number; slots?: number } = {}): Admission {
+  const window = o.window ?? 10_000;
+  const minHitRatio = o.minHitRatio ?? 0.1;
+  const seen = new Uint32Array(o.slots ?? 1 << 16);
+  const mask = seen.length - 1;
+  let hits = 0;
+  let lookups = 0;
+  const decay = () => {
+    if (lookups < 2 * window) return;
+    hits /= 2;
+    lookups /= 2;
+  };
+  return {
+    hit() {
+      hits++;
+      lookups++;
+      decay();
+    },
+    admit(id) {
+      lookups++;
+      decay();
+      if (lookups < window || hits >= minHitRatio * lookups) return true;
+      const h = (Number(Bun.hash.wyhash(id) & 0xffffffffn) >>> 0) || 1;
+      const slot = h & mask;
+      if (seen[slot] === h) return true;
+      seen[slot] = h;
+      return false;
+    },
+  };
 }
 
 /** The shared statement classifier (src/cache/classify.ts, the Postgres parser) when present, normalised. */
@@ -91,7 +136,7 @@ export async function loadCachePath(
   }
   if (typeof cacheMod?.createQueryCache !== "function") return null;
   const cache = cacheMod.createQueryCache({ config: opts.config, clock: opts.clock, metrics: opts.metrics, volatility: opts.volatility }) as QueryCache;
-  return { classify, cache };
+  return { classify, cache, admission: createAdmission() };
 }
 
 /**

@@ -211,12 +211,15 @@ export function createFastPaths(core: ClientCore) {
       const e = cache.fresh(id);
       if (e) {
         ctx.metrics.cacheStatus(c.pool!, "hit");
+        ctx.cachePath!.admission.hit();
         const form = (m.describe ? REPLY_DESCRIBED : REPLY_BOUND) + (parsed ? REPLY_PARSED : 0);
         send(cache.reply(e, form, REPLY_BUILDERS[form]!));
         return true;
       }
-      rec = cache.recorder({ database: c.database, user: c.user, sql: stmt.query, id }, cls!.readTables);
-      if (!rec) return ORDINARY; // stale (served while it refreshes), or being loaded: the ordinary path waits for it
+      if (ctx.cachePath!.admission.admit(id)) {
+        rec = cache.recorder({ database: c.database, user: c.user, sql: stmt.query, id }, cls!.readTables);
+        if (!rec) return ORDINARY; // stale (served while it refreshes), or being loaded: the ordinary path waits for it
+      } else ctx.metrics.cacheStatus(c.pool!, "miss"); // not recorded: it passes through like an uncached read
     }
     if (!ctx.lanes || !knownSafe || stmt.writes.length) return rec ?? false;
     // A read-only autocommit call: pipelined on a connection shared with other clients' reads (lanes.ts).

@@ -8,6 +8,7 @@ import pg from "pg";
 import postgres from "postgres";
 import { startPoolerFixture, type PoolerFixture } from "./setup.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
+import { createAdmission } from "../../src/pool/cache-path.ts";
 
 let origin: TestPostgres;
 let f: PoolerFixture;
@@ -141,5 +142,23 @@ describe("pools are bounded (issue 10 item 11)", () => {
     } finally {
       await t.stop();
     }
+  });
+});
+
+describe("admission of misses into the query cache (issue 11 item 8)", () => {
+  test("every miss is recorded while reads hit; in a scan of keys read once, only a key seen twice is", () => {
+    const a = createAdmission({ window: 100, minHitRatio: 0.1, slots: 1024 });
+    // Warm: hits and misses mixed, a third of them hits.
+    for (let i = 0; i < 300; i++) {
+      if (i % 3 === 0) a.hit();
+      else expect(a.admit(`warm-${i}`)).toBe(true);
+    }
+    // A scan: every key new. Once hits fall under a tenth, a key is recorded only when it comes back.
+    const admitted = Array.from({ length: 2000 }, (_, i) => a.admit(`scan-${i}`));
+    expect(admitted.slice(-1000).filter(Boolean).length).toBe(0);
+    expect(a.admit("scan-1999")).toBe(true);
+    // Hits come back: every miss is recorded again.
+    for (let i = 0; i < 400; i++) a.hit();
+    expect(a.admit("after-the-scan")).toBe(true);
   });
 });
