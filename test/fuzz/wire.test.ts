@@ -327,7 +327,7 @@ async function runCase(c: Case, marker: string): Promise<Outcome> {
     socket.write(Buffer.concat([Fe.COPY_DONE, Fe.SYNC, Fe.encodeQuery(`rollback; select '${marker}'`)]));
     // A case that may have cut its last message short is answered by nothing (the rest is awaited): 1.5 s of
     // quiet ends it; any other may wait for a pooled connection behind other cases.
-    await waitFor(() => markerDone, c.mayClose ? 1500 : 8000);
+    await waitFor(() => markerDone, c.mayClose ? 1500 : 15_000);
   } else await waitFor(() => false, 800);
   const ended = markerDone ? "marker" : closed ? "closed" : "quiet";
   if (ended === "closed" && !lastFatal && !c.mayClose) problems.push("closed without a FATAL error");
@@ -348,7 +348,9 @@ test(`wire fuzz: seed ${SEED}, ${CASES} cases`, async () => {
     while (running) {
       try {
         const res = await bystander.query("select $1::int as n", [bystanderOk]);
-        if (res.rows[0].n !== bystanderOk) bystanderErrors.push(`wrong answer ${res.rows[0].n}`);
+        if (res.rows[0]?.n !== bystanderOk) {
+          bystanderErrors.push(`query ${bystanderOk} got someone else's answer? ${JSON.stringify({ command: res.command, rowCount: res.rowCount, fields: res.fields.map((f) => f.name), rows: res.rows.slice(0, 3) })}`);
+        }
         bystanderOk++;
       } catch (e) {
         bystanderErrors.push((e as Error).message);
