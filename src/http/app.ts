@@ -134,34 +134,42 @@ export function createHttpApp(opts: HttpAppOptions): HttpApp {
   }
 
   const template = "/client/v4" + VALUES_TEMPLATE;
-  // The gate of the Elysia app, on the template Bun's router matched: the token first, then the handler.
-  const native = (handler: ValueHandler) => async (req: Request & { params: PathIds }) => {
-    const started = performance.now();
-    const marked = req as Marked;
-    marked[ROUTE] = template;
-    let res: Response;
-    if (!PLAIN_URL.test(req.url)) {
-      res = fail(400, CODE.badRequest, "Invalid Host header or request target: expected Host: name[:port] and an origin-form path.");
-    } else {
-      const refused = auth.check(req);
-      if (refused) res = await refused;
-      else {
-        marked[AUTHED] = true;
-        try {
-          res = await handler(req, req.params);
-        } catch (e) {
-          res = errorResponse(e);
+  const label = routeLabel(template);
+  // The gate of the Elysia app, on the template Bun's router matched: the token first, then the handler. Its
+  // metric handles are bound per status up front: nothing is looked up by string on the way out.
+  const native = (method: string, handler: ValueHandler) => {
+    const byStatus = new Map<number, { count: { inc(): void }; time: { observe(v: number): void } }>();
+    return async (req: Request & { params: PathIds }) => {
+      const started = performance.now();
+      let res: Response;
+      if (!PLAIN_URL.test(req.url)) {
+        res = fail(400, CODE.badRequest, "Invalid Host header or request target: expected Host: name[:port] and an origin-form path.");
+      } else {
+        const refused = auth.check(req);
+        if (refused) res = await refused;
+        else {
+          try {
+            res = await handler(req, req.params);
+          } catch (e) {
+            res = errorResponse(e);
+          }
         }
       }
-    }
-    record(req, res, started);
-    return res;
+      const head = req.method === "HEAD";
+      const id = head ? -res.status : res.status;
+      let m = byStatus.get(id);
+      if (!m) byStatus.set(id, (m = { count: requests.with({ route: label, method: head ? "HEAD" : method, status: res.status }), time: latency.with({ route: label }) }));
+      m.count.inc();
+      m.time.observe((performance.now() - started) / 1000);
+      return res;
+    };
   };
   const values = valueHandlers(kv, clock);
 
   return {
     auth,
-    routes: { [template]: { GET: native(values.get), PUT: native(values.put), DELETE: native(values.delete) } },
+    // HEAD reaches the GET handler (Bun answers it without the body).
+    routes: { [template]: { GET: native("GET", values.get), PUT: native("PUT", values.put), DELETE: native("DELETE", values.delete) } },
     async fetch(req) {
       const started = performance.now();
       let res: Response;

@@ -2,7 +2,8 @@
 import { KVError } from "../kv/errors.ts";
 import { CODE } from "../kv/codes.ts";
 
-const JSON_HEADERS = { "content-type": "application/json" };
+// Response copies these; a prebuilt Headers is several times cheaper to copy than an object to convert.
+const JSON_HEADERS = new Headers({ "content-type": "application/json" });
 
 export function ok(result: unknown, resultInfo?: unknown, status = 200): Response {
   const body: Record<string, unknown> = { success: true, errors: [], messages: [], result };
