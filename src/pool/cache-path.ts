@@ -75,7 +75,8 @@ export interface Admission {
 export function createAdmission(o: { window?: number; minHitRatio?: number; slots?: number } = {}): Admission {
   const window = o.window ?? 10_000;
   const minHitRatio = o.minHitRatio ?? 0.1;
-  const seen = new Uint32Array(o.slots ?? 1 << 16);
+  // 2 MiB: keys seen once recently, by a 32-bit hash; a key that collides waits for one more sighting.
+  const seen = new Uint32Array(o.slots ?? 1 << 19);
   const mask = seen.length - 1;
   let hits = 0;
   let lookups = 0;
