@@ -95,7 +95,7 @@ export function createAdmission(o: { window?: number; minHitRatio?: number; slot
       lookups++;
       decay();
       if (lookups < window || hits >= minHitRatio * lookups) return true;
-      const h = (Number(Bun.hash.wyhash(id) & 0xffffffffn) >>> 0) || 1;
+      const h = Bun.hash.crc32(id) || 1; // a number: no BigInt per miss
       const slot = h & mask;
       if (seen[slot] === h) return true;
       seen[slot] = h;
