@@ -488,7 +488,9 @@ export function createServer(conn: OriginConn): Server {
         scanner.feed(chunk, sink);
         if (q.length && q[0]!.k === K.Synth) s.advance();
         if (owner.backpressured()) conn.pause();
-        if (q.length === 0 && s.status === 0x49 && !s.copyIn && !s.unsynced && scanner.idle() && s.owner === owner) owner.idle();
+        // Not while discarding: after an extended-protocol error the origin ignores everything up to a Sync (a
+        // simple Query too, which clears `unsynced`), so the connection must stay with this client until its Sync.
+        if (q.length === 0 && s.status === 0x49 && !s.copyIn && !s.unsynced && !s.discarding && scanner.idle() && s.owner === owner) owner.idle();
       } catch (e) {
         // A response we cannot follow leaves the connection in an unknown state: drop it; its owner hears so.
         console.error(`kvdrive pooler: origin connection ${conn.id} failed: ${(e as Error).stack}`);

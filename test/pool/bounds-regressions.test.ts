@@ -3,10 +3,10 @@ import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import pg from "pg";
-import { encodeParse, encodeQuery, encodeStartup, SYNC } from "../../src/protocol/frontend.ts";
+import { encodeBind, encodeParse, encodeQuery, encodeStartup, SYNC } from "../../src/protocol/frontend.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 import { startPoolerFixture, type PoolerFixture } from "./setup.ts";
-import { rawConnect } from "./raw.ts";
+import { errorOf, rawConnect } from "./raw.ts";
 
 let origin: TestPostgres;
 let fx: PoolerFixture;
@@ -48,4 +48,29 @@ test("a DEALLOCATE ALL that never runs (only parsed, or in a failed transaction)
   b.end();
   await fresh.end();
   await a.end();
+});
+
+test("after an extended-protocol error the connection stays with its client until its Sync, even if a simple Query came meanwhile", async () => {
+  const a = await rawConnect(fx.pooler.port);
+  a.write(encodeStartup({ user: origin.user, database: "postgres" }));
+  await a.read((m) => m.type === "Z");
+  // A Bind that fails, then a Query before any Sync: the origin ignores both until a Sync.
+  a.write(encodeBind({ portal: "", statement: "no_such_statement", paramFormats: [], params: [], resultFormats: [] }));
+  a.write(encodeQuery("select 1"));
+  const err = (await a.read((m) => m.type === "E")).at(-1)!;
+  expect(errorOf(err).C).toBe("26000");
+  await Bun.sleep(200);
+  // Another client on the one-connection pool: it used to get that ignoring connection and hang (or, with
+  // extended-protocol calls, an answer without rows).
+  const b = new pg.Client({ connectionString: fx.url() });
+  const answered = b.connect().then(() => b.query("select 42 as n"));
+  await Bun.sleep(300);
+  a.write(SYNC);
+  expect((await a.read((m) => m.type === "Z")).map((m) => m.type)).toEqual(["Z"]);
+  const res = await Promise.race([answered, Bun.sleep(10_000).then(() => null)]);
+  expect(res?.rows).toEqual([{ n: 42 }]);
+  a.write(encodeQuery("select 'a still works' as s"));
+  expect((await a.read((m) => m.type === "Z")).map((m) => m.type).join("")).toBe("TDCZ");
+  a.end();
+  await b.end();
 });
