@@ -175,6 +175,14 @@ export const kvWrite: Scenario = {
     }
 
     const peak = Math.max(0, ...ctx.peakRss().map((p) => p.bytes));
+    // The floor: every process's CPU per PUT added up, and the rate two cores allow at that cost.
+    const budget = (r: Row | undefined) => {
+      if (!r || r.status !== "ok" || r.loadGenCpuUsPerReq === undefined || r.originCpuUsPerTx === undefined) return undefined;
+      const kvdrive = r.label.startsWith("kvdrive") ? (r.serverCpuUsPerReq ?? 0) : 0;
+      const total = kvdrive + r.originCpuUsPerTx + r.loadGenCpuUsPerReq;
+      return `${r.label}: ${kvdrive ? `kvdrive ${kvdrive.toFixed(0)} + ` : ""}Postgres ${r.originCpuUsPerTx.toFixed(0)} + load generator ${r.loadGenCpuUsPerReq.toFixed(0)} = ${total.toFixed(0)} µs per row, so at most ${Math.round(2e6 / total).toLocaleString("en-US")} rows/s on 2 cores (measured ${Math.round(r.rowsPerSec ?? r.rps ?? 0).toLocaleString("en-US")})`;
+    };
+    const floor = [...LEVELS.map((c) => budget(viaWrk.get(c))), ...LEVELS.map((c) => budget(directs.get(c)))].filter(Boolean);
     return {
       scenario: "kv-write",
       title: this.title,
@@ -182,6 +190,7 @@ export const kvWrite: Scenario = {
       rows,
       ratios,
       notes: [
+        ...(floor.length ? [`CPU per row, all processes (the floor on this machine): ${floor.join("; ")}.`] : []),
         "Every PUT uses a fresh key; an HTTP 200 means the row's batch has committed (fsync on, Postgres defaults).",
         "Direct upserts: pgbench (-M prepared, a custom script) sends the statement kvdrive's store sends, with one row and a fresh key, RETURNING included, at the same connection counts as the PUTs; the Bun.SQL row is the same from the bench process.",
         "CPU columns: the server is kvdrive's process (µs per PUT, from /proc), or Postgres (postmaster and backends) for the direct rows; Postgres' CPU per PUT behind kvdrive is in the JSON (originCpuUsPerTx). A row whose load generator used (nearly) all the cores its threads can use, or more CPU than the server, is marked, and its ratios are not kvdrive's.",
