@@ -71,7 +71,7 @@ export const SETTINGS = {
   // Postgres pooler (Hyperdrive)
   pgPort: int("KVDRIVE_PG_PORT", 6432, 0, 65535, "Postgres wire-protocol listener port (0 picks a free port)."),
   originDatabaseUrl: str("ORIGIN_DATABASE_URL", undefined, "Origin Postgres for the pooler. Unset: the embedded Postgres."),
-  pgUsers: list("KVDRIVE_PG_USERS", "Pooler client users, user=password pairs, comma-separated. Unset: the origin URL's user."),
+  pgUsers: list("KVDRIVE_PG_USERS", "Pooler client users, user=password pairs, comma-separated. Unset: the origin URL's user. Each must exist on the origin with that password unless KVDRIVE_PG_ORIGIN_ROLE=origin."),
   pgOriginRole: str("KVDRIVE_PG_ORIGIN_ROLE", "client", "Which role pooled clients run as on the origin. client: each logs in to the origin as its own user name with its own password (from KVDRIVE_PG_USERS, or the origin URL's), one pool per (database, user), as PgBouncer does. origin: every client runs as the origin URL's user (single-tenant; that role's rights are every client's).", ["client", "origin"]),
   pgAuth: str("KVDRIVE_PG_AUTH", "scram-sha-256", "Pooler client authentication.", ["scram-sha-256", "md5", "trust"]),
   pgTlsCert: str("KVDRIVE_PG_TLS_CERT", undefined, "PEM certificate file for client TLS on the pooler."),
