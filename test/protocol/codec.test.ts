@@ -102,7 +102,7 @@ describe("prepared-call matcher", () => {
     expect(new TextDecoder().decode(withDescribe.subarray(m.nameStart, m.nameEnd))).toBe("P_0");
     const tail = withDescribe.subarray(m.nameEnd + 1, m.bindEnd);
     const body = bind.subarray(5);
-    expect(tail).toEqual(body.subarray(Fe.checkBind(body)[1] + 1));
+    expect(new Uint8Array(tail)).toEqual(new Uint8Array(body.subarray(Fe.checkBind(body)[1] + 1)));
     expect(Fe.matchPreparedCall(call(bind, exec, Fe.SYNC))!.describe).toBe(false);
   });
 
