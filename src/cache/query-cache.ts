@@ -221,6 +221,11 @@ export function createQueryCache(o: { config: Config; clock: Clock; metrics: Reg
       return e;
     },
 
+    has(key: string): boolean {
+      const e = entries.get(key);
+      return e !== undefined && clock.now() - e.storedAt < maxAgeMs;
+    },
+
     recorder(k: QueryKey, readTables: string[]): { done(messages: Uint8Array[] | null): void } | null {
       if (maxBytes === 0) return null;
       const key = cacheKey(k);

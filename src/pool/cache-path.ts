@@ -43,6 +43,8 @@ export interface QueryCache {
   lookup(key: CacheKeyParts, readTables: string[], load: () => Promise<Uint8Array[] | null>): Promise<{ status: string; messages: Uint8Array[] }>;
   /** A fresh entry for an exact key (counted as a hit), or undefined: the synchronous hit path. */
   fresh(id: string): CachedEntry | undefined;
+  /** Whether a fresh entry is held for an exact key (nothing counted, nothing marked). */
+  has(id: string): boolean;
   reply(e: CachedEntry, form: number, build: (messages: Uint8Array[]) => Uint8Array): Uint8Array;
   keyPrefix(k: CacheKeyParts): string;
   keyTail(k: Pick<CacheKeyParts, "bindTail">): string;

@@ -4,7 +4,7 @@
 // request (answered, or in flight with the client busy until it is) or leaves it to the ordinary path.
 import type { Socket } from "bun";
 import { checkBind, checkBindAt, DESCRIBE_PORTAL, decodeParse, decodeQuery, F, matchPreparedCall, matchUnnamedCall, renameBindStatement as rewriteBind, renamePreparedCall, withPortalDescribe } from "../protocol/frontend.ts";
-import { PARSE_COMPLETE } from "../protocol/backend.ts";
+import { PARSE_COMPLETE, READY_IDLE } from "../protocol/backend.ts";
 import { createAnswerRecorder, REPLY_BOUND, REPLY_BUILDERS, REPLY_DESCRIBED, REPLY_PARSED, REPLY_SIMPLE, type Classification } from "./cache-path.ts";
 import { St, type ClientState, type Stmt } from "./client-state.ts";
 import type { PoolerContext } from "./context.ts";
@@ -376,44 +376,111 @@ export function createFastPaths(core: ClientCore) {
   /**
    * A driver's first call of a statement comes on the connection it borrowed for the Parse (and Describe) of it:
    * node-postgres' named query (Parse, Bind, Describe, Execute, Sync in one write), postgres.js (Parse, Describe,
-   * Flush, then Bind, Execute, Sync). A cacheable call there is recorded as it streams back, so the next call can
-   * be a hit. `ordinary` sees every message of the ordinary path before it goes to the origin.
+   * Flush, then Bind, Execute, Sync, with or without a statement name). On a fresh connection (a Worker's request)
+   * that is every call. The origin answers the Parse and Describe, as it must (a fresh Parse is never answered
+   * with another session's statement); the call itself is answered from the cache when a fresh entry is held
+   * (the Bind, Describe of the portal and Execute are kept back, and the cached answer takes their place before
+   * the origin's ReadyForQuery), or recorded as it streams back, so the next call can be a hit. `ordinary` sees
+   * every message of the ordinary path before it goes to the origin; true: it took the message.
    */
-  let held: { s: Server; parseOnly: boolean; rec: CacheRecorder | null; described: boolean; executed: boolean } | null = null;
+  let held: { s: Server; parseOnly: boolean; rec: CacheRecorder | null; described: boolean; executed: boolean; hit: Uint8Array[] | null; id: string } | null = null;
 
-  function ordinary(type: number, body: Uint8Array, s: Server) {
-    if (!held || held.s !== s) held = { s, parseOnly: c.status === 0x49 && !c.pinned && s.status === 0x49 && s.expect.length === 0 && !s.unsynced, rec: null, described: false, executed: false };
+  function ordinary(type: number, body: Uint8Array, s: Server, raw: Uint8Array): boolean {
+    if (!held || held.s !== s) held = { s, parseOnly: c.status === 0x49 && !c.pinned && s.status === 0x49 && s.expect.length === 0 && !s.unsynced, rec: null, described: false, executed: false, hit: null, id: "" };
     const h = held;
+    if (h.hit) return holdHit(h, type, body, raw);
     if (h.rec) {
-      if (type === F.Flush) return;
-      if (type === F.Describe && !h.executed && body.length === 2 && body[0] === 0x50 && body[1] === 0) return void (h.described = true);
-      if (type === F.Execute && !h.executed && body.length === 5 && body[0] === 0 && body[1]! + body[2]! + body[3]! + body[4]! === 0) {
+      if (type === F.Flush) return false;
+      if (type === F.Describe && !h.executed && isPortalDescribe(body)) return void (h.described = true), false;
+      if (type === F.Execute && !h.executed && isExecuteAll(body)) {
         h.executed = true;
         // The recording starts with the RowDescription: without the client's Describe, one is added and kept from it.
         if (!h.described) {
           toOrigin(DESCRIBE_PORTAL);
           s.push(EXPECT_DESCRIBE_HIDDEN);
         }
-        return;
+        return false;
       }
-      if (type === F.Sync && h.executed) return void (held = null); // the recording ends at its ReadyForQuery
+      if (type === F.Sync && h.executed) return void (held = null), false; // the recording ends at its ReadyForQuery
       abandonHeld();
-      return;
+      return false;
     }
-    if (type === F.Sync || type === F.Query) return void (held = null);
-    if (type === F.Parse || type === F.Flush || (type === F.Describe && body[0] === 0x53)) return;
-    if (type === F.Bind && h.parseOnly) recordHeld(h, body, s);
+    if (type === F.Sync || type === F.Query) return void (held = null), false;
+    if (type === F.Parse) {
+      if (body[0] === 0) noteUnnamedParse(body, raw);
+      return false;
+    }
+    if (type === F.Flush || (type === F.Describe && body[0] === 0x53)) return false;
+    const first = type === F.Bind && h.parseOnly;
     h.parseOnly = false;
+    return first && heldCall(h, body, raw, s);
   }
 
-  function recordHeld(h: NonNullable<typeof held>, body: Uint8Array, s: Server) {
+  const isPortalDescribe = (body: Uint8Array) => body.length === 2 && body[0] === 0x50 && body[1] === 0;
+  const isExecuteAll = (body: Uint8Array) => body.length === 5 && body[0] === 0 && body[1]! + body[2]! + body[3]! + body[4]! === 0;
+
+  /** The client's unnamed statement as a Stmt (classified once per distinct Parse), for the held call after it. */
+  function noteUnnamedParse(body: Uint8Array, raw: Uint8Array) {
+    if (!c.cacheOn || (c.unnamedStmtParse && Buffer.compare(c.unnamedStmtParse, raw) === 0)) return;
+    const p = decodeParse(body);
+    c.unnamedStmt = makeStatement(p);
+    c.unnamedStmtParse = raw.slice();
+  }
+
+  /** The statement a Bind names: a named one, or the unnamed one its Parse on this connection defined. */
+  function boundStmt(body: Uint8Array, ns: number, ne: number): Stmt | undefined {
+    if (ne > ns) return stmts.get(utf8.decode(body.subarray(ns, ne)));
+    return c.unnamed && c.unnamedStmtParse && Buffer.compare(c.unnamed, c.unnamedStmtParse) === 0 ? (c.unnamedStmt ?? undefined) : undefined;
+  }
+
+  /** The first Bind after a Parse on this connection: kept back when a fresh answer is held, else recorded. */
+  function heldCall(h: NonNullable<typeof held>, body: Uint8Array, raw: Uint8Array, s: Server): boolean {
     const [ns, ne] = checkBind(body);
-    if (body[0] !== 0 || ne === ns || !c.cacheOn) return;
-    const stmt = stmts.get(utf8.decode(body.subarray(ns, ne)));
+    if (body[0] !== 0 || !c.cacheOn) return false;
+    const stmt = boundStmt(body, ns, ne);
     const cls = stmt?.cls;
-    if (!stmt || !cls?.cacheable || cls.pin || stmt.writes.length || volatility(cls) !== false) return;
+    if (!stmt || !cls?.cacheable || cls.pin || stmt.writes.length || !quietHere(stmt.eff) || volatility(cls) !== false) return false;
     const cache = ctx.cachePath!.cache;
-    const r = cache.recorder({ database: c.database, user: c.user, sql: stmt.query, id: stmtKeyPrefix(stmt) + cache.keyTail({ bindTail: body.subarray(ne + 1) }) }, cls.readTables);
+    const id = stmtKeyPrefix(stmt) + cache.keyTail({ bindTail: body.subarray(ne + 1) });
+    if (cache.has(id)) {
+      h.hit = [raw.slice()];
+      h.id = id;
+      return true;
+    }
+    recordHeld(h, stmt, id, s);
+    return false;
+  }
+
+  /**
+   * Bind (kept back), then the portal's Describe and Execute, then Sync: the cached answer, still fresh at the
+   * Sync, goes to the client in the place of theirs, and only the Sync goes to the origin (its ReadyForQuery ends
+   * the answer, after the origin's answers to the Parse and Describe before it). Anything else, or an entry gone
+   * meanwhile: what was kept back goes to the origin the ordinary way, then this message.
+   */
+  function holdHit(h: NonNullable<typeof held>, type: number, body: Uint8Array, raw: Uint8Array): boolean {
+    const kept = h.hit!;
+    const executed = kept.length > 1 && kept[kept.length - 1]![0] === F.Execute;
+    if (type === F.Describe && !executed && kept.length === 1 && isPortalDescribe(body)) return void kept.push(raw.slice()), true;
+    if (type === F.Execute && !executed && isExecuteAll(body)) return void kept.push(raw.slice()), true;
+    h.hit = null;
+    const e = type === F.Sync && executed ? ctx.cachePath!.cache.fresh(h.id) : undefined;
+    if (e) {
+      held = null;
+      ctx.metrics.cacheStatus(c.pool!, "hit");
+      ctx.cachePath!.admission.hit();
+      const form = kept.length === 3 ? REPLY_DESCRIBED : REPLY_BOUND;
+      const reply = ctx.cachePath!.cache.reply(e, form, REPLY_BUILDERS[form]!);
+      h.s.push({ k: K.Synth, bytes: reply.subarray(0, reply.length - READY_IDLE.length) });
+      return false; // the Sync goes on to the origin
+    }
+    // Given back: the ordinary path sends what was kept, then this message (nothing is recorded now).
+    c.deferred.push(...kept);
+    flushDeferred();
+    return false;
+  }
+
+  function recordHeld(h: NonNullable<typeof held>, stmt: Stmt, id: string, s: Server) {
+    const r = ctx.cachePath!.cache.recorder({ database: c.database, user: c.user, sql: stmt.query, id }, stmt.cls!.readTables);
     if (!r) return;
     let settled = false;
     const rec: CacheRecorder = { done: (m) => void (settled || ((settled = true), r.done(m))) };
@@ -432,6 +499,7 @@ export function createFastPaths(core: ClientCore) {
 
   /** Gives up the recording of a held call (another message came, or the client or its connection went away). */
   function abandonHeld() {
+    if (held) held.hit = null;
     const rec = held?.rec;
     if (!rec) return;
     held!.rec = null;

@@ -502,7 +502,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     if (c.deferred.length) flushDeferred();
     const s = c.server!;
     const raw = buf.subarray(at, at + 5 + body.length);
-    if (ctx.cachePath) fast.ordinary(type, body, s);
+    if (ctx.cachePath && fast.ordinary(type, body, s, raw)) return true;
     if (c.retryBatch) {
       if (!c.retryBatch.synced && (type === F.Describe || type === F.Execute || type === F.Sync)) {
         c.retryBatch.rest.push(raw);

@@ -275,6 +275,11 @@ describe("env.HYPERDRIVE in workerd (postgres.js through the pooler)", () => {
     const reads = await sql({ op: "steps", steps: [{ read: 1 }, { read: 1 }, { read: 1 }] });
     expect(reads.result).toEqual([one, one, one]);
     expect(await cacheHits()).toBeGreaterThan(hitsBefore);
+    // Each request opens a fresh postgres.js connection (Parse, Describe, Flush, then Bind, Execute, Sync): the
+    // next request's first read is answered from the cache too, as Hyperdrive does across requests.
+    const hitsAcross = await cacheHits();
+    expect((await sql({ op: "steps", steps: [{ read: 1 }] })).result).toEqual([one]);
+    expect(await cacheHits()).toBe(hitsAcross + 1);
     // The answer "one" is cached now; the write through the pooler drops it, so every later read is fresh,
     // on this connection and on the next request's.
     const written = await sql({ op: "steps", steps: [{ write: [1, "uno"] }, { read: 1 }, { read: 1 }] });
