@@ -33,20 +33,19 @@ export interface CacheKeyParts {
   id?: string;
 }
 
-/** A held answer: its messages, and wire forms built from them by `reply`. */
-export interface CachedEntry {
-  messages: Uint8Array[];
-}
-
 /** The query cache of src/cache/query-cache.ts, as the pooler uses it (the shared contract). */
 export interface QueryCache {
   lookup(key: CacheKeyParts, readTables: string[], load: () => Promise<Uint8Array[] | null>): Promise<{ status: string; messages: Uint8Array[] }>;
-  /** A fresh entry for an exact key (counted as a hit), or undefined: the synchronous hit path. */
-  fresh(id: string): CachedEntry | undefined;
+  /** The slot of a fresh entry for an exact key (counted as a hit), or -1: the synchronous hit path. */
+  fresh(id: string): number;
   /** Whether a fresh entry is held for an exact key (nothing counted, nothing marked). */
   has(id: string): boolean;
-  reply(e: CachedEntry, form: number, build: (messages: Uint8Array[]) => Uint8Array): Uint8Array;
+  /** A fresh slot's answer in a wire form (built by `build` from its messages, kept for the next hit). */
+  reply(slot: number, form: number, build: (messages: Uint8Array[]) => Uint8Array): Uint8Array;
+  /** The statement part of keys of a statement called again and again (interned: short keys). */
   keyPrefix(k: CacheKeyParts): string;
+  /** An exact key of a statement seen once (a simple Query's text). */
+  key(k: CacheKeyParts): string;
   keyTail(k: Pick<CacheKeyParts, "bindTail">): string;
   invalidate(database: string, tables: string[]): void;
   isVolatile(database: string, functions: string[]): Promise<boolean>;

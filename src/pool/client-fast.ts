@@ -112,7 +112,7 @@ export function createFastPaths(core: ClientCore) {
     const id = stmtKeyPrefix(b.stmt) + cache.keyTail({ bindTail: tail });
     if (volatility(cls) === false) {
       const e = cache.fresh(id);
-      if (e) {
+      if (e >= 0) {
         ctx.metrics.cacheStatus(c.pool!, "hit");
         const form = b.describe ? REPLY_DESCRIBED : REPLY_BOUND;
         send(cache.reply(e, form, REPLY_BUILDERS[form]!));
@@ -209,7 +209,7 @@ export function createFastPaths(core: ClientCore) {
       const cache = ctx.cachePath!.cache;
       const id = stmtKeyPrefix(stmt) + cache.keyTail({ bindTail: call.subarray(m.nameEnd + 1, m.bindEnd) });
       const e = cache.fresh(id);
-      if (e) {
+      if (e >= 0) {
         ctx.metrics.cacheStatus(c.pool!, "hit");
         ctx.cachePath!.admission.hit();
         const form = (m.describe ? REPLY_DESCRIBED : REPLY_BOUND) + (parsed ? REPLY_PARSED : 0);
@@ -326,11 +326,11 @@ export function createFastPaths(core: ClientCore) {
     // A function that is not a builtin of the origin may be cached (when immutable); a load of it resets its connection.
     const untracked = quietHere(sessionEffect(sql)) ? undefined : UNTRACKED_LOAD;
     const cache = ctx.cachePath!.cache;
-    const key = { database: c.database, user: c.user, sql, session: cacheSessionKey(), id: "" };
-    key.id = cache.keyPrefix(key) + cache.keyTail({});
+    const key: { database: string; user: string; sql: string; session: string; id?: string } = { database: c.database, user: c.user, sql, session: cacheSessionKey() };
+    key.id = cache.key(key);
     if (volatility(cls) === false) {
       const e = cache.fresh(key.id);
-      if (e) {
+      if (e >= 0) {
         ctx.metrics.cacheStatus(c.pool!, "hit");
         send(cache.reply(e, REPLY_SIMPLE, REPLY_BUILDERS[REPLY_SIMPLE]!));
         return true;
@@ -463,8 +463,8 @@ export function createFastPaths(core: ClientCore) {
     if (type === F.Describe && !executed && kept.length === 1 && isPortalDescribe(body)) return void kept.push(raw.slice()), true;
     if (type === F.Execute && !executed && isExecuteAll(body)) return void kept.push(raw.slice()), true;
     h.hit = null;
-    const e = type === F.Sync && executed ? ctx.cachePath!.cache.fresh(h.id) : undefined;
-    if (e) {
+    const e = type === F.Sync && executed ? ctx.cachePath!.cache.fresh(h.id) : -1;
+    if (e >= 0) {
       held = null;
       ctx.metrics.cacheStatus(c.pool!, "hit");
       ctx.cachePath!.admission.hit();

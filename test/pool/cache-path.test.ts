@@ -65,3 +65,21 @@ test("execute (HTTP /sql) shares the cache and reports its status", async () => 
   const tx = await f.pooler.execute({ database: "postgres", user: f.pg.user, statements: [{ sql: "select 1" }], transaction: true });
   expect(tx[0]!.cache).toBe("transaction");
 });
+
+test("different statements are different entries: simple queries, a prepared statement's parameters, and a fresh connection's", async () => {
+  const reads = async () => [
+    (await c.query("select v from cpath_t where id = 1")).rows,
+    (await c.query("select v from cpath_t where id = 2")).rows,
+    (await c.query("select v, 'x' as x from cpath_t where id = 1")).rows,
+    (await c.query("select v from cpath_t where id = $1", [2])).rows,
+    (await c.query({ name: "cpath_other", text: "select v from cpath_t where id = $1", values: [1] })).rows,
+  ];
+  const first = await reads();
+  expect(first).toEqual([[{ v: "eins" }], [{ v: "zwei" }], [{ v: "eins", x: "x" }], [{ v: "zwei" }], [{ v: "eins" }]]);
+  expect(await reads()).toEqual(first); // now every one a hit, each its own
+  const fresh = new pg.Client({ connectionString: f.url() });
+  await fresh.connect();
+  expect((await fresh.query({ name: "cpath_fresh", text: "select v from cpath_t where id = $1", values: [1] })).rows).toEqual([{ v: "eins" }]);
+  expect((await fresh.query({ name: "cpath_fresh", text: "select v from cpath_t where id = $1", values: [2] })).rows).toEqual([{ v: "zwei" }]);
+  await fresh.end();
+});
