@@ -162,3 +162,24 @@ test("a call that is not Bind, Execute (all rows), Sync after the Parse goes to 
     r.end();
   }
 });
+
+test("DDL through the pooler drops the cached answer: the next fresh connection's row description and rows are the new ones", async () => {
+  await direct.query("create table ddl_t (id int primary key, v text); insert into ddl_t values (1, '5')");
+  const read = async () => {
+    const sql = postgres(f.url(), { max: 1 });
+    try {
+      return [...(await sql`select * from ddl_t where id = ${1}`)];
+    } finally {
+      await sql.end();
+    }
+  };
+  expect(await read()).toEqual([{ id: 1, v: "5" }]);
+  const before = hits();
+  expect(await read()).toEqual([{ id: 1, v: "5" }]);
+  expect(hits()).toBe(before + 1);
+  const w = postgres(f.url(), { max: 1 });
+  await w.unsafe("alter table ddl_t alter column v type int using v::int");
+  await w.end();
+  expect(await read()).toEqual([{ id: 1, v: 5 }]);
+  expect(await read()).toEqual([{ id: 1, v: 5 }]);
+});
