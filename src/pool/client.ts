@@ -437,7 +437,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
     if (c.st !== St.Ready) return false;
     // Answers the client has not read pass the bound: the rest of what it sent waits (one small request can
     // ask for a large cached answer, so this is checked per message, not per chunk read).
-    if (out.queued() > cfg.pgMaxClientOutputBytes) {
+    if (out.queued() > cfg.pgMaxClientOutputBytes && !flushingDeferred) {
       if (!outPaused) {
         outPaused = true;
         socket.pause();
@@ -649,8 +649,15 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
   function flushDeferred() {
     const d = c.deferred;
     c.deferred = [];
-    for (const m of d) onMessage(m[0]!, m.subarray(5), m, 0);
+    // These messages were read and accepted already: the output bound stops reading more, it must not drop them.
+    flushingDeferred = true;
+    try {
+      for (const m of d) onMessage(m[0]!, m.subarray(5), m, 0);
+    } finally {
+      flushingDeferred = false;
+    }
   }
+  let flushingDeferred = false;
 
   /** Tables a statement writes, by the shared classifier; none without it (then there is no cache either). */
   function writesOf(sql: string): string[] {
