@@ -196,11 +196,13 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       b.stmt.parse = encodeParse({ name, query: b.stmt.query, paramTypes: b.stmt.paramTypes });
       return { name, bytes: Buffer.concat([b.stmt.parse, rewriteBind(b.bind, name), ...b.rest]) };
     },
-    serverClosed() {
+    serverClosed(saidWhy) {
       if (c.tee) fast.endTee(null);
       if (c.st === St.Closed) return;
       c.server = null;
-      fatal("08006", "the origin connection serving this session closed unexpectedly");
+      // After the origin's own FATAL (relayed already) the client gets the close alone, as from Postgres.
+      if (saidWhy) close();
+      else fatal("08006", "the origin connection serving this session closed unexpectedly");
     },
     serverDrained() {
       socket.resume();

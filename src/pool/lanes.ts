@@ -209,12 +209,13 @@ export function createLanes(o: { depth: number; maxPrepared: number; pipelined?:
         send(lane, { ...h, call, nameLength: name.length });
         return true;
       },
-      serverClosed() {
+      serverClosed(saidWhy) {
         close(lane);
-        for (const h of lane.fifo.splice(0)) {
+        // Only the call at the head heard the origin's FATAL; the ones queued behind it get the pooler's own.
+        for (const [i, h] of lane.fifo.splice(0).entries()) {
           laneOf.delete(h.client);
           lane.counts.inFlight--;
-          h.client.serverClosed();
+          h.client.serverClosed(saidWhy === true && i === 0);
         }
       },
       serverDrained() {},

@@ -76,7 +76,8 @@ export interface Owner {
    * that re-run the failed batch under a fresh statement name (Parse first), to be sent instead of the error.
    */
   planChanged(serverName: string, retryable: boolean): { name: string; bytes: Uint8Array } | null;
-  serverClosed(): void;
+  /** The origin connection closed; `saidWhy` when its last answer to this owner was a FATAL ErrorResponse (Postgres' own farewell). */
+  serverClosed(saidWhy?: boolean): void;
   serverDrained(): void;
   /** The origin rejected (or, after an earlier error, skipped) the client's Parse of `client`: as on Postgres, that name does not exist. */
   parseRejected?(client: string, serverName: string): void;
@@ -266,23 +267,31 @@ export function prepareOn(s: Server, stmt: OriginStatement, max: number, emit: (
 }
 
 /** SQLSTATE and message of an ErrorResponse body, read without decoding every field. */
-export function errorCode(body: Uint8Array): { code: string; message: string } {
+export function errorCode(body: Uint8Array): { code: string; message: string; severity: string } {
   let code = "";
   let message = "";
+  let severity = "";
   for (let i = 0; i < body.length && body[i] !== 0; ) {
     const t = body[i]!;
     const end = body.indexOf(0, i + 1);
     if (end < 0) break;
     if (t === 0x43) code = decoder.decode(body.subarray(i + 1, end));
     else if (t === 0x4d) message = decoder.decode(body.subarray(i + 1, end));
+    else if (t === 0x56) severity = decoder.decode(body.subarray(i + 1, end)); // 'V': never localized
     i = end + 1;
   }
-  return { code, message };
+  return { code, message, severity };
 }
+
+const isFatal = (body: Uint8Array) => {
+  const { severity } = errorCode(body);
+  return severity === "FATAL" || severity === "PANIC";
+};
 
 export function createServer(conn: OriginConn): Server {
   const scanner: Scanner = createScanner(NEED_BODY);
   const q: Expect[] = [];
+  let fatalRelayed = false;
 
   const s: Server = {
     conn,
@@ -407,6 +416,9 @@ export function createServer(conn: OriginConn): Server {
           return true;
         }
         case B.ErrorResponse: {
+          // A FATAL (57P01 after pg_terminate_backend, 57P02...) is followed by the close: the client has heard why,
+          // and a second error of ours would reach node-postgres as an error event nobody listens to.
+          if (h?.k !== K.Replay && isFatal(body!)) fatalRelayed = true;
           if (!h || h.k === K.Query || h.k === K.Sync) {
             if (h?.ops) h.failed = true;
             return true;
@@ -496,7 +508,7 @@ export function createServer(conn: OriginConn): Server {
         console.error(`kvdrive pooler: origin connection ${conn.id} failed: ${(e as Error).stack}`);
         conn.close();
         s.onClosed();
-        s.owner?.serverClosed();
+        s.owner?.serverClosed(false);
       }
     },
     drain() {
@@ -504,7 +516,7 @@ export function createServer(conn: OriginConn): Server {
     },
     closed() {
       s.onClosed();
-      s.owner?.serverClosed();
+      s.owner?.serverClosed(fatalRelayed);
     },
   };
   return s;

@@ -69,6 +69,7 @@ const PGBOUNCER_DIFFERS: Record<string, string> = {
   "cursors: DECLARE WITH HOLD survives the transaction": "WITH HOLD cursors are session state",
   "types: more than 32,767 parameters (65,533)": "postgres.js and PgBouncer may disagree on the packet size limit",
   "many: 40 clients, each a transaction and prepared reads, at once": "node-postgres named statements are per server connection",
+  "errors: a backend terminated mid-query: the client hears its FATAL once, then the close (node-postgres)": "after the origin's FATAL it sends its own 08P01 'server conn crashed?': a second error event",
 };
 
 const cases: Array<[string, (t: Ctx) => Promise<void>]> = [];
@@ -202,6 +203,27 @@ tcase("errors: an error, then more work on the same client (node-postgres)", asy
   await expect(c.query("select * from conf_no_such_table")).rejects.toMatchObject({ code: "42P01" });
   await expect(c.query("select $1::int", ["x"])).rejects.toMatchObject({ code: "22P02" });
   expect((await c.query("select 2 as n")).rows).toEqual([{ n: 2 }]);
+});
+// node-postgres' query-error-handling-prepared-statement-tests.js: a second error event has no listener there and
+// crashes the process, so the origin's FATAL must be the last thing the client hears before the close.
+tcase("errors: a backend terminated mid-query: the client hears its FATAL once, then the close (node-postgres)", async (t) => {
+  const c = await t.pg();
+  const events: string[] = [];
+  c.on("error", (e) => events.push(`error: ${e.message}`));
+  c.connection.on("errorMessage", (m: any) => events.push(`${m.severity} ${m.code}`));
+  const text = `select pg_sleep($1) /* conf_kill_${t.target} */`;
+  const running = c.query({ name: "conf_sleep", text, values: [5] }).then(() => "finished", (e) => e.code);
+  const killer = await t.pg();
+  for (let i = 0; ; i++) {
+    const r = await killer.query("select pg_terminate_backend(pid) as k from pg_stat_activity where query = $1 and state = 'active'", [text]);
+    if (r.rows.length) break;
+    if (i > 100) throw new Error("the sleeping query never showed in pg_stat_activity");
+    await Bun.sleep(50);
+  }
+  expect(await running).toBe("57P01");
+  await new Promise<void>((resolve) => (c as any)._ended ? resolve() : c.once("end", () => resolve()));
+  await Bun.sleep(50);
+  expect(events).toEqual(["FATAL 57P01", "error: Connection terminated unexpectedly"]);
 });
 
 // ---- transactions ---------------------------------------------------------------------------------------------
