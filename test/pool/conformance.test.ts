@@ -37,6 +37,22 @@ const TARGETS: Target[] = ["direct", "kvdrive", ...(fs.existsSync(PGBOUNCER) ? (
  * documented behaviour instead (README, Compatibility).
  */
 const KVDRIVE_DIFFERS: Record<string, { reason: string; check(t: Ctx): Promise<void> }> = {
+  "connection: terminating an idle client's backend closes that client (node-postgres)": {
+    reason: "between transactions a client holds no origin backend: terminating idle backends closes only idle pooled connections, which the pooler replaces; the client stays connected",
+    async check(t) {
+      const events: string[] = [];
+      const c = await idleKillClient(t, events);
+      try {
+        const killer = await t.pg();
+        await killer.query(IDLE_KILL);
+        await Bun.sleep(200);
+        expect((await c.query("select 1 as one")).rows).toEqual([{ one: 1 }]);
+        expect(events).toEqual([]);
+      } finally {
+        await c.end().catch(() => {});
+      }
+    },
+  },
   "connection: pg_backend_pid() is the BackendKeyData pid": {
     reason: "the client's BackendKeyData is the pooler's own (it routes CancelRequest to whichever origin backend serves the client); pg_backend_pid() names that origin backend, which changes between transactions",
     async check(t) {
@@ -55,6 +71,7 @@ const KVDRIVE_DIFFERS: Record<string, { reason: string; check(t: Ctx): Promise<v
 /** The cases PgBouncer 1.18 in transaction mode fails or may fail, with why (its documented limits). */
 const PGBOUNCER_DIFFERS: Record<string, string> = {
   "connection: pg_backend_pid() is the BackendKeyData pid": "PgBouncer hands out its own cancel key too",
+  "connection: terminating an idle client's backend closes that client (node-postgres)": "an idle client holds no server connection",
   "prepared: node-postgres named statements from more clients than connections": "protocol-level prepared statements are per server connection (max_prepared_statements arrived in 1.21)",
   "prepared: a statement prepared by another session under the same name is not reused": "statements stay on server connections",
   "prepared: a named Parse the origin rejects gets only the error (node-postgres)": "statements stay on server connections",
@@ -92,6 +109,28 @@ tcase("connection: connect(); end() at once raises no error event (node-postgres
   }
   await Bun.sleep(100);
   expect(errors).toEqual([]);
+});
+// node-postgres' connection-pool/error-tests.js "errors emitted on checked-out clients": an idle client's backend
+// is terminated (pg_terminate_backend of every idle backend) and the client hears of it.
+const IDLE_KILL = "select pg_terminate_backend(pid) as k from pg_stat_activity where application_name = 'conf_idle_kill' and state = 'idle'";
+async function idleKillClient(t: Ctx, events: string[]) {
+  const c = new pg.Client({ connectionString: t.url, application_name: "conf_idle_kill" });
+  c.on("error", (e) => events.push(e.message));
+  await c.connect();
+  await c.query("select now()");
+  return c;
+}
+tcase("connection: terminating an idle client's backend closes that client (node-postgres)", async (t) => {
+  const events: string[] = [];
+  const c = await idleKillClient(t, events);
+  try {
+    const killer = await t.pg();
+    expect((await killer.query(IDLE_KILL)).rows.length).toBe(1);
+    for (let i = 0; !events.length && i < 250; i++) await Bun.sleep(20);
+    expect(events[0]).toBe("terminating connection due to administrator command");
+  } finally {
+    await c.end().catch(() => {});
+  }
 });
 tcase("connection: server parameters reach the driver (Postgres.js)", async (t) => {
   const sql = t.pjs();
