@@ -27,7 +27,7 @@ describe("protocol parsing", () => {
   });
 
   test("every request of the capture parses to an operation", async () => {
-    const lines = (await Bun.file("/work/shared/reference/workerd/captured-requests.jsonl").text()).trim().split("\n").map((l) => JSON.parse(l));
+    const lines = (await Bun.file(new URL("./fixtures/captured-requests.jsonl", import.meta.url)).text()).trim().split("\n").map((l) => JSON.parse(l));
     const requests = lines.filter((l) => l.method);
     expect(requests.length).toBeGreaterThan(20);
     for (const r of requests) {
