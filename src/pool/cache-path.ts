@@ -74,7 +74,8 @@ export interface Admission {
  * miss is recorded only the second time its key is seen recently. The counts decay, so the mode follows the load.
  */
 export function createAdmission(o: { window?: number; minHitRatio?: number; slots?: number } = {}): Admission {
-  const window = o.window ?? 10_000;
+  // Short enough that a scan following a hot phase stops being recorded within a few thousand reads.
+  const window = o.window ?? 1_000;
   const minHitRatio = o.minHitRatio ?? 0.1;
   // 2 MiB: keys seen once recently, by a 32-bit hash; a key that collides waits for one more sighting.
   const seen = new Uint32Array(o.slots ?? 1 << 19);
