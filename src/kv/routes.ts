@@ -7,13 +7,12 @@ import { readForm, readJson, readLimited } from "../http/body.ts";
 import { CODE } from "./codes.ts";
 import { KVError } from "./errors.ts";
 import * as L from "./limits.ts";
-import type { KVService, KVValue, PutInput } from "./types.ts";
-import { oneOf, positiveInt, resolveExpiration, shown, validateAccountId, validateCacheTtl, validateKey, validateListLimit, validateMetadata, validateNamespaceId, validateTitle } from "./validate.ts";
+import type { KVService, PutInput } from "./types.ts";
+import { bulkGetValue, oneOf, positiveInt, resolveExpiration, shown, validateAccountId, validateCacheTtl, validateKey, validateListLimit, validateMetadata, validateNamespaceId, validateTitle } from "./validate.ts";
 
 const valueTooLarge = (size: number) => new KVError(413, CODE.valueTooLarge, `Value length of ${size} exceeds limit of ${L.MAX_VALUE_BYTES}.`);
 const bulkTooLarge = (size: number) => new KVError(413, CODE.bulkTooLarge, `Bulk request body of ${size} bytes exceeds limit of ${L.MAX_BULK_BYTES}.`);
 const bodyTooLarge = (size: number) => new KVError(413, CODE.badRequest, `Request body of ${size} bytes exceeds limit of ${1024 * 1024}.`);
-const decoder = new TextDecoder();
 
 /** The key after `/{segment}/` in the raw URL, decoded once. */
 function keyFromUrl(url: string, segment: "values" | "metadata"): string {
@@ -108,16 +107,6 @@ async function formPut(req: Request): Promise<{ value: Uint8Array; metadata: unk
 function asObject(body: unknown, what: string): Record<string, unknown> {
   if (typeof body !== "object" || body === null || Array.isArray(body)) throw new KVError(400, CODE.badRequest, `${what} must be a JSON object.`);
   return body as Record<string, unknown>;
-}
-
-function valueFor(v: KVValue, type: "text" | "json", key: string): unknown {
-  const text = decoder.decode(v.value);
-  if (type === "text") return text;
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new KVError(400, CODE.badRequest, `The value of key ${JSON.stringify(key)} is not valid JSON; ask for type "text".`);
-  }
 }
 
 /** The single-value route, under /client/v4: its template names it in metrics and in the auth gate. */
@@ -280,8 +269,8 @@ export function kvRoutes(kv: KVService, clock: Clock) {
           (keys as string[]).map((k, i) => {
             const v = found[i];
             if (!v) return [k, null];
-            if (!body.withMetadata) return [k, valueFor(v, type, k)];
-            const entry: Record<string, unknown> = { value: valueFor(v, type, k), metadata: v.metadata === null ? null : JSON.parse(v.metadata) };
+            if (!body.withMetadata) return [k, bulkGetValue(v, type, k)];
+            const entry: Record<string, unknown> = { value: bulkGetValue(v, type, k), metadata: v.metadata === null ? null : JSON.parse(v.metadata) };
             if (v.expiration !== null) entry.expiration = v.expiration;
             return [k, entry];
           }),

@@ -4,6 +4,7 @@ import { KVError } from "./errors.ts";
 import * as L from "./limits.ts";
 
 const encoder = new TextEncoder();
+const decoder = new TextDecoder();
 
 /** A lone surrogate: JSON and JavaScript strings may hold one, UTF-8 cannot (it would become U+FFFD and alias). */
 const LONE_SURROGATE = /\p{Cs}/u;
@@ -128,4 +129,15 @@ export function oneOf<T extends string>(name: string, raw: string | null, allowe
   if (raw === null || raw === "") return def;
   if (!(allowed as readonly string[]).includes(raw)) throw new KVError(400, CODE.badRequest, `Invalid ${name} ${shown(raw)}: it must be one of ${allowed.join(", ")}.`);
   return raw as T;
+}
+
+/** A value of a bulk get as the caller asked for it: text, or parsed JSON (400 when it is not JSON). */
+export function bulkGetValue(v: { value: Uint8Array }, type: "text" | "json", key: string): unknown {
+  const text = decoder.decode(v.value);
+  if (type === "text") return text;
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new KVError(400, CODE.badRequest, `The value of key ${JSON.stringify(key)} is not valid JSON; ask for type "text".`);
+  }
 }

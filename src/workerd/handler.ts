@@ -9,8 +9,8 @@ import { errorResponse, fail } from "../http/envelope.ts";
 import { CODE } from "../kv/codes.ts";
 import { KVError } from "../kv/errors.ts";
 import * as L from "../kv/limits.ts";
-import type { KVService, KVValue } from "../kv/types.ts";
-import { resolveExpiration, validateCacheTtl, validateKey, validateListLimit, validateMetadata } from "../kv/validate.ts";
+import type { KVService } from "../kv/types.ts";
+import { bulkGetValue, resolveExpiration, validateCacheTtl, validateKey, validateListLimit, validateMetadata } from "../kv/validate.ts";
 import { asciiJson, EXPIRATION_HEADER, METADATA_HEADER, NAMESPACE_HEADER, parseMetadataHeader, parseOperation, reasonPhrase, type Operation } from "./protocol.ts";
 
 export interface BindingHandlerOptions {
@@ -47,7 +47,6 @@ const MAX_BULK_GET_BODY = 1024 * 1024;
 const AUTH_URL = "http://kvdrive.local/";
 const valueTooLarge = (size: number) => new KVError(413, CODE.valueTooLarge, `Value length of ${size} exceeds limit of ${L.MAX_VALUE_BYTES}.`);
 const bulkBodyTooLarge = (size: number) => new KVError(413, CODE.badRequest, `Request body of ${size} bytes exceeds limit of ${MAX_BULK_GET_BODY}.`);
-const decoder = new TextDecoder();
 const JSON_HEADERS = { "content-type": "application/json" };
 const OK: Reply = { status: 200, reason: "OK", headers: {}, body: null };
 const json = (body: unknown): Reply => ({ status: 200, reason: "OK", headers: JSON_HEADERS, body: JSON.stringify(body) });
@@ -58,16 +57,6 @@ async function errorOut(e: unknown): Promise<Reply> {
   const body = await r.text();
   const message = (JSON.parse(body) as { errors: Array<{ message: string }> }).errors[0]?.message ?? "error";
   return { status: r.status, reason: reasonPhrase(message), headers: JSON_HEADERS, body };
-}
-
-function bulkValue(v: KVValue, type: "text" | "json", key: string): unknown {
-  const text = decoder.decode(v.value);
-  if (type === "text") return text;
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new KVError(400, CODE.badRequest, `The value of key ${JSON.stringify(key)} is not valid JSON; ask for type "text".`);
-  }
 }
 
 export function createBindingHandler({ kv, apiToken, clock, authFailureDelayMs, authFailureMaxPending }: BindingHandlerOptions): BindingHandler {
@@ -117,8 +106,8 @@ export function createBindingHandler({ kv, apiToken, clock, authFailureDelayMs, 
     (keys as string[]).forEach((k, i) => {
       const v = found[i];
       if (!v) out[k] = null;
-      else if (withMetadata === true) out[k] = { value: bulkValue(v, type, k), metadata: v.metadata === null ? null : JSON.parse(v.metadata) };
-      else out[k] = bulkValue(v, type, k);
+      else if (withMetadata === true) out[k] = { value: bulkGetValue(v, type, k), metadata: v.metadata === null ? null : JSON.parse(v.metadata) };
+      else out[k] = bulkGetValue(v, type, k);
     });
     return json(out);
   }

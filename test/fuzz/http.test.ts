@@ -10,6 +10,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import net from "node:net";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 import { startTestServer, TEST_TOKEN, type TestServer } from "../helpers/server.ts";
+import { rng, type Rng } from "./rng.ts";
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261202);
 const CASES = Number(process.env.FUZZ_CASES ?? 3000);
@@ -35,22 +36,6 @@ afterAll(async () => {
   await pg?.destroy();
 }, 60_000);
 
-/** mulberry32: small, fast and good enough to drive a fuzzer reproducibly. */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
-  const chance = (p: number) => next() < p;
-  return { next, int, pick, chance };
-}
-type Rng = ReturnType<typeof rng>;
 
 const METHODS = ["GET", "GET", "HEAD", "POST", "POST", "PUT", "PUT", "DELETE", "PATCH", "OPTIONS", "FOO", "get", "TRACE"];
 const SEGMENTS = ["", ".", "..", "%2e%2e", "%2E", "%00", "%FF", "%ED%A0%80", "%F0%9F%98%80", "%2F", "%252F", "a%2Fb", "ü", "%C3%BC", "healthz", "sql", "%", "%zz", "+", "%20", "a%20b", "\u00e9", "*", "~", "@", "%0A", "%0D%0A"];

@@ -18,6 +18,7 @@ import { createFrames } from "../../src/protocol/frames.ts";
 import * as Fe from "../../src/protocol/frontend.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 import { startChildPooler, type ChildPooler } from "../pool/bounds-helpers.ts";
+import { rng, type Rng } from "./rng.ts";
 
 const SEED = Number(process.env.FUZZ_SEED ?? 1);
 const CASES = Number(process.env.FUZZ_CASES ?? 150);
@@ -44,20 +45,6 @@ afterAll(async () => {
   await origin?.destroy();
 }, 60_000);
 
-/** mulberry32: small, seeded, good enough to pick cases. */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  return { next, int, pick: <T>(xs: readonly T[]): T => xs[int(xs.length)]!, chance: (p: number) => next() < p };
-}
-type Rng = ReturnType<typeof rng>;
 
 const SQL = [
   "select 1",
