@@ -3,7 +3,7 @@
 import type { Frames } from "../protocol/frames.ts";
 import type { Classification, Recording } from "./cache-path.ts";
 import type { Pool, Waiter } from "./pool.ts";
-import type { Expect, Server } from "./relay.ts";
+import type { Expect, Server } from "./server.ts";
 import type { Pin, SessionEffect } from "./session.ts";
 
 export const enum St {
@@ -22,7 +22,7 @@ export interface Stmt {
   paramTypes: number[];
   serverName: string;
   parse: Uint8Array | null;
-  /** nextPrepareSeq() at the client's Parse: only origin copies prepared after it are used (relay.ts prepareOn). */
+  /** nextPrepareSeq() at the client's Parse: only origin copies prepared after it are used (server.ts prepareOn). */
   parsedAt: number;
   /** Tables the statement writes (from the shared classifier), for cache invalidation. */
   writes: string[];

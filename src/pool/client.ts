@@ -9,7 +9,7 @@ import { ProtocolError } from "../protocol/bytes.ts";
 import { checkBind, decodeParse, decodeQuery, encodeClose, encodeDescribe, encodeParse, encodeQuery, F, renameBindStatement as rewriteBind } from "../protocol/frontend.ts";
 import { CLOSE_COMPLETE, encodeParameterStatus, encodeReadyForQuery, errorMessage, errorMessageV2, PARSE_COMPLETE, READY_IDLE } from "../protocol/backend.ts";
 import { createOutbox, type Outbox } from "./outbox.ts";
-import { closePrepared, EXPECT_BIND, EXPECT_CLOSE, EXPECT_CLOSE_HIDDEN, EXPECT_DESCRIBE, EXPECT_EXECUTE, EXPECT_PARSE, evictPrepared, K, nextPrepareSeq, prepareOn, replaySql, REPLAYED, REPLAYED_LOWER, type Expect, type Owner, type Server } from "./relay.ts";
+import { closePrepared, EXPECT_BIND, EXPECT_CLOSE, EXPECT_CLOSE_HIDDEN, EXPECT_DESCRIBE, EXPECT_EXECUTE, EXPECT_PARSE, evictPrepared, K, nextPrepareSeq, prepareOn, replaySql, REPLAYED, REPLAYED_LOWER, type Expect, type Owner, type Server } from "./server.ts";
 import type { OriginError } from "./origin.ts";
 import type { Waiter } from "./pool.ts";
 import { sessionEffect, untracked, type Op, type SessionEffect } from "./session.ts";

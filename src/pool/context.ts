@@ -2,7 +2,7 @@
 import type { Socket } from "bun";
 import type { Config } from "../config.ts";
 import type { Pool } from "./pool.ts";
-import type { Server } from "./relay.ts";
+import type { Server } from "./server.ts";
 import type { ScramVerifier } from "./scram.ts";
 import type { FunctionCatalog, Pin } from "./session.ts";
 import type { CachePath, Classification } from "./cache-path.ts";

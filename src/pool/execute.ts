@@ -4,7 +4,7 @@
 import { createFrames } from "../protocol/frames.ts";
 import { encodeBind, encodeDescribe, encodeExecute, encodeParse, encodeQuery, SYNC } from "../protocol/frontend.ts";
 import { B, decodeCommandComplete, decodeDataRow, decodeErrorResponse, decodeRowDescription } from "../protocol/backend.ts";
-import { K, replaySql, type Owner, type Server } from "./relay.ts";
+import { K, replaySql, type Owner, type Server } from "./server.ts";
 import type { Pool } from "./pool.ts";
 import type { PoolerContext } from "./context.ts";
 import type { OriginError } from "./origin.ts";

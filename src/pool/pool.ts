@@ -2,7 +2,7 @@
 // idle timeout and max lifetime. `move()` is the only place a connection changes state.
 import type { Clock } from "../clock.ts";
 import { OriginError } from "./origin.ts";
-import { resetServer, type Server } from "./relay.ts";
+import { resetServer, type Server } from "./server.ts";
 
 export interface Waiter {
   grant(server: Server): void;
@@ -164,7 +164,7 @@ export function createPool(o: PoolOptions): Pool {
         move(s, "closed");
         return fillForWaiters();
       }
-      // Its session state is no longer what the pooler tracked: reset before anyone else gets it (relay.ts).
+      // Its session state is no longer what the pooler tracked: reset before anyone else gets it (server.ts).
       if (s.dirty !== null) return resetServer(s, (ok) => pool.release(s, ok));
       grantNext(s);
     },

@@ -6,7 +6,7 @@ import type { Clock } from "../clock.ts";
 import type { Registry } from "../metrics/registry.ts";
 import { connectOrigin, cancelOrigin, OriginError, parseOriginUrl, type OriginTarget } from "./origin.ts";
 import { createPool, type Pool, type PoolStats } from "./pool.ts";
-import { createServer, sessionResets, type Server } from "./relay.ts";
+import { createServer, sessionResets, type Server } from "./server.ts";
 import { createLanes } from "./lanes.ts";
 import { listenForWrites, type OriginListener } from "./origin-notify.ts";
 import { deriveScramVerifier, md5Verifier } from "./scram.ts";
