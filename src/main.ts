@@ -3,7 +3,7 @@
 import { ConfigError, loadConfig, redact } from "./config.ts";
 import { signalEmbeddedPostgres } from "./embedded/postgres.ts";
 import { startKvdrive } from "./server.ts";
-import { abandonAll, type PendingReport } from "./storage/shutdown.ts";
+import { abandonAll, type PendingReport } from "./gateway/shutdown.ts";
 
 let config;
 try {

@@ -1,10 +1,10 @@
-// Group commit (src/storage/batcher.ts): preparing a batch of 512 rows of 288 bytes (a quarter repeated keys),
+// Group commit (src/gateway/batcher.ts): preparing a batch of 512 rows of 288 bytes (a quarter repeated keys),
 // and the batcher's own cost with a write() that does no I/O, so only gathering, sizing and settling count.
 import { bench, do_not_optimize, group, summary } from "mitata";
 import { requireModules, runMicro } from "../lib/micro.ts";
 
-if (requireModules(["src/storage/batcher.ts", "src/metrics/registry.ts"])) {
-  const batcherModule = await import("../../src/storage/batcher.ts");
+if (requireModules(["src/gateway/batcher.ts", "src/metrics/registry.ts"])) {
+  const batcherModule = await import("../../src/gateway/batcher.ts");
   const { createBatcher, rowBytes } = batcherModule;
   // The batch preparation step (sort, newest per key) is exported under this name by the batcher's owner.
   const dedupeNewest = (batcherModule as { dedupeNewest?: (rows: unknown[]) => unknown }).dedupeNewest;
@@ -30,7 +30,7 @@ if (requireModules(["src/storage/batcher.ts", "src/metrics/registry.ts"])) {
         return do_not_optimize(n);
       });
       if (dedupeNewest) bench("dedupeNewest (sort, newest write per key)", () => do_not_optimize(dedupeNewest(rows)));
-      else console.log("module not present: dedupeNewest in src/storage/batcher.ts — skipped");
+      else console.log("module not present: dedupeNewest in src/gateway/batcher.ts — skipped");
       bench("submit 512 rows and await their commit (no I/O)", async () => {
         await Promise.all(rows.map((r) => batcher.submit(r)));
       });

@@ -14,7 +14,7 @@ import { s3OptionsFromConfig, type S3Options } from "./blob-s3.ts";
 import { withLargeValues, type LargeValueBackend } from "./large-values.ts";
 import { openS3Replica } from "./s3-replica.ts";
 import { openShardedBackend, type ShardedBackend } from "./sharded.ts";
-import { onAbandon } from "./shutdown.ts";
+import { onAbandon } from "../gateway/shutdown.ts";
 import { withDeadline } from "./deadline.ts";
 import type { Backend, NamespaceStore } from "./store.ts";
 

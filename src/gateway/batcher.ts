@@ -2,7 +2,7 @@
 // rows, bytes and a short window. A caller's promise settles only once its batch has committed.
 import type { Registry } from "../metrics/registry.ts";
 import { SIZE_BUCKETS } from "../metrics/registry.ts";
-import type { StoredEntry } from "./store.ts";
+import type { StoredEntry } from "../storage/store.ts";
 
 export interface BatcherOptions {
   /** Conditional multi-row write in one transaction (Backend.write). */
@@ -41,7 +41,7 @@ export class BatcherClosedError extends Error {
 }
 
 // Dedupe moved into Backend.write (every backend must honour it); the old name stays for bench/micro.
-export { sortNewestPerKey as dedupeNewest } from "./store.ts";
+export { sortNewestPerKey as dedupeNewest } from "../storage/store.ts";
 
 const ROW_OVERHEAD_BYTES = 64;
 /** The smallest share of the queue worth a batch of its own when slots are free. */

@@ -3,7 +3,7 @@
 import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { createReadCoalescer } from "../../src/storage/coalescer.ts";
+import { createReadCoalescer } from "../../src/gateway/coalescer.ts";
 import { openPostgresBackend, type Backend } from "../../src/storage/store.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 
