@@ -11,7 +11,7 @@ import { createLanes } from "./lanes.ts";
 import { listenForWrites, type OriginListener } from "./origin-notify.ts";
 import { deriveScramVerifier, md5Verifier } from "./scram.ts";
 import type { PoolerContext, UserAuth } from "./context.ts";
-import { listen, type Listener } from "./listener.ts";
+import { listen, type Listener } from "./client/listener.ts";
 import { executeStatements, type ExecuteRequest, type ExecuteResult } from "./execute.ts";
 import { BUILTIN_FUNCTIONS_SQL, createFunctionCatalog, readBuiltinFunctions, type Pin } from "./session.ts";
 import { loadCachePath, loadClassifier, recordQuery } from "./cache-path.ts";

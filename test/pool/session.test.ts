@@ -4,7 +4,7 @@ setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the 
 import { expect, test } from "bun:test";
 import { quiet, sessionEffect, untracked } from "../../src/pool/session.ts";
 import { createSessionTracker } from "../../src/pool/session-tracker.ts";
-import { readStartupParams } from "../../src/pool/startup.ts";
+import { readStartupParams } from "../../src/pool/client/startup.ts";
 
 test("session-only features pin", () => {
   expect(sessionEffect("LISTEN chan").pin).toBe("listen");

@@ -5,21 +5,21 @@
 // and lane paths in client-fast.ts.
 import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
-import { ProtocolError } from "../protocol/bytes.ts";
-import { checkBind, decodeParse, decodeQuery, encodeClose, encodeDescribe, encodeParse, encodeQuery, F, renameBindStatement as rewriteBind } from "../protocol/frontend.ts";
-import { CLOSE_COMPLETE, encodeParameterStatus, encodeReadyForQuery, errorMessage, errorMessageV2, PARSE_COMPLETE, READY_IDLE } from "../protocol/backend.ts";
-import { createOutbox, type Outbox } from "./outbox.ts";
-import { closePrepared, EXPECT_BIND, EXPECT_CLOSE, EXPECT_CLOSE_HIDDEN, EXPECT_DESCRIBE, EXPECT_EXECUTE, EXPECT_PARSE, evictPrepared, K, nextPrepareSeq, prepareOn, replaySql, REPLAYED, REPLAYED_LOWER, type Expect, type Owner, type Server } from "./server.ts";
-import type { OriginError } from "./origin.ts";
-import type { Waiter } from "./pool.ts";
-import { sessionEffect, untracked, type Op, type SessionEffect } from "./session.ts";
-import { createSessionTracker } from "./session-tracker.ts";
-import type { PoolerContext } from "./context.ts";
-import type { Classification } from "./cache-path.ts";
-import type { LaneClient } from "./lanes.ts";
-import { St, type ClientState, type Stmt } from "./client-state.ts";
-import { createFastPaths, type FastPaths } from "./client-fast.ts";
-import { createLogin } from "./client-login.ts";
+import { ProtocolError } from "../../protocol/bytes.ts";
+import { checkBind, decodeParse, decodeQuery, encodeClose, encodeDescribe, encodeParse, encodeQuery, F, renameBindStatement as rewriteBind } from "../../protocol/frontend.ts";
+import { CLOSE_COMPLETE, encodeParameterStatus, encodeReadyForQuery, errorMessage, errorMessageV2, PARSE_COMPLETE, READY_IDLE } from "../../protocol/backend.ts";
+import { createOutbox, type Outbox } from "../outbox.ts";
+import { closePrepared, EXPECT_BIND, EXPECT_CLOSE, EXPECT_CLOSE_HIDDEN, EXPECT_DESCRIBE, EXPECT_EXECUTE, EXPECT_PARSE, evictPrepared, K, nextPrepareSeq, prepareOn, replaySql, REPLAYED, REPLAYED_LOWER, type Expect, type Owner, type Server } from "../server.ts";
+import type { OriginError } from "../origin.ts";
+import type { Waiter } from "../pool.ts";
+import { sessionEffect, untracked, type Op, type SessionEffect } from "../session.ts";
+import { createSessionTracker } from "../session-tracker.ts";
+import type { PoolerContext } from "../context.ts";
+import type { Classification } from "../cache-path.ts";
+import type { LaneClient } from "../lanes.ts";
+import { St, type ClientState, type Stmt } from "./state.ts";
+import { createFastPaths, type FastPaths } from "./call.ts";
+import { createLogin } from "./login.ts";
 
 export interface ClientSocketData {
   client: ReturnType<typeof createClient> | null;

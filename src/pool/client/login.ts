@@ -2,13 +2,13 @@
 // StartupMessage, the password exchange, and the first use of a database checked on a real origin connection,
 // up to the greeting that leaves the client Ready (client.ts goes on from there).
 import type { Socket } from "bun";
-import { AUTH_OK, errorMessage, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, READY_IDLE } from "../protocol/backend.ts";
-import { createFrames, readStartup } from "../protocol/frames.ts";
-import { decodeStartup, PROTOCOL_3_0 } from "../protocol/frontend.ts";
-import { St, type ClientState } from "./client-state.ts";
-import type { PoolerContext } from "./context.ts";
-import type { Waiter } from "./pool.ts";
-import type { Server } from "./server.ts";
+import { AUTH_OK, errorMessage, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, READY_IDLE } from "../../protocol/backend.ts";
+import { createFrames, readStartup } from "../../protocol/frames.ts";
+import { decodeStartup, PROTOCOL_3_0 } from "../../protocol/frontend.ts";
+import { St, type ClientState } from "./state.ts";
+import type { PoolerContext } from "../context.ts";
+import type { Waiter } from "../pool.ts";
+import type { Server } from "../server.ts";
 import { createAuthExchange, readStartupParams, type AuthExchange, type AuthStep } from "./startup.ts";
 
 /** What start-up uses of its client. */

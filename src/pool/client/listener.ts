@@ -2,9 +2,9 @@
 // machine; an SSLRequest can switch an accepted socket to TLS when a certificate is configured.
 import type { Socket, TCPSocketListener } from "bun";
 import fs from "node:fs";
-import { errorMessage } from "../protocol/backend.ts";
+import { errorMessage } from "../../protocol/backend.ts";
 import { createClient, type ClientSocketData } from "./client.ts";
-import type { PoolerContext } from "./context.ts";
+import type { PoolerContext } from "../context.ts";
 
 export interface Listener {
   port: number;
