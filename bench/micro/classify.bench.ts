@@ -1,10 +1,10 @@
 // What statement classification costs on the pooler's hot path: a cold libpg-query parse of a new statement
-// text versus the memoized lookup every repeated statement gets (src/cache/classify.ts).
+// text versus the memoized lookup every repeated statement gets (src/pool/cache/classify.ts).
 import { bench, do_not_optimize, group, summary } from "mitata";
 import { requireModules, runMicro } from "../lib/micro.ts";
 
-if (requireModules(["src/cache/classify.ts"])) {
-  const { classify } = await import("../../src/cache/classify.ts");
+if (requireModules(["src/pool/cache/classify.ts"])) {
+  const { classify } = await import("../../src/pool/cache/classify.ts");
   const hot = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
   classify(hot);
   let n = 0;

@@ -6,7 +6,7 @@ import { heapStats } from "bun:jsc";
 import { manualClock } from "../../src/clock.ts";
 import { loadConfig } from "../../src/config.ts";
 import { createRegistry } from "../../src/metrics/registry.ts";
-import { createQueryCache } from "../../src/cache/query-cache.ts";
+import { createQueryCache } from "../../src/pool/cache/query-cache.ts";
 import { encodeBind } from "../../src/protocol/frontend.ts";
 
 const n = Number(process.argv[2] ?? 100_000);

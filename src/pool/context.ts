@@ -2,10 +2,10 @@
 import type { Socket } from "bun";
 import type { Config } from "../config.ts";
 import type { Pool } from "./pool.ts";
-import type { Server } from "./server.ts";
+import type { Server } from "./server/server.ts";
 import type { ScramVerifier } from "./scram.ts";
 import type { FunctionCatalog, Pin } from "./session.ts";
-import type { CachePath, Classification } from "./cache-path.ts";
+import type { CachePath, Classification } from "./cache/cache-path.ts";
 import type { Lanes } from "./lanes.ts";
 
 export interface UserAuth {

@@ -4,11 +4,11 @@
 import { createFrames } from "../protocol/frames.ts";
 import { encodeBind, encodeDescribe, encodeExecute, encodeParse, encodeQuery, SYNC } from "../protocol/frontend.ts";
 import { B, decodeCommandComplete, decodeDataRow, decodeErrorResponse, decodeRowDescription } from "../protocol/backend.ts";
-import { K, replaySql, type Owner, type Server } from "./server.ts";
+import { K, replaySql, type Owner, type Server } from "./server/server.ts";
 import type { Pool } from "./pool.ts";
 import type { PoolerContext } from "./context.ts";
-import type { OriginError } from "./origin.ts";
-import { recordQuery } from "./cache-path.ts";
+import type { OriginError } from "./server/origin.ts";
+import { recordQuery } from "./cache/cache-path.ts";
 import { quiet, sessionEffect } from "./session.ts";
 
 export interface ExecuteRequest {

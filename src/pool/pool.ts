@@ -1,8 +1,8 @@
 // One pool of origin connections per (database, user): idle stack, bounded wait queue with a timeout,
 // idle timeout and max lifetime. `move()` is the only place a connection changes state.
 import type { Clock } from "../clock.ts";
-import { OriginError } from "./origin.ts";
-import { resetServer, type Server } from "./server.ts";
+import { OriginError } from "./server/origin.ts";
+import { resetServer, type Server } from "./server/server.ts";
 
 export interface Waiter {
   grant(server: Server): void;

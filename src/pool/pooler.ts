@@ -4,17 +4,17 @@ import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { Config } from "../config.ts";
 import type { Clock } from "../clock.ts";
 import type { Registry } from "../metrics/registry.ts";
-import { connectOrigin, cancelOrigin, OriginError, parseOriginUrl, type OriginTarget } from "./origin.ts";
+import { connectOrigin, cancelOrigin, OriginError, parseOriginUrl, type OriginTarget } from "./server/origin.ts";
 import { createPool, type Pool, type PoolStats } from "./pool.ts";
-import { createServer, sessionResets, type Server } from "./server.ts";
+import { createServer, sessionResets, type Server } from "./server/server.ts";
 import { createLanes } from "./lanes.ts";
-import { listenForWrites, type OriginListener } from "./origin-notify.ts";
+import { listenForWrites, type OriginListener } from "./server/origin-notify.ts";
 import { deriveScramVerifier, md5Verifier } from "./scram.ts";
 import type { PoolerContext, UserAuth } from "./context.ts";
 import { listen, type Listener } from "./client/listener.ts";
 import { executeStatements, type ExecuteRequest, type ExecuteResult } from "./execute.ts";
 import { BUILTIN_FUNCTIONS_SQL, createFunctionCatalog, readBuiltinFunctions, type Pin } from "./session.ts";
-import { loadCachePath, loadClassifier, recordQuery } from "./cache-path.ts";
+import { loadCachePath, loadClassifier, recordQuery } from "./cache/cache-path.ts";
 
 export interface PoolerOptions {
   config: Config;

@@ -8,7 +8,7 @@ import { heapStats } from "bun:jsc";
 import { manualClock } from "../../src/clock.ts";
 import { loadConfig } from "../../src/config.ts";
 import { createRegistry } from "../../src/metrics/registry.ts";
-import { createQueryCache } from "../../src/cache/query-cache.ts";
+import { createQueryCache } from "../../src/pool/cache/query-cache.ts";
 
 const setup = (bytes: number) => createQueryCache({ config: loadConfig({ queryCacheBytes: bytes }, {}), clock: manualClock(1_000_000), metrics: createRegistry() });
 const session = "ISO, MDY\0UTF8\0UTC\0on\0";

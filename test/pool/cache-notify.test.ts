@@ -1,10 +1,10 @@
 // Writes that bypass the pooler: a statement-level trigger NOTIFYs the table's name at commit, and the pooler's
-// LISTEN connection on that origin database drops what read it (src/pool/origin-notify.ts).
+// LISTEN connection on that origin database drops what read it (src/pool/server/origin-notify.ts).
 import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import pg from "pg";
-import { notifiedTables } from "../../src/pool/origin-notify.ts";
+import { notifiedTables } from "../../src/pool/server/origin-notify.ts";
 import { startPoolerFixture, type PoolerFixture } from "./setup.ts";
 
 let f: PoolerFixture;

@@ -8,7 +8,7 @@ import pg from "pg";
 import postgres from "postgres";
 import { startPoolerFixture, type PoolerFixture } from "./setup.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
-import { createAdmission } from "../../src/pool/cache-path.ts";
+import { createAdmission } from "../../src/pool/cache/cache-path.ts";
 
 let origin: TestPostgres;
 let f: PoolerFixture;

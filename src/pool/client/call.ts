@@ -5,11 +5,11 @@
 import type { Socket } from "bun";
 import { checkBind, checkBindAt, DESCRIBE_PORTAL, decodeParse, decodeQuery, F, matchPreparedCall, matchUnnamedCall, renameBindStatement as rewriteBind, renamePreparedCall, withPortalDescribe } from "../../protocol/frontend.ts";
 import { PARSE_COMPLETE, READY_IDLE } from "../../protocol/backend.ts";
-import { createAnswerRecorder, REPLY_BOUND, REPLY_BUILDERS, REPLY_DESCRIBED, REPLY_PARSED, REPLY_SIMPLE, type Classification } from "../cache-path.ts";
+import { createAnswerRecorder, REPLY_BOUND, REPLY_BUILDERS, REPLY_DESCRIBED, REPLY_PARSED, REPLY_SIMPLE, type Classification } from "../cache/cache-path.ts";
 import { St, type ClientState, type Stmt } from "./state.ts";
 import type { PoolerContext } from "../context.ts";
 import type { LaneClient } from "../lanes.ts";
-import { EXPECT_DESCRIBE, EXPECT_DESCRIBE_HIDDEN, EXPECT_EXECUTE, K, SKIPPED, type Server } from "../server.ts";
+import { EXPECT_DESCRIBE, EXPECT_DESCRIBE_HIDDEN, EXPECT_EXECUTE, K, SKIPPED, type Server } from "../server/server.ts";
 import { quiet, sessionEffect, type SessionEffect } from "../session.ts";
 
 /** What the fast paths use of their client: its state, and the steps of its ordinary path. */

@@ -8,7 +8,7 @@ import { decodeStartup, PROTOCOL_3_0 } from "../../protocol/frontend.ts";
 import { St, type ClientState } from "./state.ts";
 import type { PoolerContext } from "../context.ts";
 import type { Waiter } from "../pool.ts";
-import type { Server } from "../server.ts";
+import type { Server } from "../server/server.ts";
 import { createAuthExchange, readStartupParams, type AuthExchange, type AuthStep } from "./startup.ts";
 
 /** What start-up uses of its client. */

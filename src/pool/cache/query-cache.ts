@@ -17,9 +17,9 @@
 //     done(messages | null) stores the answer (counted as a miss) unless a write invalidated its tables
 //     meanwhile, done(null) gives up; until done, identical lookups wait for it (single flight); recorder()
 //     is null when an entry (stale) or a load for the key exists, then lookup handles it
-import type { Clock } from "../clock.ts";
-import type { Config } from "../config.ts";
-import type { Registry } from "../metrics/registry.ts";
+import type { Clock } from "../../clock.ts";
+import type { Config } from "../../config.ts";
+import type { Registry } from "../../metrics/registry.ts";
 import type { CacheStatus } from "./classify.ts";
 
 export interface QueryKey {

@@ -3,11 +3,11 @@
 // That is how injected messages (a lazy re-Parse, a Close on LRU eviction, a parameter replay) have their
 // answers swallowed, and synthetic answers (ParseComplete for a statement the origin already has) are
 // slotted in at the right place, while everything else streams to the client unparsed.
-import { B } from "../protocol/backend.ts";
-import { encodeClose, encodeParse, encodeQuery } from "../protocol/frontend.ts";
-import { createScanner, END_RANGE, type ScanSink, type Scanner } from "../protocol/scan.ts";
+import { B } from "../../protocol/backend.ts";
+import { encodeClose, encodeParse, encodeQuery } from "../../protocol/frontend.ts";
+import { createScanner, END_RANGE, type ScanSink, type Scanner } from "../../protocol/scan.ts";
 import type { OriginConn } from "./origin.ts";
-import { RESET_SQL, resetSql, type Op } from "./session.ts";
+import { RESET_SQL, resetSql, type Op } from "../session.ts";
 
 export const enum K {
   Parse,

@@ -1,14 +1,14 @@
 // The query cache on the pooler's query path. The classifier and the cache live in src/cache/ (their own
 // concern); this file loads them when present and runs a cache load on a pooled connection: one simple
 // Query, its response recorded (bounded by KVDRIVE_QUERY_CACHE_MAX_RESULT_BYTES) up to ReadyForQuery.
-import type { Config } from "../config.ts";
-import type { Clock } from "../clock.ts";
-import type { Registry } from "../metrics/registry.ts";
-import { encodeBind, encodeDescribe, encodeExecute, encodeParse, encodeQuery, SYNC } from "../protocol/frontend.ts";
-import { B, BIND_COMPLETE, PARSE_COMPLETE, READY_IDLE } from "../protocol/backend.ts";
-import { createFrames } from "../protocol/frames.ts";
-import { K, replaySql, type Owner, type Server } from "./server.ts";
-import type { Pool } from "./pool.ts";
+import type { Config } from "../../config.ts";
+import type { Clock } from "../../clock.ts";
+import type { Registry } from "../../metrics/registry.ts";
+import { encodeBind, encodeDescribe, encodeExecute, encodeParse, encodeQuery, SYNC } from "../../protocol/frontend.ts";
+import { B, BIND_COMPLETE, PARSE_COMPLETE, READY_IDLE } from "../../protocol/backend.ts";
+import { createFrames } from "../../protocol/frames.ts";
+import { K, replaySql, type Owner, type Server } from "../server/server.ts";
+import type { Pool } from "../pool.ts";
 
 /** What src/cache/classify.ts says about a statement (the shared contract). */
 export interface Classification {
