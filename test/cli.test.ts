@@ -3,7 +3,7 @@ import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import fs from "node:fs";
-import { FULL_RANGE } from "../src/gateway/digest.ts";
+import { FULL_RANGE } from "../src/storage/digest.ts";
 import { openShardedBackend } from "../src/storage/sharded.ts";
 import type { StoredEntry } from "../src/storage/store.ts";
 import { startTestPostgres, tempDir, type TestPostgres } from "./helpers/postgres.ts";

@@ -3,10 +3,10 @@
 import type { Clock } from "../clock.ts";
 import type { Registry } from "../metrics/registry.ts";
 import type { Backend, KeyVersion } from "../storage/store.ts";
-import { diffRanges, FULL_RANGE, splitRange, type KeyRange, type RangeDigest } from "./digest.ts";
+import { diffRanges, FULL_RANGE, splitRange } from "../storage/digest.ts";
+import { compareVersions, keyFromHex, keyHex, type KeyRange, type RangeDigest } from "../storage/entry.ts";
 import type { RepairQueue, RepairTask } from "./repair-queue.ts";
-import { absentIfExpired, keyFromHex, keyHex, type ReplicatedBackend, type ReplicationMode } from "./replicated.ts";
-import { compareVersions } from "./version.ts";
+import { absentIfExpired, type ReplicatedBackend, type ReplicationMode } from "./replicated.ts";
 
 /**
  * Runs fn at most once at a time: a call while a run is in progress gets that run. The promise is kept until it

@@ -40,9 +40,6 @@ export class BatcherClosedError extends Error {
   override name = "BatcherClosedError";
 }
 
-// Dedupe moved into Backend.write (every backend must honour it); the old name stays for bench/micro.
-export { sortNewestPerKey as dedupeNewest } from "../storage/store.ts";
-
 const ROW_OVERHEAD_BYTES = 64;
 /** The smallest share of the queue worth a batch of its own when slots are free. */
 const SPLIT_MIN_ROWS = 16;

@@ -2,7 +2,7 @@
 // Write-through from this process gives read-your-own-write. Versions keep it monotonic: a read or write that
 // lands late never replaces a newer entry, and a read that overlapped the eviction of a newer entry is not kept.
 import type { Clock } from "../clock.ts";
-import { compareVersions, type Version } from "./version.ts";
+import { compareVersions, type Version } from "../storage/entry.ts";
 
 export interface CachedEntry {
   /** null for a negative entry (missing or deleted key). */

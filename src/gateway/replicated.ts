@@ -13,10 +13,11 @@
 // of the backends, or while it waits in the repair queue for either. A suspect key is read from both backends
 // and the newer answer wins, so a read never returns a version older than an acknowledged write it follows.
 import type { Clock } from "../clock.ts";
+import { BackendBehindError, BackendTimeoutError } from "../errors.ts";
 import type { Registry } from "../metrics/registry.ts";
-import type { Backend, EntryRef, ListedEntry, ListQuery, StoredEntry } from "../storage/store.ts";
+import { compareVersions, keyFromHex, keyHex, type StoredEntry, type Version } from "../storage/entry.ts";
+import type { Backend, EntryRef, ListedEntry, ListQuery } from "../storage/store.ts";
 import type { RepairQueue } from "./repair-queue.ts";
-import { compareVersions, type Version } from "./version.ts";
 
 export type ReplicationMode = "primary" | "shadow" | "active-active";
 export const REPLICATION_MODES: readonly ReplicationMode[] = ["primary", "shadow", "active-active"];
@@ -65,20 +66,10 @@ export interface ReplicatedBackend extends Backend {
   park(): number;
 }
 
-export class BackendTimeoutError extends Error {
-  override name = "BackendTimeoutError";
-}
-
-export class BackendBehindError extends Error {
-  override name = "BackendBehindError";
-}
-
 /** How long after its write settles a key is still read from both sides (see raceWrite). */
 const SUSPECT_GRACE_MS = 2_000;
 const MAX_RECENT = 200_000;
 
-export const keyHex = (k: Uint8Array) => Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString("hex");
-export const keyFromHex = (h: string) => new Uint8Array(Buffer.from(h, "hex"));
 const other = (s: Side): Side => (s === "primary" ? "replica" : "primary");
 
 /** The newer of two answers; a missing entry is older than any stored one. */

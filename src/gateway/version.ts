@@ -1,22 +1,7 @@
-// Versions: a microsecond timestamp plus a random nonce, compared as a pair. A hybrid logical clock keeps
-// them strictly increasing within the process even when the wall clock steps back.
+// The version clock: a microsecond timestamp plus a random nonce (storage/entry.ts's Version). A hybrid logical
+// clock keeps them strictly increasing within the process even when the wall clock steps back.
 import type { Clock } from "../clock.ts";
-
-export interface Version {
-  /** Microseconds since the epoch (fits a double exactly until the year 2255). */
-  ts: number;
-  /** Random 31-bit tie-breaker between writers that picked the same microsecond. */
-  nonce: number;
-}
-
-export const ZERO_VERSION: Version = { ts: 0, nonce: 0 };
-
-/** <0 when a is older than b, 0 when equal, >0 when newer. */
-export function compareVersions(a: Version, b: Version): number {
-  return a.ts !== b.ts ? a.ts - b.ts : a.nonce - b.nonce;
-}
-
-export const isNewer = (a: Version, b: Version) => compareVersions(a, b) > 0;
+import type { Version } from "../storage/entry.ts";
 
 export interface VersionClock {
   next(): Version;

@@ -14,7 +14,8 @@ import type { Clock } from "../clock.ts";
 import { systemClock } from "../clock.ts";
 import type { Registry } from "../metrics/registry.ts";
 import { BLOB_KEY_MAX_BYTES, BLOB_LIST_MAX, readAll, type BlobEntry, type BlobStore } from "./blob.ts";
-import type { Backend, StoredEntry } from "./store.ts";
+import { keyHex, keyString, type StoredEntry } from "./entry.ts";
+import type { Backend } from "./store.ts";
 
 export interface LargeValueOptions {
   /** Values longer than this many bytes go to the blob store; a value of exactly this length stays in the row. */
@@ -48,8 +49,6 @@ const PARALLEL = 8;
 // again between each re-read is possible but rare, so a few rounds suffice.
 const MAX_REREADS = 3;
 
-const hexKey = (k: Uint8Array) => Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString("hex");
-const keyString = (ns: string, k: Uint8Array) => ns + "\0" + Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString("latin1");
 
 /**
  * `${prefix}${ns}/${key}/${ts}-${nonce}-${token}`: ns percent-encoded (so it holds no "/"), key in base64url
@@ -178,7 +177,7 @@ export function withLargeValues(inner: Backend, blobs: BlobStore, opts: LargeVal
       if (again?.blob === cur.blob) {
         if (failure) throw failure;
         throw new LargeValueError(
-          `namespace ${JSON.stringify(ns)} key ${hexKey(key)} (hex): its value is in blob ${JSON.stringify(cur.blob)}, which is missing from the ${blobs.kind} blob store`,
+          `namespace ${JSON.stringify(ns)} key ${keyHex(key)} (hex): its value is in blob ${JSON.stringify(cur.blob)}, which is missing from the ${blobs.kind} blob store`,
         );
       }
       cur = again;
@@ -325,7 +324,7 @@ export function withLargeValues(inner: Backend, blobs: BlobStore, opts: LargeVal
 function ownPointer(r: StoredEntry): StoredEntry {
   if (r.blob == null) return r;
   if (!r.tombstone && r.value === null) {
-    throw new LargeValueError(`namespace ${JSON.stringify(r.ns)} key ${hexKey(r.key)} (hex): a row written through the large-value store must carry its value, not a blob pointer`);
+    throw new LargeValueError(`namespace ${JSON.stringify(r.ns)} key ${keyHex(r.key)} (hex): a row written through the large-value store must carry its value, not a blob pointer`);
   }
   return { ...r, blob: null };
 }

@@ -4,7 +4,7 @@
 // been walked, the new ring is stored on the first cluster and processes stop reading old owners.
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import type { ShardedBackend } from "./sharded.ts";
-import type { StoredEntry } from "./store.ts";
+import type { StoredEntry } from "./entry.ts";
 import { handled, walkPages } from "./walk.ts";
 
 export interface RebalanceProgress {

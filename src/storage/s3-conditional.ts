@@ -7,23 +7,16 @@ import {
 } from "@aws-sdk/client-s3";
 import { randomBytes } from "node:crypto";
 import { isS3NotFound } from "./blob-s3.ts";
-
-/** Same shape as src/gateway/version.ts's Version: a microsecond timestamp and a nonce, compared as a pair. */
-export interface EntryVersion {
-  ts: number;
-  nonce: number;
-}
+import { compareVersions, type Version } from "./entry.ts";
 
 export const VERSION_METADATA = "kv-version";
 
-export const encodeVersion = (v: EntryVersion) => `${v.ts}-${v.nonce}`;
+export const encodeVersion = (v: Version) => `${v.ts}-${v.nonce}`;
 
-export function decodeVersion(s: string | undefined): EntryVersion | null {
+export function decodeVersion(s: string | undefined): Version | null {
   const m = s ? /^(\d{1,16})-(\d{1,10})$/.exec(s) : null;
   return m ? { ts: Number(m[1]), nonce: Number(m[2]) } : null;
 }
-
-const compare = (a: EntryVersion, b: EntryVersion) => (a.ts !== b.ts ? a.ts - b.ts : a.nonce - b.nonce);
 
 /** "cas": the endpoint honours If-Match/If-None-Match. "verify": it ignores them; read-compare-write-verify. */
 export type ConditionalMode = "cas" | "verify";
@@ -31,14 +24,14 @@ export type ConditionalMode = "cas" | "verify";
 export interface StoredHead {
   etag: string;
   /** null for an object written without a version (not by kvdrive): any versioned write replaces it. */
-  version: EntryVersion | null;
+  version: Version | null;
   metadata: Record<string, string>;
 }
 
 export interface PutIfNewerResult {
   written: boolean;
   /** What the object holds afterwards as far as this call saw: ours when written, else the newer one found. */
-  stored: EntryVersion | null;
+  stored: Version | null;
   mode: ConditionalMode;
 }
 
@@ -51,9 +44,9 @@ export interface ConditionalWriter {
   mode(): Promise<ConditionalMode>;
   head(key: string): Promise<StoredHead | null>;
   /** Writes body under key only if the stored version is older than `version` (or there is none). */
-  putIfNewer(key: string, body: Uint8Array, version: EntryVersion, metadata?: Record<string, string>): Promise<PutIfNewerResult>;
+  putIfNewer(key: string, body: Uint8Array, version: Version, metadata?: Record<string, string>): Promise<PutIfNewerResult>;
   /** Deletes key only while it still holds exactly `version` (tombstone removal). True when it was deleted. */
-  deleteIfVersion(key: string, version: EntryVersion): Promise<boolean>;
+  deleteIfVersion(key: string, version: Version): Promise<boolean>;
 }
 
 export interface ConditionalWriterOptions {
@@ -115,16 +108,16 @@ export function createConditionalWriter(opts: ConditionalWriterOptions): Conditi
     }
   }
 
-  const put = (key: string, body: Uint8Array, version: EntryVersion, metadata: Record<string, string>, cond: { IfMatch?: string; IfNoneMatch?: string }) =>
+  const put = (key: string, body: Uint8Array, version: Version, metadata: Record<string, string>, cond: { IfMatch?: string; IfNoneMatch?: string }) =>
     client.send(new PutObjectCommand({
       Bucket, Key: key, Body: body, ContentLength: body.length,
       Metadata: { ...metadata, [VERSION_METADATA]: encodeVersion(version) },
       ...cond,
     }));
 
-  const isNewerThanStored = (h: StoredHead | null, v: EntryVersion) => !h || !h.version || compare(v, h.version) > 0;
+  const isNewerThanStored = (h: StoredHead | null, v: Version) => !h || !h.version || compareVersions(v, h.version) > 0;
 
-  async function putCas(key: string, body: Uint8Array, version: EntryVersion, metadata: Record<string, string>): Promise<PutIfNewerResult> {
+  async function putCas(key: string, body: Uint8Array, version: Version, metadata: Record<string, string>): Promise<PutIfNewerResult> {
     for (let attempt = 0; attempt < maxAttempts; attempt++) {
       const h = await head(key);
       if (!isNewerThanStored(h, version)) return { written: false, stored: h!.version, mode: "cas" };
@@ -145,28 +138,28 @@ export function createConditionalWriter(opts: ConditionalWriterOptions): Conditi
   // version on the replica while the newer one is still on the primary, which read repair and the crawler
   // find (their digests differ) and copy again. The verify does catch the other order: an older writer landing
   // after us, which we undo by writing again.
-  async function putVerify(key: string, body: Uint8Array, version: EntryVersion, metadata: Record<string, string>): Promise<PutIfNewerResult> {
+  async function putVerify(key: string, body: Uint8Array, version: Version, metadata: Record<string, string>): Promise<PutIfNewerResult> {
     for (let attempt = 0; attempt < maxAttempts; attempt++) {
       const h = await head(key);
       if (!isNewerThanStored(h, version)) return { written: false, stored: h!.version, mode: "verify" };
       await put(key, body, version, metadata, {});
       const after = await head(key);
-      if (after?.version && compare(after.version, version) >= 0) return { written: true, stored: after.version, mode: "verify" };
+      if (after?.version && compareVersions(after.version, version) >= 0) return { written: true, stored: after.version, mode: "verify" };
       // an older version (or a delete) landed after ours: write again
     }
     throw new ConditionalConflictError(`putIfNewer(${JSON.stringify(key)}): older writes kept replacing ours ${maxAttempts} times in a row`);
   }
 
-  async function putIfNewer(key: string, body: Uint8Array, version: EntryVersion, metadata: Record<string, string> = {}) {
+  async function putIfNewer(key: string, body: Uint8Array, version: Version, metadata: Record<string, string> = {}) {
     return (await mode()) === "cas" ? putCas(key, body, version, metadata) : putVerify(key, body, version, metadata);
   }
 
   // Same window as putVerify in "verify" mode: a newer write between our HEAD and our DELETE is deleted with it.
   // The primary still holds that newer write, so the crawler copies it back; a tombstone is only removed once
   // both backends hold it, so what is lost here is never the only copy.
-  async function deleteIfVersion(key: string, version: EntryVersion): Promise<boolean> {
+  async function deleteIfVersion(key: string, version: Version): Promise<boolean> {
     const h = await head(key);
-    if (!h?.version || compare(h.version, version) !== 0) return false;
+    if (!h?.version || compareVersions(h.version, version) !== 0) return false;
     try {
       await client.send(new DeleteObjectCommand({ Bucket, Key: key, ...((await mode()) === "cas" ? { IfMatch: h.etag } : {}) }));
       return true;

@@ -14,10 +14,11 @@ import {
 } from "@aws-sdk/client-s3";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import { S3Client as Client } from "@aws-sdk/client-s3";
-import { digestOf, type Digest, type KeyRange } from "../gateway/digest.ts";
+import { digestOf } from "./digest.ts";
+import type { Digest, KeyRange, StoredEntry } from "./entry.ts";
 import { isS3NotFound, type S3Options } from "./blob-s3.ts";
 import { createConditionalWriter, decodeVersion, VERSION_METADATA, type ConditionalMode } from "./s3-conditional.ts";
-import { sortNewestPerKey, type Backend, type EntryRef, type KeyVersion, type ListedEntry, type ScanQuery, type StoredEntry } from "./store.ts";
+import { sortNewestPerKey, type Backend, type EntryRef, type KeyVersion, type ListedEntry, type ScanQuery } from "./store.ts";
 
 export interface S3ReplicaOptions extends S3Options {
   /** Prefix of every object (default "kv/"), so the bucket can hold other things. */

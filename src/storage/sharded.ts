@@ -7,12 +7,12 @@
 // owner changed and stored the new ring, reads a key from its old owner when its new owner has nothing.
 // Listing filters out copies a cluster holds for a key it no longer owns, so a key is listed once, from the
 // cluster whose copy counts.
-import { compareBytes, type Digest, type KeyRange } from "../gateway/digest.ts";
-import { compareVersions } from "../gateway/version.ts";
+import { compareBytes } from "./digest.ts";
+import { compareVersions, type Digest, type KeyRange, type StoredEntry } from "./entry.ts";
 import { createRing, DEFAULT_VNODES, type Ring } from "./ring.ts";
 import {
   openPostgresBackend, type EntryRef, type KeyVersion, type ListedEntry, type ListQuery, type PostgresBackend,
-  type ScanQuery, type StoredEntry,
+  type ScanQuery,
 } from "./store.ts";
 
 export interface Shard {

@@ -1,24 +1,11 @@
 // The storage backend interface and its Postgres implementation (Bun.SQL). Writes are conditional: a row is
 // applied only if its version is newer than the stored one, so replays, retries and repairs never go backwards.
 import { SQL } from "bun";
-import { digestSelectSql, type Digest, type KeyRange } from "../gateway/digest.ts";
-import { compareVersions, type Version } from "../gateway/version.ts";
+import { digestSelectSql } from "./digest.ts";
+import { compareVersions, keyString, type Digest, type KeyRange, type StoredEntry, type Version } from "./entry.ts";
 import { migrate } from "./schema.ts";
 
-export interface StoredEntry {
-  ns: string;
-  key: Uint8Array;
-  value: Uint8Array | null;
-  metadata: string | null;
-  expiration: number | null;
-  version: Version;
-  tombstone: boolean;
-  /**
-   * Where a large value lives in the blob store (src/storage/large-values.ts), with `value` null. Backends
-   * that store values whole (the S3 replica) never set it.
-   */
-  blob?: string | null;
-}
+export type { StoredEntry } from "./entry.ts";
 
 /** Every entry of a namespace in [after, before), tombstones and expired ones included: for the crawler,
  * backfill and rebalance. */
@@ -162,8 +149,6 @@ const toEntry = (ns: string, r: any): StoredEntry => ({
   tombstone: r.tombstone,
   blob: r.blob ?? null,
 });
-
-const keyString = (ns: string, k: Uint8Array) => ns + "\0" + Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString("latin1");
 
 function compareRows(a: StoredEntry, b: StoredEntry): number {
   if (a.ns !== b.ns) return a.ns < b.ns ? -1 : 1;

@@ -1,7 +1,8 @@
 // Walking every entry of a backend page by page, namespace by namespace, resumable from a checkpoint: what
 // backfill and rebalance share. The caller advances `pos.key` once it has handled a page (then saves it), so a
 // run stopped anywhere resumes at the first page not yet handled.
-import type { Backend, StoredEntry } from "./store.ts";
+import { keyFromHex, keyHex, type StoredEntry } from "./entry.ts";
+import type { Backend } from "./store.ts";
 
 export interface WalkPosition {
   /** The namespace in progress, or null before the first. */
@@ -16,11 +17,10 @@ export interface WalkPage {
 }
 
 const NAMESPACE_PAGE = 100;
-const hex = (k: Uint8Array) => Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString("hex");
 
 /** Marks a page handled: the next run resumes after its last key. */
 export const handled = (pos: WalkPosition, page: StoredEntry[]) => {
-  pos.key = hex(page[page.length - 1]!.key);
+  pos.key = keyHex(page[page.length - 1]!.key);
 };
 
 /**
@@ -42,7 +42,7 @@ export async function* walkPages(from: Pick<Backend, "namespaceIds" | "scan">, p
         pos.key = null;
       }
       for (;;) {
-        const page = await from.scan({ ns, after: pos.key === null ? null : new Uint8Array(Buffer.from(pos.key, "hex")), before: null, limit: pageSize });
+        const page = await from.scan({ ns, after: pos.key === null ? null : keyFromHex(pos.key), before: null, limit: pageSize });
         if (page.length === 0) break;
         yield { ns, page };
         if (page.length < pageSize) break;

@@ -9,7 +9,7 @@ import { startRelay, type Relay } from "../../bench/lib/relay.ts";
 import { systemClock } from "../../src/clock.ts";
 import { startEmbeddedPostgres } from "../../src/embedded/postgres.ts";
 import { startCrawler, startRepairWorker, type Crawler, type RepairWorker } from "../../src/gateway/anti-entropy.ts";
-import { FULL_RANGE } from "../../src/gateway/digest.ts";
+import { FULL_RANGE } from "../../src/storage/digest.ts";
 import { openRepairQueue, type RepairQueue } from "../../src/gateway/repair-queue.ts";
 import { createReplicatedBackend, type ReplicatedBackend, type ReplicationMode } from "../../src/gateway/replicated.ts";
 import { createRegistry, type Registry } from "../../src/metrics/registry.ts";

@@ -5,7 +5,8 @@ setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the 
 import { expect, test } from "bun:test";
 import { manualClock } from "../../src/clock.ts";
 import { createReadCache, entrySize, type CachedEntry } from "../../src/gateway/cache.ts";
-import { compareVersions, createVersionClock, ZERO_VERSION } from "../../src/gateway/version.ts";
+import { createVersionClock } from "../../src/gateway/version.ts";
+import { compareVersions, ZERO_VERSION } from "../../src/storage/entry.ts";
 
 const entry = (v: string | null, ts = 1): CachedEntry => ({ value: v === null ? null : new TextEncoder().encode(v), metadata: null, expiration: null, version: { ts, nonce: 0 } });
 const text = (e: CachedEntry | undefined) => (e === undefined ? undefined : e.value === null ? null : new TextDecoder().decode(e.value));

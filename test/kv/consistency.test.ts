@@ -8,7 +8,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import Cloudflare from "cloudflare";
 import { analyse, checkConvergence, runConsistency } from "../../bench/lib/consistency.ts";
 import { startEmbeddedPostgres } from "../../src/embedded/postgres.ts";
-import { FULL_RANGE } from "../../src/gateway/digest.ts";
+import { FULL_RANGE } from "../../src/storage/digest.ts";
 import { newest } from "../../src/gateway/replicated.ts";
 import { openShardedBackend, type ShardedBackend } from "../../src/storage/sharded.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";

@@ -8,7 +8,7 @@ import Cloudflare from "cloudflare";
 import { startRelay, type Relay } from "../../bench/lib/relay.ts";
 import { KVClient } from "../../src/client.ts";
 import { startEmbeddedPostgres } from "../../src/embedded/postgres.ts";
-import { FULL_RANGE } from "../../src/gateway/digest.ts";
+import { FULL_RANGE } from "../../src/storage/digest.ts";
 import { openS3Replica } from "../../src/storage/s3-replica.ts";
 import { openShardedBackend, type ShardedBackend } from "../../src/storage/sharded.ts";
 import type { Backend } from "../../src/storage/store.ts";

@@ -1,7 +1,7 @@
 // The contract every storage backend passes: conditional writes, duplicates in one write, tombstones, byte-order
 // listing with ranges, purge, namespace drop. Each backend's test file calls backendContract with its own opener.
 import { expect, test } from "bun:test";
-import { digestOf, FULL_RANGE } from "../../src/gateway/digest.ts";
+import { digestOf, FULL_RANGE } from "../../src/storage/digest.ts";
 import type { Backend, StoredEntry } from "../../src/storage/store.ts";
 
 const b = (s: string) => new TextEncoder().encode(s);

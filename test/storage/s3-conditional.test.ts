@@ -7,8 +7,9 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import { createS3Client } from "../../src/storage/blob-s3.ts";
 import {
-  createConditionalWriter, decodeVersion, encodeVersion, VERSION_METADATA, type ConditionalMode, type EntryVersion,
+  createConditionalWriter, decodeVersion, encodeVersion, VERSION_METADATA, type ConditionalMode,
 } from "../../src/storage/s3-conditional.ts";
+import type { Version } from "../../src/storage/entry.ts";
 import { startTestS3, type TestS3 } from "../helpers/s3.ts";
 import { startCasShim, type CasShim } from "../helpers/s3-cas-shim.ts";
 
@@ -16,7 +17,7 @@ let s3: TestS3;
 let shim: CasShim;
 const clients: S3Client[] = [];
 const enc = (s: string) => new TextEncoder().encode(s);
-const v = (ts: number, nonce = 1): EntryVersion => ({ ts, nonce });
+const v = (ts: number, nonce = 1): Version => ({ ts, nonce });
 
 beforeAll(async () => {
   s3 = await startTestS3("kvdrive-cas");
@@ -47,7 +48,7 @@ function clientFor(endpoint: string) {
   return { client, hooks, sent };
 }
 
-const rawPut = (client: S3Client, key: string, body: string, version: EntryVersion, IfMatch?: string) =>
+const rawPut = (client: S3Client, key: string, body: string, version: Version, IfMatch?: string) =>
   client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: key, Body: enc(body), Metadata: { [VERSION_METADATA]: encodeVersion(version) }, IfMatch }));
 
 async function read(client: S3Client, key: string) {

@@ -5,8 +5,9 @@ setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import {
   compareBytes, decodeDigest, diffRanges, digestAdd, digestEquals, digestOf, digestRanges, digestReplace, digestSelectSql,
-  EMPTY_DIGEST, encodeDigest, entryHash, FULL_RANGE, inRange, rangeIndex, splitRange, type KeyRange, type VersionLike,
-} from "../../src/gateway/digest.ts";
+  EMPTY_DIGEST, encodeDigest, entryHash, FULL_RANGE, inRange, rangeIndex, splitRange,
+} from "../../src/storage/digest.ts";
+import type { KeyRange, Version } from "../../src/storage/entry.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -23,7 +24,7 @@ function rng(seed: number) {
   };
 }
 
-type E = { key: Uint8Array; version: VersionLike };
+type E = { key: Uint8Array; version: Version };
 function dataset(n: number, seed: number): E[] {
   const r = rng(seed);
   const out: E[] = [];
@@ -136,7 +137,7 @@ test("diffRanges points at exactly the ranges where the backends differ, and wal
   expect(() => diffRanges(local, digestRanges(splitRange(FULL_RANGE, 64).reverse(), primary))).toThrow(/different ranges/);
 });
 
-const encodeVersion = (v: VersionLike) => `${v.ts}-${v.nonce}`;
+const encodeVersion = (v: Version) => `${v.ts}-${v.nonce}`;
 
 let pg: TestPostgres;
 let sql: InstanceType<typeof Bun.SQL>;

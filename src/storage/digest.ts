@@ -8,27 +8,7 @@
 // Postgres computes the very same value in SQL (md5, int8send, int4send), so a Postgres backend digests a range
 // without sending its keys out (see digestSelectSql).
 import { createHash } from "node:crypto";
-
-export interface VersionLike {
-  ts: number;
-  nonce: number;
-}
-
-export interface Digest {
-  count: number;
-  /** Sum of entry hashes mod 2^64. */
-  sum: bigint;
-}
-
-/** [start, end) in key byte order (keys are bytea); end null: to the end of the key space. */
-export interface KeyRange {
-  start: Uint8Array;
-  end: Uint8Array | null;
-}
-
-export interface RangeDigest extends Digest {
-  range: KeyRange;
-}
+import type { Digest, KeyRange, RangeDigest, Version } from "./entry.ts";
 
 const MASK = (1n << 64n) - 1n;
 const utf8 = new TextEncoder();
@@ -37,7 +17,7 @@ const asBytes = (k: string | Uint8Array) => (typeof k === "string" ? utf8.encode
 export const EMPTY_DIGEST: Digest = Object.freeze({ count: 0, sum: 0n });
 export const FULL_RANGE: KeyRange = Object.freeze({ start: new Uint8Array(0), end: null });
 
-export function entryHash(key: string | Uint8Array, version: VersionLike): bigint {
+export function entryHash(key: string | Uint8Array, version: Version): bigint {
   const tail = new Uint8Array(12);
   const dv = new DataView(tail.buffer);
   dv.setBigInt64(0, BigInt(version.ts));
@@ -54,7 +34,7 @@ export function digestReplace(d: Digest, old: bigint | null, next: bigint): Dige
   return digestAdd(old === null ? d : digestRemove(d, old), next);
 }
 
-export function digestOf(entries: Iterable<{ key: string | Uint8Array; version: VersionLike }>): Digest {
+export function digestOf(entries: Iterable<{ key: string | Uint8Array; version: Version }>): Digest {
   let count = 0;
   let sum = 0n;
   for (const e of entries) {
@@ -169,7 +149,7 @@ export function rangeIndex(ranges: readonly KeyRange[], key: string | Uint8Array
 }
 
 /** Digests of each range, from entries in any order (a backend that cannot digest server-side). */
-export function digestRanges(ranges: readonly KeyRange[], entries: Iterable<{ key: string | Uint8Array; version: VersionLike }>): RangeDigest[] {
+export function digestRanges(ranges: readonly KeyRange[], entries: Iterable<{ key: string | Uint8Array; version: Version }>): RangeDigest[] {
   const out: RangeDigest[] = ranges.map((range) => ({ range, count: 0, sum: 0n }));
   for (const e of entries) {
     const i = rangeIndex(ranges, e.key);
