@@ -8,7 +8,8 @@
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { systemClock } from "./clock.ts";
-import { ConfigError, loadConfig, redact, type Config } from "./config.ts";
+import { loadConfig, redact, type Config } from "./config.ts";
+import { ConfigError } from "./errors.ts";
 import { backfill } from "./gateway/backfill.ts";
 import { createRegistry } from "./metrics/registry.ts";
 import { openStorage } from "./storage/open.ts";

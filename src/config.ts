@@ -1,6 +1,8 @@
 // One typed configuration: every setting, its environment variable and its default live in SETTINGS.
 // Precedence: explicit option, then environment, then default. A bad value stops start-up naming the variable.
 
+import { ConfigError } from "./errors.ts";
+
 type Kind = "string" | "int" | "bool" | "list";
 
 interface Setting<K extends Kind = Kind> {
@@ -115,10 +117,6 @@ type Optional<S> = S extends { default: undefined } ? true : false;
 export type Config = {
   [K in keyof Settings]: Optional<Settings[K]> extends true ? ValueOf<Settings[K]> | undefined : ValueOf<Settings[K]>;
 };
-
-export class ConfigError extends Error {
-  override name = "ConfigError";
-}
 
 function parseValue(name: keyof Settings, s: Setting, raw: string): unknown {
   switch (s.kind) {

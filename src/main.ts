@@ -1,6 +1,7 @@
 // `bun start`: load the config, start kvdrive, print how to reach it, and shut down on SIGTERM/SIGINT within
 // KVDRIVE_SHUTDOWN_TIMEOUT_SECONDS whatever the backends do.
-import { ConfigError, loadConfig, redact } from "./config.ts";
+import { loadConfig, redact } from "./config.ts";
+import { ConfigError } from "./errors.ts";
 import { signalEmbeddedPostgres } from "./embedded/postgres.ts";
 import { startKvdrive } from "./server.ts";
 import { abandonAll, type PendingReport } from "./gateway/shutdown.ts";

@@ -9,7 +9,7 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from "./embedded/postgre
 import { createRegistry, type Registry } from "./metrics/registry.ts";
 import { createKVService } from "./kv/service.ts";
 import { createHttpApp } from "./http/app.ts";
-import { sqlRoutes } from "./sql/routes.ts";
+import { sqlRoutes } from "./pool/sql-routes.ts";
 import { kvAdminRoutes } from "./kv/admin.ts";
 import { startPooler, type Pooler } from "./pool/pooler.ts";
 import { startWorkerdListener, type WorkerdListener } from "./workerd/listener.ts";

@@ -9,7 +9,7 @@ import { Elysia } from "elysia";
 import type { Clock } from "../clock.ts";
 import type { Config } from "../config.ts";
 import type { Registry } from "../metrics/registry.ts";
-import { CODE } from "../kv/codes.ts";
+import { CODE } from "../errors.ts";
 import { kvRoutes, valueHandlers, VALUES_TEMPLATE, type PathIds, type ValueHandler } from "../kv/routes.ts";
 import type { KVService } from "../kv/types.ts";
 import { authGate, type AuthGate } from "./auth.ts";

@@ -2,7 +2,7 @@
 // constant time (SHA-256 digests of equal length, so not even the token's length leaks). A failure is answered only after a delay (Postgres' auth_delay), so guessing is slow; the
 // answers held back are bounded, and past the bound a failure is answered 429 at once instead of pinning more.
 import { createHash, timingSafeEqual } from "node:crypto";
-import { CODE } from "../kv/codes.ts";
+import { CODE } from "../errors.ts";
 import { fail } from "./envelope.ts";
 
 export interface AuthGateOptions {

@@ -1,20 +1,19 @@
 // Request bodies read with a bound: counted while streaming and refused past the limit, never buffered whole.
-import { KVError } from "../kv/errors.ts";
-import { CODE } from "../kv/codes.ts";
+import { ApiError, CODE } from "../errors.ts";
 
 /** The client went away or broke the framing mid-body: its fault, answered 400 (if anyone still listens). */
-const truncated = () => new KVError(400, CODE.badRequest, "The request body ended before its declared length (or its chunked framing broke).");
+const truncated = () => new ApiError(400, CODE.badRequest, "The request body ended before its declared length (or its chunked framing broke).");
 
-export async function readLimited(req: Request, limit: number, tooLarge: (size: number) => KVError): Promise<Uint8Array> {
+export async function readLimited(req: Request, limit: number, tooLarge: (size: number) => ApiError): Promise<Uint8Array> {
   try {
     return await readBody(req, limit, tooLarge);
   } catch (e) {
-    if (e instanceof KVError) throw e;
+    if (e instanceof ApiError) throw e;
     throw truncated();
   }
 }
 
-async function readBody(req: Request, limit: number, tooLarge: (size: number) => KVError): Promise<Uint8Array> {
+async function readBody(req: Request, limit: number, tooLarge: (size: number) => ApiError): Promise<Uint8Array> {
   const declared = Number(req.headers.get("content-length") ?? NaN);
   if (declared > limit) throw tooLarge(declared);
   // A declared length within the limit is safe to take in one piece (Bun enforces the declared length). This
@@ -44,28 +43,28 @@ async function readBody(req: Request, limit: number, tooLarge: (size: number) =>
   return out;
 }
 
-export async function readJson(req: Request, limit: number, tooLarge: (size: number) => KVError): Promise<unknown> {
+export async function readJson(req: Request, limit: number, tooLarge: (size: number) => ApiError): Promise<unknown> {
   const bytes = await readLimited(req, limit, tooLarge);
   let text: string;
   try {
     // fatal: invalid UTF-8 is refused, never turned into U+FFFD (two different keys would become one).
     text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch {
-    throw new KVError(400, CODE.badRequest, "The JSON body is not valid UTF-8.");
+    throw new ApiError(400, CODE.badRequest, "The JSON body is not valid UTF-8.");
   }
   try {
     return JSON.parse(text);
   } catch (e) {
     // Also RangeError: nesting too deep for the parser.
-    throw new KVError(400, CODE.badRequest, `Malformed JSON body: ${(e as Error).message.slice(0, 200)}`);
+    throw new ApiError(400, CODE.badRequest, `Malformed JSON body: ${(e as Error).message.slice(0, 200)}`);
   }
 }
 
-export async function readForm(req: Request, limit: number, tooLarge: (size: number) => KVError): Promise<FormData> {
+export async function readForm(req: Request, limit: number, tooLarge: (size: number) => ApiError): Promise<FormData> {
   const bytes = await readLimited(req, limit, tooLarge);
   try {
     return (await new Response(bytes, { headers: { "content-type": req.headers.get("content-type") ?? "" } }).formData()) as unknown as FormData;
   } catch (e) {
-    throw new KVError(400, CODE.badRequest, `Malformed multipart body: ${(e as Error).message}`);
+    throw new ApiError(400, CODE.badRequest, `Malformed multipart body: ${(e as Error).message}`);
   }
 }

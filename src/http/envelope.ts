@@ -1,6 +1,5 @@
 // The Cloudflare v4 envelope, and the one place where errors become HTTP responses (never a stack trace).
-import { KVError } from "../kv/errors.ts";
-import { CODE } from "../kv/codes.ts";
+import { ApiError, CODE, StorageUnavailableError } from "../errors.ts";
 
 // Response copies these; a prebuilt Headers is several times cheaper to copy than an object to convert.
 const JSON_HEADERS = new Headers({ "content-type": "application/json" });
@@ -17,12 +16,12 @@ export function fail(status: number, code: number, message: string): Response {
 
 /** Maps anything thrown while serving a request to an envelope. Unknown errors are logged and answered generically. */
 export function errorResponse(error: unknown, log: (msg: string) => void = console.error): Response {
-  if (error instanceof KVError) return fail(error.status, error.code, error.message);
+  if (error instanceof ApiError) return fail(error.status, error.code, error.message);
   if (error instanceof SyntaxError) return fail(400, CODE.badRequest, `Malformed request body: ${error.message}`);
   // Recursion past the stack can only come from input nested too deeply (the routes bound nesting; this is the backstop).
   if (error instanceof RangeError && /call stack/i.test(error.message)) return fail(400, CODE.badRequest, "Input nested too deeply.");
   // A backend too slow, or the only one holding the newest version not answering: the request may be retried.
-  if (error instanceof Error && (error.name === "BackendBehindError" || error.name === "BackendTimeoutError")) {
+  if (error instanceof StorageUnavailableError) {
     return fail(503, CODE.internal, `Storage temporarily unavailable: ${error.message}`);
   }
   log(`kvdrive: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);

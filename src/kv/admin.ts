@@ -9,8 +9,7 @@
 import { Elysia } from "elysia";
 import { ok } from "../http/envelope.ts";
 import { readJson } from "../http/body.ts";
-import { CODE } from "./codes.ts";
-import { KVError } from "./errors.ts";
+import { ApiError, CODE } from "../errors.ts";
 import type { KVService } from "./types.ts";
 import { validateNamespaceId } from "./validate.ts";
 
@@ -56,9 +55,9 @@ export function kvAdminRoutes(kv: KVService) {
     .get("/admin/kv/namespaces/:id/replication", async ({ params }) => ok(await kv.replication(validateNamespaceId(params.id))))
     .put("/admin/kv/namespaces/:id/replication", async ({ params, request }) => {
       const id = validateNamespaceId(params.id);
-      const body = (await readJson(request, MAX_ADMIN_BODY, (size) => new KVError(413, CODE.badRequest, `Request body of ${size} bytes exceeds limit of ${MAX_ADMIN_BODY}.`))) as { mode?: unknown };
+      const body = (await readJson(request, MAX_ADMIN_BODY, (size) => new ApiError(413, CODE.badRequest, `Request body of ${size} bytes exceeds limit of ${MAX_ADMIN_BODY}.`))) as { mode?: unknown };
       if (typeof body !== "object" || body === null || !("mode" in body) || (body.mode !== null && typeof body.mode !== "string")) {
-        throw new KVError(400, CODE.badRequest, 'The body must be {"mode": "primary" | "shadow" | "active-active" | null}.');
+        throw new ApiError(400, CODE.badRequest, 'The body must be {"mode": "primary" | "shadow" | "active-active" | null}.');
       }
       return ok(await kv.setReplication(id, body.mode as string | null));
     })

@@ -1,8 +1,7 @@
 // List cursors and prefix ranges. A cursor names the last key returned, so a key written during
 // pagination still shows up on a later page if it sorts after it.
-import { KVError } from "./errors.ts";
+import { ApiError, CODE } from "../errors.ts";
 import { MAX_KEY_BYTES } from "./limits.ts";
-import { CODE } from "./codes.ts";
 
 const CURSOR_TAG = "k1";
 
@@ -13,11 +12,11 @@ export function encodeCursor(lastKey: Uint8Array): string {
 export function decodeCursor(cursor: string): Uint8Array {
   const body = cursor.startsWith(CURSOR_TAG) ? cursor.slice(CURSOR_TAG.length) : null;
   if (body === null || body.length === 0 || !/^[A-Za-z0-9_-]+$/.test(body)) {
-    throw new KVError(400, CODE.badCursor, `invalid list cursor ${JSON.stringify(cursor.slice(0, 64))}: pass the cursor returned by the previous page`);
+    throw new ApiError(400, CODE.badCursor, `invalid list cursor ${JSON.stringify(cursor.slice(0, 64))}: pass the cursor returned by the previous page`);
   }
   const key = Buffer.from(body, "base64url");
   if (key.length === 0 || key.length > MAX_KEY_BYTES || key.toString("base64url") !== body) {
-    throw new KVError(400, CODE.badCursor, `invalid list cursor ${JSON.stringify(cursor.slice(0, 64))}: pass the cursor returned by the previous page`);
+    throw new ApiError(400, CODE.badCursor, `invalid list cursor ${JSON.stringify(cursor.slice(0, 64))}: pass the cursor returned by the previous page`);
   }
   return new Uint8Array(key);
 }

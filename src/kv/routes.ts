@@ -4,15 +4,14 @@ import { Elysia } from "elysia";
 import type { Clock } from "../clock.ts";
 import { ok } from "../http/envelope.ts";
 import { readForm, readJson, readLimited } from "../http/body.ts";
-import { CODE } from "./codes.ts";
-import { KVError } from "./errors.ts";
+import { ApiError, CODE } from "../errors.ts";
 import * as L from "./limits.ts";
 import type { KVService, PutInput } from "./types.ts";
 import { bulkGetValue, oneOf, positiveInt, resolveExpiration, shown, validateAccountId, validateCacheTtl, validateKey, validateListLimit, validateMetadata, validateNamespaceId, validateTitle } from "./validate.ts";
 
-const valueTooLarge = (size: number) => new KVError(413, CODE.valueTooLarge, `Value length of ${size} exceeds limit of ${L.MAX_VALUE_BYTES}.`);
-const bulkTooLarge = (size: number) => new KVError(413, CODE.bulkTooLarge, `Bulk request body of ${size} bytes exceeds limit of ${L.MAX_BULK_BYTES}.`);
-const bodyTooLarge = (size: number) => new KVError(413, CODE.badRequest, `Request body of ${size} bytes exceeds limit of ${1024 * 1024}.`);
+const valueTooLarge = (size: number) => new ApiError(413, CODE.valueTooLarge, `Value length of ${size} exceeds limit of ${L.MAX_VALUE_BYTES}.`);
+const bulkTooLarge = (size: number) => new ApiError(413, CODE.bulkTooLarge, `Bulk request body of ${size} bytes exceeds limit of ${L.MAX_BULK_BYTES}.`);
+const bodyTooLarge = (size: number) => new ApiError(413, CODE.badRequest, `Request body of ${size} bytes exceeds limit of ${1024 * 1024}.`);
 
 /** The key after `/{segment}/` in the raw URL, decoded once. */
 function keyFromUrl(url: string, segment: "values" | "metadata"): string {
@@ -25,7 +24,7 @@ function keyFromUrl(url: string, segment: "values" | "metadata"): string {
   try {
     key = raw.includes("%") ? decodeURIComponent(raw) : raw;
   } catch {
-    throw new KVError(400, CODE.badKey, `Key ${JSON.stringify(raw.slice(0, 64))} is not valid percent-encoding.`);
+    throw new ApiError(400, CODE.badKey, `Key ${JSON.stringify(raw.slice(0, 64))} is not valid percent-encoding.`);
   }
   validateKey(key);
   return key;
@@ -50,7 +49,7 @@ function query(url: string): { get(name: string): string | null } {
       name = decodeURIComponent(rawName.replace(/\+/g, " "));
       value = decodeURIComponent(rawValue.replace(/\+/g, " "));
     } catch {
-      throw new KVError(400, PARAM_CODE[rawName] ?? CODE.badRequest, `Query parameter ${shown(rawName)} is not valid percent-encoding of UTF-8.`);
+      throw new ApiError(400, PARAM_CODE[rawName] ?? CODE.badRequest, `Query parameter ${shown(rawName)} is not valid percent-encoding of UTF-8.`);
     }
     if (!out.has(name)) out.set(name, value);
   }
@@ -65,13 +64,13 @@ function bracketMetadata(form: FormData): Record<string, unknown> | undefined {
     if (!name.startsWith("metadata[")) continue;
     // Metadata serializes to at most 1024 bytes, so a longer field name or value, or more fields than that, cannot
     // be valid: refused before anything is built from them.
-    const tooLarge = (what: string) => new KVError(413, CODE.metadataTooLarge, `Metadata ${what} exceeds limit of ${L.MAX_METADATA_BYTES}.`);
+    const tooLarge = (what: string) => new ApiError(413, CODE.metadataTooLarge, `Metadata ${what} exceeds limit of ${L.MAX_METADATA_BYTES}.`);
     if (name.length > L.MAX_METADATA_BYTES + "metadata".length) throw tooLarge(`field name of ${name.length} characters`);
     if (typeof v === "string" && v.length > L.MAX_METADATA_BYTES) throw tooLarge(`field value of ${v.length} characters`);
     if (++fields > L.MAX_METADATA_BYTES) throw tooLarge(`in more than ${L.MAX_METADATA_BYTES} fields`);
     const path = [...name.slice("metadata".length).matchAll(/\[([^\]]*)\]/g)].map((m) => m[1]!);
     if (path.length === 0) continue;
-    if (path.length > L.MAX_METADATA_DEPTH) throw new KVError(413, CODE.metadataTooLarge, `Metadata field ${shown(name)} nests more than ${L.MAX_METADATA_DEPTH} levels.`);
+    if (path.length > L.MAX_METADATA_DEPTH) throw new ApiError(413, CODE.metadataTooLarge, `Metadata field ${shown(name)} nests more than ${L.MAX_METADATA_DEPTH} levels.`);
     // Null-prototype nodes: a field named metadata[__proto__][x] is data, not a way to reach Object.prototype.
     out ??= Object.create(null) as Record<string, unknown>;
     let node: Record<string, unknown> = out;
@@ -88,7 +87,7 @@ function bracketMetadata(form: FormData): Record<string, unknown> | undefined {
 async function formPut(req: Request): Promise<{ value: Uint8Array; metadata: unknown }> {
   const form = await readForm(req, L.MAX_VALUE_BYTES + 2 * L.MAX_METADATA_BYTES + 64 * 1024, valueTooLarge);
   const v = form.get("value");
-  if (v === null) throw new KVError(400, CODE.badRequest, "Multipart body needs a 'value' part.");
+  if (v === null) throw new ApiError(400, CODE.badRequest, "Multipart body needs a 'value' part.");
   const value = typeof v === "string" ? new TextEncoder().encode(v) : new Uint8Array(await v.arrayBuffer());
   if (value.byteLength > L.MAX_VALUE_BYTES) throw valueTooLarge(value.byteLength);
   const m = form.get("metadata");
@@ -98,14 +97,14 @@ async function formPut(req: Request): Promise<{ value: Uint8Array; metadata: unk
     try {
       metadata = JSON.parse(text);
     } catch {
-      throw new KVError(400, CODE.badRequest, "The 'metadata' part must be valid JSON (at most 1024 bytes serialized).");
+      throw new ApiError(400, CODE.badRequest, "The 'metadata' part must be valid JSON (at most 1024 bytes serialized).");
     }
   }
   return { value, metadata };
 }
 
 function asObject(body: unknown, what: string): Record<string, unknown> {
-  if (typeof body !== "object" || body === null || Array.isArray(body)) throw new KVError(400, CODE.badRequest, `${what} must be a JSON object.`);
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw new ApiError(400, CODE.badRequest, `${what} must be a JSON object.`);
   return body as Record<string, unknown>;
 }
 
@@ -140,7 +139,7 @@ export function valueHandlers(kv: KVService, clock: Clock): { get: ValueHandler;
       const key = keyFromUrl(request.url, "values");
       const q = request.url.indexOf("?") < 0 ? undefined : query(request.url).get("cache_ttl");
       const v = await kv.get(params.account_id, params.namespace_id, key, { cacheTtl: validateCacheTtl(q ?? null) });
-      if (!v) throw new KVError(404, CODE.keyNotFound, `key not found: ${JSON.stringify(key)}`);
+      if (!v) throw new ApiError(404, CODE.keyNotFound, `key not found: ${JSON.stringify(key)}`);
       return new Response(v.value, { headers: v.expiration === null ? OCTETS : { "content-type": "application/octet-stream", expiration: String(v.expiration) } });
     },
     async put(request, params) {
@@ -216,7 +215,7 @@ export function kvRoutes(kv: KVService, clock: Clock) {
       .get(`${one}/metadata/*`, async ({ request, params }) => {
         const key = keyFromUrl(request.url, "metadata");
         const v = await kv.get(params.account_id, params.namespace_id, key);
-        if (!v) throw new KVError(404, CODE.keyNotFound, `key not found: ${JSON.stringify(key)}`);
+        if (!v) throw new ApiError(404, CODE.keyNotFound, `key not found: ${JSON.stringify(key)}`);
         return ok(v.metadata === null ? null : JSON.parse(v.metadata));
       })
 
@@ -232,17 +231,17 @@ export function kvRoutes(kv: KVService, clock: Clock) {
       // Bulk
       .put(`${one}/bulk`, async ({ request, params }) => {
         const body = await readJson(request, L.MAX_BULK_BYTES, bulkTooLarge);
-        if (!Array.isArray(body)) throw new KVError(400, CODE.badRequest, "A bulk write takes a JSON array of {key, value} objects.");
-        if (body.length > L.MAX_BULK_PAIRS) throw new KVError(413, CODE.bulkTooLarge, `Bulk write of ${body.length} pairs exceeds limit of ${L.MAX_BULK_PAIRS}.`);
+        if (!Array.isArray(body)) throw new ApiError(400, CODE.badRequest, "A bulk write takes a JSON array of {key, value} objects.");
+        if (body.length > L.MAX_BULK_PAIRS) throw new ApiError(413, CODE.bulkTooLarge, `Bulk write of ${body.length} pairs exceeds limit of ${L.MAX_BULK_PAIRS}.`);
         const now = nowSeconds();
         const inputs: PutInput[] = body.map((item, i) => {
           const o = asObject(item, `Bulk item ${i}`);
-          if (typeof o.key !== "string") throw new KVError(400, CODE.badKey, `Bulk item ${i} needs a string 'key'.`);
+          if (typeof o.key !== "string") throw new ApiError(400, CODE.badKey, `Bulk item ${i} needs a string 'key'.`);
           validateKey(o.key);
-          if (typeof o.value !== "string") throw new KVError(400, CODE.badRequest, `Bulk item ${i} (${JSON.stringify(o.key)}) needs a string 'value'.`);
+          if (typeof o.value !== "string") throw new ApiError(400, CODE.badRequest, `Bulk item ${i} (${JSON.stringify(o.key)}) needs a string 'value'.`);
           let value: Uint8Array;
           if (o.base64 === true) {
-            if (!/^[A-Za-z0-9+/]*={0,2}$/.test(o.value) || o.value.replace(/=+$/, "").length % 4 === 1) throw new KVError(400, CODE.badRequest, `Bulk item ${i} (${JSON.stringify(o.key)}) is marked base64 but its value is not valid base64.`);
+            if (!/^[A-Za-z0-9+/]*={0,2}$/.test(o.value) || o.value.replace(/=+$/, "").length % 4 === 1) throw new ApiError(400, CODE.badRequest, `Bulk item ${i} (${JSON.stringify(o.key)}) is marked base64 but its value is not valid base64.`);
             value = new Uint8Array(Buffer.from(o.value, "base64"));
           } else value = new TextEncoder().encode(o.value);
           if (value.byteLength > L.MAX_VALUE_BYTES) throw valueTooLarge(value.byteLength);
@@ -257,11 +256,11 @@ export function kvRoutes(kv: KVService, clock: Clock) {
       .post(`${one}/bulk/get`, async ({ request, params }) => {
         const body = asObject(await readJson(request, 1024 * 1024, bodyTooLarge), "The body");
         const keys = body.keys;
-        if (!Array.isArray(keys) || keys.some((k) => typeof k !== "string")) throw new KVError(400, CODE.badRequest, "'keys' must be an array of strings.");
-        if (keys.length < 1 || keys.length > L.MAX_BULK_GET_KEYS) throw new KVError(400, CODE.badRequest, `Bulk get of ${keys.length} keys is outside the allowed 1..${L.MAX_BULK_GET_KEYS}.`);
+        if (!Array.isArray(keys) || keys.some((k) => typeof k !== "string")) throw new ApiError(400, CODE.badRequest, "'keys' must be an array of strings.");
+        if (keys.length < 1 || keys.length > L.MAX_BULK_GET_KEYS) throw new ApiError(400, CODE.badRequest, `Bulk get of ${keys.length} keys is outside the allowed 1..${L.MAX_BULK_GET_KEYS}.`);
         const type = body.type === undefined ? "text" : body.type;
-        if (type !== "text" && type !== "json") throw new KVError(400, CODE.badRequest, `Invalid type ${JSON.stringify(type)}: it must be "text" or "json".`);
-        if (body.withMetadata !== undefined && typeof body.withMetadata !== "boolean") throw new KVError(400, CODE.badRequest, "'withMetadata' must be a boolean.");
+        if (type !== "text" && type !== "json") throw new ApiError(400, CODE.badRequest, `Invalid type ${JSON.stringify(type)}: it must be "text" or "json".`);
+        if (body.withMetadata !== undefined && typeof body.withMetadata !== "boolean") throw new ApiError(400, CODE.badRequest, "'withMetadata' must be a boolean.");
         for (const k of keys as string[]) validateKey(k);
         const found = await kv.getMany(params.account_id, params.namespace_id, keys as string[]);
         // Built from entries, so a key named "__proto__" is an ordinary property, not the object's prototype.
@@ -282,8 +281,8 @@ export function kvRoutes(kv: KVService, clock: Clock) {
 
 async function bulkDelete(kv: KVService, request: Request, params: { account_id: string; namespace_id: string }) {
   const body = await readJson(request, L.MAX_BULK_BYTES, bulkTooLarge);
-  if (!Array.isArray(body) || body.some((k) => typeof k !== "string")) throw new KVError(400, CODE.badRequest, "A bulk delete takes a JSON array of key names.");
-  if (body.length > L.MAX_BULK_PAIRS) throw new KVError(413, CODE.bulkTooLarge, `Bulk delete of ${body.length} keys exceeds limit of ${L.MAX_BULK_PAIRS}.`);
+  if (!Array.isArray(body) || body.some((k) => typeof k !== "string")) throw new ApiError(400, CODE.badRequest, "A bulk delete takes a JSON array of key names.");
+  if (body.length > L.MAX_BULK_PAIRS) throw new ApiError(413, CODE.bulkTooLarge, `Bulk delete of ${body.length} keys exceeds limit of ${L.MAX_BULK_PAIRS}.`);
   for (const k of body as string[]) validateKey(k);
   if (body.length) await kv.deleteMany(params.account_id, params.namespace_id, body as string[]);
   return ok({ successful_key_count: body.length, unsuccessful_keys: [] });

@@ -1,5 +1,5 @@
 // The KV service: namespaces, reads through the cache, writes through group commit, listing and bulk
-// operations. It never sees an HTTP request; it speaks KVService (types.ts) and throws KVError.
+// operations. It never sees an HTTP request; it speaks KVService (types.ts) and throws ApiError.
 import { randomBytes } from "node:crypto";
 import type { Clock } from "../clock.ts";
 import type { Config } from "../config.ts";
@@ -16,8 +16,7 @@ import { unavailableReason } from "../storage/unavailable.ts";
 import { openStorage } from "../storage/open.ts";
 import type { NamespaceRow, StoredEntry } from "../storage/store.ts";
 import { REPLICATION_MODES, type ReplicationMode } from "../gateway/replicated.ts";
-import { CODE } from "./codes.ts";
-import { KVError } from "./errors.ts";
+import { ApiError, CODE } from "../errors.ts";
 import { MIN_CACHE_TTL } from "./limits.ts";
 import { decodeCursor, encodeCursor, prefixUpperBound } from "./cursor.ts";
 import type { KVService, KVValue, Namespace, PutInput } from "./types.ts";
@@ -39,21 +38,21 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 const toNamespace = (r: NamespaceRow): Namespace => ({ id: r.id, title: r.title, supports_url_encoding: true });
-const namespaceMissing = (id: string) => new KVError(404, CODE.namespaceNotFound, `namespace ${JSON.stringify(id)} not found`);
-const titleTaken = (title: string) => new KVError(400, CODE.namespaceTitleExists, `a namespace with the title ${JSON.stringify(title)} already exists in this account`);
+const namespaceMissing = (id: string) => new ApiError(404, CODE.namespaceNotFound, `namespace ${JSON.stringify(id)} not found`);
+const titleTaken = (title: string) => new ApiError(400, CODE.namespaceTitleExists, `a namespace with the title ${JSON.stringify(title)} already exists in this account`);
 const cacheTtl = (o: { cacheTtl?: number } | undefined) => Math.max(MIN_CACHE_TTL, o?.cacheTtl ?? DEFAULT_CACHE_TTL);
 
 /** A storage outage is the client's to retry (503), not a defect (500): every other error passes unchanged. */
 function storageError(e: unknown): unknown {
-  if (e instanceof KVError) return e;
+  if (e instanceof ApiError) return e;
   const reason = unavailableReason(e);
-  return reason === null ? e : new KVError(503, CODE.internal, `storage is unavailable (${reason}): retry the request`);
+  return reason === null ? e : new ApiError(503, CODE.internal, `storage is unavailable (${reason}): retry the request`);
 }
 
 // Methods that never touch storage, or whose callers want the raw answer.
 const UNGUARDED = new Set(["close", "ready", "redundancy"]);
 
-/** The service with every storage-facing method answering a storage outage as a 503 KVError. */
+/** The service with every storage-facing method answering a storage outage as a 503 ApiError. */
 function guarded(service: KVService): KVService {
   const out: Record<string, unknown> = {};
   for (const [name, f] of Object.entries(service)) {
@@ -195,7 +194,7 @@ export async function createKVService({ urls, config, clock, metrics, log }: Ser
     try {
       await p;
     } catch (e) {
-      if (e instanceof BatcherClosedError) throw new KVError(503, CODE.internal, "kvdrive is shutting down: the write was not accepted, retry it");
+      if (e instanceof BatcherClosedError) throw new ApiError(503, CODE.internal, "kvdrive is shutting down: the write was not accepted, retry it");
       throw e;
     }
   }
@@ -331,8 +330,8 @@ export async function createKVService({ urls, config, clock, metrics, log }: Ser
     },
     async setReplication(nsId, mode) {
       const ns = await namespaceById(nsId);
-      if (mode !== null && !(REPLICATION_MODES as readonly string[]).includes(mode)) throw new KVError(400, CODE.badRequest, `replication mode ${JSON.stringify(mode)} must be one of ${REPLICATION_MODES.join(", ")}`);
-      if (mode !== null && mode !== "primary" && !storage.replicated) throw new KVError(400, CODE.badRequest, `replication mode ${mode} needs a second backend: set KVDRIVE_REPLICA_S3_BUCKET or KVDRIVE_REPLICA_DATABASE_URL`);
+      if (mode !== null && !(REPLICATION_MODES as readonly string[]).includes(mode)) throw new ApiError(400, CODE.badRequest, `replication mode ${JSON.stringify(mode)} must be one of ${REPLICATION_MODES.join(", ")}`);
+      if (mode !== null && mode !== "primary" && !storage.replicated) throw new ApiError(400, CODE.badRequest, `replication mode ${mode} needs a second backend: set KVDRIVE_REPLICA_S3_BUCKET or KVDRIVE_REPLICA_DATABASE_URL`);
       if (!(await storage.catalog.setNamespaceReplication(ns.id, mode))) throw namespaceMissing(nsId);
       namespaces.delete(ns.id);
       return service.replication(nsId);

@@ -33,7 +33,7 @@ export interface PutInput {
 export interface ListOptions {
   prefix?: string;
   limit: number; // 1..1000, validated by routes
-  /** Opaque cursor from a previous page, or undefined. The service validates it and throws KVError 400 when bad. */
+  /** Opaque cursor from a previous page, or undefined. The service validates it and throws ApiError 400 when bad. */
   cursor?: string;
 }
 
@@ -61,7 +61,7 @@ export interface KVService {
   getNamespace(accountId: string, namespaceId: string): Promise<Namespace>;
   renameNamespace(accountId: string, namespaceId: string, title: string): Promise<Namespace>;
   deleteNamespace(accountId: string, namespaceId: string): Promise<void>;
-  /** The account owning a namespace addressed by id alone (the workerd binding listener); KVError 404 when unknown. */
+  /** The account owning a namespace addressed by id alone (the workerd binding listener); ApiError 404 when unknown. */
   accountOf(namespaceId: string): Promise<string>;
 
   get(accountId: string, namespaceId: string, key: string, opts?: GetOptions): Promise<KVValue | null>;

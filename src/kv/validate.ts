@@ -1,6 +1,5 @@
 // Pure validation of KV input. Each error names the value and the limit, in Miniflare's words where it has them.
-import { CODE } from "./codes.ts";
-import { KVError } from "./errors.ts";
+import { ApiError, CODE } from "../errors.ts";
 import * as L from "./limits.ts";
 
 const encoder = new TextEncoder();
@@ -16,11 +15,11 @@ const NAMESPACE_ID = /^[0-9a-f]{32}$/;
 export const shown = (raw: unknown): string => JSON.stringify(String(raw).slice(0, 64));
 
 export function validateKey(key: string): void {
-  if (key === "") throw new KVError(400, CODE.badKey, "Key names must not be empty.");
-  if (key === "." || key === "..") throw new KVError(400, CODE.badKey, `Illegal key name "${key}". Please use a different name.`);
+  if (key === "") throw new ApiError(400, CODE.badKey, "Key names must not be empty.");
+  if (key === "." || key === "..") throw new ApiError(400, CODE.badKey, `Illegal key name "${key}". Please use a different name.`);
   const len = key.length <= L.MAX_KEY_BYTES / 3 ? key.length : encoder.encode(key).byteLength;
-  if (len > L.MAX_KEY_BYTES) throw new KVError(414, CODE.keyTooLong, `UTF-8 encoded length of ${len} exceeds key length limit of ${L.MAX_KEY_BYTES}.`);
-  if (LONE_SURROGATE.test(key)) throw new KVError(400, CODE.badKey, `Key ${shown(key)} is not valid Unicode: it holds a lone UTF-16 surrogate.`);
+  if (len > L.MAX_KEY_BYTES) throw new ApiError(414, CODE.keyTooLong, `UTF-8 encoded length of ${len} exceeds key length limit of ${L.MAX_KEY_BYTES}.`);
+  if (LONE_SURROGATE.test(key)) throw new ApiError(400, CODE.badKey, `Key ${shown(key)} is not valid Unicode: it holds a lone UTF-16 surrogate.`);
 }
 
 /** Depth of a JSON value, walked without recursion; stops counting past the limit. */
@@ -38,11 +37,11 @@ function depthExceeds(value: unknown, limit: number): boolean {
 export function validateMetadata(metadata: unknown): string | null {
   if (metadata === undefined || metadata === null) return null;
   if (depthExceeds(metadata, L.MAX_METADATA_DEPTH)) {
-    throw new KVError(413, CODE.metadataTooLarge, `Metadata nested more than ${L.MAX_METADATA_DEPTH} levels deep exceeds limit of ${L.MAX_METADATA_BYTES} serialized bytes.`);
+    throw new ApiError(413, CODE.metadataTooLarge, `Metadata nested more than ${L.MAX_METADATA_DEPTH} levels deep exceeds limit of ${L.MAX_METADATA_BYTES} serialized bytes.`);
   }
   const json = JSON.stringify(metadata);
   const len = encoder.encode(json).byteLength;
-  if (len > L.MAX_METADATA_BYTES) throw new KVError(413, CODE.metadataTooLarge, `Metadata length of ${len} exceeds limit of ${L.MAX_METADATA_BYTES}.`);
+  if (len > L.MAX_METADATA_BYTES) throw new ApiError(413, CODE.metadataTooLarge, `Metadata length of ${len} exceeds limit of ${L.MAX_METADATA_BYTES}.`);
   return json;
 }
 
@@ -58,19 +57,19 @@ export function resolveExpiration(expiration: unknown, ttl: unknown, nowSeconds:
   const present = (v: unknown) => v !== undefined && v !== null && v !== "";
   if (present(ttl)) {
     const t = integer(ttl);
-    if (t === null) throw new KVError(400, CODE.badExpirationTtl, `Invalid expiration_ttl of ${shown(ttl)}. Please specify an integer number of seconds.`);
-    if (t < L.MIN_EXPIRATION_TTL) throw new KVError(400, CODE.badExpirationTtl, `Invalid expiration_ttl of ${shown(ttl)}. Expiration TTL must be at least ${L.MIN_EXPIRATION_TTL}.`);
+    if (t === null) throw new ApiError(400, CODE.badExpirationTtl, `Invalid expiration_ttl of ${shown(ttl)}. Please specify an integer number of seconds.`);
+    if (t < L.MIN_EXPIRATION_TTL) throw new ApiError(400, CODE.badExpirationTtl, `Invalid expiration_ttl of ${shown(ttl)}. Expiration TTL must be at least ${L.MIN_EXPIRATION_TTL}.`);
     const max = L.MAX_EXPIRATION - nowSeconds;
-    if (t > max) throw new KVError(400, CODE.badExpirationTtl, `Invalid expiration_ttl of ${shown(ttl)}. Expiration TTL must be at most ${max} (expiring by ${L.MAX_EXPIRATION}, 9999-12-31).`);
+    if (t > max) throw new ApiError(400, CODE.badExpirationTtl, `Invalid expiration_ttl of ${shown(ttl)}. Expiration TTL must be at most ${max} (expiring by ${L.MAX_EXPIRATION}, 9999-12-31).`);
     return nowSeconds + t;
   }
   if (present(expiration)) {
     const e = integer(expiration);
-    if (e === null) throw new KVError(400, CODE.badExpiration, `Invalid expiration of ${shown(expiration)}. Please specify an integer number of seconds since the UNIX epoch.`);
+    if (e === null) throw new ApiError(400, CODE.badExpiration, `Invalid expiration of ${shown(expiration)}. Please specify an integer number of seconds since the UNIX epoch.`);
     if (e < nowSeconds + L.MIN_EXPIRATION_TTL) {
-      throw new KVError(400, CODE.badExpiration, `Invalid expiration of ${shown(expiration)}. Expiration times must be at least ${L.MIN_EXPIRATION_TTL} seconds in the future.`);
+      throw new ApiError(400, CODE.badExpiration, `Invalid expiration of ${shown(expiration)}. Expiration times must be at least ${L.MIN_EXPIRATION_TTL} seconds in the future.`);
     }
-    if (e > L.MAX_EXPIRATION) throw new KVError(400, CODE.badExpiration, `Invalid expiration of ${shown(expiration)}. Expiration times must be at most ${L.MAX_EXPIRATION} (9999-12-31T23:59:59Z).`);
+    if (e > L.MAX_EXPIRATION) throw new ApiError(400, CODE.badExpiration, `Invalid expiration of ${shown(expiration)}. Expiration times must be at most ${L.MAX_EXPIRATION} (9999-12-31T23:59:59Z).`);
     return e;
   }
   return null;
@@ -79,9 +78,9 @@ export function resolveExpiration(expiration: unknown, ttl: unknown, nowSeconds:
 export function validateListLimit(raw: string | null): number {
   if (raw === null || raw === "") return L.DEFAULT_LIST_LIMIT;
   const n = integer(raw);
-  if (n === null) throw new KVError(400, CODE.badListLimit, `Invalid list limit ${shown(raw)}: it must be a number.`);
-  if (n < 1) throw new KVError(400, CODE.badListLimit, `Invalid list limit of ${shown(raw)}: it must be at least 1.`);
-  if (n > L.MAX_LIST_LIMIT) throw new KVError(400, CODE.badListLimit, `Invalid list limit of ${shown(raw)}: it must be at most ${L.MAX_LIST_LIMIT}.`);
+  if (n === null) throw new ApiError(400, CODE.badListLimit, `Invalid list limit ${shown(raw)}: it must be a number.`);
+  if (n < 1) throw new ApiError(400, CODE.badListLimit, `Invalid list limit of ${shown(raw)}: it must be at least 1.`);
+  if (n > L.MAX_LIST_LIMIT) throw new ApiError(400, CODE.badListLimit, `Invalid list limit of ${shown(raw)}: it must be at most ${L.MAX_LIST_LIMIT}.`);
   return n;
 }
 
@@ -89,30 +88,30 @@ export function validateCacheTtl(raw: string | null): number | undefined {
   if (raw === null || raw === "") return undefined;
   const n = integer(raw);
   if (n === null || n < L.MIN_CACHE_TTL || n > L.MAX_CACHE_TTL) {
-    throw new KVError(400, CODE.badRequest, `Invalid cache_ttl of ${shown(raw)}. Cache TTL must be an integer of at least ${L.MIN_CACHE_TTL} and at most ${L.MAX_CACHE_TTL}.`);
+    throw new ApiError(400, CODE.badRequest, `Invalid cache_ttl of ${shown(raw)}. Cache TTL must be an integer of at least ${L.MIN_CACHE_TTL} and at most ${L.MAX_CACHE_TTL}.`);
   }
   return n;
 }
 
 export function validateTitle(title: unknown): string {
-  if (typeof title !== "string" || title.trim() === "") throw new KVError(400, CODE.badNamespaceTitle, "A namespace needs a non-empty string title.");
+  if (typeof title !== "string" || title.trim() === "") throw new ApiError(400, CODE.badNamespaceTitle, "A namespace needs a non-empty string title.");
   const len = encoder.encode(title).byteLength;
-  if (len > L.MAX_NAMESPACE_TITLE_BYTES) throw new KVError(400, CODE.badNamespaceTitle, `Namespace title length of ${len} exceeds limit of ${L.MAX_NAMESPACE_TITLE_BYTES}.`);
-  if (title.includes("\u0000")) throw new KVError(400, CODE.badNamespaceTitle, "A namespace title must not contain NUL (U+0000).");
-  if (LONE_SURROGATE.test(title)) throw new KVError(400, CODE.badNamespaceTitle, "A namespace title must be valid Unicode: it holds a lone UTF-16 surrogate.");
+  if (len > L.MAX_NAMESPACE_TITLE_BYTES) throw new ApiError(400, CODE.badNamespaceTitle, `Namespace title length of ${len} exceeds limit of ${L.MAX_NAMESPACE_TITLE_BYTES}.`);
+  if (title.includes("\u0000")) throw new ApiError(400, CODE.badNamespaceTitle, "A namespace title must not contain NUL (U+0000).");
+  if (LONE_SURROGATE.test(title)) throw new ApiError(400, CODE.badNamespaceTitle, "A namespace title must be valid Unicode: it holds a lone UTF-16 surrogate.");
   return title;
 }
 
 /** Namespace ids are 32 lowercase hex characters; anything else names no namespace. */
 export function validateNamespaceId(id: string): string {
-  if (!NAMESPACE_ID.test(id)) throw new KVError(404, CODE.namespaceNotFound, `namespace ${shown(id)} not found: a namespace id is 32 hex characters.`);
+  if (!NAMESPACE_ID.test(id)) throw new ApiError(404, CODE.namespaceNotFound, `namespace ${shown(id)} not found: a namespace id is 32 hex characters.`);
   return id;
 }
 
 export function validateAccountId(id: string): string {
   const len = encoder.encode(id).byteLength;
   if (len === 0 || len > L.MAX_ACCOUNT_ID_BYTES || CONTROL.test(id) || LONE_SURROGATE.test(id)) {
-    throw new KVError(400, CODE.badRequest, `Invalid account id ${shown(id)}: it must be 1..${L.MAX_ACCOUNT_ID_BYTES} UTF-8 bytes without control characters.`);
+    throw new ApiError(400, CODE.badRequest, `Invalid account id ${shown(id)}: it must be 1..${L.MAX_ACCOUNT_ID_BYTES} UTF-8 bytes without control characters.`);
   }
   return id;
 }
@@ -120,14 +119,14 @@ export function validateAccountId(id: string): string {
 export function positiveInt(name: string, raw: string | null, def: number, max: number): number {
   if (raw === null || raw === "") return def;
   const n = integer(raw);
-  if (n === null || n < 1) throw new KVError(400, CODE.badRequest, `Invalid ${name} ${shown(raw)}: it must be a positive integer.`);
-  if (n > max) throw new KVError(400, CODE.badRequest, `Invalid ${name} of ${shown(raw)}: it must be at most ${max}.`);
+  if (n === null || n < 1) throw new ApiError(400, CODE.badRequest, `Invalid ${name} ${shown(raw)}: it must be a positive integer.`);
+  if (n > max) throw new ApiError(400, CODE.badRequest, `Invalid ${name} of ${shown(raw)}: it must be at most ${max}.`);
   return n;
 }
 
 export function oneOf<T extends string>(name: string, raw: string | null, allowed: readonly T[], def: T): T {
   if (raw === null || raw === "") return def;
-  if (!(allowed as readonly string[]).includes(raw)) throw new KVError(400, CODE.badRequest, `Invalid ${name} ${shown(raw)}: it must be one of ${allowed.join(", ")}.`);
+  if (!(allowed as readonly string[]).includes(raw)) throw new ApiError(400, CODE.badRequest, `Invalid ${name} ${shown(raw)}: it must be one of ${allowed.join(", ")}.`);
   return raw as T;
 }
 
@@ -138,6 +137,6 @@ export function bulkGetValue(v: { value: Uint8Array }, type: "text" | "json", ke
   try {
     return JSON.parse(text);
   } catch {
-    throw new KVError(400, CODE.badRequest, `The value of key ${JSON.stringify(key)} is not valid JSON; ask for type "text".`);
+    throw new ApiError(400, CODE.badRequest, `The value of key ${JSON.stringify(key)} is not valid JSON; ask for type "text".`);
   }
 }

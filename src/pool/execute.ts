@@ -1,6 +1,7 @@
 // Runs statements for the HTTP /sql endpoint on the same pools as wire clients: extended protocol with
 // text parameters and text results, one Sync for a transaction (an implicit transaction block) or one per
 // statement otherwise. Results are collected in memory, so they are bounded by KVDRIVE_PG_MAX_MESSAGE_BYTES.
+import { PoolerError } from "../errors.ts";
 import { createFrames } from "../protocol/frames.ts";
 import { encodeBind, encodeDescribe, encodeExecute, encodeParse, encodeQuery, SYNC } from "../protocol/frontend.ts";
 import { B, decodeCommandComplete, decodeDataRow, decodeErrorResponse, decodeRowDescription } from "../protocol/backend.ts";
@@ -25,14 +26,6 @@ export interface ExecuteResult {
   fields: Array<{ name: string; dataTypeID: number }>;
   rows: Array<Array<string | null>>;
   cache: string;
-}
-
-/** An error from the origin or the pooler, with its SQLSTATE `code` (and the origin's other fields). */
-export class PoolerError extends Error {
-  override name = "PoolerError";
-  constructor(message: string, readonly code: string, readonly fields: Record<string, string> = {}) {
-    super(message);
-  }
 }
 
 const encoder = new TextEncoder();

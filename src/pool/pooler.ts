@@ -47,7 +47,6 @@ export interface Pooler {
   stop(): Promise<void>;
 }
 
-export { PoolerError } from "./execute.ts";
 export type { ExecuteRequest, ExecuteResult } from "./execute.ts";
 
 interface PoolInfo {

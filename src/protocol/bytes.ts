@@ -171,4 +171,3 @@ export function createReader(body: Uint8Array): Reader {
 }
 
 export const utf8 = (s: string) => encoder.encode(s);
-export const fromUtf8 = (b: Uint8Array) => decoder.decode(b);

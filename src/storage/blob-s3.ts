@@ -5,7 +5,8 @@ import {
   AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CreateMultipartUploadCommand, DeleteObjectCommand,
   GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client, UploadPartCommand, type CompletedPart,
 } from "@aws-sdk/client-s3";
-import { ConfigError, type Config } from "../config.ts";
+import type { Config } from "../config.ts";
+import { ConfigError } from "../errors.ts";
 import {
   checkBlobKey, checkListLimit, checkSize, chunked, sizeMismatch, type BlobBody, type BlobStore,
 } from "./blob.ts";

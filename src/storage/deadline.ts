@@ -2,7 +2,7 @@
 // would otherwise hold every request that reaches it until the client gives up: past the bound the call fails
 // with StorageUnavailableError, which the KV service answers as 503 "storage is unavailable". The replicated
 // backend bounds its own calls (gateway/replicated.ts); this serves the primary on its own and the catalog.
-import { StorageUnavailableError } from "./unavailable.ts";
+import { StorageUnavailableError } from "../errors.ts";
 
 /** Calls that are bounded: the request path. Purges, namespace drops and walks may rightly run longer. */
 const BOUNDED = new Set([

@@ -3,7 +3,8 @@
 // the replication layer with its repair queue, repair worker and crawler.
 import { join } from "node:path";
 import type { Clock } from "../clock.ts";
-import { ConfigError, type Config } from "../config.ts";
+import type { Config } from "../config.ts";
+import { ConfigError } from "../errors.ts";
 import type { Registry } from "../metrics/registry.ts";
 import { startCrawler, startRepairWorker, type Crawler, type RepairWorker } from "../gateway/anti-entropy.ts";
 import { openRepairQueue, type RepairQueue } from "../gateway/repair-queue.ts";

@@ -2,10 +2,7 @@
 // a cluster that refuses or drops connections, is shutting down or starting up, has no connection slot left,
 // or does not answer in time; an object store that cannot be reached. Everything else is a real error.
 
-/** Storage could not serve the request; it may be retried once storage is back. */
-export class StorageUnavailableError extends Error {
-  override name = "StorageUnavailableError";
-}
+import { StorageUnavailableError } from "../errors.ts";
 
 // Postgres SQLSTATEs of a server that is there but cannot serve now: class 08 (connection exception) is
 // matched by prefix; admin shutdown, crash shutdown, cannot connect now (starting up or shutting down),
@@ -16,8 +13,6 @@ const UNAVAILABLE_SOCKET_CODES = new Set([
   "ECONNREFUSED", "ECONNRESET", "ECONNABORTED", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN",
   "ConnectionRefused", "ConnectionClosed", "ConnectionReset", "UND_ERR_SOCKET", "UND_ERR_CONNECT_TIMEOUT",
 ]);
-// Errors raised by kvdrive's own layers when a backend did not answer in time or cannot be trusted to be current.
-const UNAVAILABLE_NAMES = new Set(["StorageUnavailableError", "BackendTimeoutError", "BackendBehindError", "TimeoutError"]);
 
 /** A short reason when `e` means storage is unavailable, else null. Looks through `cause` chains. */
 export function unavailableReason(e: unknown, depth = 0): string | null {
@@ -27,7 +22,10 @@ export function unavailableReason(e: unknown, depth = 0): string | null {
   const code = typeof err.code === "string" ? err.code : "";
   const sqlstate = typeof err.errno === "string" && /^[0-9A-Z]{5}$/.test(err.errno) ? err.errno : /^[0-9A-Z]{5}$/.test(code) ? code : "";
   const message = typeof err.message === "string" ? err.message : "";
-  if (UNAVAILABLE_NAMES.has(name)) return message || name;
+  // kvdrive's own (a backend too slow or not to be trusted to be current), then a timeout from outside: a
+  // DOMException of AbortSignal.timeout() or the AWS SDK's.
+  if (e instanceof StorageUnavailableError) return message || name;
+  if (name === "TimeoutError") return message || name;
   // Bun.SQL: ERR_POSTGRES_CONNECTION_REFUSED / _CLOSED / _TIMEOUT, ERR_POSTGRES_IDLE_TIMEOUT, ERR_POSTGRES_LIFETIME_TIMEOUT.
   if (/^ERR_POSTGRES_(CONNECTION_|IDLE_TIMEOUT|LIFETIME_TIMEOUT|CONNECTION_TIMEOUT)/.test(code)) return `${code}: ${message}`;
   if (sqlstate && (sqlstate.startsWith("08") || UNAVAILABLE_SQLSTATES.has(sqlstate))) return `${sqlstate}: ${message}`;

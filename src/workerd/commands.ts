@@ -2,7 +2,8 @@
 // served by the kvdrive running on this data dir (dev starts one in process when none is running).
 import fs from "node:fs";
 import path from "node:path";
-import { ConfigError, loadConfig, type Config } from "../config.ts";
+import { loadConfig, type Config } from "../config.ts";
+import { ConfigError } from "../errors.ts";
 import { startKvdrive, type Kvdrive } from "../server.ts";
 import { workerdConfig, validateBindingName, type HyperdriveBinding, type KvBinding } from "./capnp.ts";
 import { findRunning, requireRunning, type RunningKvdrive } from "./instance.ts";

@@ -6,8 +6,7 @@ import type { Clock } from "../clock.ts";
 import { readJson, readLimited } from "../http/body.ts";
 import { authGate } from "../http/auth.ts";
 import { errorResponse, fail } from "../http/envelope.ts";
-import { CODE } from "../kv/codes.ts";
-import { KVError } from "../kv/errors.ts";
+import { ApiError, CODE } from "../errors.ts";
 import * as L from "../kv/limits.ts";
 import type { KVService } from "../kv/types.ts";
 import { bulkGetValue, resolveExpiration, validateCacheTtl, validateKey, validateListLimit, validateMetadata } from "../kv/validate.ts";
@@ -45,15 +44,15 @@ export type BindingHandler = (req: BindingRequest) => Promise<Reply>;
 
 const MAX_BULK_GET_BODY = 1024 * 1024;
 const AUTH_URL = "http://kvdrive.local/";
-const valueTooLarge = (size: number) => new KVError(413, CODE.valueTooLarge, `Value length of ${size} exceeds limit of ${L.MAX_VALUE_BYTES}.`);
-const bulkBodyTooLarge = (size: number) => new KVError(413, CODE.badRequest, `Request body of ${size} bytes exceeds limit of ${MAX_BULK_GET_BODY}.`);
+const valueTooLarge = (size: number) => new ApiError(413, CODE.valueTooLarge, `Value length of ${size} exceeds limit of ${L.MAX_VALUE_BYTES}.`);
+const bulkBodyTooLarge = (size: number) => new ApiError(413, CODE.badRequest, `Request body of ${size} bytes exceeds limit of ${MAX_BULK_GET_BODY}.`);
 const JSON_HEADERS = { "content-type": "application/json" };
 const OK: Reply = { status: 200, reason: "OK", headers: {}, body: null };
 const json = (body: unknown): Reply => ({ status: 200, reason: "OK", headers: JSON_HEADERS, body: JSON.stringify(body) });
 
 /** The Cloudflare envelope as the body, its message as the reason phrase. */
 async function errorOut(e: unknown): Promise<Reply> {
-  const r = e instanceof KVError ? fail(e.status, e.code, e.message) : errorResponse(e);
+  const r = e instanceof ApiError ? fail(e.status, e.code, e.message) : errorResponse(e);
   const body = await r.text();
   const message = (JSON.parse(body) as { errors: Array<{ message: string }> }).errors[0]?.message ?? "error";
   return { status: r.status, reason: reasonPhrase(message), headers: JSON_HEADERS, body };
@@ -66,7 +65,7 @@ export function createBindingHandler({ kv, apiToken, clock, authFailureDelayMs, 
   async function get(account: string, ns: string, op: Extract<Operation, { op: "get" }>): Promise<Reply> {
     const v = await kv.get(account, ns, op.key, { cacheTtl: validateCacheTtl(op.query.get("cache_ttl")) });
     // workerd turns a 404 into null whatever its body; the envelope is for anyone else reading it.
-    if (!v) return errorOut(new KVError(404, CODE.keyNotFound, `key not found: ${JSON.stringify(op.key)}`));
+    if (!v) return errorOut(new ApiError(404, CODE.keyNotFound, `key not found: ${JSON.stringify(op.key)}`));
     // One round trip for getWithMetadata: the metadata rides along in a header.
     const headers: Record<string, string> = { "content-type": "application/octet-stream" };
     if (v.metadata !== null) headers[METADATA_HEADER] = asciiJson(v.metadata);
@@ -94,11 +93,11 @@ export function createBindingHandler({ kv, apiToken, clock, authFailureDelayMs, 
 
   async function bulkGet(account: string, ns: string, req: BindingRequest): Promise<Reply> {
     const body = await readJson(req.request(), MAX_BULK_GET_BODY, bulkBodyTooLarge);
-    if (typeof body !== "object" || body === null || Array.isArray(body)) throw new KVError(400, CODE.badRequest, "The body must be a JSON object.");
+    if (typeof body !== "object" || body === null || Array.isArray(body)) throw new ApiError(400, CODE.badRequest, "The body must be a JSON object.");
     const { keys, type = "text", withMetadata, cacheTtl } = body as Record<string, unknown>;
-    if (!Array.isArray(keys) || keys.some((k) => typeof k !== "string")) throw new KVError(400, CODE.badRequest, "'keys' must be an array of strings.");
-    if (keys.length < 1 || keys.length > L.MAX_BULK_GET_KEYS) throw new KVError(400, CODE.badRequest, `Bulk get of ${keys.length} keys is outside the allowed 1..${L.MAX_BULK_GET_KEYS}.`);
-    if (type !== "text" && type !== "json") throw new KVError(400, CODE.badRequest, `Invalid type ${JSON.stringify(type)}: a bulk get takes "text" or "json".`);
+    if (!Array.isArray(keys) || keys.some((k) => typeof k !== "string")) throw new ApiError(400, CODE.badRequest, "'keys' must be an array of strings.");
+    if (keys.length < 1 || keys.length > L.MAX_BULK_GET_KEYS) throw new ApiError(400, CODE.badRequest, `Bulk get of ${keys.length} keys is outside the allowed 1..${L.MAX_BULK_GET_KEYS}.`);
+    if (type !== "text" && type !== "json") throw new ApiError(400, CODE.badRequest, `Invalid type ${JSON.stringify(type)}: a bulk get takes "text" or "json".`);
     for (const k of keys as string[]) validateKey(k);
     const ttl = validateCacheTtl(cacheTtl === undefined ? null : String(cacheTtl));
     const found = await kv.getMany(account, ns, keys as string[], { cacheTtl: ttl });
@@ -121,10 +120,10 @@ export function createBindingHandler({ kv, apiToken, clock, authFailureDelayMs, 
         // tell a missing header from a wrong one, and both are the config's fault.
         const denied = await refused;
         const error = ((await denied.json()) as { errors: Array<{ code: number; message: string }> }).errors[0]!;
-        return await errorOut(new KVError(denied.status === 403 ? 401 : denied.status, error.code, error.message));
+        return await errorOut(new ApiError(denied.status === 403 ? 401 : denied.status, error.code, error.message));
       }
       const ns = req.header(NAMESPACE_HEADER);
-      if (!ns) throw new KVError(400, CODE.badRequest, "The X-Kvdrive-Namespace header is missing: inject it with injectRequestHeaders in the workerd config.");
+      if (!ns) throw new ApiError(400, CODE.badRequest, "The X-Kvdrive-Namespace header is missing: inject it with injectRequestHeaders in the workerd config.");
       const account = await kv.accountOf(ns);
       const op = parseOperation(req.method, req.url);
       switch (op.op) {

@@ -3,7 +3,8 @@
 // (KVDRIVE_PG_USERS' first pair, else the origin URL's user and password, as the pooler itself does).
 import fs from "node:fs";
 import path from "node:path";
-import { ConfigError, type Config } from "../config.ts";
+import type { Config } from "../config.ts";
+import { ConfigError } from "../errors.ts";
 
 export const INSTANCE_FILE = "instance.json";
 

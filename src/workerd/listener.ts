@@ -6,8 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Clock } from "../clock.ts";
 import type { Config } from "../config.ts";
-import { CODE } from "../kv/codes.ts";
-import { KVError } from "../kv/errors.ts";
+import { ApiError, CODE } from "../errors.ts";
 import type { KVService } from "../kv/types.ts";
 import type { Registry } from "../metrics/registry.ts";
 import { createBindingHandler } from "./handler.ts";
@@ -139,7 +138,7 @@ function bodyStream(req: http.IncomingMessage, idleMs: number): BodyStream {
   const waitForData = () => {
     if (idle) idle.refresh();
     else idle = setTimeout(() => {
-      if (!discarding) controller.error(new KVError(408, CODE.badRequest, `The request body sent nothing for ${idleMs / 1000} s (KVDRIVE_HTTP_IDLE_TIMEOUT_SECONDS).`));
+      if (!discarding) controller.error(new ApiError(408, CODE.badRequest, `The request body sent nothing for ${idleMs / 1000} s (KVDRIVE_HTTP_IDLE_TIMEOUT_SECONDS).`));
       req.socket.destroy();
     }, idleMs);
   };

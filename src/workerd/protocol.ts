@@ -1,8 +1,7 @@
 // The HTTP protocol workerd speaks to the service behind a `kvNamespace` binding (measured in
 // ../shared/reference/workerd/kv-binding-protocol.md): which operation a request is, its key, and how an error
 // becomes a reason phrase, since the Worker sees only `KV <OP> failed: <status> <reason phrase>`. Pure functions.
-import { CODE } from "../kv/codes.ts";
-import { KVError } from "../kv/errors.ts";
+import { ApiError, CODE } from "../errors.ts";
 import { validateKey } from "../kv/validate.ts";
 
 export const NAMESPACE_HEADER = "x-kvdrive-namespace";
@@ -35,13 +34,13 @@ export function parseOperation(method: string, rawUrl: string): Operation {
   const query = new URLSearchParams(q < 0 ? "" : target.slice(q + 1));
   if (rawPath === "") {
     if (method === "GET") return { op: "list", query };
-    throw new KVError(405, CODE.methodNotAllowed, `Method ${method} is not allowed on "/": list is GET.`);
+    throw new ApiError(405, CODE.methodNotAllowed, `Method ${method} is not allowed on "/": list is GET.`);
   }
   if (rawPath === "bulk/get") {
     if (method === "POST") return { op: "bulk_get" };
   }
   if (method !== "GET" && method !== "PUT" && method !== "DELETE") {
-    throw new KVError(405, CODE.methodNotAllowed, `Method ${method} is not allowed on a key: use GET, PUT or DELETE.`);
+    throw new ApiError(405, CODE.methodNotAllowed, `Method ${method} is not allowed on a key: use GET, PUT or DELETE.`);
   }
   const key = decodeKey(rawPath, query);
   validateKey(key);
@@ -54,7 +53,7 @@ function decodeKey(raw: string, query: URLSearchParams): string {
   try {
     return decodeURIComponent(raw);
   } catch {
-    throw new KVError(400, CODE.badKey, `Could not URL-decode key name ${JSON.stringify(raw.slice(0, 64))}.`);
+    throw new ApiError(400, CODE.badKey, `Could not URL-decode key name ${JSON.stringify(raw.slice(0, 64))}.`);
   }
 }
 
@@ -64,7 +63,7 @@ export function parseMetadataHeader(raw: string | null): unknown {
   try {
     return JSON.parse(raw);
   } catch {
-    throw new KVError(400, CODE.badRequest, `Invalid ${METADATA_HEADER} header: it must be JSON.`);
+    throw new ApiError(400, CODE.badRequest, `Invalid ${METADATA_HEADER} header: it must be JSON.`);
   }
 }
 

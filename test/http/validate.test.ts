@@ -1,7 +1,7 @@
-// Pure KV input validation at extreme values: each refusal is a KVError with the documented status and code and
+// Pure KV input validation at extreme values: each refusal is a ApiError with the documented status and code and
 // a message naming the parameter and the limit.
 import { expect, test } from "bun:test";
-import { KVError } from "../../src/kv/errors.ts";
+import { ApiError } from "../../src/errors.ts";
 import { MAX_EXPIRATION } from "../../src/kv/limits.ts";
 import { resolveExpiration, validateAccountId, validateKey, validateMetadata, validateNamespaceId, validateTitle } from "../../src/kv/validate.ts";
 
@@ -11,8 +11,8 @@ function refusal(f: () => unknown): { status: number; code: number; message: str
   try {
     f();
   } catch (e) {
-    expect(e).toBeInstanceOf(KVError);
-    const k = e as KVError;
+    expect(e).toBeInstanceOf(ApiError);
+    const k = e as ApiError;
     return { status: k.status, code: k.code, message: k.message };
   }
   throw new Error("expected a refusal");

@@ -4,7 +4,7 @@ import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import pg from "pg";
-import { PoolerError } from "../../src/pool/pooler.ts";
+import { PoolerError } from "../../src/errors.ts";
 import { startPoolerFixture, type PoolerFixture } from "./setup.ts";
 
 let f: PoolerFixture;

@@ -1,8 +1,8 @@
 // Which storage failures are "unavailable, retry" (503) and which are defects (500): the classifier alone,
 // fed the errors the real drivers raise (the outage tests cover them end to end).
 import { expect, test } from "bun:test";
-import { BackendBehindError, BackendTimeoutError } from "../../src/gateway/replicated.ts";
-import { isStorageUnavailable, StorageUnavailableError, unavailableReason } from "../../src/storage/unavailable.ts";
+import { BackendBehindError, BackendTimeoutError, StorageUnavailableError } from "../../src/errors.ts";
+import { isStorageUnavailable, unavailableReason } from "../../src/storage/unavailable.ts";
 
 const pgError = (code: string, errno?: string, message = "x") => Object.assign(new Error(message), { name: "PostgresError", code, errno });
 

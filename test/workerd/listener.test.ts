@@ -4,7 +4,7 @@ import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import net from "node:net";
-import { KVError } from "../../src/kv/errors.ts";
+import { ApiError } from "../../src/errors.ts";
 import { asciiJson, parseOperation, reasonPhrase, utf8Header } from "../../src/workerd/protocol.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 import { startTestServer, TEST_TOKEN, type TestServer } from "../helpers/server.ts";
@@ -21,7 +21,7 @@ describe("protocol parsing", () => {
     expect(parseOperation("GET", "https://fake-host?prefix=").op).toBe("list");
     expect(parseOperation("POST", "/bulk/get")).toEqual({ op: "bulk_get" });
     expect(parseOperation("GET", "/bulk%2Fget?urlencoded=true")).toMatchObject({ op: "get", key: "bulk/get" });
-    expect(() => parseOperation("PATCH", "/k?urlencoded=true")).toThrow(KVError);
+    expect(() => parseOperation("PATCH", "/k?urlencoded=true")).toThrow(ApiError);
     expect(() => parseOperation("GET", "/%E0%A4%A?urlencoded=true")).toThrow(/Could not URL-decode key name/);
     expect(() => parseOperation("GET", "/..?urlencoded=true")).toThrow(/Illegal key name/);
   });

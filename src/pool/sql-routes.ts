@@ -4,14 +4,13 @@
 import { Elysia } from "elysia";
 import { readJson } from "../http/body.ts";
 import { fail } from "../http/envelope.ts";
-import { CODE } from "../kv/codes.ts";
-import { KVError } from "../kv/errors.ts";
-import { PoolerError, type ExecuteResult, type Pooler } from "../pool/pooler.ts";
-import { fromText } from "./types.ts";
+import { ApiError, CODE, PoolerError } from "../errors.ts";
+import type { ExecuteResult, Pooler } from "./pooler.ts";
+import { fromText } from "./sql-types.ts";
 
 const MAX_SQL_BODY = 1024 * 1024;
 const MAX_STATEMENTS = 100;
-const tooLarge = (size: number) => new KVError(413, CODE.badRequest, `SQL request body of ${size} bytes exceeds limit of ${MAX_SQL_BODY}.`);
+const tooLarge = (size: number) => new ApiError(413, CODE.badRequest, `SQL request body of ${size} bytes exceeds limit of ${MAX_SQL_BODY}.`);
 
 interface Statement {
   query: string;
@@ -19,10 +18,10 @@ interface Statement {
 }
 
 function statement(v: unknown, where: string): Statement {
-  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new KVError(400, CODE.badRequest, `${where} must be an object {query, params}.`);
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new ApiError(400, CODE.badRequest, `${where} must be an object {query, params}.`);
   const o = v as Record<string, unknown>;
-  if (typeof o.query !== "string" || o.query.trim() === "") throw new KVError(400, CODE.badRequest, `${where}.query must be a non-empty string.`);
-  if (o.params !== undefined && !Array.isArray(o.params)) throw new KVError(400, CODE.badRequest, `${where}.params must be an array.`);
+  if (typeof o.query !== "string" || o.query.trim() === "") throw new ApiError(400, CODE.badRequest, `${where}.query must be a non-empty string.`);
+  if (o.params !== undefined && !Array.isArray(o.params)) throw new ApiError(400, CODE.badRequest, `${where}.params must be an array.`);
   return { query: o.query, params: o.params as unknown[] | undefined };
 }
 
@@ -42,7 +41,7 @@ export function sqlRoutes(o: { pooler: Pooler; database: string; user: string })
       const body = await readJson(request, MAX_SQL_BODY, tooLarge);
       const many = Array.isArray(body);
       const statements = many ? (body as unknown[]).map((s, i) => statement(s, `statement ${i}`)) : [statement(body, "the body")];
-      if (statements.length === 0 || statements.length > MAX_STATEMENTS) throw new KVError(400, CODE.badRequest, `An array of ${statements.length} statements is outside the allowed 1..${MAX_STATEMENTS}.`);
+      if (statements.length === 0 || statements.length > MAX_STATEMENTS) throw new ApiError(400, CODE.badRequest, `An array of ${statements.length} statements is outside the allowed 1..${MAX_STATEMENTS}.`);
       try {
         const results = await o.pooler.execute({ database: o.database, user: o.user, statements: statements.map((s) => ({ sql: s.query, params: s.params })), transaction: many });
         return Response.json(many ? results.map(shape) : shape(results[0]!));
