@@ -94,10 +94,7 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
-  const storage = await openStorage({
-    config, urls, metrics: createRegistry(), clock: systemClock, background: false,
-    modeOf: () => "primary", resolveMode: async () => "primary",
-  });
+  const storage = await openStorage({ config, urls, metrics: createRegistry(), clock: systemClock, background: false });
   try {
     if (command === "rebalance") {
       for (const u of storage.primary.shards) console.error(`cluster ${u.id}: ${redact(u.url)}`);
