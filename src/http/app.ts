@@ -1,27 +1,37 @@
-// The HTTP application: auth, health, metrics and the KV routes, with every error turned into the envelope.
-// Extra route groups (the SQL endpoint, admin views) are mounted through `plugins`, each an Elysia instance
-// whose paths are relative to the site root; they sit behind the same bearer token.
+// The HTTP application: auth, health and metrics, with every error turned into the envelope. The products'
+// routes come from the caller (src/main.ts): each an Elysia instance whose paths are relative to the site root
+// (the KV API, the SQL endpoint, admin views), plus the hot routes Bun.serve matches natively. This module
+// knows neither product.
 //
 // Authentication is decided once, in a global beforeHandle, on the route template the router matched: every
 // route but GET/HEAD /healthz and /readyz needs the token. A request that matches no route is refused 401/403
 // before it learns the route does not exist. Nothing here re-reads the URL to decide who may do what.
 import { Elysia } from "elysia";
-import type { Clock } from "../clock.ts";
 import type { Config } from "../config.ts";
-import type { Registry } from "../metrics/registry.ts";
 import { CODE } from "../errors.ts";
-import { kvRoutes, valueHandlers, VALUES_TEMPLATE, type PathIds, type ValueHandler } from "../kv/routes.ts";
-import type { KVService } from "../kv/types.ts";
+import type { Registry } from "../metrics/registry.ts";
 import { authGate, type AuthGate } from "./auth.ts";
 import { errorResponse, fail } from "./envelope.ts";
 
+/** A handler Bun.serve runs for a natively matched route, after the gate, with the router's path params. */
+export type NativeHandler<P = any> = (request: Request, params: P) => Promise<Response>;
+
 export interface HttpAppOptions {
-  kv: KVService;
-  config: Config;
+  config: Pick<Config, "authFailureDelayMs" | "httpAuthFailureMaxPending">;
   metrics: Registry;
   apiToken: string;
-  clock: Clock;
-  plugins?: Elysia<any, any, any, any, any, any, any>[];
+  /** Behind /readyz: whether storage answers. */
+  ready(): Promise<boolean>;
+  /** Route groups, paths from the site root, all behind the token. */
+  plugins: Elysia<any, any, any, any, any, any, any>[];
+  /**
+   * Routes for Bun.serve to match ahead of the router, template -> method -> handler: no Elysia context per
+   * request. Each template must also be served by a plugin (which still serves it when these are not
+   * installed), with the same handler, so both answer alike.
+   */
+  native?: Record<string, Partial<Record<"GET" | "PUT" | "DELETE", NativeHandler>>>;
+  /** The metric label of a product's matched route template (a fixed set); default: the template. */
+  label?(template: string): string;
 }
 
 /** Routes served without the token, by matched template; GET and HEAD only. */
@@ -40,38 +50,30 @@ type Marked = Request & { [ROUTE]?: string; [AUTHED]?: boolean };
 const PLAIN_URL = /^http:\/\/[A-Za-z0-9._~\-]*(?:\[[0-9A-Fa-f:.]+\])?(?::\d*)?\//;
 
 /** A metric label from a matched route template (a fixed set), or "unmatched". */
-export function routeLabel(template: string | undefined): string {
+function routeLabel(template: string | undefined, product: (template: string) => string): string {
   if (template === undefined) return "unmatched";
-  if (!template.startsWith("/client/v4/")) return OPEN_ROUTES.has(template) || template === "/metrics" ? template.slice(1) : template;
-  if (template.endsWith("/values/*")) return "values";
-  if (template.endsWith("/metadata/*")) return "metadata";
-  if (template.endsWith("/keys")) return "keys";
-  if (template.endsWith("/bulk/get")) return "bulk_get";
-  if (template.endsWith("/bulk/delete")) return "bulk_delete";
-  if (template.endsWith("/bulk")) return "bulk";
-  if (template.endsWith("/namespaces")) return "namespaces";
-  if (template.endsWith("/:namespace_id")) return "namespace";
-  return template;
+  if (OPEN_ROUTES.has(template) || template === "/metrics") return template.slice(1);
+  return product(template);
 }
 
 const isOpen = (req: Request, template: string | undefined) => template !== undefined && OPEN_ROUTES.has(template) && (req.method === "GET" || req.method === "HEAD");
 
 /** What Bun.serve takes as `routes`: a template, then a handler per method. */
-export type NativeRoutes = Record<string, Record<string, (req: Request & { params: PathIds }) => Promise<Response>>>;
+export type NativeRoutes = Record<string, Record<string, (req: Request & { params: Record<string, string> }) => Promise<Response>>>;
 
 export interface HttpApp {
   fetch(req: Request): Promise<Response>;
   /**
-   * The hot value routes (GET, PUT, DELETE of one key, and HEAD, which Bun answers from GET), for Bun.serve to
-   * match natively ahead of `fetch`: no Elysia context per request. Same gate, handlers, errors and metrics as
-   * the Elysia route of the same template, which still serves them when these are not installed.
+   * The native routes (HEAD reaches a GET handler; Bun answers it without the body), for Bun.serve to match
+   * ahead of `fetch`. Same gate, handlers, errors and metrics as the Elysia route of the same template.
    */
   routes: NativeRoutes;
   auth: AuthGate;
 }
 
 export function createHttpApp(opts: HttpAppOptions): HttpApp {
-  const { kv, metrics, apiToken, clock, config } = opts;
+  const { metrics, apiToken, config } = opts;
+  const label = (template: string | undefined) => routeLabel(template, opts.label ?? ((t) => t));
   const requests = metrics.counter("kvdrive_http_requests_total", "HTTP requests by route template, method and status");
   const latency = metrics.histogram("kvdrive_http_request_duration_seconds", "HTTP request latency by route template");
   const auth = authGate({ apiToken, failureDelayMs: config.authFailureDelayMs, maxPending: config.httpAuthFailureMaxPending });
@@ -82,7 +84,7 @@ export function createHttpApp(opts: HttpAppOptions): HttpApp {
   const readiness = () => {
     const now = performance.now();
     if (!probe || (probe.done && now - probe.at > 1000)) {
-      const p: NonNullable<typeof probe> = { at: now, done: false, ready: kv.ready().catch(() => false) };
+      const p: NonNullable<typeof probe> = { at: now, done: false, ready: opts.ready().catch(() => false) };
       void p.ready.then(() => (p.done = true));
       probe = p;
     }
@@ -115,16 +117,15 @@ export function createHttpApp(opts: HttpAppOptions): HttpApp {
       const ready = await readiness();
       return new Response(JSON.stringify({ status: ready ? "ready" : "storage unavailable" }), { status: ready ? 200 : 503, headers: { "content-type": "application/json" } });
     })
-    .get("/metrics", () => new Response(metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4" } }))
-    .group("/client/v4", (g) => g.use(kvRoutes(kv, clock)));
-  for (const p of opts.plugins ?? []) app = app.use(p);
+    .get("/metrics", () => new Response(metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4" } }));
+  for (const p of opts.plugins) app = app.use(p);
   app.compile();
 
   // Bound metric handles per (route, method, status): the hot path skips building label keys. Every part of
   // the id comes from a fixed set, so the map stays small.
   const series = new Map<string, { count: { inc(): void }; time: { observe(v: number): void } }>();
   function record(req: Request, res: Response, started: number) {
-    const route = routeLabel((req as Marked)[ROUTE]);
+    const route = label((req as Marked)[ROUTE]);
     const method = METHODS.has(req.method) ? req.method : "other";
     const id = `${route} ${method} ${res.status}`;
     let m = series.get(id);
@@ -133,13 +134,12 @@ export function createHttpApp(opts: HttpAppOptions): HttpApp {
     m.time.observe((performance.now() - started) / 1000);
   }
 
-  const template = "/client/v4" + VALUES_TEMPLATE;
-  const label = routeLabel(template);
   // The gate of the Elysia app, on the template Bun's router matched: the token first, then the handler. Its
   // metric handles are bound per status up front: nothing is looked up by string on the way out.
-  const native = (method: string, handler: ValueHandler) => {
+  const native = (template: string, method: string, handler: NativeHandler) => {
+    const route = label(template);
     const byStatus = new Map<number, { count: { inc(): void }; time: { observe(v: number): void } }>();
-    return async (req: Request & { params: PathIds }) => {
+    return async (req: Request & { params: Record<string, string> }) => {
       const started = performance.now();
       let res: Response;
       if (!PLAIN_URL.test(req.url)) {
@@ -158,18 +158,21 @@ export function createHttpApp(opts: HttpAppOptions): HttpApp {
       const head = req.method === "HEAD";
       const id = head ? -res.status : res.status;
       let m = byStatus.get(id);
-      if (!m) byStatus.set(id, (m = { count: requests.with({ route: label, method: head ? "HEAD" : method, status: res.status }), time: latency.with({ route: label }) }));
+      if (!m) byStatus.set(id, (m = { count: requests.with({ route, method: head ? "HEAD" : method, status: res.status }), time: latency.with({ route }) }));
       m.count.inc();
       m.time.observe((performance.now() - started) / 1000);
       return res;
     };
   };
-  const values = valueHandlers(kv, clock);
+  const routes: NativeRoutes = {};
+  for (const [template, methods] of Object.entries(opts.native ?? {})) {
+    const r: NativeRoutes[string] = (routes[template] = {});
+    for (const [method, handler] of Object.entries(methods)) if (handler) r[method] = native(template, method, handler);
+  }
 
   return {
     auth,
-    // HEAD reaches the GET handler (Bun answers it without the body).
-    routes: { [template]: { GET: native("GET", values.get), PUT: native("PUT", values.put), DELETE: native("DELETE", values.delete) } },
+    routes,
     async fetch(req) {
       const started = performance.now();
       let res: Response;

@@ -2,6 +2,7 @@
 // Keys are taken from the raw URL and percent-decoded exactly once, so %2F stays a slash inside the key.
 import { Elysia } from "elysia";
 import type { Clock } from "../clock.ts";
+import type { HttpAppOptions } from "../http/app.ts";
 import { ok } from "../http/envelope.ts";
 import { readForm, readJson, readLimited } from "../http/body.ts";
 import { ApiError, CODE } from "../errors.ts";
@@ -109,21 +110,21 @@ function asObject(body: unknown, what: string): Record<string, unknown> {
 }
 
 /** The single-value route, under /client/v4: its template names it in metrics and in the auth gate. */
-export const VALUES_TEMPLATE = "/accounts/:account_id/storage/kv/namespaces/:namespace_id/values/*";
+const VALUES_TEMPLATE = "/accounts/:account_id/storage/kv/namespaces/:namespace_id/values/*";
 
-export interface PathIds {
+interface PathIds {
   account_id: string;
   namespace_id: string;
 }
 
-export type ValueHandler = (request: Request, params: PathIds) => Promise<Response>;
+type ValueHandler = (request: Request, params: PathIds) => Promise<Response>;
 
 /**
  * GET, PUT and DELETE of one value. The same functions serve the Elysia routes and, on the hot path, the routes
- * Bun.serve matches natively (src/http/app.ts), so both check the same ids and keys and answer alike. They run
+ * Bun.serve matches natively (kvHttp), so both check the same ids and keys and answer alike. They run
  * after authentication.
  */
-export function valueHandlers(kv: KVService, clock: Clock): { get: ValueHandler; put: ValueHandler; delete: ValueHandler } {
+function valueHandlers(kv: KVService, clock: Clock): { get: ValueHandler; put: ValueHandler; delete: ValueHandler } {
   const nowSeconds = () => Math.floor(clock.now() / 1000);
   // The last ids that passed, so a client that keeps using one namespace does not pay for the checks again
   // (they depend on the string alone).
@@ -170,11 +171,40 @@ const EMPTY_OK = JSON.stringify({ success: true, errors: [], messages: [], resul
 /** The envelope of a write, serialized once. */
 const okEmpty = () => new Response(EMPTY_OK, { headers: JSON_TYPE });
 
-export function kvRoutes(kv: KVService, clock: Clock) {
+/** The Cloudflare v4 API prefix the KV routes sit under. */
+const API = "/client/v4";
+
+/**
+ * The KV API as the HTTP app takes it (src/main.ts hands it over): the routes under /client/v4, the value
+ * routes for Bun.serve to match natively (the same handlers), and the metric label of each route template.
+ */
+export function kvHttp(kv: KVService, clock: Clock): Required<Pick<HttpAppOptions, "native" | "label">> & { routes: Elysia<any, any, any, any, any, any, any> } {
+  const values = valueHandlers(kv, clock);
+  return {
+    routes: new Elysia().group(API, (g) => g.use(kvRoutes(kv, clock, values))),
+    native: { [API + VALUES_TEMPLATE]: { GET: values.get, PUT: values.put, DELETE: values.delete } },
+    label: kvRouteLabel,
+  };
+}
+
+/** A metric label per KV route template: a fixed set. */
+function kvRouteLabel(template: string): string {
+  if (!template.startsWith(API + "/")) return template;
+  if (template.endsWith("/values/*")) return "values";
+  if (template.endsWith("/metadata/*")) return "metadata";
+  if (template.endsWith("/keys")) return "keys";
+  if (template.endsWith("/bulk/get")) return "bulk_get";
+  if (template.endsWith("/bulk/delete")) return "bulk_delete";
+  if (template.endsWith("/bulk")) return "bulk";
+  if (template.endsWith("/namespaces")) return "namespaces";
+  if (template.endsWith("/:namespace_id")) return "namespace";
+  return template;
+}
+
+function kvRoutes(kv: KVService, clock: Clock, values: ReturnType<typeof valueHandlers>) {
   const nowSeconds = () => Math.floor(clock.now() / 1000);
   const nsBase = "/accounts/:account_id/storage/kv/namespaces";
   const one = `${nsBase}/:namespace_id`;
-  const values = valueHandlers(kv, clock);
 
   return (
     new Elysia()

@@ -4,7 +4,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { loadConfig, type Config } from "../config.ts";
 import { ConfigError } from "../errors.ts";
-import { startKvdrive, type Kvdrive } from "../server.ts";
+import { startKvdrive, type Kvdrive } from "../main.ts";
 import { workerdConfig, validateBindingName, type HyperdriveBinding, type KvBinding } from "./capnp.ts";
 import { findRunning, requireRunning, type RunningKvdrive } from "./instance.ts";
 import { connectHost } from "./listener.ts";

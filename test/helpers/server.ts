@@ -2,7 +2,7 @@
 import fs from "node:fs";
 import { loadConfig, type Config } from "../../src/config.ts";
 import type { Clock } from "../../src/clock.ts";
-import { startKvdrive, type Kvdrive } from "../../src/server.ts";
+import { startKvdrive, type Kvdrive } from "../../src/main.ts";
 import { tempDir } from "./postgres.ts";
 
 export const TEST_TOKEN = "test-token-0123456789";

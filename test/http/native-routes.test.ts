@@ -7,6 +7,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { systemClock } from "../../src/clock.ts";
 import { loadConfig } from "../../src/config.ts";
 import { createHttpApp, type HttpApp } from "../../src/http/app.ts";
+import { kvHttp } from "../../src/kv/routes.ts";
 import { createKVService } from "../../src/kv/service.ts";
 import type { KVService } from "../../src/kv/types.ts";
 import { createRegistry, type Registry } from "../../src/metrics/registry.ts";
@@ -25,7 +26,8 @@ beforeAll(async () => {
   metrics = createRegistry();
   const config = loadConfig({ dataDir: "/tmp/unused", authFailureDelayMs: 0 }, {});
   kv = await createKVService({ urls: [pg.url], config, clock: systemClock, metrics });
-  app = createHttpApp({ kv, config, metrics, apiToken: TOKEN, clock: systemClock });
+  const api = kvHttp(kv, systemClock);
+  app = createHttpApp({ config, metrics, apiToken: TOKEN, ready: () => kv.ready(), plugins: [api.routes], native: api.native, label: api.label });
   ns = (await kv.createNamespace(ACC, "native")).id;
 });
 afterAll(async () => {
