@@ -12,7 +12,10 @@
 // client's call runs as if alone. Clients with different session settings never share a lane.
 import { encodeQuery, renamePreparedCall } from "../protocol/frontend.ts";
 import type { Pool } from "./pool.ts";
-import { EXPECT_DESCRIBE, EXPECT_DESCRIBE_HIDDEN, EXPECT_EXECUTE, K, prepareOn, replaySql, type Expect, type OriginStatement, type Owner, type Server } from "./server/server.ts";
+import { EXPECT_DESCRIBE, EXPECT_DESCRIBE_HIDDEN, EXPECT_EXECUTE, K, type Expect } from "./server/expect.ts";
+import { replaySql } from "./server/replay.ts";
+import type { Owner, Server } from "./server/server.ts";
+import { prepareOn, type OriginStatement } from "./server/statements.ts";
 
 
 

@@ -1,8 +1,9 @@
 // One pool of origin connections per (database, user): idle stack, bounded wait queue with a timeout,
-// idle timeout and max lifetime. `move()` is the only place a connection changes state.
+// idle timeout and max lifetime. `move()` is the only place a connection changes state (ServerState).
 import type { Clock } from "../clock.ts";
 import { OriginError } from "./server/origin.ts";
-import { resetServer, type Server } from "./server/server.ts";
+import { resetServer } from "./server/replay.ts";
+import { ServerState, type Server } from "./server/server.ts";
 
 export interface Waiter {
   grant(server: Server): void;
@@ -54,8 +55,6 @@ export interface Pool {
   close(): void;
 }
 
-type State = "idle" | "active" | "closed";
-
 export function createPool(o: PoolOptions): Pool {
   const idle: Server[] = [];
   const active = new Set<Server>();
@@ -66,27 +65,33 @@ export function createPool(o: PoolOptions): Pool {
 
   const expired = (s: Server, now: number) => o.maxLifetimeMs > 0 && now - s.conn.createdAt >= o.maxLifetimeMs;
 
-  function move(s: Server, to: State) {
-    const i = idle.indexOf(s);
-    if (i >= 0) idle.splice(i, 1);
-    active.delete(s);
-    if (to === "idle") {
+  /** The one function that changes a connection's state; the idle stack and the in-use set follow it. */
+  function move(s: Server, to: ServerState) {
+    if (s.state === ServerState.Idle) {
+      const i = idle.lastIndexOf(s); // the top of the stack, when takeIdle lends it
+      if (i >= 0) idle.splice(i, 1);
+    }
+    s.state = to;
+    if (to === ServerState.Idle) {
+      active.delete(s);
       s.conn.lastUsedAt = o.clock.now();
       idle.push(s);
-    } else if (to === "active") active.add(s);
-    else if (!s.conn.closed) s.conn.close();
+    } else if (to === ServerState.Closed) {
+      active.delete(s);
+      if (!s.conn.closed) s.conn.close();
+    } else active.add(s);
   }
 
   function takeIdle(): Server | null {
     if (closed) return null;
     const now = o.clock.now();
     while (idle.length) {
-      const s = idle.pop()!;
+      const s = idle[idle.length - 1]!;
       if (s.conn.closed || expired(s, now)) {
-        move(s, "closed");
+        move(s, ServerState.Closed);
         continue;
       }
-      move(s, "active");
+      move(s, ServerState.Active);
       return s;
     }
     return null;
@@ -94,9 +99,9 @@ export function createPool(o: PoolOptions): Pool {
 
   function grantNext(s: Server) {
     const next = waiters.shift();
-    if (!next) return move(s, "idle");
+    if (!next) return move(s, ServerState.Idle);
     clearTimeout(next.timer);
-    move(s, "active");
+    move(s, ServerState.Active);
     next.w.grant(s);
   }
 
@@ -108,7 +113,7 @@ export function createPool(o: PoolOptions): Pool {
         ok = true;
         if (closed) return s.conn.close();
         s.onClosed = () => {
-          move(s, "closed");
+          move(s, ServerState.Closed);
           fillForWaiters();
         };
         grantNext(s);
@@ -157,15 +162,19 @@ export function createPool(o: PoolOptions): Pool {
     release(s, reusable) {
       // A cancel on its way to this backend could hit the next user's query: hold the connection until it landed.
       if (s.cancelsInFlight > 0) {
+        move(s, ServerState.Cancelling);
         s.afterCancel = () => pool.release(s, reusable);
         return;
       }
       if (!reusable || s.conn.closed || closed || expired(s, o.clock.now())) {
-        move(s, "closed");
+        move(s, ServerState.Closed);
         return fillForWaiters();
       }
       // Its session state is no longer what the pooler tracked: reset before anyone else gets it (server.ts).
-      if (s.dirty !== null) return resetServer(s, (ok) => pool.release(s, ok));
+      if (s.dirty !== null) {
+        move(s, ServerState.Resetting);
+        return resetServer(s, (ok) => pool.release(s, ok));
+      }
       grantNext(s);
     },
     cancelWait(w) {
@@ -178,7 +187,7 @@ export function createPool(o: PoolOptions): Pool {
     janitor() {
       const now = o.clock.now();
       for (const s of [...idle]) {
-        if (s.conn.closed || expired(s, now) || (o.idleTimeoutMs > 0 && now - s.conn.lastUsedAt >= o.idleTimeoutMs)) move(s, "closed");
+        if (s.conn.closed || expired(s, now) || (o.idleTimeoutMs > 0 && now - s.conn.lastUsedAt >= o.idleTimeoutMs)) move(s, ServerState.Closed);
       }
     },
     stats: () => ({ database: o.database, user: o.user, activeServers: active.size, idleServers: idle.length, connectingServers: connecting, waitingClients: waiters.length }),
@@ -190,7 +199,7 @@ export function createPool(o: PoolOptions): Pool {
         clearTimeout(e.timer);
         e.w.fail(new OriginError("the pooler is shutting down", "57P01"));
       }
-      for (const s of [...idle, ...active]) move(s, "closed");
+      for (const s of [...idle, ...active]) move(s, ServerState.Closed);
     },
   };
   return pool;

@@ -52,7 +52,7 @@ export interface SessionEffect {
 }
 
 const quoteIdent = (s: string) => '"' + s.replace(/"/g, '""') + '"';
-const quoteLiteral = (s: string) => "'" + s.replace(/'/g, "''") + "'";
+export const quoteLiteral = (s: string) => "'" + s.replace(/'/g, "''") + "'";
 
 /** A session SET rebuilt from its name and values: never the client's text. */
 export const setSql = (name: string, values: string[]) => `SET ${quoteIdent(name)} TO ${values.map(quoteLiteral).join(", ")}`;

@@ -13,7 +13,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { startTestPostgres, tempDir, type TestPostgres } from "../helpers/postgres.ts";
 import { startPoolerFixture, type PoolerFixture } from "./setup.ts";
-import { sessionResets } from "../../src/pool/server/server.ts";
+import { sessionResets } from "../../src/pool/server/replay.ts";
 
 const PGBENCH = ["/usr/lib/postgresql/15/bin/pgbench", "/usr/bin/pgbench"].find((p) => fs.existsSync(p))!;
 

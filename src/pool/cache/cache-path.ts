@@ -7,7 +7,9 @@ import type { Registry } from "../../metrics/registry.ts";
 import { encodeBind, encodeDescribe, encodeExecute, encodeParse, encodeQuery, SYNC } from "../../protocol/frontend.ts";
 import { B, BIND_COMPLETE, PARSE_COMPLETE, READY_IDLE } from "../../protocol/backend.ts";
 import { createFrames } from "../../protocol/frames.ts";
-import { K, replaySql, type Owner, type Server } from "../server/server.ts";
+import { K } from "../server/expect.ts";
+import { replaySql } from "../server/replay.ts";
+import type { Owner, Server } from "../server/server.ts";
 import type { Pool } from "../pool.ts";
 
 /** What src/cache/classify.ts says about a statement (the shared contract). */

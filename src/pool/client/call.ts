@@ -9,7 +9,8 @@ import { createAnswerRecorder, REPLY_BOUND, REPLY_BUILDERS, REPLY_DESCRIBED, REP
 import { St, type ClientState, type Stmt } from "./state.ts";
 import type { PoolerContext } from "../context.ts";
 import type { LaneClient } from "../lanes.ts";
-import { EXPECT_DESCRIBE, EXPECT_DESCRIBE_HIDDEN, EXPECT_EXECUTE, K, SKIPPED, type Server } from "../server/server.ts";
+import { EXPECT_DESCRIBE, EXPECT_DESCRIBE_HIDDEN, EXPECT_EXECUTE, K, SKIPPED } from "../server/expect.ts";
+import type { Server } from "../server/server.ts";
 import { quiet, sessionEffect, type SessionEffect } from "../session.ts";
 
 /** What the fast paths use of their client: its state, and the steps of its ordinary path. */

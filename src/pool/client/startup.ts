@@ -5,7 +5,7 @@ import { ProtocolError } from "../../protocol/bytes.ts";
 import { decodePassword, decodeSASLInitialResponse, F } from "../../protocol/frontend.ts";
 import { encodeAuthentication } from "../../protocol/backend.ts";
 import { createScramServer, md5Matches, ScramError, type ScramVerifier } from "../scram.ts";
-import { REPLAYED_LOWER } from "../server/server.ts";
+import { REPLAYED_LOWER } from "../server/replay.ts";
 import { setConfigSql, VALID_NAME } from "../session.ts";
 import type { UserAuth } from "../context.ts";
 

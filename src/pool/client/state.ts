@@ -3,7 +3,8 @@
 import type { Frames } from "../../protocol/frames.ts";
 import type { Classification, Recording } from "../cache/cache-path.ts";
 import type { Pool, Waiter } from "../pool.ts";
-import type { Expect, Server } from "../server/server.ts";
+import type { Expect } from "../server/expect.ts";
+import type { Server } from "../server/server.ts";
 import type { Pin, SessionEffect } from "../session.ts";
 
 export const enum St {

@@ -1,53 +1,32 @@
-// Server side of a pooled session: what each origin connection is expected to answer, in order.
-// Every message sent to the origin that produces a response pushes an Expect entry; responses pop them.
-// That is how injected messages (a lazy re-Parse, a Close on LRU eviction, a parameter replay) have their
-// answers swallowed, and synthetic answers (ParseComplete for a statement the origin already has) are
-// slotted in at the right place, while everything else streams to the client unparsed.
+// Server side of a pooled session: one origin connection (`Server`), its state in the pool, and the relay of
+// what the origin answers. Every message sent to the origin that produces a response pushes an Expect entry
+// (expect.ts); responses pop them. That is how injected messages (a lazy re-Parse, a Close on LRU eviction, a
+// parameter replay) have their answers swallowed, and synthetic answers (ParseComplete for a statement the origin
+// already has) are slotted in at the right place, while everything else streams to the client unparsed.
+// The client side mirrors it in ../client/; the pool (../pool.ts) moves a Server between states.
 import { B } from "../../protocol/backend.ts";
-import { encodeClose, encodeParse, encodeQuery } from "../../protocol/frontend.ts";
 import { createScanner, END_RANGE, type ScanSink, type Scanner } from "../../protocol/scan.ts";
+import { K, SKIPPED, type Expect } from "./expect.ts";
 import type { OriginConn } from "./origin.ts";
-import { RESET_SQL, resetSql, type Op } from "../session.ts";
+import { nextPrepareSeq } from "./statements.ts";
 
-export const enum K {
-  Parse,
-  ParseHidden,
-  Bind,
-  Describe,
-  Execute,
-  Close,
-  CloseHidden,
-  Synth,
-  Sync,
-  Query,
-  Replay,
-  /** A Describe the client did not send: its RowDescription (or NoData) goes to owner.hiddenAnswer, not the client. */
-  DescribeHidden,
-}
-
-export interface Expect {
-  k: K;
-  /** Server-side statement name of a Parse/Bind (to forget it when the Parse fails). */
-  name?: string;
-  /** The client's own name of a statement it Parsed (to forget it when the origin rejects or skips the Parse). */
-  client?: string;
-  /** Bytes to emit for a Synth entry. */
-  bytes?: Uint8Array;
-  /**
-   * Replay: called with the origin's error fields, or null when it succeeded. Synth: called with null when its
-   * place in the answer is reached (after what the origin owed before it), with SKIPPED when an error skipped it.
-   */
-  done?: (error: Uint8Array | null) => void;
-  error?: Uint8Array;
-  /** performance.now() when sent, for latency. */
-  t?: number;
-  /** A Sync whose ReadyForQuery the client must not see (it ends an attempt that is being re-sent). */
-  swallow?: boolean;
-  /** Query or Execute: the statements' session effects (session.ts), settled when they complete. */
-  ops?: Op[];
-  /** Query with ops: statements completed so far, and whether one failed (the rest were skipped). */
-  cc?: number;
-  failed?: boolean;
+/**
+ * Where an origin connection is, as PgBouncer's server states (SV_IDLE, SV_ACTIVE, SV_USED...): changed only by
+ * the pool's move() (../pool.ts). Active, Cancelling and Resetting connections all count as in use.
+ */
+export const enum ServerState {
+  /** Logged in (origin.ts), not yet in a pool list. */
+  Opened,
+  /** In the pool's idle stack: no owner, its session state known. */
+  Idle,
+  /** Lent to an owner: a client, a lane of clients, the cache's loader or the /sql executor. */
+  Active,
+  /** Given back while CancelRequests for its backend are still on their way: lent to no one until they land. */
+  Cancelling,
+  /** Given back with session state the pooler does not track: RESET_SQL runs before anyone gets it (replay.ts). */
+  Resetting,
+  /** Closed, or closing: in no list. */
+  Closed,
 }
 
 /** Whoever uses an origin connection right now: a wire client, or an internal executor. */
@@ -87,6 +66,8 @@ export interface Owner {
 
 export interface Server {
   conn: OriginConn;
+  /** Changed only by the pool's move(). */
+  state: ServerState;
   owner: Owner | null;
   expect: Expect[];
   /**
@@ -133,138 +114,6 @@ NEED_BODY[B.NoData] = 1;
 
 const decoder = new TextDecoder();
 
-/** Parameters a client may change that the origin reports, so they are replayed on another connection. */
-// search_path is not one: Postgres 17 and older do not report it, so it is tracked from the SETs themselves.
-export const REPLAYED = ["client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "application_name", "standard_conforming_strings"];
-export const REPLAYED_LOWER = new Map(REPLAYED.map((p) => [p.toLowerCase(), p]));
-
-const quoteLiteral = (v: string) => "'" + v.replace(/'/g, "''") + "'";
-
-/**
- * SQL that brings an origin connection to a session's state: reported parameters through set_config (which
- * parses list values such as search_path like the config file does), other settings by re-running the
- * session's SET statements and RESETting what a previous user set. Null when nothing differs.
- */
-export function replaySql(s: Server, params: Map<string, string>, sets: Map<string, string>): string | null {
-  const parts: string[] = [];
-  const configs: string[] = [];
-  for (const [name, value] of params) {
-    if (!REPLAYED_LOWER.has(name.toLowerCase())) continue;
-    if (s.conn.params.get(name) !== value) configs.push(`pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false)`);
-  }
-  // Identity first when undoing and last when setting (start-up settings may name them): under another role some
-  // settings can be neither reset nor set.
-  const undo = [...s.applied].filter(([name, sql]) => sets.get(name) !== sql).sort(([a], [b]) => identityRank(b) - identityRank(a));
-  for (const [name] of undo) parts.push(resetSql(name));
-  const todo = [...sets].filter(([name, sql]) => s.applied.get(name) !== sql).sort(([a], [b]) => identityRank(a) - identityRank(b));
-  for (const [, sql] of todo) parts.push(sql);
-  if (configs.length) parts.push(`SELECT ${configs.join(", ")}`);
-  if (!parts.length) return null;
-  s.applied = new Map(sets);
-  return parts.join("; ");
-}
-
-const identityRank = (name: string) => (name === "session_authorization" ? 2 : name === "role" ? 1 : 0);
-
-const RESET_QUERY = encodeQuery(RESET_SQL);
-
-/** Origin connections reset since start (all pools of the process): the hot path must not add to it. */
-export const sessionResets = { total: 0 };
-
-/**
- * Brings an idle connection nobody holds back to a fresh session (RESET_SQL; the statements the pooler prepared
- * there stay), then done(true); done(false) when that failed and the connection must be closed.
- */
-export function resetServer(s: Server, done: (ok: boolean) => void) {
-  sessionResets.total++;
-  s.dirty = null;
-  let finished = false;
-  const end = (ok: boolean) => {
-    if (finished) return;
-    finished = true;
-    if (s.owner === resetter) s.owner = null;
-    done(ok);
-  };
-  const resetter: Owner = {
-    send() {},
-    backpressured: () => false,
-    parameterStatus() {},
-    idle() {},
-    completed() {},
-    planChanged: () => null,
-    serverClosed: () => end(false),
-    serverDrained() {},
-  };
-  s.owner = resetter;
-  s.applied = new Map();
-  s.sig = "";
-  s.conn.resume();
-  s.conn.write(RESET_QUERY);
-  s.push({ k: K.Replay, done: (error) => end(error === null && !s.conn.closed && s.status === 0x49) });
-}
-
-/** A statement as the origin prepares it: its shared name there, its text and parameter types, its Parse once built. */
-export interface OriginStatement {
-  serverName: string;
-  query: string;
-  paramTypes: number[];
-  parse: Uint8Array | null;
-  /** nextPrepareSeq() when the client Parsed it: an origin copy older than this is prepared again. */
-  parsedAt: number;
-}
-
-let prepareSeq = 0;
-/** A process-wide sequence ordering client Parses and origin prepares. */
-export const nextPrepareSeq = () => ++prepareSeq;
-
-/** Queues a hidden Close of a statement (its CloseComplete is swallowed) and forgets it on the connection. */
-export function closePrepared(s: Server, name: string, emit: (b: Uint8Array) => void) {
-  s.prepared.delete(name);
-  emit(encodeClose({ kind: "S", name }));
-  s.push(EXPECT_CLOSE_HIDDEN);
-}
-
-/** What a skipped Synth entry's `done` gets. */
-export const SKIPPED = new Uint8Array(0);
-
-// Expectations without per-message data are shared: the relay only reads them.
-export const EXPECT_PARSE: Expect = { k: K.Parse };
-export const EXPECT_BIND: Expect = { k: K.Bind };
-export const EXPECT_DESCRIBE: Expect = { k: K.Describe };
-export const EXPECT_DESCRIBE_HIDDEN: Expect = { k: K.DescribeHidden };
-export const EXPECT_EXECUTE: Expect = { k: K.Execute };
-export const EXPECT_CLOSE: Expect = { k: K.Close };
-export const EXPECT_CLOSE_HIDDEN: Expect = { k: K.CloseHidden };
-
-/** Closes the least recently used statements of a connection until fewer than `max` remain; `emit` queues bytes for it. */
-export function evictPrepared(s: Server, max: number, emit: (b: Uint8Array) => void) {
-  while (s.prepared.size >= max) {
-    closePrepared(s, s.prepared.keys().next().value as string, emit);
-  }
-}
-
-/**
- * Makes sure a connection has a statement prepared under its shared name, by a Parse newer than the client's:
- * refreshes its LRU place, or queues a hidden Parse (after closing an older copy and evicting past `max`) whose
- * answer the relay swallows.
- */
-export function prepareOn(s: Server, stmt: OriginStatement, max: number, emit: (b: Uint8Array) => void) {
-  const at = s.prepared.get(stmt.serverName);
-  if (at !== undefined) {
-    s.prepared.delete(stmt.serverName);
-    if (at > stmt.parsedAt) {
-      s.prepared.set(stmt.serverName, at);
-      return;
-    }
-    // Made before the client's Parse: possibly against an older schema (another client's table of that name).
-    closePrepared(s, stmt.serverName, emit);
-  }
-  evictPrepared(s, max, emit);
-  stmt.parse ??= encodeParse({ name: stmt.serverName, query: stmt.query, paramTypes: stmt.paramTypes });
-  emit(stmt.parse);
-  s.prepared.set(stmt.serverName, nextPrepareSeq());
-  s.push({ k: K.ParseHidden, name: stmt.serverName });
-}
 
 /** SQLSTATE and message of an ErrorResponse body, read without decoding every field. */
 export function errorCode(body: Uint8Array): { code: string; message: string; severity: string } {
@@ -295,6 +144,7 @@ export function createServer(conn: OriginConn): Server {
 
   const s: Server = {
     conn,
+    state: ServerState.Opened,
     owner: null,
     expect: q,
     prepared: new Map(),
