@@ -1,24 +1,36 @@
 // One typed configuration: every setting, its environment variable and its default live in SETTINGS.
 // Precedence: explicit option, then environment, then default. A bad value stops start-up naming the variable.
 
+import fs from "node:fs";
 import { ConfigError } from "./errors.ts";
 
 type Kind = "string" | "int" | "bool" | "list";
 
-interface Setting<K extends Kind = Kind> {
+interface Setting {
   env: string;
-  kind: K;
-  default: K extends "int" ? number : K extends "bool" ? boolean : K extends "list" ? string[] : string | undefined;
+  kind: Kind;
+  default: unknown;
   min?: number;
   max?: number;
-  oneOf?: readonly string[];
+  /** The allowed values of an enum setting (its type is their union). */
+  values?: readonly string[];
   doc: string;
 }
 
-const int = (env: string, def: number, min: number, max: number, doc: string): Setting<"int"> => ({ env, kind: "int", default: def, min, max, doc });
-const str = (env: string, def: string | undefined, doc: string, oneOf?: readonly string[]): Setting<"string"> => ({ env, kind: "string", default: def, doc, oneOf });
-const bool = (env: string, def: boolean, doc: string): Setting<"bool"> => ({ env, kind: "bool", default: def, doc });
-const list = (env: string, doc: string): Setting<"list"> => ({ env, kind: "list", default: [], doc });
+const int = (env: string, def: number, min: number, max: number, doc: string) => ({ env, kind: "int", default: def, min, max, doc }) as const;
+const str = <D extends string | undefined>(env: string, def: D, doc: string) => ({ env, kind: "string", default: def, doc }) as const;
+const oneOf = <const V extends string, D extends V | undefined>(env: string, def: D, values: readonly V[], doc: string) => ({ env, kind: "string", default: def, values, doc }) as const;
+const bool = (env: string, def: boolean, doc: string) => ({ env, kind: "bool", default: def, doc }) as const;
+const list = (env: string, doc: string) => ({ env, kind: "list", default: [] as string[], doc }) as const;
+
+export const REPLICATION_MODES = ["primary", "shadow", "active-active"] as const;
+export type ReplicationMode = (typeof REPLICATION_MODES)[number];
+export const ORIGIN_ROLES = ["client", "origin"] as const;
+export const PG_AUTH_METHODS = ["scram-sha-256", "md5", "trust"] as const;
+/** The sslmode values the pooler speaks to its origin with (libpq's, but "allow"). */
+export const ORIGIN_SSLMODES = ["disable", "prefer", "require", "verify-ca", "verify-full"] as const;
+export type SslMode = (typeof ORIGIN_SSLMODES)[number];
+const LIBPQ_SSLMODES: readonly string[] = ["allow", ...ORIGIN_SSLMODES];
 
 const MiB = 1024 * 1024;
 
@@ -57,7 +69,7 @@ export const SETTINGS = {
   replicaS3Region: str("KVDRIVE_REPLICA_S3_REGION", undefined, "Region of the replica bucket. Unset: KVDRIVE_S3_REGION."),
   replicaS3AccessKeyId: str("KVDRIVE_REPLICA_S3_ACCESS_KEY_ID", undefined, "Access key id of the replica bucket. Unset: AWS_ACCESS_KEY_ID."),
   replicaS3SecretAccessKey: str("KVDRIVE_REPLICA_S3_SECRET_ACCESS_KEY", undefined, "Secret access key of the replica bucket. Unset: AWS_SECRET_ACCESS_KEY."),
-  replication: str("KVDRIVE_REPLICATION", undefined, "primary, shadow or active-active. Unset: active-active when a replica is configured, else primary.", ["primary", "shadow", "active-active"]),
+  replication: oneOf("KVDRIVE_REPLICATION", undefined, REPLICATION_MODES, "primary, shadow or active-active. Unset: active-active when a replica is configured, else primary."),
   backendTimeoutMs: int("KVDRIVE_BACKEND_TIMEOUT_MS", 10_000, 100, 600_000, "A storage call slower than this counts as failed: with a replica the other backend serves and the key is queued for repair; without one the request answers 503."),
   crawlerKeysPerSecond: int("KVDRIVE_CRAWLER_KEYS_PER_SECOND", 2000, 0, 1_000_000, "Anti-entropy crawler rate: keys digested or compared per second (0 disables the crawler)."),
   crawlerIntervalSeconds: int("KVDRIVE_CRAWLER_INTERVAL_SECONDS", 300, 1, 86400, "Pause between two crawler passes."),
@@ -74,8 +86,8 @@ export const SETTINGS = {
   pgPort: int("KVDRIVE_PG_PORT", 6432, 0, 65535, "Postgres wire-protocol listener port (0 picks a free port)."),
   originDatabaseUrl: str("ORIGIN_DATABASE_URL", undefined, "Origin Postgres for the pooler. Unset: the embedded Postgres."),
   pgUsers: list("KVDRIVE_PG_USERS", "Pooler client users, user=password pairs, comma-separated. Unset: the origin URL's user. Each must exist on the origin with that password unless KVDRIVE_PG_ORIGIN_ROLE=origin."),
-  pgOriginRole: str("KVDRIVE_PG_ORIGIN_ROLE", "client", "Which role pooled clients run as on the origin. client: each logs in to the origin as its own user name with its own password (from KVDRIVE_PG_USERS, or the origin URL's), one pool per (database, user), as PgBouncer does. origin: every client runs as the origin URL's user (single-tenant; that role's rights are every client's).", ["client", "origin"]),
-  pgAuth: str("KVDRIVE_PG_AUTH", "scram-sha-256", "Pooler client authentication.", ["scram-sha-256", "md5", "trust"]),
+  pgOriginRole: oneOf("KVDRIVE_PG_ORIGIN_ROLE", "client", ORIGIN_ROLES, "Which role pooled clients run as on the origin. client: each logs in to the origin as its own user name with its own password (from KVDRIVE_PG_USERS, or the origin URL's), one pool per (database, user), as PgBouncer does. origin: every client runs as the origin URL's user (single-tenant; that role's rights are every client's)."),
+  pgAuth: oneOf("KVDRIVE_PG_AUTH", "scram-sha-256", PG_AUTH_METHODS, "Pooler client authentication."),
   pgTlsCert: str("KVDRIVE_PG_TLS_CERT", undefined, "PEM certificate file for client TLS on the pooler."),
   pgTlsKey: str("KVDRIVE_PG_TLS_KEY", undefined, "PEM key file for client TLS on the pooler."),
   pgScramIterations: int("KVDRIVE_PG_SCRAM_ITERATIONS", 4096, 1, 1_000_000, "SCRAM-SHA-256 iteration count of the pooler's client verifiers (Postgres' scram_iterations). Clients pay it per connection."),
@@ -109,19 +121,17 @@ export const SETTINGS = {
 } as const;
 
 type Settings = typeof SETTINGS;
-type ValueOf<S> = S extends Setting<infer K>
-  ? K extends "int" ? number : K extends "bool" ? boolean : K extends "list" ? string[] : string
-  : never;
-type Optional<S> = S extends { default: undefined } ? true : false;
+type ValueOf<S> = S extends { values: readonly (infer V)[] } ? V
+  : S extends { kind: "int" } ? number : S extends { kind: "bool" } ? boolean : S extends { kind: "list" } ? string[] : string;
 
 export type Config = {
-  [K in keyof Settings]: Optional<Settings[K]> extends true ? ValueOf<Settings[K]> | undefined : ValueOf<Settings[K]>;
+  [K in keyof Settings]: undefined extends Settings[K]["default"] ? ValueOf<Settings[K]> | undefined : ValueOf<Settings[K]>;
 };
 
-function parseValue(name: keyof Settings, s: Setting, raw: string): unknown {
+function parseValue(s: Setting, raw: string): unknown {
   switch (s.kind) {
     case "int": {
-      if (!/^\s*-?\d+\s*$/.test(raw)) throw new ConfigError(`${s.env}=${JSON.stringify(raw)} is not an integer`);
+      if (!/^\s*-?\d+\s*$/.test(raw)) throw new ConfigError(`${s.env}=${JSON.stringify(raw)} is not an integer: expected a whole number in ${s.min}..${s.max}`);
       const n = Number(raw);
       if (n < s.min! || n > s.max!) throw new ConfigError(`${s.env}=${n} is outside the allowed range ${s.min}..${s.max}`);
       return n;
@@ -134,11 +144,9 @@ function parseValue(name: keyof Settings, s: Setting, raw: string): unknown {
     }
     case "list":
       return raw.split(",").map((x) => x.trim()).filter(Boolean);
-    case "string": {
-      if (s.oneOf && !s.oneOf.includes(raw)) throw new ConfigError(`${s.env}=${JSON.stringify(raw)} must be one of ${s.oneOf.join(", ")}`);
-      void name;
+    case "string":
+      if (s.values && !s.values.includes(raw)) throw new ConfigError(`${s.env}=${JSON.stringify(raw)} must be one of ${s.values.join(", ")}`);
       return raw;
-    }
   }
 }
 
@@ -151,34 +159,92 @@ export function loadConfig(overrides: Partial<Config> = {}, env: Record<string, 
       continue;
     }
     const raw = env[s.env];
-    out[name] = raw === undefined || (raw === "" && s.kind !== "bool") ? s.default : parseValue(name, s, raw);
+    out[name] = raw === undefined || (raw === "" && s.kind !== "bool") ? s.default : parseValue(s, raw);
   }
   const cfg = out as Config;
   validate(cfg);
   return cfg;
 }
 
+/** The checks that span settings, or look inside a value: every one runs before anything starts. */
 function validate(cfg: Config) {
-  for (const url of cfg.databaseUrl) checkPostgresUrl("DATABASE_URL", url);
-  if (cfg.originDatabaseUrl) checkPostgresUrl("ORIGIN_DATABASE_URL", cfg.originDatabaseUrl);
-  for (const pair of cfg.pgUsers) {
-    if (!/^[^=]+=.+$/.test(pair)) throw new ConfigError(`KVDRIVE_PG_USERS entry ${JSON.stringify(pair)} is not user=password`);
+  // Overrides skip parsing: their enums are checked here.
+  for (const [name, s] of Object.entries(SETTINGS) as [keyof Settings, Setting][]) {
+    const v = cfg[name];
+    if (s.values && v !== undefined && !s.values.includes(v as string)) throw new ConfigError(`${s.env}=${JSON.stringify(v)} must be one of ${s.values.join(", ")}`);
   }
+  for (const url of cfg.databaseUrl) checkPostgresUrl("DATABASE_URL", url, LIBPQ_SSLMODES);
+  for (const url of cfg.replicaDatabaseUrl) checkPostgresUrl("KVDRIVE_REPLICA_DATABASE_URL", url, LIBPQ_SSLMODES);
+  // The pooler's origin: ORIGIN_DATABASE_URL, else the first storage cluster.
+  if (cfg.originDatabaseUrl) checkPostgresUrl("ORIGIN_DATABASE_URL", cfg.originDatabaseUrl, ORIGIN_SSLMODES);
+  else if (cfg.databaseUrl[0]) checkPostgresUrl("DATABASE_URL (the pooler's origin when ORIGIN_DATABASE_URL is unset)", cfg.databaseUrl[0], ORIGIN_SSLMODES);
+  checkUsers(cfg.pgUsers);
   if (cfg.apiToken !== undefined && cfg.apiToken.length < 8) throw new ConfigError("KVDRIVE_API_TOKEN must be at least 8 characters");
-  for (const url of cfg.replicaDatabaseUrl) checkPostgresUrl("KVDRIVE_REPLICA_DATABASE_URL", url);
+  checkS3(cfg);
   if (cfg.replicaDatabaseUrl.length && cfg.replicaS3Bucket) {
     throw new ConfigError("KVDRIVE_REPLICA_DATABASE_URL and KVDRIVE_REPLICA_S3_BUCKET are both set: choose one second backend");
   }
   if (cfg.replication && cfg.replication !== "primary" && !cfg.replicaDatabaseUrl.length && !cfg.replicaS3Bucket) {
     throw new ConfigError(`KVDRIVE_REPLICATION=${cfg.replication} needs a second backend: set KVDRIVE_REPLICA_S3_BUCKET or KVDRIVE_REPLICA_DATABASE_URL`);
   }
+  checkPorts(cfg);
+  if (Boolean(cfg.pgTlsCert) !== Boolean(cfg.pgTlsKey)) throw new ConfigError("KVDRIVE_PG_TLS_CERT and KVDRIVE_PG_TLS_KEY must be set together");
+  for (const [variable, file] of [["KVDRIVE_PG_TLS_CERT", cfg.pgTlsCert], ["KVDRIVE_PG_TLS_KEY", cfg.pgTlsKey]] as const) {
+    if (file && !fs.existsSync(file)) throw new ConfigError(`${variable}=${JSON.stringify(file)}: no such file (expected a PEM file)`);
+  }
+}
+
+/** KVDRIVE_PG_USERS: user=password pairs, each user once. */
+function checkUsers(pairs: string[]) {
+  const seen = new Set<string>();
+  for (const pair of pairs) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0 || eq === pair.length - 1) throw new ConfigError(`KVDRIVE_PG_USERS entry ${JSON.stringify(pair.slice(0, Math.max(eq, 0)) || pair.slice(0, 20))} is not user=password (both non-empty)`);
+    const user = pair.slice(0, eq);
+    if (seen.has(user)) throw new ConfigError(`KVDRIVE_PG_USERS names the user ${JSON.stringify(user)} twice: expected user=password pairs, each user once`);
+    seen.add(user);
+  }
+}
+
+/** The large-value bucket and the replica bucket: endpoints are http(s) URLs, keys come in pairs. */
+function checkS3(cfg: Config) {
+  checkHttpUrl("KVDRIVE_S3_ENDPOINT", cfg.s3Endpoint);
+  checkHttpUrl("KVDRIVE_REPLICA_S3_ENDPOINT", cfg.replicaS3Endpoint);
+  if (cfg.s3Endpoint && !cfg.s3Bucket) throw new ConfigError("KVDRIVE_S3_ENDPOINT is set but KVDRIVE_S3_BUCKET is not");
+  if (Boolean(cfg.awsAccessKeyId) !== Boolean(cfg.awsSecretAccessKey)) throw new ConfigError("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together");
+  if (cfg.replicaS3Bucket && Boolean(cfg.replicaS3AccessKeyId ?? cfg.awsAccessKeyId) !== Boolean(cfg.replicaS3SecretAccessKey ?? cfg.awsSecretAccessKey)) {
+    throw new ConfigError("KVDRIVE_REPLICA_S3_ACCESS_KEY_ID and KVDRIVE_REPLICA_S3_SECRET_ACCESS_KEY must be set together");
+  }
+}
+
+function checkHttpUrl(variable: string, url: string | undefined) {
+  if (url === undefined) return;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new ConfigError(`${variable}=${JSON.stringify(url)} is not a URL: expected http(s)://host[:port]`);
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") throw new ConfigError(`${variable} must use http:// or https://, got ${JSON.stringify(u.protocol)}`);
+}
+
+/** The workerd listener's port (a number or off), and no two listeners on one fixed port. */
+function checkPorts(cfg: Config) {
   if (cfg.workerdPort !== "off" && !(/^\d{1,5}$/.test(cfg.workerdPort) && Number(cfg.workerdPort) <= 65535)) {
     throw new ConfigError(`KVDRIVE_WORKERD_PORT=${JSON.stringify(cfg.workerdPort)} must be a port number 0..65535 or off`);
   }
-  if (Boolean(cfg.pgTlsCert) !== Boolean(cfg.pgTlsKey)) throw new ConfigError("KVDRIVE_PG_TLS_CERT and KVDRIVE_PG_TLS_KEY must be set together");
+  const ports: Array<[string, number]> = [["KVDRIVE_HTTP_PORT", cfg.httpPort], ["KVDRIVE_PG_PORT", cfg.pgPort]];
+  if (cfg.workerdPort !== "off") ports.push(["KVDRIVE_WORKERD_PORT", Number(cfg.workerdPort)]);
+  for (let i = 0; i < ports.length; i++) {
+    for (let j = i + 1; j < ports.length; j++) {
+      const [a, p] = ports[i]!;
+      const [b, q] = ports[j]!;
+      if (p !== 0 && p === q) throw new ConfigError(`${a} and ${b} are both ${p}: each listener needs its own port (0 picks a free one)`);
+    }
+  }
 }
 
-function checkPostgresUrl(variable: string, url: string) {
+function checkPostgresUrl(variable: string, url: string, sslmodes: readonly string[]) {
   let u: URL;
   try {
     u = new URL(url);
@@ -188,6 +254,8 @@ function checkPostgresUrl(variable: string, url: string) {
   if (u.protocol !== "postgres:" && u.protocol !== "postgresql:") {
     throw new ConfigError(`${variable} must use postgres:// or postgresql://, got ${JSON.stringify(u.protocol)}`);
   }
+  const sslmode = u.searchParams.get("sslmode");
+  if (sslmode !== null && !sslmodes.includes(sslmode)) throw new ConfigError(`${variable} has sslmode=${sslmode}: expected one of ${sslmodes.join(", ")}`);
 }
 
 /** Hides the password in a connection string before it is printed. */

@@ -146,18 +146,23 @@ function leftBehind(r: PendingReport = abandonAll()): string {
   );
 }
 
+/** A bad setting: its message alone (it names the variable), exit code 2. Anything else is thrown on. */
+function exitOnConfigError(e: unknown): never {
+  if (!(e instanceof ConfigError)) throw e;
+  console.error(`kvdrive: configuration error: ${e.message}`);
+  process.exit(2);
+}
+
 /** `bun start`: a bad setting exits 2 with its message before anything starts; signals stop kvdrive in order. */
 async function main() {
   let config: Config;
   try {
     config = loadConfig();
   } catch (e) {
-    if (!(e instanceof ConfigError)) throw e;
-    console.error(`kvdrive: configuration error: ${e.message}`);
-    process.exit(2);
+    exitOnConfigError(e);
   }
-
-  const kvd = await startKvdrive({ config, log: (l) => console.log(l) });
+  // A ConfigError raised once start-up began (a backend checking its own options) is reported the same way.
+  const kvd = await startKvdrive({ config, log: (l) => console.log(l) }).catch(exitOnConfigError);
   console.log(`kvdrive ready
   KV API:    ${kvd.httpUrl}/client/v4
   API token: ${kvd.apiToken}

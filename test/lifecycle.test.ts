@@ -45,6 +45,25 @@ describe("configuration errors", () => {
     expect(await proc2.exited).not.toBe(0);
     expect(await new Response(proc2.stderr).text()).toContain("DATABASE_URL");
   });
+
+  test("a bad KVDRIVE_S3_ENDPOINT stops start-up before any server starts: no stack trace, no Postgres", async () => {
+    const dataDir = path.join(tempDir("kvdrive-bad-s3-"), "data");
+    const proc = Bun.spawn(["bun", "src/main.ts"], {
+      cwd: root,
+      env: { ...process.env, KVDRIVE_DATA_DIR: dataDir, KVDRIVE_S3_BUCKET: "b", KVDRIVE_S3_ENDPOINT: "not a url", KVDRIVE_HTTP_PORT: "0", KVDRIVE_PG_PORT: "0", KVDRIVE_WORKERD_PORT: "0" },
+      stderr: "pipe",
+      stdout: "pipe",
+    });
+    const [code, stderr, stdout] = await Promise.all([proc.exited, new Response(proc.stderr).text(), new Response(proc.stdout).text()]);
+    expect(code).not.toBe(0);
+    expect(stderr).toContain("KVDRIVE_S3_ENDPOINT");
+    expect(stderr).toContain("http");
+    expect(stderr + stdout).not.toMatch(/\n\s+at /);
+    // The embedded Postgres would live in the data dir's pg/; the pooler would have said it listens.
+    expect(fs.existsSync(path.join(dataDir, "pg"))).toBe(false);
+    expect(stdout).not.toContain("listening");
+    fs.rmSync(path.dirname(dataDir), { recursive: true, force: true });
+  });
 });
 
 describe("bun start on the embedded default", () => {
