@@ -13,8 +13,9 @@ export interface WorkerdBinary {
 export async function findWorkerd(): Promise<WorkerdBinary> {
   let mod: { default: string; compatibilityDate: string };
   try {
-    const name = "workerd"; // the package ships no type declarations
-    mod = (await import(name)) as { default: string; compatibilityDate: string };
+    // A literal specifier, loaded only when a workerd command runs (rebalance and backfill work without the
+    // package); the package ships no type declarations.
+    mod = require("workerd") as { default: string; compatibilityDate: string };
   } catch (e) {
     throw new Error(`the workerd runtime is not installed (run \`bun install\`; it is the npm package "workerd"): ${(e as Error).message}`);
   }
