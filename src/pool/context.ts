@@ -4,8 +4,9 @@ import type { Config } from "../config.ts";
 import type { Pool } from "./pool.ts";
 import type { Server } from "./server/server.ts";
 import type { ScramVerifier } from "./scram.ts";
-import type { FunctionCatalog, Pin } from "./session.ts";
-import type { CachePath, Classification } from "./cache/cache-path.ts";
+import type { FunctionCatalog } from "./session.ts";
+import type { Classification, Pin } from "./cache/classify.ts";
+import type { CachePath } from "./cache/cache-path.ts";
 import type { Lanes } from "./lanes.ts";
 
 export interface UserAuth {

@@ -14,8 +14,9 @@ import { deriveScramVerifier, md5Verifier } from "./scram.ts";
 import type { PoolerContext, UserAuth } from "./context.ts";
 import { listen, type Listener } from "./client/listener.ts";
 import { executeStatements, type ExecuteRequest, type ExecuteResult } from "./execute.ts";
-import { BUILTIN_FUNCTIONS_SQL, createFunctionCatalog, readBuiltinFunctions, type Pin } from "./session.ts";
-import { loadCachePath, loadClassifier, recordQuery } from "./cache/cache-path.ts";
+import { BUILTIN_FUNCTIONS_SQL, createFunctionCatalog, readBuiltinFunctions } from "./session.ts";
+import { createCachePath, recordQuery } from "./cache/cache-path.ts";
+import { classify, type Pin } from "./cache/classify.ts";
 
 export interface PoolerOptions {
   config: Config;
@@ -193,8 +194,7 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
     }, ctx);
     return r[0]?.rows[0]?.[0] !== "t";
   };
-  const classifier = await loadClassifier();
-  const cachePath = await loadCachePath(classifier, { config, clock, metrics, volatility });
+  const cachePath = createCachePath({ config, clock, metrics, volatility });
 
   const disabled = config.queryCacheDisabled.trim().toLowerCase();
   const disabledDbs = new Set(config.queryCacheDisabled.split(",").map((d) => d.trim()).filter(Boolean));
@@ -202,7 +202,7 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
   const noneOff = ["false", "0", "no", "off", ""].includes(disabled);
 
   const ctx: PoolerContext = {
-    classify: classifier,
+    classify,
     // Functions a statement may call without the connection being reset after it: the origin's builtins.
     functions: createFunctionCatalog(async (database) => {
       const r = await executeStatements(poolFor(database, origin.user).pool, () => poolFor(database, origin.user).params, {

@@ -8,13 +8,11 @@
 //   connection is then reset before anyone else gets it (RESET_SQL), or closed when even that cannot undo them.
 // A false "pin" or "unknown" costs only pooling efficiency; a missed one would leak one client's state to another,
 // so whatever is not understood counts as unknown.
-import { parseStatements } from "./cache/classify.ts";
+import { parseStatements, type Pin } from "./cache/classify.ts";
 import { B, decodeDataRow, decodeErrorResponse } from "../protocol/backend.ts";
 import { createFrames } from "../protocol/frames.ts";
 import { encodeQuery } from "../protocol/frontend.ts";
 import type { OriginConn } from "./server/origin.ts";
-
-export type Pin = "listen" | "advisory" | "temp" | "holdcursor" | "prepare" | "role";
 
 /** One statement's effect on the session, in the order of the string. */
 export type Op =

@@ -4,7 +4,8 @@ import { expect, test } from "bun:test";
 import { manualClock } from "../../src/clock.ts";
 import { loadConfig } from "../../src/config.ts";
 import { createRegistry } from "../../src/metrics/registry.ts";
-import { cacheKey, createQueryCache } from "../../src/pool/cache/query-cache.ts";
+import { cacheKey } from "../../src/pool/cache/key.ts";
+import { createQueryCache } from "../../src/pool/cache/query-cache.ts";
 
 const msg = (s: string) => [new TextEncoder().encode(s)];
 const text = (r: { messages: Uint8Array[] }) => r.messages.map((m) => new TextDecoder().decode(m)).join("");

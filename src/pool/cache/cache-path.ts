@@ -1,6 +1,7 @@
-// The query cache on the pooler's query path. The classifier and the cache live in src/cache/ (their own
-// concern); this file loads them when present and runs a cache load on a pooled connection: one simple
-// Query, its response recorded (bounded by KVDRIVE_QUERY_CACHE_MAX_RESULT_BYTES) up to ReadyForQuery.
+// The query cache on the pooler's query path: the classifier (classify.ts) and the cache (query-cache.ts) put
+// together with miss admission, the recorder of answers streaming past, the wire forms of a cached answer, and
+// a cache load on a pooled connection: one statement, its response recorded (bounded by
+// KVDRIVE_QUERY_CACHE_MAX_RESULT_BYTES) up to ReadyForQuery.
 import type { Config } from "../../config.ts";
 import type { Clock } from "../../clock.ts";
 import type { Registry } from "../../metrics/registry.ts";
@@ -11,50 +12,10 @@ import { K } from "../server/expect.ts";
 import { replaySql } from "../server/replay.ts";
 import type { Owner, Server } from "../server/server.ts";
 import type { Pool } from "../pool.ts";
+import { classify, type Classification } from "./classify.ts";
+import { createQueryCache } from "./query-cache.ts";
 
-/** What src/cache/classify.ts says about a statement (the shared contract). */
-export interface Classification {
-  cacheable: boolean;
-  status: string;
-  readTables: string[];
-  writeTables: string[];
-  functions: string[];
-  pin?: string;
-  txn?: "begin" | "commit" | "rollback";
-}
-
-/** The parts of a cache key (src/cache/query-cache.ts QueryKey). */
-export interface CacheKeyParts {
-  database: string;
-  user: string;
-  sql: string;
-  session?: string;
-  paramTypes?: number[];
-  /** A Bind's bytes after the statement name: parameter formats, values, result formats. */
-  bindTail?: Uint8Array;
-  id?: string;
-}
-
-/** The query cache of src/cache/query-cache.ts, as the pooler uses it (the shared contract). */
-export interface QueryCache {
-  lookup(key: CacheKeyParts, readTables: string[], load: () => Promise<Uint8Array[] | null>): Promise<{ status: string; messages: Uint8Array[] }>;
-  /** The slot of a fresh entry for an exact key (counted as a hit), or -1: the synchronous hit path. */
-  fresh(id: string): number;
-  /** Whether a fresh entry is held for an exact key (nothing counted, nothing marked). */
-  has(id: string): boolean;
-  /** A fresh slot's answer in a wire form (built by `build` from its messages, kept for the next hit). */
-  reply(slot: number, form: number, build: (messages: Uint8Array[]) => Uint8Array): Uint8Array;
-  /** The statement part of keys of a statement called again and again (interned: short keys). */
-  keyPrefix(k: CacheKeyParts): string;
-  /** An exact key of a statement seen once (a simple Query's text). */
-  key(k: CacheKeyParts): string;
-  keyTail(k: Pick<CacheKeyParts, "bindTail">): string;
-  invalidate(database: string, tables: string[]): void;
-  isVolatile(database: string, functions: string[]): Promise<boolean>;
-  knownVolatile(database: string, functions: string[]): boolean | undefined;
-  /** A miss the pooler runs on the client's own connection, recording the answer as it streams. */
-  recorder(key: CacheKeyParts, readTables: string[]): { done(messages: Uint8Array[] | null): void } | null;
-}
+export type QueryCache = ReturnType<typeof createQueryCache>;
 
 export interface CachePath {
   classify(sql: string): Classification;
@@ -108,39 +69,9 @@ export function createAdmission(o: { window?: number; minHitRatio?: number; slot
   };
 }
 
-/** The shared statement classifier (src/cache/classify.ts, the Postgres parser) when present, normalised. */
-export async function loadClassifier(): Promise<((sql: string) => Classification) | null> {
-  const classifyPath = "../cache/classify.ts";
-  let mod: any;
-  try {
-    mod = await import(classifyPath);
-  } catch {
-    return null;
-  }
-  if (typeof mod?.classify !== "function") return null;
-  const list = (v: unknown) => (Array.isArray(v) ? (v as string[]) : []);
-  // Normalised once here, so the query path can rely on every field.
-  return (sql: string): Classification => {
-    const c = mod.classify(sql) ?? {};
-    return { ...c, cacheable: c.cacheable === true, status: String(c.status ?? "uncacheable"), readTables: list(c.readTables), writeTables: list(c.writeTables), functions: list(c.functions) };
-  };
-}
-
-/** Loads src/cache when it exists and exports the agreed functions; null otherwise (no cache, pooling only). */
-export async function loadCachePath(
-  classify: ((sql: string) => Classification) | null,
-  opts: { config: Config; clock: Clock; metrics: Registry; volatility: (database: string, functions: string[]) => Promise<boolean> },
-): Promise<CachePath | null> {
-  if (!classify) return null;
-  const cachePath = "../cache/query-cache.ts";
-  let cacheMod: any;
-  try {
-    cacheMod = await import(cachePath);
-  } catch {
-    return null;
-  }
-  if (typeof cacheMod?.createQueryCache !== "function") return null;
-  const cache = cacheMod.createQueryCache({ config: opts.config, clock: opts.clock, metrics: opts.metrics, volatility: opts.volatility }) as QueryCache;
+/** The query cache and what the pooler's query path needs with it (no I/O until a statement is run). */
+export function createCachePath(opts: { config: Config; clock: Clock; metrics: Registry; volatility: (database: string, functions: string[]) => Promise<boolean> }): CachePath {
+  const cache = createQueryCache({ config: opts.config, clock: opts.clock, metrics: opts.metrics, volatility: opts.volatility });
   return { classify, cache, admission: createAdmission() };
 }
 

@@ -2,7 +2,6 @@
 // is a statement a cacheable read, which tables it reads and writes, which functions it calls, whether it pins
 // a session, and whether it opens or ends a transaction. Results are memoized by statement text.
 //
-// Contract (used by src/pool/cache-path.ts): classify(sql) -> Classification.
 // Table names are normalized to their bare lower-case relation name ("public.T" and "t" both become "t"):
 // invalidation by relation name may drop a little more than needed, never less. '*' means "every table".
 import { loadModule, parseSync } from "libpg-query";
@@ -10,7 +9,8 @@ import { loadModule, parseSync } from "libpg-query";
 await loadModule();
 
 export type CacheStatus = "hit" | "miss" | "stale" | "uncacheable" | "transaction" | "volatile" | "multiplestatements" | "oversizedresult" | "disabled";
-export type Pin = "listen" | "advisory" | "temp" | "holdcursor" | "prepare";
+/** Why a client keeps one origin connection (classify finds the first five; session.ts adds "role" for SET ROLE and SESSION AUTHORIZATION). */
+export type Pin = "listen" | "advisory" | "temp" | "holdcursor" | "prepare" | "role";
 
 export interface Classification {
   cacheable: boolean;

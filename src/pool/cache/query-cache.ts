@@ -2,7 +2,7 @@
 // (max_age, then stale-while-revalidate with one background refresh), single flight for concurrent misses,
 // a byte-bounded cache evicting by CLOCK (an LRU approximation), and invalidation by table when a write through the proxy touches what an entry read.
 //
-// Contract (used by src/pool/cache-path.ts): createQueryCache({ config, clock, metrics, volatility }) ->
+// Used by cache-path.ts: createQueryCache({ config, clock, metrics, volatility }) ->
 //   lookup(key, readTables, load) -> { status: 'hit'|'stale'|'miss'|'uncacheable'|'disabled', messages }
 //     `load` runs the statement on an origin connection and resolves to its response messages, or null when
 //     the result must not be cached (an error, COPY, a result over KVDRIVE_QUERY_CACHE_MAX_RESULT_BYTES):
@@ -21,27 +21,7 @@ import type { Clock } from "../../clock.ts";
 import type { Config } from "../../config.ts";
 import type { Registry } from "../../metrics/registry.ts";
 import type { CacheStatus } from "./classify.ts";
-
-export interface QueryKey {
-  database: string;
-  user: string;
-  sql: string;
-  params?: Array<Uint8Array | null>;
-  paramFormats?: number[];
-  resultFormats?: number[];
-  paramTypes?: number[];
-  /** Session settings that change results (TimeZone, DateStyle, search_path, SETs). */
-  session?: string;
-  /**
-   * Instead of params and formats: a client Bind's bytes after the statement name (parameter formats, values,
-   * result formats), as sent; the pooler keys extended-protocol statements by them without decoding.
-   */
-  bindTail?: Uint8Array;
-  /** What else shapes the recorded answer (the pooler's "with or without RowDescription"). */
-  variant?: string;
-  /** cacheKey(this), when the caller has it already. */
-  id?: string;
-}
+import { cacheKey, keyPrefix, keyTail, type QueryKey } from "./key.ts";
 
 export interface LookupResult {
   status: CacheStatus;
@@ -78,28 +58,6 @@ const REPLY_OVERHEAD = 96;
 const REFERENCED = 1;
 const REFRESHING = 2;
 const VOLATILITY_TTL_MS = 60_000;
-
-const latin1 = new TextDecoder("latin1");
-const part = (s: string) => s.length + ":" + s;
-
-/**
- * The statement part of a key: every part length-prefixed, so no two different keys read the same. Exact
- * rather than hashed: a hash collision would serve one query's rows for another.
- */
-export function keyPrefix(k: QueryKey): string {
-  return part(k.database) + part(k.user) + part(k.session ?? "") + part((k.paramTypes ?? []).join(",")) + part(k.sql);
-}
-
-/** The parameter part of a key; `bindTail` bytes are kept as they are, one character per byte. */
-export function keyTail(k: Pick<QueryKey, "variant" | "bindTail" | "params" | "paramFormats" | "resultFormats">): string {
-  const v = part(k.variant ?? "");
-  if (k.bindTail) return v + "B" + latin1.decode(k.bindTail);
-  let s = v + "P" + part((k.paramFormats ?? []).join(",")) + part((k.resultFormats ?? []).join(","));
-  for (const p of k.params ?? []) s += p === null ? "N" : part(latin1.decode(p));
-  return s;
-}
-
-export const cacheKey = (k: QueryKey): string => k.id ?? keyPrefix(k) + keyTail(k);
 
 export function createQueryCache(o: { config: Config; clock: Clock; metrics: Registry; volatility?: (database: string, functions: string[]) => Promise<boolean> }) {
   const { config, clock } = o;

@@ -5,7 +5,8 @@
 import type { Socket } from "bun";
 import { checkBind, checkBindAt, DESCRIBE_PORTAL, decodeParse, decodeQuery, F, matchPreparedCall, matchUnnamedCall, renameBindStatement as rewriteBind, renamePreparedCall, withPortalDescribe } from "../../protocol/frontend.ts";
 import { PARSE_COMPLETE, READY_IDLE } from "../../protocol/backend.ts";
-import { createAnswerRecorder, REPLY_BOUND, REPLY_BUILDERS, REPLY_DESCRIBED, REPLY_PARSED, REPLY_SIMPLE, type Classification } from "../cache/cache-path.ts";
+import { createAnswerRecorder, REPLY_BOUND, REPLY_BUILDERS, REPLY_DESCRIBED, REPLY_PARSED, REPLY_SIMPLE } from "../cache/cache-path.ts";
+import type { Classification } from "../cache/classify.ts";
 import { St, type ClientState, type Stmt } from "./state.ts";
 import type { PoolerContext } from "../context.ts";
 import type { LaneClient } from "../lanes.ts";
@@ -126,7 +127,7 @@ export function createFastPaths(core: ClientCore) {
     c.busy = true;
     const volatile = cls.functions.length ? cache.isVolatile(c.database, cls.functions) : Promise.resolve(false);
     volatile
-      .then((v) => (v ? { status: "volatile", messages: [] } : cache.lookup(key, cls.readTables, load)))
+      .then((v) => (v ? { status: "volatile" as const, messages: [] } : cache.lookup(key, cls.readTables, load)))
       .then(
         (r) => batchAnswered(r, b),
         (e) => {
@@ -342,7 +343,7 @@ export function createFastPaths(core: ClientCore) {
     const volatile = cls.functions.length ? cache.isVolatile(c.database, cls.functions) : Promise.resolve(false);
     const readTables = cls.readTables;
     volatile
-      .then((v) => (v ? { status: "volatile", messages: [] } : cache.lookup(key, readTables, () => ctx.recordQuery(c.pool!, new Map(params), new Map(sets), sql, undefined, untracked))))
+      .then((v) => (v ? { status: "volatile" as const, messages: [] } : cache.lookup(key, readTables, () => ctx.recordQuery(c.pool!, new Map(params), new Map(sets), sql, undefined, untracked))))
       .then(
         (r) => answered(r, copy),
         (e) => {

@@ -18,7 +18,7 @@ import type { Waiter } from "../pool.ts";
 import { sessionEffect, untracked, type Op, type SessionEffect } from "../session.ts";
 import { createSessionTracker } from "../session-tracker.ts";
 import type { PoolerContext } from "../context.ts";
-import type { Classification } from "../cache/cache-path.ts";
+import type { Classification } from "../cache/classify.ts";
 import type { LaneClient } from "../lanes.ts";
 import { St, type ClientState, type Stmt } from "./state.ts";
 import { createFastPaths, type FastPaths } from "./call.ts";

@@ -1,11 +1,12 @@
 // The state of one pooler client, shared by its state machine (client.ts) and its cache and lane steps
 // (client-fast.ts): where it is in its session, what it holds, and what waits.
 import type { Frames } from "../../protocol/frames.ts";
-import type { Classification, Recording } from "../cache/cache-path.ts";
+import type { Recording } from "../cache/cache-path.ts";
+import type { Classification, Pin } from "../cache/classify.ts";
 import type { Pool, Waiter } from "../pool.ts";
 import type { Expect } from "../server/expect.ts";
 import type { Server } from "../server/server.ts";
-import type { Pin, SessionEffect } from "../session.ts";
+import type { SessionEffect } from "../session.ts";
 
 export const enum St {
   Startup,
