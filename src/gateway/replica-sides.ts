@@ -42,6 +42,13 @@ export interface Floor {
 /** Whether an answer is older than the floor. Absent satisfies a delete: its tombstone may already be purged. */
 export const belowFloor = (e: StoredEntry | null, f: Floor) => (e === null ? !f.tombstone : compareVersions(e.version, f.version) < 0);
 
+/** Rows being written to one side; done settles when that write does. */
+export interface Flight {
+  side: Side;
+  rows: StoredEntry[];
+  done?: Promise<unknown>;
+}
+
 export interface Sides {
   readonly opts: ReplicatedOptions;
   nowSeconds(): number;
@@ -64,7 +71,9 @@ export interface Sides {
   trimRecent(): void;
   readonly rowsInFlight: Record<Side, number>;
   /** The writes themselves, so a shutdown that cannot wait for them can still queue them (park()). */
-  readonly flying: Set<{ side: Side; rows: StoredEntry[] }>;
+  readonly flying: Set<Flight>;
+  /** Waits until every write in flight now has landed or failed on its side (each is bounded by timeoutMs). */
+  settle(): Promise<void>;
   readonly readRepairs: Counter;
   readonly shadowMismatch: Counter;
   readonly bothFailed: Counter;
@@ -133,7 +142,10 @@ export function createSides(opts: ReplicatedOptions): Sides {
     }
   }
   const rowsInFlight: Record<Side, number> = { primary: 0, replica: 0 };
-  const flying = new Set<{ side: Side; rows: StoredEntry[] }>();
+  const flying = new Set<Flight>();
+  const settle = async () => {
+    if (flying.size) await Promise.allSettled([...flying].map((f) => f.done));
+  };
   const shed = m.counter("kvdrive_backend_shed_rows_total", "Rows not sent to a backend that was too far behind, queued for repair instead.");
   m.gauge("kvdrive_backend_rows_in_flight", "Rows being written to each backend.", () => (["primary", "replica"] as Side[]).map((b) => [{ backend: b }, rowsInFlight[b]]));
 
@@ -192,6 +204,6 @@ export function createSides(opts: ReplicatedOptions): Sides {
 
   return {
     opts, nowSeconds, call, firstSuccess, enqueue, suspect, ck, inflight, hold, release, floors, recent, trimRecent,
-    rowsInFlight, flying, readRepairs, shadowMismatch, bothFailed, standIns, shed,
+    rowsInFlight, flying, settle, readRepairs, shadowMismatch, bothFailed, standIns, shed,
   };
 }

@@ -93,6 +93,8 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
     );
   }
 
+  const afterFlights = <T>(f: () => Promise<T>): Promise<T> => (s.flying.size ? s.settle().then(f) : f());
+
   return {
     primary: opts.primary,
     replica: opts.replica,
@@ -106,6 +108,9 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
     write: writes.write,
     list: createListMerge(s),
     async purge(nowSecs, tombstoneBeforeMicros) {
+      // A write acknowledged by one side may still be on its way to the other: once it lands, a tombstone it
+      // carries is held by both and can go now, as from a single backend, instead of at the next purge.
+      await s.settle();
       // Expired entries go on each side on its own; tombstones only by the protocol in replica-repair.ts.
       const [a, b] = await Promise.allSettled([call("primary", "purge", (x) => x.purge(nowSecs, 0)), call("replica", "purge", (x) => x.purge(nowSecs, 0))]);
       let n = (a.status === "fulfilled" ? a.value : 0) + (b.status === "fulfilled" ? b.value : 0);
@@ -114,16 +119,25 @@ export function createReplicatedBackend(opts: ReplicatedOptions): ReplicatedBack
       return n;
     },
     async dropNamespace(ns) {
+      // Else a write acknowledged before the drop could land on the slower side after it, and its entries
+      // outlive the namespace there (and the crawler would copy them back).
+      await s.settle();
       await Promise.all([call("primary", "dropNamespace", (b) => b.dropNamespace(ns)), call("replica", "dropNamespace", (b) => b.dropNamespace(ns)).catch(() => {})]);
     },
-    scan: (q) => primaryThenReplica(q.ns, "scan", (b) => b.scan(q)),
-    versions: (q) => primaryThenReplica(q.ns, "versions", (b) => b.versions(q)),
-    digest: (ns, range, now) => call("primary", "digest", (b) => b.digest(ns, range, now)),
-    namespaceIds: (after, limit) => primaryThenReplica(null, "namespaceIds", (b) => b.namespaceIds(after, limit)),
-    tombstones: (before, after, limit) => call("primary", "tombstones", (b) => b.tombstones(before, after, limit)),
+    // One side answers these alone (backfill, rebalance, tools): they wait for writes in flight to land first,
+    // so they see every write acknowledged before them, whichever side acknowledged it.
+    scan: (q) => afterFlights(() => primaryThenReplica(q.ns, "scan", (b) => b.scan(q))),
+    versions: (q) => afterFlights(() => primaryThenReplica(q.ns, "versions", (b) => b.versions(q))),
+    digest: (ns, range, now) => afterFlights(() => call("primary", "digest", (b) => b.digest(ns, range, now))),
+    namespaceIds: (after, limit) => afterFlights(() => primaryThenReplica(null, "namespaceIds", (b) => b.namespaceIds(after, limit))),
+    tombstones: (before, after, limit) => afterFlights(() => call("primary", "tombstones", (b) => b.tombstones(before, after, limit))),
     async removeIfVersion(refs) {
-      const [a, b] = await Promise.all([call("primary", "removeIfVersion", (x) => x.removeIfVersion(refs)), call("replica", "removeIfVersion", (x) => x.removeIfVersion(refs))]);
-      return a + b;
+      // An acknowledged write newer than a ref keeps that entry on both sides, also on the side it is still
+      // on its way to.
+      await s.settle();
+      const [a] = await Promise.all([call("primary", "removeIfVersion", (x) => x.removeIfVersion(refs)), call("replica", "removeIfVersion", (x) => x.removeIfVersion(refs))]);
+      // Entries removed, counted once (as on the primary, the side tombstones() walks), not once per copy.
+      return a;
     },
     async ping() {
       // Ready while at least one side answers: that is the point of having two.

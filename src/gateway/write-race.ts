@@ -3,7 +3,7 @@
 // behind, gets the rows through the durable repair queue instead.
 import { BackendBehindError } from "../errors.ts";
 import { compareVersions, type StoredEntry } from "../storage/entry.ts";
-import { other, SUSPECT_GRACE_MS, type Sides } from "./replica-sides.ts";
+import { other, SUSPECT_GRACE_MS, type Flight, type Sides } from "./replica-sides.ts";
 import type { ReplicationMode, Side } from "./replicated.ts";
 
 export interface WriteRace {
@@ -39,9 +39,9 @@ export function createWriteRace(s: Sides): WriteRace {
         return Promise.reject(new BackendBehindError(`${side} backend is ${rowsInFlight[side]} rows behind: queued for repair`));
       }
       rowsInFlight[side] += rows.length;
-      const flight = { side, rows };
+      const flight: Flight = { side, rows };
       flying.add(flight);
-      return call(side, "write", (b) => b.write(rows))
+      return (flight.done = call(side, "write", (b) => b.write(rows))
         .catch((e) => {
           for (const r of rows) enqueue(side, r.ns, r.key, "write");
           throw e;
@@ -49,7 +49,7 @@ export function createWriteRace(s: Sides): WriteRace {
         .finally(() => {
           rowsInFlight[side] -= rows.length;
           flying.delete(flight);
-        });
+        }));
     };
     const p = attempt("primary");
     const r = attempt("replica");
