@@ -9,12 +9,12 @@ import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { systemClock } from "./clock.ts";
 import { loadConfig, redact, type Config } from "./config.ts";
-import { ConfigError } from "./errors.ts";
+import { ConfigError, UsageError } from "./errors.ts";
 import { backfill } from "./gateway/backfill.ts";
 import { createRegistry } from "./metrics/registry.ts";
 import { openStorage } from "./storage/open.ts";
 import { rebalance } from "./storage/rebalance.ts";
-import { runWorkerdCommand, WORKERD_USAGE, WorkerdUsageError } from "./workerd/commands.ts";
+import { runWorkerdCommand, WORKERD_USAGE } from "./workerd/commands.ts";
 
 const USAGE = `usage: bun run kvdrive <command>
 
@@ -28,16 +28,12 @@ ${WORKERD_USAGE}
 
 The clusters are DATABASE_URL's; without it, those of the kvdrive running on KVDRIVE_DATA_DIR.`;
 
-export class UsageError extends Error {
-  override name = "UsageError";
-}
-
-export interface ParsedArgs {
+interface ParsedArgs {
   command: string;
   flags: Record<string, string>;
 }
 
-export function parseArgs(argv: string[]): ParsedArgs {
+function parseArgs(argv: string[]): ParsedArgs {
   const [command = "help", ...rest] = argv;
   const flags: Record<string, string> = {};
   for (let i = 0; i < rest.length; i++) {
@@ -52,7 +48,7 @@ export function parseArgs(argv: string[]): ParsedArgs {
 }
 
 /** DATABASE_URL, else the URLs the running kvdrive wrote to its data dir. */
-export function storageUrls(config: Config): string[] {
+function storageUrls(config: Config): string[] {
   if (config.databaseUrl.length) return config.databaseUrl;
   const file = path.join(config.dataDir, "storage.json");
   if (!existsSync(file)) throw new ConfigError(`DATABASE_URL is not set and ${file} does not exist: start kvdrive first (bun start) or set DATABASE_URL`);
@@ -60,7 +56,7 @@ export function storageUrls(config: Config): string[] {
 }
 
 /** One line, redrawn in place on a terminal, printed every 10% otherwise. */
-export function progressBar(label: string, out: { write(s: string): unknown; isTTY?: boolean } = process.stderr) {
+function progressBar(label: string, out: { write(s: string): unknown; isTTY?: boolean } = process.stderr) {
   const started = performance.now();
   let lastTenth = -1;
   return (done: number, total: number, extra = "") => {
@@ -77,7 +73,7 @@ export function progressBar(label: string, out: { write(s: string): unknown; isT
   };
 }
 
-export async function runCli(argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
+async function runCli(argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
   if (argv[0] === "workerd-config" || argv[0] === "dev") return runWorkerdCommand(argv, env);
   const { command, flags } = parseArgs(argv);
   if (command === "help" || command === "--help" || command === "-h") {
@@ -133,7 +129,7 @@ if (import.meta.main) {
   try {
     process.exit(await runCli(process.argv.slice(2)));
   } catch (e) {
-    if (e instanceof UsageError || e instanceof WorkerdUsageError) {
+    if (e instanceof UsageError) {
       console.error(`kvdrive: ${e.message}\n\n${USAGE}`);
       process.exit(2);
     }

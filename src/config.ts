@@ -23,18 +23,16 @@ const oneOf = <const V extends string, D extends V | undefined>(env: string, def
 const bool = (env: string, def: boolean, doc: string) => ({ env, kind: "bool", default: def, doc }) as const;
 const list = (env: string, doc: string) => ({ env, kind: "list", default: [] as string[], doc }) as const;
 
-export const REPLICATION_MODES = ["primary", "shadow", "active-active"] as const;
-export type ReplicationMode = (typeof REPLICATION_MODES)[number];
-export const ORIGIN_ROLES = ["client", "origin"] as const;
-export const PG_AUTH_METHODS = ["scram-sha-256", "md5", "trust"] as const;
+const REPLICATION_MODES = ["primary", "shadow", "active-active"] as const;
+const ORIGIN_ROLES = ["client", "origin"] as const;
+const PG_AUTH_METHODS = ["scram-sha-256", "md5", "trust"] as const;
 /** The sslmode values the pooler speaks to its origin with (libpq's, but "allow"). */
-export const ORIGIN_SSLMODES = ["disable", "prefer", "require", "verify-ca", "verify-full"] as const;
-export type SslMode = (typeof ORIGIN_SSLMODES)[number];
+const ORIGIN_SSLMODES = ["disable", "prefer", "require", "verify-ca", "verify-full"] as const;
 const LIBPQ_SSLMODES: readonly string[] = ["allow", ...ORIGIN_SSLMODES];
 
 const MiB = 1024 * 1024;
 
-export const SETTINGS = {
+const SETTINGS = {
   // Process and storage
   databaseUrl: list("DATABASE_URL", "Postgres cluster(s) for KV data, comma-separated. Unset: an embedded Postgres is started."),
   dataDir: str("KVDRIVE_DATA_DIR", "./.kvdrive", "Data directory: embedded Postgres, API token, local logs."),

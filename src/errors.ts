@@ -2,7 +2,7 @@
 // purpose is a class with a code. An HTTP client gets an ApiError's status and Cloudflare code in the v4
 // envelope (src/http/envelope.ts); storage that cannot serve now is a StorageUnavailableError (HTTP 503,
 // retry later); a Postgres client, or the /sql endpoint, gets a PoolerError's SQLSTATE; a bad setting is a
-// ConfigError naming the variable. Errors are told apart by class (instanceof), never by their name as a string.
+// ConfigError naming the variable, and a bad command line a UsageError. Errors are told apart by class (instanceof), never by their name as a string.
 
 /** Cloudflare API error codes, in one place (the KV API's, and the generic ones every route uses). */
 export const CODE = {
@@ -64,6 +64,11 @@ export class PoolerError extends Error {
   ) {
     super(message);
   }
+}
+
+/** A command line `bun run kvdrive` cannot run: the message says what to type instead. */
+export class UsageError extends Error {
+  override name = "UsageError";
 }
 
 /** A setting with a bad value (or two that do not go together): the message names the variable and the expected form. */

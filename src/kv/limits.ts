@@ -19,5 +19,3 @@ export const MAX_CACHE_TTL = 365 * 86_400;
 export const MAX_METADATA_DEPTH = 512;
 /** Account ids in paths (Cloudflare's are 32 hex characters). */
 export const MAX_ACCOUNT_ID_BYTES = 128;
-/** A list prefix is at most a key. */
-export const MAX_PREFIX_BYTES = MAX_KEY_BYTES;

@@ -34,5 +34,3 @@ export function unavailableReason(e: unknown, depth = 0): string | null {
   if (status === 503 || status === 502 || status === 504) return `object store answered ${status}`;
   return unavailableReason(err.cause, depth + 1);
 }
-
-export const isStorageUnavailable = (e: unknown): boolean => unavailableReason(e) !== null;

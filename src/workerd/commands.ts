@@ -3,7 +3,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { loadConfig, type Config } from "../config.ts";
-import { ConfigError } from "../errors.ts";
+import { ConfigError, UsageError } from "../errors.ts";
 import { startKvdrive, type Kvdrive } from "../main.ts";
 import { workerdConfig, validateBindingName, type HyperdriveBinding, type KvBinding } from "./capnp.ts";
 import { findRunning, requireRunning, type RunningKvdrive } from "./instance.ts";
@@ -19,10 +19,6 @@ export const WORKERD_USAGE = `  workerd-config <worker.js> [--kv NAME=NAMESPACE_
                                     one started here); Ctrl-C stops both. Without bindings: KV=dev
                                     (created) and HYPERDRIVE=postgres`;
 
-export class WorkerdUsageError extends Error {
-  override name = "UsageError";
-}
-
 interface WorkerdArgs {
   worker: string;
   kv: Array<{ name: string; ref: string }>;
@@ -35,16 +31,16 @@ interface WorkerdArgs {
 
 const DEFAULT_ACCOUNT = "local";
 
-export function parseWorkerdArgs(argv: string[]): WorkerdArgs {
+function parseWorkerdArgs(argv: string[]): WorkerdArgs {
   const out: WorkerdArgs = { worker: "", kv: [], hyperdrive: [], create: false, account: DEFAULT_ACCOUNT, port: 8790 };
   const pair = (flag: string, v: string, fallback?: string) => {
     const eq = v.indexOf("=");
-    if (eq < 0 && fallback === undefined) throw new WorkerdUsageError(`--${flag} takes NAME=VALUE, got ${JSON.stringify(v)}`);
+    if (eq < 0 && fallback === undefined) throw new UsageError(`--${flag} takes NAME=VALUE, got ${JSON.stringify(v)}`);
     const name = eq < 0 ? v : v.slice(0, eq);
     try {
       validateBindingName(name);
     } catch (e) {
-      throw new WorkerdUsageError(`--${flag}: ${(e as Error).message}`);
+      throw new UsageError(`--${flag}: ${(e as Error).message}`);
     }
     return { name, value: eq < 0 ? fallback! : v.slice(eq + 1) };
   };
@@ -52,7 +48,7 @@ export function parseWorkerdArgs(argv: string[]): WorkerdArgs {
     const a = argv[i]!;
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(a);
     if (!m) {
-      if (out.worker) throw new WorkerdUsageError(`unexpected argument ${JSON.stringify(a)}`);
+      if (out.worker) throw new UsageError(`unexpected argument ${JSON.stringify(a)}`);
       out.worker = a;
       continue;
     }
@@ -61,11 +57,11 @@ export function parseWorkerdArgs(argv: string[]): WorkerdArgs {
       continue;
     }
     const v = m[2] ?? argv[++i];
-    if (v === undefined) throw new WorkerdUsageError(`--${m[1]} needs a value`);
+    if (v === undefined) throw new UsageError(`--${m[1]} needs a value`);
     switch (m[1]) {
       case "kv": {
         const { name, value } = pair("kv", v);
-        if (!value) throw new WorkerdUsageError(`--kv ${name}= needs a namespace id or title`);
+        if (!value) throw new UsageError(`--kv ${name}= needs a namespace id or title`);
         out.kv.push({ name, ref: value });
         break;
       }
@@ -78,17 +74,17 @@ export function parseWorkerdArgs(argv: string[]): WorkerdArgs {
         out.account = v;
         break;
       case "port":
-        if (!/^\d{1,5}$/.test(v) || Number(v) > 65535) throw new WorkerdUsageError(`--port ${JSON.stringify(v)} is not a port number`);
+        if (!/^\d{1,5}$/.test(v) || Number(v) > 65535) throw new UsageError(`--port ${JSON.stringify(v)} is not a port number`);
         out.port = Number(v);
         break;
       case "out":
         out.out = v;
         break;
       default:
-        throw new WorkerdUsageError(`unknown option --${m[1]}`);
+        throw new UsageError(`unknown option --${m[1]}`);
     }
   }
-  if (!out.worker) throw new WorkerdUsageError("name the Worker module, e.g. `bun run kvdrive dev worker.ts`");
+  if (!out.worker) throw new UsageError("name the Worker module, e.g. `bun run kvdrive dev worker.ts`");
   return out;
 }
 

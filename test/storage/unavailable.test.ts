@@ -2,7 +2,9 @@
 // fed the errors the real drivers raise (the outage tests cover them end to end).
 import { expect, test } from "bun:test";
 import { BackendBehindError, BackendTimeoutError, StorageUnavailableError } from "../../src/errors.ts";
-import { isStorageUnavailable, unavailableReason } from "../../src/storage/unavailable.ts";
+import { unavailableReason } from "../../src/storage/unavailable.ts";
+
+const isStorageUnavailable = (e: unknown) => unavailableReason(e) !== null;
 
 const pgError = (code: string, errno?: string, message = "x") => Object.assign(new Error(message), { name: "PostgresError", code, errno });
 
