@@ -5,7 +5,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import fs from "node:fs";
 import { FULL_RANGE } from "../src/storage/digest.ts";
 import { openShardedBackend } from "../src/storage/sharded.ts";
-import type { StoredEntry } from "../src/storage/store.ts";
+import type { StoredEntry } from "../src/storage/entry.ts";
 import { startTestPostgres, tempDir, type TestPostgres } from "./helpers/postgres.ts";
 
 const b = (s: string) => new TextEncoder().encode(s);

@@ -2,7 +2,7 @@
 // rows, bytes and a short window. A caller's promise settles only once its batch has committed.
 import type { Registry } from "../metrics/registry.ts";
 import { SIZE_BUCKETS } from "../metrics/registry.ts";
-import type { StoredEntry } from "../storage/store.ts";
+import type { StoredEntry } from "../storage/entry.ts";
 
 export interface BatcherOptions {
   /** Conditional multi-row write in one transaction (Backend.write). */

@@ -2,7 +2,8 @@
 // query per namespace when a slot frees up. A lone read goes out at once; under load Postgres sees a few
 // `key = ANY(...)` queries instead of one query per request. Every read in a query was asked for before the
 // query was sent, so no answer is older than a write acknowledged before its read began.
-import type { Backend, StoredEntry } from "../storage/store.ts";
+import type { StoredEntry } from "../storage/entry.ts";
+import type { Backend } from "../storage/store.ts";
 
 export interface ReadCoalescer {
   get(ns: string, key: Uint8Array): Promise<StoredEntry | null>;

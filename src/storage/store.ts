@@ -5,8 +5,6 @@ import { digestSelectSql } from "./digest.ts";
 import { compareVersions, keyString, type Digest, type KeyRange, type StoredEntry, type Version } from "./entry.ts";
 import { migrate } from "./schema.ts";
 
-export type { StoredEntry } from "./entry.ts";
-
 /** Every entry of a namespace in [after, before), tombstones and expired ones included: for the crawler,
  * backfill and rebalance. */
 export interface ScanQuery {

@@ -4,7 +4,8 @@ import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { BatcherClosedError, createBatcher, rowBytes, type BatcherOptions } from "../../src/gateway/batcher.ts";
-import { openPostgresBackend, type Backend, type StoredEntry } from "../../src/storage/store.ts";
+import type { StoredEntry } from "../../src/storage/entry.ts";
+import { openPostgresBackend, type Backend } from "../../src/storage/store.ts";
 import { createRegistry } from "../../src/metrics/registry.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 

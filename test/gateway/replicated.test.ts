@@ -14,7 +14,7 @@ import { openRepairQueue, type RepairQueue } from "../../src/gateway/repair-queu
 import { createReplicatedBackend, type ReplicatedBackend, type ReplicationMode } from "../../src/gateway/replicated.ts";
 import { createRegistry, type Registry } from "../../src/metrics/registry.ts";
 import { openShardedBackend, type ShardedBackend } from "../../src/storage/sharded.ts";
-import type { StoredEntry } from "../../src/storage/store.ts";
+import type { StoredEntry } from "../../src/storage/entry.ts";
 import { startTestPostgres, tempDir, type TestPostgres } from "../helpers/postgres.ts";
 
 const b = (s: string) => new TextEncoder().encode(s);

@@ -2,7 +2,8 @@
 // listing with ranges, purge, namespace drop. Each backend's test file calls backendContract with its own opener.
 import { expect, test } from "bun:test";
 import { digestOf, FULL_RANGE } from "../../src/storage/digest.ts";
-import type { Backend, StoredEntry } from "../../src/storage/store.ts";
+import type { StoredEntry } from "../../src/storage/entry.ts";
+import type { Backend } from "../../src/storage/store.ts";
 
 const b = (s: string) => new TextEncoder().encode(s);
 const str = (u: Uint8Array | null | undefined) => (u ? new TextDecoder().decode(u) : null);

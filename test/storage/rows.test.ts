@@ -2,7 +2,8 @@
 import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { expect, test } from "bun:test";
-import { sortNewestPerKey, type StoredEntry } from "../../src/storage/store.ts";
+import type { StoredEntry } from "../../src/storage/entry.ts";
+import { sortNewestPerKey } from "../../src/storage/store.ts";
 import { rowBytes } from "../../src/gateway/batcher.ts";
 
 const r = (ns: string, key: number[], ts: number, nonce = 0): StoredEntry => ({ ns, key: new Uint8Array(key), value: null, metadata: null, expiration: null, version: { ts, nonce }, tombstone: true });

@@ -5,7 +5,8 @@ import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { openShardedBackend, type ShardedBackend } from "../../src/storage/sharded.ts";
-import { openPostgresBackend, type ListedEntry, type ListQuery, type PostgresBackend, type StoredEntry } from "../../src/storage/store.ts";
+import type { StoredEntry } from "../../src/storage/entry.ts";
+import { openPostgresBackend, type ListedEntry, type ListQuery, type PostgresBackend } from "../../src/storage/store.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 
 let pgs: TestPostgres[] = [];

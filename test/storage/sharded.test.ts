@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { openShardedBackend, type ShardedBackend } from "../../src/storage/sharded.ts";
 import { rebalance } from "../../src/storage/rebalance.ts";
-import type { StoredEntry } from "../../src/storage/store.ts";
+import type { StoredEntry } from "../../src/storage/entry.ts";
 import { startTestPostgres, tempDir, type TestPostgres } from "../helpers/postgres.ts";
 import { backendContract } from "./contract.ts";
 
