@@ -7,6 +7,7 @@
 // owner changed and stored the new ring, reads a key from its old owner when its new owner has nothing.
 // Listing filters out copies a cluster holds for a key it no longer owns, so a key is listed once, from the
 // cluster whose copy counts.
+import { ConfigError } from "../errors.ts";
 import { compareBytes } from "./digest.ts";
 import { compareVersions, type Digest, type KeyRange, type StoredEntry } from "./entry.ts";
 import { createRing, DEFAULT_VNODES, type Ring } from "./ring.ts";
@@ -36,7 +37,8 @@ export interface ShardedBackend extends PostgresBackend {
   partition<T extends { ns: string; key: Uint8Array }>(rows: T[]): T[][];
 }
 
-export class ShardConfigError extends Error {
+/** A cluster list the shards cannot be built from: a ConfigError, reported at start-up like any bad setting. */
+export class ShardConfigError extends ConfigError {
   override name = "ShardConfigError";
 }
 
