@@ -1,4 +1,4 @@
-// Workers KV's limits, in one place.
+// Workers KV's limits and query parameters, in one place (its error codes are in src/errors.ts, with every other).
 export const MAX_KEY_BYTES = 512;
 export const MAX_VALUE_BYTES = 25 * 1024 * 1024;
 export const MAX_METADATA_BYTES = 1024;
@@ -19,3 +19,13 @@ export const MAX_CACHE_TTL = 365 * 86_400;
 export const MAX_METADATA_DEPTH = 512;
 /** Account ids in paths (Cloudflare's are 32 hex characters). */
 export const MAX_ACCOUNT_ID_BYTES = 128;
+
+/** Query parameters of the value and list routes (REST and the workerd binding alike). */
+export const PARAM = {
+  cacheTtl: "cache_ttl",
+  expiration: "expiration",
+  expirationTtl: "expiration_ttl",
+  listLimit: "limit",
+  listPrefix: "prefix",
+  listCursor: "cursor",
+} as const;

@@ -32,7 +32,12 @@ function keyFromUrl(url: string, segment: "values" | "metadata"): string {
 }
 
 /** The error code of a parameter that cannot be decoded, as when its value is wrong. */
-const PARAM_CODE: Record<string, number> = { cursor: CODE.badCursor, limit: CODE.badListLimit, expiration: CODE.badExpiration, expiration_ttl: CODE.badExpirationTtl };
+const PARAM_CODE: Record<string, number> = {
+  [L.PARAM.listCursor]: CODE.badCursor,
+  [L.PARAM.listLimit]: CODE.badListLimit,
+  [L.PARAM.expiration]: CODE.badExpiration,
+  [L.PARAM.expirationTtl]: CODE.badExpirationTtl,
+};
 
 /** Query parameters decoded strictly: invalid UTF-8 in a percent-encoding is refused, never turned into U+FFFD. */
 function query(url: string): { get(name: string): string | null } {
@@ -138,7 +143,7 @@ function valueHandlers(kv: KVService, clock: Clock): { get: ValueHandler; put: V
     async get(request, params) {
       ids(params);
       const key = keyFromUrl(request.url, "values");
-      const q = request.url.indexOf("?") < 0 ? undefined : query(request.url).get("cache_ttl");
+      const q = request.url.indexOf("?") < 0 ? undefined : query(request.url).get(L.PARAM.cacheTtl);
       const v = await kv.get(params.account_id, params.namespace_id, key, { cacheTtl: validateCacheTtl(q ?? null) });
       if (!v) throw new ApiError(404, CODE.keyNotFound, `key not found: ${JSON.stringify(key)}`);
       return new Response(v.value, { headers: v.expiration === null ? OCTETS : { "content-type": "application/octet-stream", expiration: String(v.expiration) } });
@@ -147,7 +152,7 @@ function valueHandlers(kv: KVService, clock: Clock): { get: ValueHandler; put: V
       ids(params);
       const key = keyFromUrl(request.url, "values");
       const q = query(request.url);
-      const expiration = resolveExpiration(q.get("expiration"), q.get("expiration_ttl"), nowSeconds());
+      const expiration = resolveExpiration(q.get(L.PARAM.expiration), q.get(L.PARAM.expirationTtl), nowSeconds());
       const ct = request.headers.get("content-type") ?? "";
       const { value, metadata } = ct.startsWith("multipart/form-data")
         ? await formPut(request)
@@ -252,8 +257,8 @@ function kvRoutes(kv: KVService, clock: Clock, values: ReturnType<typeof valueHa
       // Listing
       .get(`${one}/keys`, async ({ request, params }) => {
         const q = query(request.url);
-        const limit = validateListLimit(q.get("limit"));
-        const res = await kv.list(params.account_id, params.namespace_id, { prefix: q.get("prefix") || undefined, limit, cursor: q.get("cursor") || undefined });
+        const limit = validateListLimit(q.get(L.PARAM.listLimit));
+        const res = await kv.list(params.account_id, params.namespace_id, { prefix: q.get(L.PARAM.listPrefix) || undefined, limit, cursor: q.get(L.PARAM.listCursor) || undefined });
         const keys = res.keys.map((k) => (k.metadata === undefined ? k : { ...k, metadata: JSON.parse(k.metadata) }));
         return ok(keys, { count: keys.length, cursor: res.cursor });
       })

@@ -63,7 +63,7 @@ export function createBindingHandler({ kv, apiToken, clock, authFailureDelayMs, 
   const nowSeconds = () => Math.floor(clock.now() / 1000);
 
   async function get(account: string, ns: string, op: Extract<Operation, { op: "get" }>): Promise<Reply> {
-    const v = await kv.get(account, ns, op.key, { cacheTtl: validateCacheTtl(op.query.get("cache_ttl")) });
+    const v = await kv.get(account, ns, op.key, { cacheTtl: validateCacheTtl(op.query.get(L.PARAM.cacheTtl)) });
     // workerd turns a 404 into null whatever its body; the envelope is for anyone else reading it.
     if (!v) return errorOut(new ApiError(404, CODE.keyNotFound, `key not found: ${JSON.stringify(op.key)}`));
     // One round trip for getWithMetadata: the metadata rides along in a header.
@@ -74,7 +74,7 @@ export function createBindingHandler({ kv, apiToken, clock, authFailureDelayMs, 
   }
 
   async function put(account: string, ns: string, req: BindingRequest, op: Extract<Operation, { op: "put" }>): Promise<Reply> {
-    const expiration = resolveExpiration(op.query.get("expiration"), op.query.get("expiration_ttl"), nowSeconds());
+    const expiration = resolveExpiration(op.query.get(L.PARAM.expiration), op.query.get(L.PARAM.expirationTtl), nowSeconds());
     const metadata = parseMetadataHeader(req.header(METADATA_HEADER));
     validateMetadata(metadata);
     const value = await readLimited(req.request(), L.MAX_VALUE_BYTES, valueTooLarge);
@@ -84,7 +84,7 @@ export function createBindingHandler({ kv, apiToken, clock, authFailureDelayMs, 
 
   async function list(account: string, ns: string, op: Extract<Operation, { op: "list" }>): Promise<Reply> {
     const limit = validateListLimit(op.query.get("key_count_limit"));
-    const res = await kv.list(account, ns, { prefix: op.query.get("prefix") || undefined, limit, cursor: op.query.get("cursor") || undefined });
+    const res = await kv.list(account, ns, { prefix: op.query.get(L.PARAM.listPrefix) || undefined, limit, cursor: op.query.get(L.PARAM.listCursor) || undefined });
     // Metadata stays serialized: workerd JSON-parses a string and would pass an object through unchanged.
     const body: Record<string, unknown> = { keys: res.keys, list_complete: res.cursor === "" };
     if (res.cursor !== "") body.cursor = res.cursor;
