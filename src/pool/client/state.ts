@@ -48,6 +48,10 @@ const LEGAL: number[] = [
   /* Closed */ 0,
 ];
 
+/** Whether the state machine has the change from -> next (staying where it is is always allowed). */
+export const canMove = (from: St, next: St) => from === next || (LEGAL[from]! & (1 << next)) !== 0;
+export const stateName = (s: St) => NAMES[s] ?? String(s);
+
 /**
  * The only place a client's state changes. An illegal change is a bug of the pooler: it is logged and that
  * client is closed with XX000 (the process and the other clients go on).
@@ -55,8 +59,8 @@ const LEGAL: number[] = [
 export function move(cl: Client, next: St): boolean {
   const from = cl.st;
   if (from === next) return true;
-  if ((LEGAL[from]! & (1 << next)) === 0) {
-    cl.ctx.log(`kvdrive pooler: client ${cl.id}: illegal state change ${NAMES[from]} -> ${NAMES[next]}`);
+  if (!canMove(from, next)) {
+    cl.ctx.log(`kvdrive pooler: client ${cl.id}: illegal state change ${stateName(from)} -> ${stateName(next)}`);
     fatal(cl, "XX000", "internal error in the pooler");
     return false;
   }
