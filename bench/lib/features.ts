@@ -14,8 +14,8 @@ function filesUnder(dir: string): string[] {
 export const features = {
   /** The pooler's query cache (issue 4): src/pool/cache/ holds the cache and the classifier. */
   queryCache: () => ["src/pool/cache/query-cache.ts", "src/pool/cache/classify.ts"].every((f) => fs.existsSync(path.join(root, f))),
-  /** The large-value tier (issue 3): wired when the KV service or the server reads the size threshold. */
-  s3Tier: () => ["src/kv/service.ts", "src/server.ts"].some((f) => fs.existsSync(path.join(root, f)) && fs.readFileSync(path.join(root, f), "utf8").includes("largeValueBytes")),
+  /** The large-value tier (issue 3): wired when the storage or gateway opening reads the size threshold. */
+  s3Tier: () => ["src/storage/open.ts", "src/gateway/open.ts", "src/kv/service.ts", "src/main.ts"].some((f) => fs.existsSync(path.join(root, f)) && fs.readFileSync(path.join(root, f), "utf8").includes("largeValueBytes")),
   /** A consistent-hash ring over several clusters (a later issue). */
   ring: () => filesUnder("src/storage").some((f) => /ring/i.test(f)),
   module: (rel: string) => fs.existsSync(path.join(root, rel)),
