@@ -1,5 +1,8 @@
 // The contract between the KV HTTP routes (src/kv/routes.ts) and the KV service (src/kv/service.ts).
 // The service never sees the request context; routes never see SQL.
+import type { RedundancyInfo } from "../gateway/types.ts";
+
+export type { RedundancyInfo };
 
 export interface Namespace {
   id: string; // 32 hex chars, like Cloudflare's
@@ -97,13 +100,4 @@ export interface ReplicationInfo {
   default: string;
   /** The second backend ("s3://bucket", "postgres (2 clusters)"), or null. */
   replica: string | null;
-}
-
-export interface RedundancyInfo {
-  defaultMode: string;
-  replica: string | null;
-  shards: string[];
-  rebalancePending: boolean;
-  repairQueueDepth: number;
-  lastCrawl: unknown;
 }
