@@ -14,7 +14,7 @@ import type { Clock } from "../clock.ts";
 import { systemClock } from "../clock.ts";
 import type { Registry } from "../metrics/registry.ts";
 import { BLOB_KEY_MAX_BYTES, BLOB_LIST_MAX, readAll, type BlobEntry, type BlobStore } from "./blob.ts";
-import { keyHex, keyString, type StoredEntry } from "./entry.ts";
+import { keyHex, keyString, type StoredEntry, type Version } from "./entry.ts";
 import type { Backend } from "./store.ts";
 
 export interface LargeValueOptions {
@@ -63,7 +63,7 @@ function blobKeyOf(prefix: string, r: StoredEntry): string {
 const nsPrefix = (prefix: string, ns: string) => `${prefix}${encodeURIComponent(ns)}/`;
 
 /** The namespace, key and version a blob key was made from, or null when it is not one of ours. */
-export function parseBlobKey(prefix: string, blobKey: string): { ns: string; key: Uint8Array; version: { ts: number; nonce: number } } | null {
+export function parseBlobKey(prefix: string, blobKey: string): { ns: string; key: Uint8Array; version: Version } | null {
   if (!blobKey.startsWith(prefix)) return null;
   const parts = blobKey.slice(prefix.length).split("/");
   if (parts.length !== 3) return null;

@@ -15,7 +15,7 @@ import {
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import { S3Client as Client } from "@aws-sdk/client-s3";
 import { digestOf } from "./digest.ts";
-import type { Digest, KeyRange, StoredEntry } from "./entry.ts";
+import type { Digest, KeyRange, StoredEntry, Version } from "./entry.ts";
 import { isS3NotFound, type S3Options } from "./blob-s3.ts";
 import { createConditionalWriter, decodeVersion, VERSION_METADATA, type ConditionalMode } from "./s3-conditional.ts";
 import { sortNewestPerKey, type Backend, type EntryRef, type KeyVersion, type ListedEntry, type ScanQuery } from "./store.ts";
@@ -100,7 +100,7 @@ const unb64 = (s: string) => Buffer.from(s, "base64url").toString("utf8");
 
 interface Head {
   key: Uint8Array;
-  version: { ts: number; nonce: number };
+  version: Version;
   tombstone: boolean;
   expiration: number | null;
   metadata: string | null;
