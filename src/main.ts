@@ -1,5 +1,5 @@
 // `bun start`: the one place that wires kvdrive together. config -> storage (embedded or given Postgres) ->
-// the KV service over the gateway, and the Postgres pooler -> the HTTP app, which is handed the KV routes and
+// the gateway -> the KV service, and the Postgres pooler -> the HTTP app, which is handed the KV routes and
 // the pooler's SQL routes -> Bun.serve; then the workerd KV-binding listener. Run as the entry point it also
 // prints how to reach kvdrive and shuts down on SIGTERM/SIGINT within KVDRIVE_SHUTDOWN_TIMEOUT_SECONDS whatever
 // the backends do. Tests (and `bun run kvdrive dev`) call startKvdrive directly.
@@ -10,11 +10,12 @@ import { systemClock, type Clock } from "./clock.ts";
 import { loadConfig, redact, type Config } from "./config.ts";
 import { signalEmbeddedPostgres, startEmbeddedPostgres, type EmbeddedPostgres } from "./embedded/postgres.ts";
 import { ConfigError } from "./errors.ts";
+import { openGateway } from "./gateway/open.ts";
 import { abandonAll, type PendingReport } from "./gateway/shutdown.ts";
 import { createHttpApp } from "./http/app.ts";
 import { kvAdminRoutes } from "./kv/admin.ts";
 import { kvHttp } from "./kv/routes.ts";
-import { createKVService } from "./kv/service.ts";
+import { kvService } from "./kv/service.ts";
 import { createRegistry, type Registry } from "./metrics/registry.ts";
 import { startPooler, type Pooler } from "./pool/pooler.ts";
 import { sqlRoutes } from "./pool/sql-routes.ts";
@@ -79,7 +80,7 @@ export async function startKvdrive(opts: StartOptions): Promise<Kvdrive> {
 
     // The pooler's origin: ORIGIN_DATABASE_URL, else the (embedded) storage Postgres.
     pooler = await startPooler({ config, originUrl: config.originDatabaseUrl ?? databaseUrls[0]!, clock, metrics, log });
-    const kv = await createKVService({ urls: databaseUrls, config, clock, metrics, log });
+    const kv = kvService(await openGateway({ urls: databaseUrls, config, clock, metrics, log }), clock);
     const origin = new URL(config.originDatabaseUrl ?? databaseUrls[0]!);
     const sql = sqlRoutes({ pooler, database: decodeURIComponent(origin.pathname.slice(1)) || "postgres", user: decodeURIComponent(origin.username) || "postgres" });
     const api = kvHttp(kv, clock);
