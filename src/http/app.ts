@@ -10,7 +10,7 @@ import { Elysia } from "elysia";
 import type { Config } from "../config.ts";
 import { CODE } from "../errors.ts";
 import type { Registry } from "../metrics/registry.ts";
-import { authGate, type AuthGate } from "./auth.ts";
+import { authGate } from "./auth.ts";
 import { errorResponse, fail } from "./envelope.ts";
 
 /** A handler Bun.serve runs for a natively matched route, after the gate, with the router's path params. */
@@ -68,7 +68,6 @@ export interface HttpApp {
    * ahead of `fetch`. Same gate, handlers, errors and metrics as the Elysia route of the same template.
    */
   routes: NativeRoutes;
-  auth: AuthGate;
 }
 
 export function createHttpApp(opts: HttpAppOptions): HttpApp {
@@ -171,7 +170,6 @@ export function createHttpApp(opts: HttpAppOptions): HttpApp {
   }
 
   return {
-    auth,
     routes,
     async fetch(req) {
       const started = performance.now();
