@@ -116,7 +116,7 @@ const decoder = new TextDecoder();
 
 
 /** SQLSTATE and message of an ErrorResponse body, read without decoding every field. */
-export function errorCode(body: Uint8Array): { code: string; message: string; severity: string } {
+function errorCode(body: Uint8Array): { code: string; message: string; severity: string } {
   let code = "";
   let message = "";
   let severity = "";
@@ -211,6 +211,66 @@ export function createServer(conn: OriginConn): Server {
     return h;
   };
 
+  /**
+   * An ErrorResponse: passed on, unless it answers something the pooler sent on its own (a replay's error is kept for
+   * its `done`), or a plan that changed is re-run under a fresh name; the expectations up to the Sync are dropped as
+   * the origin drops the messages.
+   */
+  function errorResponse(h: Expect | undefined, body: Uint8Array, inject: (b: Uint8Array) => void): boolean {
+    const owner = s.owner;
+    // A FATAL (57P01 after pg_terminate_backend, 57P02...) is followed by the close: the client has heard why,
+    // and a second error of ours would reach node-postgres as an error event nobody listens to.
+    if (h?.k !== K.Replay && isFatal(body)) fatalRelayed = true;
+    if (!h || h.k === K.Query || h.k === K.Sync) {
+      if (h?.ops) h.failed = true;
+      return true;
+    }
+    if (h.k === K.Replay) {
+      h.error = body.slice();
+      return false;
+    }
+    const err = errorCode(body);
+    if (err.code === "0A000" && h.name && owner?.turns && h.k === K.Bind && /cached plan must not change result type/.test(err.message)) {
+      if (owner.retryTurn?.(h.name)) {
+        q.shift();
+        s.discarding = true;
+        drain(inject);
+        // What is left of the failed attempt is its Sync: its ReadyForQuery is swallowed like a replay's.
+        if (q[0]?.k === K.Sync) q[0] = { k: K.Sync, swallow: true };
+        return false;
+      }
+    } else if (err.code === "0A000" && h.name && /cached plan must not change result type/.test(err.message) && owner) {
+      // Retry only a batch that is exactly this Bind up to its Sync, the last thing sent: the origin skips
+      // the rest of the batch, answers the Sync, then runs the re-sent batch with a fresh plan.
+      const retry = owner.planChanged(h.name, h.k === K.Bind && q[q.length - 1]!.k === K.Sync && q.filter((e) => e.k === K.Sync).length === 1);
+      if (retry) {
+        s.prepared.set(retry.name, nextPrepareSeq());
+        q.unshift({ k: K.Replay }, { k: K.ParseHidden, name: retry.name });
+        conn.write(retry.bytes);
+        return false;
+      }
+    }
+    if (h.k === K.Execute) owner?.completed(h, B.ErrorResponse);
+    q.shift();
+    if ((h.k === K.Parse || h.k === K.ParseHidden) && h.name) {
+      s.prepared.delete(h.name);
+      parseFailed(h.name, body);
+      if (h.client !== undefined) owner?.parseRejected?.(h.client, h.name);
+    }
+    // The origin now discards everything up to Sync; so must the expectations. The batch failed: SETs in it did not last.
+    for (const x of q) if (x.k === K.Sync) {
+      if (x.ops) x.failed = true;
+      break;
+    }
+    s.discarding = true;
+    // A Bind sent behind a Parse of its statement that failed (pipelined, or another client's on a lane)
+    // fails for a name the client never chose: it gets the Parse's own error instead.
+    const why = h.k === K.Bind && h.name && err.code === "26000" ? failedParses.get(h.name) : undefined;
+    if (why) inject(why);
+    drain(inject);
+    return !why;
+  }
+
   const sink: ScanSink = {
     forward: (b) => s.owner?.send(b),
     message(type, body, inject) {
@@ -265,59 +325,8 @@ export function createServer(conn: OriginConn): Server {
           if (e) owner?.completed(e, type);
           return true;
         }
-        case B.ErrorResponse: {
-          // A FATAL (57P01 after pg_terminate_backend, 57P02...) is followed by the close: the client has heard why,
-          // and a second error of ours would reach node-postgres as an error event nobody listens to.
-          if (h?.k !== K.Replay && isFatal(body!)) fatalRelayed = true;
-          if (!h || h.k === K.Query || h.k === K.Sync) {
-            if (h?.ops) h.failed = true;
-            return true;
-          }
-          if (h.k === K.Replay) {
-            h.error = body!.slice();
-            return false;
-          }
-          const err = errorCode(body!);
-          if (err.code === "0A000" && h.name && owner?.turns && h.k === K.Bind && /cached plan must not change result type/.test(err.message)) {
-            if (owner.retryTurn?.(h.name)) {
-              q.shift();
-              s.discarding = true;
-              drain(inject);
-              // What is left of the failed attempt is its Sync: its ReadyForQuery is swallowed like a replay's.
-              if (q[0]?.k === K.Sync) q[0] = { k: K.Sync, swallow: true };
-              return false;
-            }
-          } else if (err.code === "0A000" && h.name && /cached plan must not change result type/.test(err.message) && owner) {
-            // Retry only a batch that is exactly this Bind up to its Sync, the last thing sent: the origin skips
-            // the rest of the batch, answers the Sync, then runs the re-sent batch with a fresh plan.
-            const retry = owner.planChanged(h.name, h.k === K.Bind && q[q.length - 1]!.k === K.Sync && q.filter((e) => e.k === K.Sync).length === 1);
-            if (retry) {
-              s.prepared.set(retry.name, nextPrepareSeq());
-              q.unshift({ k: K.Replay }, { k: K.ParseHidden, name: retry.name });
-              conn.write(retry.bytes);
-              return false;
-            }
-          }
-          if (h.k === K.Execute) owner?.completed(h, type);
-          q.shift();
-          if ((h.k === K.Parse || h.k === K.ParseHidden) && h.name) {
-            s.prepared.delete(h.name);
-            parseFailed(h.name, body!);
-            if (h.client !== undefined) owner?.parseRejected?.(h.client, h.name);
-          }
-          // The origin now discards everything up to Sync; so must the expectations. The batch failed: SETs in it did not last.
-          for (const x of q) if (x.k === K.Sync) {
-            if (x.ops) x.failed = true;
-            break;
-          }
-          s.discarding = true;
-          // A Bind sent behind a Parse of its statement that failed (pipelined, or another client's on a lane)
-          // fails for a name the client never chose: it gets the Parse's own error instead.
-          const why = h.k === K.Bind && h.name && err.code === "26000" ? failedParses.get(h.name) : undefined;
-          if (why) inject(why);
-          drain(inject);
-          return !why;
-        }
+        case B.ErrorResponse:
+          return errorResponse(h, body!, inject);
         case B.ParameterStatus: {
           const eq = body!.indexOf(0);
           const name = decoder.decode(body!.subarray(0, eq));
