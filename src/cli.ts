@@ -15,6 +15,7 @@ import { createRegistry } from "./metrics/registry.ts";
 import { openStorage } from "./storage/open.ts";
 import { rebalance } from "./storage/rebalance.ts";
 import { runWorkerdCommand, WORKERD_USAGE } from "./workerd/commands.ts";
+import { startKvdrive } from "./main.ts";
 
 const USAGE = `usage: bun run kvdrive <command>
 
@@ -74,7 +75,7 @@ function progressBar(label: string, out: { write(s: string): unknown; isTTY?: bo
 }
 
 async function runCli(argv: string[], env: Record<string, string | undefined> = process.env): Promise<number> {
-  if (argv[0] === "workerd-config" || argv[0] === "dev") return runWorkerdCommand(argv, env);
+  if (argv[0] === "workerd-config" || argv[0] === "dev") return runWorkerdCommand(argv, env, startKvdrive);
   const { command, flags } = parseArgs(argv);
   if (command === "help" || command === "--help" || command === "-h") {
     console.log(USAGE);

@@ -4,7 +4,6 @@ import fs from "node:fs";
 import path from "node:path";
 import { loadConfig, type Config } from "../config.ts";
 import { ConfigError, UsageError } from "../errors.ts";
-import { startKvdrive, type Kvdrive } from "../main.ts";
 import { workerdConfig, validateBindingName, type HyperdriveBinding, type KvBinding } from "./capnp.ts";
 import { findRunning, requireRunning, type RunningKvdrive } from "./instance.ts";
 import { connectHost } from "./listener.ts";
@@ -128,12 +127,17 @@ async function configText(config: Config, k: RunningKvdrive, a: WorkerdArgs, mod
   });
 }
 
-export async function runWorkerdCommand(argv: string[], env: Record<string, string | undefined>): Promise<number> {
+/** What `dev` needs of the process wiring (main.ts), handed in by cli.ts so workerd/ stays below main. */
+export interface StartKvdrive {
+  (opts: { config: Config; log: (line: string) => void }): Promise<{ stop(): Promise<void> }>;
+}
+
+export async function runWorkerdCommand(argv: string[], env: Record<string, string | undefined>, start: StartKvdrive): Promise<number> {
   const [command, ...rest] = argv;
   const args = parseWorkerdArgs(rest);
   const config = loadConfig({}, env);
   if (command === "workerd-config") return printConfig(config, args);
-  return dev(config, args);
+  return dev(config, args, start);
 }
 
 async function printConfig(config: Config, a: WorkerdArgs): Promise<number> {
@@ -150,7 +154,7 @@ async function printConfig(config: Config, a: WorkerdArgs): Promise<number> {
   return 0;
 }
 
-async function dev(config: Config, a: WorkerdArgs): Promise<number> {
+async function dev(config: Config, a: WorkerdArgs, startKvdrive: StartKvdrive): Promise<number> {
   if (a.kv.length === 0 && a.hyperdrive.length === 0) {
     a.kv.push({ name: "KV", ref: "dev" });
     a.create = true;
@@ -161,7 +165,7 @@ async function dev(config: Config, a: WorkerdArgs): Promise<number> {
   let signalled: string | null = null;
   let stopping: Promise<void> | null = null;
   let w: WorkerdProcess | null = null;
-  let own: Kvdrive | null = null;
+  let own: { stop(): Promise<void> } | null = null;
   const stopAll = () =>
     (stopping ??= (async () => {
       const what = [w && "workerd", own && "kvdrive"].filter(Boolean).join(" and ") || "nothing left to stop";
