@@ -23,6 +23,14 @@ export function createWriteRace(s: Sides): WriteRace {
   function raceWrite(rows: StoredEntry[], ackOn: "first" | Side): Promise<boolean[]> {
     const ids = rows.map((r) => ck(r.ns, r.key));
     for (const id of ids) s.hold(id);
+    // A row older than a write this instance already acknowledged for its key is not applied, whatever the
+    // first side to answer says: that side may not have stored the newer write yet (it is still on its way
+    // there, on another connection), and once it has, the newer one wins on it too.
+    const superseded = rows.map((r, i) => {
+      const f = floors.get(ids[i]!);
+      return f !== undefined && compareVersions(f.version, r.version) >= 0;
+    });
+    const flags = (v: boolean[]) => (superseded.includes(true) ? v.map((x, i) => x && !superseded[i]) : v);
     // Once acknowledged, a write is this instance's floor for its key: no later read may answer older.
     const acked = () =>
       rows.forEach((r, i) => {
@@ -67,12 +75,12 @@ export function createWriteRace(s: Sides): WriteRace {
       const mine = ackOn === "primary" ? p : r;
       return mine.then((v) => {
         acked();
-        return v;
+        return flags(v);
       });
     }
     return s.firstSuccess([p.then((v) => ({ v, side: "primary" as Side })), r.then((v) => ({ v, side: "replica" as Side }))], "write").then((x) => {
       acked();
-      return x.v;
+      return flags(x.v);
     });
   }
 

@@ -92,6 +92,49 @@ test("active-active: a write lands on both backends and reads back", async () =>
   expect(str((await rep.get("aa", b("k")))!.value)).toBe("v1");
 });
 
+/**
+ * Fault injector (a fake by name): the backend with its write() wrapped, so a write can be held or slowed.
+ * Two writes to one key overtaking each other on their way to one side (they travel on different pooled
+ * connections) cannot be provoked on demand through real sockets.
+ */
+function withWriteFault<B extends object>(backend: B, fault: (rows: StoredEntry[]) => Promise<void> | null): B {
+  return new Proxy(backend, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver);
+      if (prop !== "write" || typeof v !== "function") return typeof v === "function" ? v.bind(target) : v;
+      return async (rows: StoredEntry[]) => {
+        await fault(rows);
+        return v.call(target, rows);
+      };
+    },
+  });
+}
+
+test("active-active: a write older than one this instance acknowledged is not applied, even when the side that missed the newer one answers first", async () => {
+  // The primary's copy of the delete (ts 200) is held; the replica acknowledges it. The stale write (ts 150)
+  // then reaches the primary first, which stores it and answers first (the replica is slowed for it). That
+  // "applied" is not the outcome: the delete is newer, and once it lands it wins on the primary too.
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  const p = withWriteFault(primary, (rows) => (rows[0]!.version.ts === 200 ? held : null));
+  const r = withWriteFault(replica, (rows) => (rows[0]!.version.ts === 150 ? Bun.sleep(200) : null));
+  const qdir = tempDir("kvdrive-order-");
+  const q = openRepairQueue({ dir: qdir, clock: systemClock, metrics: createRegistry(), baseDelayMs: 50, maxDelayMs: 500 });
+  const rep2 = createReplicatedBackend({ primary: p, replica: r, modeOf: () => "active-active", queue: q, metrics: createRegistry(), clock: systemClock, timeoutMs: 3000 });
+  try {
+    expect(await rep2.write([row("order", "k", null, 200)])).toEqual([true]);
+    expect(await rep2.write([row("order", "k", "stale", 150)])).toEqual([false]);
+    expect(str((await primary.get("order", b("k")))!.value)).toBe("stale"); // the primary did store it, for now
+  } finally {
+    release();
+  }
+  await Bun.sleep(300);
+  expect((await primary.get("order", b("k")))!.tombstone).toBe(true);
+  expect((await replica.get("order", b("k")))!.tombstone).toBe(true);
+  q.close();
+  fs.rmSync(qdir, { recursive: true, force: true });
+});
+
 test("active-active: with the replica stopped, writes and reads go on; the repair queue converges it after restart", async () => {
   const rows = Array.from({ length: 200 }, (_, i) => row("down", `k${i}`, `v${i}`, 100));
   await rep.write(rows.slice(0, 50));
