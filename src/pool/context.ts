@@ -38,10 +38,10 @@ export interface PoolerContext {
   planChanged(key: string): void;
   /** The origin's builtin functions per database (session.ts): calls of anything else reset the connection after. */
   functions?: FunctionCatalog;
-  /** The shared statement classifier (src/cache/classify.ts), when present: used for pinning too. */
-  classify: ((sql: string) => Classification) | null;
-  /** The query cache and statement classifier, when src/cache is present. */
-  cachePath: CachePath | null;
+  /** The shared statement classifier (pool/cache/classify.ts): used for pinning too. */
+  classify: (sql: string) => Classification;
+  /** The query cache, its admission and the classifier (pool/cache/cache-path.ts). */
+  cachePath: CachePath;
   /** False when KVDRIVE_CACHE_DISABLED turns the cache off for this database (then statements skip it). */
   cacheOn(database: string): boolean;
   /** Runs a cache load for a client's statement on the pool, with the client's session settings. */

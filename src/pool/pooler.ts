@@ -117,7 +117,7 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
 
   /** One LISTEN connection per origin database with cached results (origin-notify.ts). */
   function listenOnce(database: string) {
-    if (!cachePath || !ctx.cacheOn(database) || config.queryCacheListenChannel === "off" || listeners.has(database) || stopped) return;
+    if (!ctx.cacheOn(database) || config.queryCacheListenChannel === "off" || listeners.has(database) || stopped) return;
     listeners.set(database, listenForWrites({
       originUrl: o.originUrl,
       database,
@@ -211,7 +211,7 @@ export async function startPooler(o: PoolerOptions): Promise<Pooler> {
       return (r[0]?.rows ?? []).map((row) => String(row[0]));
     }, log),
     cachePath,
-    cacheOn: (database) => cachePath !== null && !allOff && (noneOff || !disabledDbs.has(database)),
+    cacheOn: (database) => !allOff && (noneOff || !disabledDbs.has(database)),
     lanes: config.poolPipelineDepth >= 2 ? createLanes({ depth: config.poolPipelineDepth, maxPrepared: config.poolMaxPreparedStatements, pipelined: (pool) => byPool.get(pool)!.mPipelined.inc() }) : null,
     recordQuery: (pool, params, sets, sql, extended, untracked) => recordQuery(pool, params, sets, sql, extended ?? null, config.queryCacheMaxResultBytes, untracked),
     config,

@@ -26,7 +26,7 @@ type Recorder = { done(messages: Uint8Array[] | null): void };
  */
 export function volatility(cl: Client, cls: Classification): boolean | undefined {
   if (cls.functions.length === 0) return false;
-  const cache = cl.ctx.cachePath!.cache;
+  const cache = cl.ctx.cachePath.cache;
   const known = cache.knownVolatile(cl.database, cls.functions);
   if (known === undefined) void cache.isVolatile(cl.database, cls.functions);
   return known;
@@ -111,17 +111,17 @@ function cachedOrPipelined(cl: Client, stmt: Stmt, call: Uint8Array, m: { nameEn
     ctx.metrics.cacheStatus(cl.pool!, "volatile");
   }
   if (cl.cacheOn && knownSafe) {
-    const cache = ctx.cachePath!.cache;
+    const cache = ctx.cachePath.cache;
     const id = stmtKeyPrefix(cl, stmt) + cache.keyTail({ bindTail: call.subarray(m.nameEnd + 1, m.bindEnd) });
     const e = cache.fresh(id);
     if (e >= 0) {
       ctx.metrics.cacheStatus(cl.pool!, "hit");
-      ctx.cachePath!.admission.hit();
+      ctx.cachePath.admission.hit();
       const form = (m.describe ? REPLY_DESCRIBED : REPLY_BOUND) + (parsed ? REPLY_PARSED : 0);
       send(cl, cache.reply(e, form, REPLY_BUILDERS[form]!));
       return true;
     }
-    if (ctx.cachePath!.admission.admit(id)) {
+    if (ctx.cachePath.admission.admit(id)) {
       rec = cache.recorder({ database: cl.database, user: cl.user, sql: stmt.query, id }, cls!.readTables);
       if (!rec) return ORDINARY; // stale (served while it refreshes), or being loaded: the ordinary path waits for it
     } else ctx.metrics.cacheStatus(cl.pool!, "miss"); // not recorded: it passes through like an uncached read
@@ -213,7 +213,7 @@ function lookupBatch(cl: Client, b: { stmt: Stmt; msgs: Uint8Array[]; describe: 
   const cls = b.stmt.cls!;
   const body = b.msgs[0]!.subarray(5);
   const tail = body.subarray(checkBind(body)[1] + 1);
-  const cache = ctx.cachePath!.cache;
+  const cache = ctx.cachePath.cache;
   const id = stmtKeyPrefix(cl, b.stmt) + cache.keyTail({ bindTail: tail });
   if (volatility(cl, cls) === false) {
     const e = cache.fresh(id);

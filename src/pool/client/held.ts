@@ -73,7 +73,7 @@ function heldCall(cl: Client, h: Held, body: Uint8Array, raw: Uint8Array, s: Ser
   const stmt = boundStmt(cl, body, ns, ne);
   const cls = stmt?.cls;
   if (!stmt || !cls?.cacheable || cls.pin || stmt.writes.length || !quietHere(cl, stmt.eff) || volatility(cl, cls) !== false) return false;
-  const cache = cl.ctx.cachePath!.cache;
+  const cache = cl.ctx.cachePath.cache;
   const id = stmtKeyPrefix(cl, stmt) + cache.keyTail({ bindTail: body.subarray(ne + 1) });
   if (cache.has(id)) {
     h.hit = [raw.slice()];
@@ -96,7 +96,7 @@ function holdHit(cl: Client, h: Held, type: number, body: Uint8Array, raw: Uint8
   if (type === F.Describe && !executed && kept.length === 1 && isPortalDescribe(body)) return void kept.push(raw.slice()), true;
   if (type === F.Execute && !executed && isExecuteAll(body)) return void kept.push(raw.slice()), true;
   h.hit = null;
-  const cachePath = cl.ctx.cachePath!;
+  const cachePath = cl.ctx.cachePath;
   const e = type === F.Sync && executed ? cachePath.cache.fresh(h.id) : -1;
   if (e >= 0) {
     cl.held = null;
@@ -114,7 +114,7 @@ function holdHit(cl: Client, h: Held, type: number, body: Uint8Array, raw: Uint8
 }
 
 function recordHeld(cl: Client, h: Held, stmt: Stmt, id: string, s: Server) {
-  const r = cl.ctx.cachePath!.cache.recorder({ database: cl.database, user: cl.user, sql: stmt.query, id }, stmt.cls!.readTables);
+  const r = cl.ctx.cachePath.cache.recorder({ database: cl.database, user: cl.user, sql: stmt.query, id }, stmt.cls!.readTables);
   if (!r) return;
   let settled = false;
   const rec: Held["rec"] = { done: (m) => void (settled || ((settled = true), r.done(m))) };

@@ -168,7 +168,7 @@ export function createOwner(cl: Client): Owner {
         tracker.ready(cl.status);
         if (cl.status === 0x49 && cl.portals.size) cl.portals.clear();
         // At commit (or autocommit) of writes that went through us; after a rollback too, which is only wasteful.
-        if (cl.status === 0x49 && cl.pendingWrites.length && ctx.cachePath) ctx.cachePath.cache.invalidate(cl.database, cl.pendingWrites.splice(0));
+        if (cl.status === 0x49 && cl.pendingWrites.length) ctx.cachePath.cache.invalidate(cl.database, cl.pendingWrites.splice(0));
       }
     },
     planChanged(serverName, retryable) {

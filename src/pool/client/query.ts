@@ -17,7 +17,7 @@ export function onQuery(cl: Client, s: Server, body: Uint8Array, raw: Uint8Array
   const sql = decodeQuery(body);
   const eff = sessionEffect(sql);
   noteSend(cl, s, eff);
-  if (cl.ctx.cachePath) cl.pendingWrites.push(...writesOf(cl, sql));
+  cl.pendingWrites.push(...writesOf(cl, sql));
   toOrigin(cl, raw);
   s.push(eff.ops ? { k: K.Query, t: performance.now(), ops: eff.ops } : { k: K.Query, t: performance.now() });
   return true;
@@ -43,7 +43,7 @@ export function tryCache(cl: Client, body: Uint8Array, raw: Uint8Array): boolean
   const sql = decodeQuery(body);
   let cls;
   try {
-    cls = ctx.cachePath!.classify(sql);
+    cls = ctx.cachePath.classify(sql);
   } catch (e) {
     ctx.log(`kvdrive pooler: classifier failed: ${(e as Error).message}`);
     return false;
@@ -54,7 +54,7 @@ export function tryCache(cl: Client, body: Uint8Array, raw: Uint8Array): boolean
   }
   // A function that is not a builtin of the origin may be cached (when immutable); a load of it resets its connection.
   const untracked = quietHere(cl, sessionEffect(sql)) ? undefined : UNTRACKED_LOAD;
-  const cache = ctx.cachePath!.cache;
+  const cache = ctx.cachePath.cache;
   const key: { database: string; user: string; sql: string; session: string; id?: string } = { database: cl.database, user: cl.user, sql, session: cacheSessionKey(cl) };
   key.id = cache.key(key);
   if (volatility(cl, cls) === false) {

@@ -35,7 +35,7 @@ export function cacheSessionKey(cl: Client): string {
 
 export function stmtKeyPrefix(cl: Client, stmt: Stmt): string {
   if (stmt.prefixGen !== cl.sessionGen) {
-    stmt.prefix = cl.ctx.cachePath!.cache.keyPrefix({ database: cl.database, user: cl.user, sql: stmt.query, paramTypes: stmt.paramTypes, session: cacheSessionKey(cl) });
+    stmt.prefix = cl.ctx.cachePath.cache.keyPrefix({ database: cl.database, user: cl.user, sql: stmt.query, paramTypes: stmt.paramTypes, session: cacheSessionKey(cl) });
     stmt.prefixGen = cl.sessionGen;
   }
   return stmt.prefix;

@@ -60,7 +60,6 @@ export function makeStatement(cl: Client, m: { query: string; paramTypes: number
 }
 
 export function classifyOrNull(cl: Client, sql: string): Classification | null {
-  if (!cl.ctx.cachePath) return null;
   try {
     return cl.ctx.cachePath.classify(sql);
   } catch {
