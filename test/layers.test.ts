@@ -64,8 +64,8 @@ const show = (es: { from: string; to: string }[]) => es.map((e) => `${relative(R
 
 /** What each layer may import besides itself. */
 const ALLOWED: Record<string, readonly string[]> = {
-  root: ["metrics", "protocol"],
-  protocol: [],
+  root: ["metrics"],
+  protocol: ["root"],
   metrics: [],
   embedded: [],
   storage: ["root", "metrics"],

@@ -3,6 +3,7 @@
 import type { Registry } from "../metrics/registry.ts";
 import { SIZE_BUCKETS } from "../metrics/registry.ts";
 import type { StoredEntry } from "../storage/entry.ts";
+import { ShuttingDownError } from "../errors.ts";
 
 export interface BatcherOptions {
   /** Conditional multi-row write in one transaction (Backend.write). */
@@ -34,10 +35,6 @@ interface Waiter {
   row: StoredEntry;
   resolve(): void;
   reject(e: unknown): void;
-}
-
-export class BatcherClosedError extends Error {
-  override name = "BatcherClosedError";
 }
 
 const ROW_OVERHEAD_BYTES = 64;
@@ -145,7 +142,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
 
   return {
     submit(row) {
-      if (closed) return Promise.reject(new BatcherClosedError("the write batcher is closed: kvdrive is shutting down"));
+      if (closed) return Promise.reject(new ShuttingDownError("the write batcher is closed: kvdrive is shutting down"));
       return new Promise<void>((resolve, reject) => {
         queue.push({ row, resolve, reject });
         queuedBytes += rowBytes(row);
@@ -154,7 +151,7 @@ export function createBatcher(opts: BatcherOptions): Batcher {
       });
     },
     submitAll(rows) {
-      if (closed) return Promise.reject(new BatcherClosedError("the write batcher is closed: kvdrive is shutting down"));
+      if (closed) return Promise.reject(new ShuttingDownError("the write batcher is closed: kvdrive is shutting down"));
       inFlightRows += rows.length;
       const p = writeWithRetry(rows)
         .then(() => {

@@ -11,6 +11,7 @@ import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, wr
 import { join } from "node:path";
 import type { Clock } from "../clock.ts";
 import type { Registry } from "../metrics/registry.ts";
+import { RepairQueueError } from "../errors.ts";
 
 export type RepairMechanism = "write" | "read" | "crawler";
 
@@ -108,10 +109,6 @@ type Rec =
 const MECHANISMS: readonly RepairMechanism[] = ["write", "read", "crawler"];
 const idOf = (b: string, n: string, k: string) => JSON.stringify([b, n, k]);
 const utf8 = new TextEncoder();
-
-export class RepairQueueError extends Error {
-  override name = "RepairQueueError";
-}
 
 export function openRepairQueue(opts: RepairQueueOptions): RepairQueue {
   const { clock } = opts;

@@ -7,7 +7,6 @@ import type { ReplicationMode } from "./replicated.ts";
 export type { ListedEntry, ListQuery, NamespaceRow, ReplicationMode };
 export { REPLICATION_MODES } from "./replicated.ts";
 /** A write refused because shutdown began (nothing was written). */
-export { BatcherClosedError as GatewayClosedError } from "./batcher.ts";
 /** A short reason when an error means storage cannot serve now (retry later), else null. */
 export { unavailableReason } from "../storage/unavailable.ts";
 

@@ -4,8 +4,8 @@
 import { randomBytes } from "node:crypto";
 import type { Clock } from "../clock.ts";
 import { openGateway, type GatewayOptions } from "../gateway/open.ts";
-import { GatewayClosedError, REPLICATION_MODES, unavailableReason, type Gateway, type GatewayWrite, type NamespaceRow, type ReplicationMode } from "../gateway/types.ts";
-import { ApiError, CODE } from "../errors.ts";
+import { REPLICATION_MODES, unavailableReason, type Gateway, type GatewayWrite, type NamespaceRow, type ReplicationMode } from "../gateway/types.ts";
+import { ApiError, CODE, ShuttingDownError } from "../errors.ts";
 import { MIN_CACHE_TTL } from "./limits.ts";
 import { decodeCursor, encodeCursor, prefixUpperBound } from "./cursor.ts";
 import type { KVService, Namespace, PutInput } from "./types.ts";
@@ -29,7 +29,7 @@ const toWrite = (i: PutInput): GatewayWrite => ({ key: i.key, value: i.value, me
  */
 function storageError(e: unknown): unknown {
   if (e instanceof ApiError) return e;
-  if (e instanceof GatewayClosedError) return new ApiError(503, CODE.internal, "kvdrive is shutting down: the write was not accepted, retry it");
+  if (e instanceof ShuttingDownError) return new ApiError(503, CODE.internal, "kvdrive is shutting down: the write was not accepted, retry it");
   const reason = unavailableReason(e);
   return reason === null ? e : new ApiError(503, CODE.internal, `storage is unavailable (${reason}): retry the request`);
 }

@@ -1,7 +1,7 @@
 // Runs statements for the HTTP /sql endpoint on the same pools as wire clients: extended protocol with
 // text parameters and text results, one Sync for a transaction (an implicit transaction block) or one per
 // statement otherwise. Results are collected in memory, so they are bounded by KVDRIVE_PG_MAX_MESSAGE_BYTES.
-import { PoolerError } from "../errors.ts";
+import { type OriginError, PoolerError } from "../errors.ts";
 import { createFrames } from "../protocol/frames.ts";
 import { encodeBind, encodeDescribe, encodeExecute, encodeParse, encodeQuery, SYNC } from "../protocol/frontend.ts";
 import { B, decodeCommandComplete, decodeDataRow, decodeErrorResponse, decodeRowDescription } from "../protocol/backend.ts";
@@ -10,7 +10,6 @@ import { replaySql } from "./server/replay.ts";
 import type { Owner, Server } from "./server/server.ts";
 import type { Pool } from "./pool.ts";
 import type { PoolerContext } from "./context.ts";
-import type { OriginError } from "./server/origin.ts";
 import { recordQuery } from "./cache/cache-path.ts";
 import { quiet, sessionEffect } from "./session.ts";
 

@@ -1,9 +1,9 @@
 // One pool of origin connections per (database, user): idle stack, bounded wait queue with a timeout,
 // idle timeout and max lifetime. `move()` is the only place a connection changes state (ServerState).
 import type { Clock } from "../clock.ts";
-import { OriginError } from "./server/origin.ts";
 import { resetServer } from "./server/replay.ts";
 import { ServerState, type Server } from "./server/server.ts";
+import { OriginError } from "../errors.ts";
 
 export interface Waiter {
   grant(server: Server): void;

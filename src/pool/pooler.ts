@@ -4,7 +4,7 @@ import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { Config } from "../config.ts";
 import type { Clock } from "../clock.ts";
 import type { Registry } from "../metrics/registry.ts";
-import { connectOrigin, cancelOrigin, OriginError, parseOriginUrl, type OriginTarget } from "./server/origin.ts";
+import { connectOrigin, cancelOrigin, parseOriginUrl, type OriginTarget } from "./server/origin.ts";
 import { createPool, type Pool, type PoolStats } from "./pool.ts";
 import { sessionResets } from "./server/replay.ts";
 import { createServer, type Server } from "./server/server.ts";
@@ -17,6 +17,7 @@ import { executeStatements, type ExecuteRequest, type ExecuteResult } from "./ex
 import { BUILTIN_FUNCTIONS_SQL, createFunctionCatalog, readBuiltinFunctions } from "./session.ts";
 import { createCachePath, recordQuery } from "./cache/cache-path.ts";
 import { classify, type Pin } from "./cache/classify.ts";
+import { OriginError } from "../errors.ts";
 
 export interface PoolerOptions {
   config: Config;

@@ -1,6 +1,7 @@
 // SCRAM-SHA-256 (RFC 5802/7677) for both sides of the pooler, and Postgres MD5 password hashing.
 // Server verifiers are derived once per user at start-up, so a new connection costs a few HMACs, not PBKDF2.
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from "node:crypto";
+import { ScramError } from "../errors.ts";
 
 export interface ScramVerifier {
   salt: Buffer;
@@ -30,10 +31,6 @@ function attributes(msg: string): Map<string, string> {
     if (eq === 1) out.set(part[0]!, part.slice(2));
   }
   return out;
-}
-
-export class ScramError extends Error {
-  override name = "ScramError";
 }
 
 /** Server side of one SCRAM exchange. */

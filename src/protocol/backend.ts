@@ -1,6 +1,7 @@
 // Backend (server -> client) messages: one encoder and one decoder each.
 // https://www.postgresql.org/docs/current/protocol-message-formats.html
-import { createReader, createWriter, ProtocolError } from "./bytes.ts";
+import { createReader, createWriter } from "./bytes.ts";
+import { ProtocolError } from "../errors.ts";
 
 export const B = {
   Authentication: 0x52, // R

@@ -1,23 +1,9 @@
 // Byte-level building blocks of the codec: a growable writer whose message length is filled in at the end,
 // and a bounds-checked reader. Both are pure; nothing here touches sockets.
+import { ProtocolError, type ErrorReply } from "../errors.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-/**
- * How a server answers a protocol error, as Postgres does: an ErrorResponse; a protocol-2 error (a bare 'E' and
- * text, for a client that asked for protocol 2); or no answer at all, just closing (a start-up packet whose length
- * is invalid: that peer does not speak the protocol, or sent a Terminate before its StartupMessage).
- */
-export type ErrorReply = "error" | "v2" | "close";
-
-export class ProtocolError extends Error {
-  override name = "ProtocolError";
-  /** SQLSTATE to report to the peer: 08P01 protocol_violation unless a more precise one applies. */
-  constructor(message: string, readonly code = "08P01", readonly reply: ErrorReply = "error") {
-    super(message);
-  }
-}
 
 export interface Writer {
   /** Starts a message: the type byte (none for startup-phase packets) and a length placeholder. */

@@ -1,6 +1,6 @@
 // Splits a byte stream into protocol messages by their length field, holding back only an incomplete tail.
 // Callers get (type, body) views into the chunk they passed in; nothing is copied for complete messages.
-import { ProtocolError } from "./bytes.ts";
+import { ProtocolError } from "../errors.ts";
 
 export interface Frames {
   /**

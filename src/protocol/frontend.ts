@@ -1,6 +1,7 @@
 // Frontend (client -> server) messages: one encoder and one decoder each.
 // https://www.postgresql.org/docs/current/protocol-message-formats.html
-import { createReader, createWriter, ProtocolError } from "./bytes.ts";
+import { createReader, createWriter } from "./bytes.ts";
+import { ProtocolError } from "../errors.ts";
 
 export const PROTOCOL_3_0 = 196608;
 export const PROTOCOL_3_2 = 196610;

@@ -5,10 +5,8 @@
 import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { createHash, randomBytes } from "node:crypto";
-import {
-  BlobError, checkBlobKey, checkListLimit, checkSize, chunked, compareKeyBytes, sizeMismatch,
-  type BlobBody, type BlobEntry, type BlobStore,
-} from "./blob.ts";
+import { checkBlobKey, checkListLimit, checkSize, chunked, compareKeyBytes, sizeMismatch, type BlobBody, type BlobEntry, type BlobStore } from "./blob.ts";
+import { BlobError } from "../errors.ts";
 
 // "KVB1" then the key length (u32 BE) then the key bytes, then the body.
 const MAGIC = 0x4b564231;

@@ -1,5 +1,6 @@
 // The large-value blob store: one interface for S3-compatible object storage and the data dir's blob directory.
 // Both implementations pass test/storage/blob-contract.ts.
+import { BlobError } from "../errors.ts";
 
 export type BlobBody = Uint8Array | ReadableStream<Uint8Array>;
 
@@ -37,10 +38,6 @@ export interface BlobStore {
 /** S3's object key limit; the fs store keeps the same limit so both behave alike. */
 export const BLOB_KEY_MAX_BYTES = 1024;
 export const BLOB_LIST_MAX = 1000;
-
-export class BlobError extends Error {
-  override name = "BlobError";
-}
 
 const utf8 = new TextEncoder();
 

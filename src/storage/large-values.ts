@@ -16,6 +16,7 @@ import type { Registry } from "../metrics/registry.ts";
 import { BLOB_KEY_MAX_BYTES, BLOB_LIST_MAX, readAll, type BlobEntry, type BlobStore } from "./blob.ts";
 import { keyHex, keyString, type StoredEntry, type Version } from "./entry.ts";
 import type { Backend } from "./store.ts";
+import { LargeValueError } from "../errors.ts";
 
 export interface LargeValueOptions {
   /** Values longer than this many bytes go to the blob store; a value of exactly this length stays in the row. */
@@ -35,11 +36,6 @@ export type LargeValueBackend = Backend & {
    */
   sweepOrphans(graceMs: number): Promise<number>;
 };
-
-/** A row points at a blob that is not there, and no newer row explains why. Never answered with a wrong value. */
-export class LargeValueError extends Error {
-  override name = "LargeValueError";
-}
 
 export const DEFAULT_PREFIX = "values/";
 // Blob store calls in flight at once per write, read or sweep page: enough to hide latency, few enough not to

@@ -3,6 +3,7 @@
 // Placement must never change under a running dataset, so the hash is pinned: XXH64 (seed 0), a specified
 // algorithm whose reference vectors test/storage/ring.test.ts checks. Not Bun.hash(), whose default
 // (wyhash) is an implementation choice of the runtime.
+import { RingError } from "../errors.ts";
 
 export interface Ring {
   /** The nodes, sorted: placement does not depend on the order they were given in. */
@@ -42,10 +43,6 @@ function vnodeHash(node: string, i: number): bigint {
   buf[name.length] = 0; // node names cannot hold NUL, so "n1" #12 and "n11" #2 never share bytes
   new DataView(buf.buffer).setUint32(name.length + 1, i);
   return xxh64(buf);
-}
-
-export class RingError extends Error {
-  override name = "RingError";
 }
 
 /**

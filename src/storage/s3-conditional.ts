@@ -8,6 +8,7 @@ import {
 import { randomBytes } from "node:crypto";
 import { isS3NotFound } from "./blob-s3.ts";
 import { compareVersions, type Version } from "./entry.ts";
+import { ConditionalConflictError } from "../errors.ts";
 
 export const VERSION_METADATA = "kv-version";
 
@@ -33,10 +34,6 @@ export interface PutIfNewerResult {
   /** What the object holds afterwards as far as this call saw: ours when written, else the newer one found. */
   stored: Version | null;
   mode: ConditionalMode;
-}
-
-export class ConditionalConflictError extends Error {
-  override name = "ConditionalConflictError";
 }
 
 export interface ConditionalWriter {

@@ -7,7 +7,7 @@
 // owner changed and stored the new ring, reads a key from its old owner when its new owner has nothing.
 // Listing filters out copies a cluster holds for a key it no longer owns, so a key is listed once, from the
 // cluster whose copy counts.
-import { ConfigError } from "../errors.ts";
+import { ConfigError, ShardConfigError } from "../errors.ts";
 import { compareBytes } from "./digest.ts";
 import { compareVersions, type Digest, type KeyRange, type StoredEntry } from "./entry.ts";
 import { createRing, DEFAULT_VNODES, type Ring } from "./ring.ts";
@@ -35,11 +35,6 @@ export interface ShardedBackend extends PostgresBackend {
   ownerOf(ns: string, key: Uint8Array): Shard;
   /** Rows grouped by the cluster that owns them: the units that fail independently. */
   partition<T extends { ns: string; key: Uint8Array }>(rows: T[]): T[][];
-}
-
-/** A cluster list the shards cannot be built from: a ConfigError, reported at start-up like any bad setting. */
-export class ShardConfigError extends ConfigError {
-  override name = "ShardConfigError";
 }
 
 // Rounds of merged listing before giving up on filling a page: only filtered-out stray copies (a rebalance

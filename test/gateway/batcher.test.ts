@@ -3,11 +3,12 @@
 import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { BatcherClosedError, createBatcher, rowBytes, type BatcherOptions } from "../../src/gateway/batcher.ts";
+import { createBatcher, rowBytes, type BatcherOptions } from "../../src/gateway/batcher.ts";
 import type { StoredEntry } from "../../src/storage/entry.ts";
 import { openPostgresBackend, type Backend } from "../../src/storage/store.ts";
 import { createRegistry } from "../../src/metrics/registry.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
+import { ShuttingDownError } from "../../src/errors.ts";
 
 let pg: TestPostgres;
 let backend: Backend;
@@ -170,8 +171,8 @@ test("a bulk write is one batch, and close() drains what is pending then refuses
   await Promise.all(pending);
   expect(await count("bt-close")).toBe(50);
   expect(o.batcher.pending).toBe(0);
-  await expect(o.batcher.submit(row("bt-close", "late", "v"))).rejects.toBeInstanceOf(BatcherClosedError);
-  await expect(o.batcher.submitAll([row("bt-close", "late", "v")])).rejects.toBeInstanceOf(BatcherClosedError);
+  await expect(o.batcher.submit(row("bt-close", "late", "v"))).rejects.toBeInstanceOf(ShuttingDownError);
+  await expect(o.batcher.submitAll([row("bt-close", "late", "v")])).rejects.toBeInstanceOf(ShuttingDownError);
 });
 
 test("a connection dropped under the batcher costs a retry, not an error", async () => {

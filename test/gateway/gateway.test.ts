@@ -6,7 +6,8 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { manualClock } from "../../src/clock.ts";
 import { loadConfig } from "../../src/config.ts";
 import { openGateway } from "../../src/gateway/open.ts";
-import { GatewayClosedError, type Gateway } from "../../src/gateway/types.ts";
+import type { Gateway } from "../../src/gateway/types.ts";
+import { ShuttingDownError } from "../../src/errors.ts";
 import { createRegistry } from "../../src/metrics/registry.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 
@@ -77,9 +78,9 @@ test("the namespace catalog: remembered rows, forget and reload, rename, replica
   expect(await gw.ready()).toBe(true);
 });
 
-test("after close a write is refused with GatewayClosedError", async () => {
+test("after close a write is refused with ShuttingDownError", async () => {
   const other = await openGateway({ urls: [pg.url], config: loadConfig({ dataDir: "/tmp/unused", invalidation: false }, {}), clock, metrics: createRegistry() });
   await other.createNamespace("acc-gw", "gw-ns-4", "four");
   await other.close();
-  await expect(other.put("gw-ns-4", "k", bytes("v"), null, null)).rejects.toBeInstanceOf(GatewayClosedError);
+  await expect(other.put("gw-ns-4", "k", bytes("v"), null, null)).rejects.toBeInstanceOf(ShuttingDownError);
 });

@@ -4,8 +4,8 @@ setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the 
 import { describe, expect, test } from "bun:test";
 import * as Fe from "../../src/protocol/frontend.ts";
 import * as Be from "../../src/protocol/backend.ts";
-import { ProtocolError } from "../../src/protocol/bytes.ts";
 import { createFrames, readStartup } from "../../src/protocol/frames.ts";
+import { ProtocolError } from "../../src/errors.ts";
 
 /** Splits encoded bytes into exactly one message and returns its type and body. */
 function one(bytes: Uint8Array): { type: number; body: Uint8Array } {

@@ -1,10 +1,10 @@
 // Counts in the codec are unsigned 16-bit, as Postgres reads them, and start-up packets are checked with
 // Postgres' own rules and words.
 import { expect, test } from "bun:test";
-import { ProtocolError } from "../../src/protocol/bytes.ts";
 import { readStartup } from "../../src/protocol/frames.ts";
 import * as Fe from "../../src/protocol/frontend.ts";
 import * as Be from "../../src/protocol/backend.ts";
+import { ProtocolError } from "../../src/errors.ts";
 
 const body = (m: Uint8Array) => m.subarray(5);
 

@@ -1,7 +1,8 @@
 // The contract every blob store passes: round trips of bytes and streams, replace, delete, size checks,
 // multipart-sized bodies, listing in byte order with pages, and key limits.
 import { expect, test } from "bun:test";
-import { BlobError, readAll, type BlobStore } from "../../src/storage/blob.ts";
+import { readAll, type BlobStore } from "../../src/storage/blob.ts";
+import { BlobError } from "../../src/errors.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 

@@ -11,13 +11,14 @@ import { createRegistry } from "../../src/metrics/registry.ts";
 import { readAll, type BlobStore } from "../../src/storage/blob.ts";
 import { createFsBlobStore } from "../../src/storage/blob-fs.ts";
 import { createS3BlobStore } from "../../src/storage/blob-s3.ts";
-import { LargeValueError, parseBlobKey, withLargeValues, type LargeValueBackend, type LargeValueOptions } from "../../src/storage/large-values.ts";
+import { parseBlobKey, withLargeValues, type LargeValueBackend, type LargeValueOptions } from "../../src/storage/large-values.ts";
 import type { StoredEntry } from "../../src/storage/entry.ts";
 import { openPostgresBackend, type PostgresBackend } from "../../src/storage/store.ts";
 import { startTestPostgres, tempDir, type TestPostgres } from "../helpers/postgres.ts";
 import { startTestS3, type TestS3 } from "../helpers/s3.ts";
 import { backendContract } from "./contract.ts";
 import { pattern } from "./blob-contract.ts";
+import { LargeValueError } from "../../src/errors.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const MiB = 1024 * 1024;

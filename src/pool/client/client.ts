@@ -4,7 +4,6 @@
 // Borrowing origin connections is in link.ts, session settings in settings.ts, start-up in login.ts.
 import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
-import { ProtocolError } from "../../protocol/bytes.ts";
 import { decodeParse, F } from "../../protocol/frontend.ts";
 import { encodeReadyForQuery, errorMessage, errorMessageV2, PARSE_COMPLETE, READY_IDLE } from "../../protocol/backend.ts";
 import { createOutbox } from "../outbox.ts";
@@ -20,6 +19,7 @@ import { onAuthMessage, onStartupData } from "./login.ts";
 import { onQuery, queryOnLane, tryCache } from "./query.ts";
 import { createTracker } from "./settings.ts";
 import { defineStatement, StatementMap } from "./statements.ts";
+import { ProtocolError } from "../../errors.ts";
 
 export interface ClientHandle {
   onData(chunk: Uint8Array): void;

@@ -1,7 +1,6 @@
 // Handlers of the extended query protocol's messages on a client holding an origin connection: Parse, Bind,
 // Describe, Close, Execute, Sync, Flush. Statement names are rewritten to the origin's shared names, what a
 // statement does to the session is noted, and each message pushes what its answer is expected to be.
-import { ProtocolError } from "../../protocol/bytes.ts";
 import { checkBind, decodeParse, encodeDescribe, encodeParse, F, renameBindStatement as rewriteBind } from "../../protocol/frontend.ts";
 import { CLOSE_COMPLETE } from "../../protocol/backend.ts";
 import { EXPECT_BIND, EXPECT_CLOSE, EXPECT_DESCRIBE, EXPECT_EXECUTE, K } from "../server/expect.ts";
@@ -12,6 +11,7 @@ import { toOrigin } from "./client.ts";
 import { noteSend } from "./settings.ts";
 import { defineStatement, ensurePrepared, ensureUnnamed, evictIfFull, forwardUnnamedParse, writesOf } from "./statements.ts";
 import type { Client } from "./state.ts";
+import { ProtocolError } from "../../errors.ts";
 
 const utf8 = new TextDecoder();
 /** A Sync whose batch's failure the session tracker needs to hear of. */

@@ -4,7 +4,6 @@
 import { encodeParse, encodeQuery, F, renameBindStatement as rewriteBind } from "../../protocol/frontend.ts";
 import { encodeParameterStatus, encodeReadyForQuery, errorMessage, READY_IDLE } from "../../protocol/backend.ts";
 import type { LaneClient } from "../lanes.ts";
-import type { OriginError } from "../server/origin.ts";
 import type { Waiter } from "../pool.ts";
 import { K, type Expect } from "../server/expect.ts";
 import { replaySql } from "../server/replay.ts";
@@ -13,6 +12,7 @@ import { move, St, type Client } from "./state.ts";
 import { close, failed, fatal, flushDeferred, MAX_IN_FLIGHT, resumeMessages, send } from "./client.ts";
 import { endTee, record, resumeAfterBusy } from "./call.ts";
 import { sessionChanged, sig } from "./settings.ts";
+import { type OriginError } from "../../errors.ts";
 
 /**
  * Borrows an origin connection (Idle to Waiting, then Active). Returns true when one was granted at once;

@@ -1,13 +1,13 @@
 // Client start-up, before any origin connection is involved: reading the StartupMessage's parameters, and
 // the password exchange (SCRAM-SHA-256, MD5 or trust) against the verifiers the pooler derived at start.
 import { randomBytes } from "node:crypto";
-import { ProtocolError } from "../../protocol/bytes.ts";
 import { decodePassword, decodeSASLInitialResponse, F } from "../../protocol/frontend.ts";
 import { encodeAuthentication } from "../../protocol/backend.ts";
-import { createScramServer, md5Matches, ScramError, type ScramVerifier } from "../scram.ts";
+import { createScramServer, md5Matches, type ScramVerifier } from "../scram.ts";
 import { REPLAYED_LOWER } from "../server/replay.ts";
 import { setConfigSql, VALID_NAME } from "../session.ts";
 import type { UserAuth } from "../context.ts";
+import { ProtocolError, ScramError } from "../../errors.ts";
 
 export interface StartupSettings {
   user: string;

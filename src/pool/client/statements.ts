@@ -1,7 +1,6 @@
 // A client's prepared statements: their names mapped to the origin's shared names (the same on every
 // connection, so they survive moving between connections), their bounds, and the client's unnamed statement,
 // prepared again on whichever connection it is next used.
-import { ProtocolError } from "../../protocol/bytes.ts";
 import { encodeClose } from "../../protocol/frontend.ts";
 import type { Classification } from "../cache/classify.ts";
 import { EXPECT_CLOSE_HIDDEN, EXPECT_PARSE, K } from "../server/expect.ts";
@@ -10,6 +9,7 @@ import { evictPrepared, nextPrepareSeq, prepareOn } from "../server/statements.t
 import { sessionEffect } from "../session.ts";
 import { toOrigin } from "./client.ts";
 import type { Client, Statements, Stmt } from "./state.ts";
+import { ProtocolError } from "../../errors.ts";
 
 /**
  * What a prepared statement holds in the pooler, roughly: its text about three times (its key, its Parse,

@@ -2,12 +2,12 @@
 // optionally TLS with sslmode require/verify-full). After start-up its bytes go to whoever owns it.
 import type { Socket } from "bun";
 import fs from "node:fs";
-import { ProtocolError } from "../../protocol/bytes.ts";
 import { createFrames } from "../../protocol/frames.ts";
 import { encodeCancelRequest, encodePassword, encodeSASLInitialResponse, encodeSASLResponse, encodeSSLRequest, encodeStartup } from "../../protocol/frontend.ts";
 import { B, decodeAuthentication, decodeBackendKeyData, decodeErrorResponse, decodeParameterStatus, decodeReadyForQuery } from "../../protocol/backend.ts";
 import { createOutbox } from "../outbox.ts";
 import { createScramClient, md5Response, md5Verifier } from "../scram.ts";
+import { OriginError, ProtocolError } from "../../errors.ts";
 
 export interface OriginTarget {
   host: string;
@@ -16,14 +16,6 @@ export interface OriginTarget {
   password: string;
   sslmode: "disable" | "prefer" | "require" | "verify-ca" | "verify-full";
   sslrootcert?: string;
-}
-
-/** An error from the origin (or from reaching it), carrying the SQLSTATE to pass on. */
-export class OriginError extends Error {
-  override name = "OriginError";
-  constructor(message: string, readonly code: string, readonly fields?: Record<string, string>) {
-    super(message);
-  }
 }
 
 export interface OriginHandler {
