@@ -1,5 +1,5 @@
 // The Cloudflare v4 envelope, and the one place where errors become HTTP responses (never a stack trace).
-import { ApiError, CODE, StorageUnavailableError } from "../errors.ts";
+import { ApiError, CODE, ShuttingDownError, StorageFaultError, StorageUnavailableError } from "../errors.ts";
 
 // Response copies these; a prebuilt Headers is several times cheaper to copy than an object to convert.
 const JSON_HEADERS = new Headers({ "content-type": "application/json" });
@@ -22,7 +22,13 @@ export function errorResponse(error: unknown, log: (msg: string) => void = conso
   if (error instanceof RangeError && /call stack/i.test(error.message)) return fail(400, CODE.badRequest, "Input nested too deeply.");
   // A backend too slow, or the only one holding the newest version not answering: the request may be retried.
   if (error instanceof StorageUnavailableError) {
-    return fail(503, CODE.internal, `Storage temporarily unavailable: ${error.message}`);
+    return fail(error.status, error.code, `Storage temporarily unavailable: ${error.message}`);
+  }
+  if (error instanceof ShuttingDownError) return fail(error.status, error.code, error.message);
+  // A broken invariant inside storage is logged with its detail (it names the key) and answered with its status.
+  if (error instanceof StorageFaultError) {
+    log(`kvdrive: storage fault: ${error.stack ?? error.message}`);
+    return fail(error.status, error.code, error.status === 503 ? `Storage temporarily unavailable: ${error.message}` : "Internal error: the request could not be completed. It has been logged.");
   }
   log(`kvdrive: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
   return fail(500, CODE.internal, "Internal error: the request could not be completed. It has been logged.");
