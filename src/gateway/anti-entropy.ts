@@ -2,7 +2,7 @@
 // backends in the background, compares per-range digests and walks key by key only where they differ.
 import type { Clock } from "../clock.ts";
 import type { Registry } from "../metrics/registry.ts";
-import type { Backend, KeyVersion } from "../storage/store.ts";
+import type { Backend, KeyVersion } from "../storage/backend.ts";
 import { diffRanges, FULL_RANGE, splitRange } from "../storage/digest.ts";
 import { compareVersions, keyFromHex, keyHex, type KeyRange, type RangeDigest } from "../storage/entry.ts";
 import type { RepairQueue, RepairTask } from "./repair-queue.ts";

@@ -2,7 +2,7 @@
 // conditional writes, so it runs online next to live traffic (a newer live write always wins) and can be
 // resumed from its checkpoint. The article's rollout step for a new backend.
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import type { Backend } from "../storage/store.ts";
+import type { Backend } from "../storage/backend.ts";
 import { handled, walkPages } from "../storage/walk.ts";
 
 export interface BackfillProgress {

@@ -3,7 +3,7 @@
 // `key = ANY(...)` queries instead of one query per request. Every read in a query was asked for before the
 // query was sent, so no answer is older than a write acknowledged before its read began.
 import type { StoredEntry } from "../storage/entry.ts";
-import type { Backend } from "../storage/store.ts";
+import type { Backend } from "../storage/backend.ts";
 
 export interface ReadCoalescer {
   get(ns: string, key: Uint8Array): Promise<StoredEntry | null>;

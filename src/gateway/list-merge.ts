@@ -3,7 +3,7 @@
 // side holds its newest version. When that cannot be known, the list fails rather than answer with keys missing.
 import { BackendBehindError } from "../errors.ts";
 import { keyFromHex, keyHex, type StoredEntry } from "../storage/entry.ts";
-import type { ListedEntry, ListQuery } from "../storage/store.ts";
+import type { ListedEntry, ListQuery } from "../storage/backend.ts";
 import { absentIfExpired, belowFloor, newest, other, type Sides } from "./replica-sides.ts";
 import type { Side } from "./replicated.ts";
 

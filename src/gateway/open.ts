@@ -7,7 +7,7 @@ import type { Config } from "../config.ts";
 import { ZERO_VERSION, type StoredEntry } from "../storage/entry.ts";
 import type { Registry } from "../metrics/registry.ts";
 import { openStorage } from "../storage/open.ts";
-import type { NamespaceRow } from "../storage/store.ts";
+import type { NamespaceRow } from "../storage/backend.ts";
 import { createBatcher } from "./batcher.ts";
 import { createReadCache, type CachedEntry } from "./cache.ts";
 import { createReadCoalescer } from "./coalescer.ts";

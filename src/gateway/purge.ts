@@ -2,7 +2,7 @@
 // both, so purging is only about space; a round that fails is simply tried again at the next tick.
 import type { Clock } from "../clock.ts";
 import type { Registry } from "../metrics/registry.ts";
-import type { Backend } from "../storage/store.ts";
+import type { Backend } from "../storage/backend.ts";
 
 export interface PurgerOptions {
   backend: Pick<Backend, "purge">;

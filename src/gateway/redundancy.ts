@@ -6,7 +6,7 @@ import type { Config } from "../config.ts";
 import type { Registry } from "../metrics/registry.ts";
 import { withDeadline } from "../storage/deadline.ts";
 import type { Storage } from "../storage/open.ts";
-import type { Backend, NamespaceStore } from "../storage/store.ts";
+import type { Backend, NamespaceStore } from "../storage/backend.ts";
 import { startCrawler, startRepairWorker, type Crawler } from "./anti-entropy.ts";
 import { openRepairQueue, type RepairQueue } from "./repair-queue.ts";
 import { createReplicatedBackend, type ReplicationMode } from "./replicated.ts";

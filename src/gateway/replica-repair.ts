@@ -2,7 +2,7 @@
 // to the side behind (the repair worker and the crawler call this, anti-entropy.ts), and tombstones removed only
 // once both sides hold them, so a deleted key never comes back from the side that missed the delete.
 import { compareVersions, type StoredEntry } from "../storage/entry.ts";
-import type { EntryRef } from "../storage/store.ts";
+import type { EntryRef } from "../storage/backend.ts";
 import { newest, other, sameVersion, type Sides } from "./replica-sides.ts";
 import type { Side } from "./replicated.ts";
 

@@ -5,7 +5,7 @@
 import { BackendTimeoutError } from "../errors.ts";
 import type { Counter } from "../metrics/registry.ts";
 import { compareVersions, keyHex, type StoredEntry, type Version } from "../storage/entry.ts";
-import type { Backend } from "../storage/store.ts";
+import type { Backend } from "../storage/backend.ts";
 import type { ReplicatedOptions, Side } from "./replicated.ts";
 
 /** How long after its write settles a key is still read from both sides (see write-race.ts). */

@@ -17,7 +17,7 @@
 // side, suspect keys and floors), write-race.ts, read-race.ts, list-merge.ts and replica-repair.ts.
 import type { Clock } from "../clock.ts";
 import type { Registry } from "../metrics/registry.ts";
-import type { Backend } from "../storage/store.ts";
+import type { Backend } from "../storage/backend.ts";
 import { createListMerge } from "./list-merge.ts";
 import { createReadRace } from "./read-race.ts";
 import { createReplicaRepair } from "./replica-repair.ts";

@@ -1,7 +1,7 @@
 // The Gateway: the one thing the KV API model (kv/service.ts) calls. Behind it are the read cache with
 // read-your-own-write, group commit, read coalescing, cross-instance invalidation, expiry purge, replication
 // and the namespace catalog; the KV side never sees a backend, a shard or a version. Built by openGateway().
-import type { ListedEntry, ListQuery, NamespaceRow } from "../storage/store.ts";
+import type { ListedEntry, ListQuery, NamespaceRow } from "../storage/backend.ts";
 import type { ReplicationMode } from "./replicated.ts";
 
 export type { ListedEntry, ListQuery, NamespaceRow, ReplicationMode };

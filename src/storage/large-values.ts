@@ -15,7 +15,7 @@ import { systemClock } from "../clock.ts";
 import type { Registry } from "../metrics/registry.ts";
 import { BLOB_KEY_MAX_BYTES, BLOB_LIST_MAX, readAll, type BlobEntry, type BlobStore } from "./blob.ts";
 import { keyHex, keyString, type StoredEntry, type Version } from "./entry.ts";
-import type { Backend } from "./store.ts";
+import type { Backend } from "./backend.ts";
 import { LargeValueError } from "../errors.ts";
 
 export interface LargeValueOptions {

@@ -11,7 +11,7 @@ import { s3OptionsFromConfig, type S3Options } from "./blob-s3.ts";
 import { withLargeValues, type LargeValueBackend } from "./large-values.ts";
 import { openS3Replica } from "./s3-replica.ts";
 import { openShardedBackend, type ShardedBackend } from "./sharded.ts";
-import type { Backend } from "./store.ts";
+import type { Backend } from "./backend.ts";
 
 export interface StorageOptions {
   config: Config;

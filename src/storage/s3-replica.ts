@@ -18,7 +18,8 @@ import { digestOf } from "./digest.ts";
 import type { Digest, KeyRange, StoredEntry, Version } from "./entry.ts";
 import { isS3NotFound, type S3Options } from "./blob-s3.ts";
 import { createConditionalWriter, decodeVersion, VERSION_METADATA, type ConditionalMode } from "./s3-conditional.ts";
-import { sortNewestPerKey, type Backend, type EntryRef, type KeyVersion, type ListedEntry, type ScanQuery } from "./store.ts";
+import { sortNewestPerKey } from "./store.ts";
+import type { Backend, EntryRef, KeyVersion, ListedEntry, ScanQuery } from "./backend.ts";
 
 export interface S3ReplicaOptions extends S3Options {
   /** Prefix of every object (default "kv/"), so the bucket can hold other things. */

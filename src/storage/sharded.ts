@@ -11,10 +11,8 @@ import { ConfigError, ShardConfigError } from "../errors.ts";
 import { compareBytes } from "./digest.ts";
 import { compareVersions, type Digest, type KeyRange, type StoredEntry } from "./entry.ts";
 import { createRing, DEFAULT_VNODES, type Ring } from "./ring.ts";
-import {
-  openPostgresBackend, type EntryRef, type KeyVersion, type ListedEntry, type ListQuery, type PostgresBackend,
-  type ScanQuery,
-} from "./store.ts";
+import { openPostgresBackend } from "./store.ts";
+import type { EntryRef, KeyVersion, ListedEntry, ListQuery, PostgresBackend, ScanQuery } from "./backend.ts";
 
 export interface Shard {
   /** The cluster's own id (kvdrive_shard), its name on the ring. */

@@ -2,7 +2,7 @@
 // backfill and rebalance share. The caller advances `pos.key` once it has handled a page (then saves it), so a
 // run stopped anywhere resumes at the first page not yet handled.
 import { keyFromHex, keyHex, type StoredEntry } from "./entry.ts";
-import type { Backend } from "./store.ts";
+import type { Backend } from "./backend.ts";
 
 export interface WalkPosition {
   /** The namespace in progress, or null before the first. */

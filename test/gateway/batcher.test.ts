@@ -5,7 +5,8 @@ setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { createBatcher, rowBytes, type BatcherOptions } from "../../src/gateway/batcher.ts";
 import type { StoredEntry } from "../../src/storage/entry.ts";
-import { openPostgresBackend, type Backend } from "../../src/storage/store.ts";
+import { openPostgresBackend } from "../../src/storage/store.ts";
+import type { Backend } from "../../src/storage/backend.ts";
 import { createRegistry } from "../../src/metrics/registry.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 import { ShuttingDownError } from "../../src/errors.ts";

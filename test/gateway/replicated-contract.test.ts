@@ -11,7 +11,8 @@ import { openRepairQueue, type RepairQueue } from "../../src/gateway/repair-queu
 import { createReplicatedBackend, type ReplicatedBackend } from "../../src/gateway/replicated.ts";
 import { createRegistry } from "../../src/metrics/registry.ts";
 import { openS3Replica } from "../../src/storage/s3-replica.ts";
-import { openPostgresBackend, type Backend } from "../../src/storage/store.ts";
+import { openPostgresBackend } from "../../src/storage/store.ts";
+import type { Backend } from "../../src/storage/backend.ts";
 import { startTestPostgres, tempDir, type TestPostgres } from "../helpers/postgres.ts";
 import { startTestS3, type TestS3 } from "../helpers/s3.ts";
 import { backendContract } from "../storage/contract.ts";

@@ -11,7 +11,7 @@ import { startEmbeddedPostgres } from "../../src/embedded/postgres.ts";
 import { FULL_RANGE } from "../../src/storage/digest.ts";
 import { openS3Replica } from "../../src/storage/s3-replica.ts";
 import { openShardedBackend, type ShardedBackend } from "../../src/storage/sharded.ts";
-import type { Backend } from "../../src/storage/store.ts";
+import type { Backend } from "../../src/storage/backend.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 import { startTestS3, type TestS3 } from "../helpers/s3.ts";
 import { crawlPass } from "../helpers/crawl.ts";

@@ -3,7 +3,7 @@
 import { expect, test } from "bun:test";
 import { digestOf, FULL_RANGE } from "../../src/storage/digest.ts";
 import type { StoredEntry } from "../../src/storage/entry.ts";
-import type { Backend } from "../../src/storage/store.ts";
+import type { Backend } from "../../src/storage/backend.ts";
 
 const b = (s: string) => new TextEncoder().encode(s);
 const str = (u: Uint8Array | null | undefined) => (u ? new TextDecoder().decode(u) : null);

@@ -3,7 +3,8 @@ import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { SCHEMA_VERSION, migrate } from "../../src/storage/schema.ts";
-import { openPostgresBackend, type Backend } from "../../src/storage/store.ts";
+import { openPostgresBackend } from "../../src/storage/store.ts";
+import type { Backend } from "../../src/storage/backend.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 import { backendContract } from "./contract.ts";
 

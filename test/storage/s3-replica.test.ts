@@ -4,7 +4,7 @@ import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { decodeKey, encodeKey, openS3Replica } from "../../src/storage/s3-replica.ts";
-import type { Backend } from "../../src/storage/store.ts";
+import type { Backend } from "../../src/storage/backend.ts";
 import { startTestS3, type TestS3 } from "../helpers/s3.ts";
 import { backendContract } from "./contract.ts";
 

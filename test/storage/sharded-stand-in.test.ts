@@ -6,7 +6,8 @@ setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { openShardedBackend, type ShardedBackend } from "../../src/storage/sharded.ts";
 import type { StoredEntry } from "../../src/storage/entry.ts";
-import { openPostgresBackend, type ListedEntry, type ListQuery, type PostgresBackend } from "../../src/storage/store.ts";
+import { openPostgresBackend } from "../../src/storage/store.ts";
+import type { ListedEntry, ListQuery, PostgresBackend } from "../../src/storage/backend.ts";
 import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 
 let pgs: TestPostgres[] = [];
