@@ -6,8 +6,28 @@ import { compareVersions, keyString, type Digest, type KeyRange, type StoredEntr
 import { migrate } from "./schema.ts";
 import type { Backend, NamespaceRow, PostgresBackend } from "./backend.ts";
 
-// Bun.SQL binds at most 65535 parameters per statement; 8 columns a row.
+// Bun.SQL binds at most 65535 parameters per statement; 9 columns a row.
 const ROWS_PER_STATEMENT = 4000;
+const UPSERT_COLUMNS = ["ns", "key", "value", "metadata", "expiration", "version_ts", "version_nonce", "tombstone", "blob"] as const;
+/** Statement texts of the common group-commit sizes, kept once built; a larger batch builds its own. */
+const UPSERT_TEXT_CACHED_UP_TO = 64;
+const upsertTexts: string[] = [];
+/** The conditional upsert of `n` rows, with UPSERT_COLUMNS.length parameters a row in that order. */
+function upsertText(n: number): string {
+  const cached = upsertTexts[n];
+  if (cached !== undefined) return cached;
+  const c = UPSERT_COLUMNS.length;
+  const tuples = Array.from({ length: n }, (_, i) => `(${UPSERT_COLUMNS.map((_, j) => `$${i * c + j + 1}`).join(",")})`);
+  const text = `INSERT INTO kv_entries AS e (${UPSERT_COLUMNS.join(", ")}) VALUES ${tuples.join(",")}
+      ON CONFLICT (ns, key) DO UPDATE SET
+        value = excluded.value, metadata = excluded.metadata, expiration = excluded.expiration,
+        version_ts = excluded.version_ts, version_nonce = excluded.version_nonce, tombstone = excluded.tombstone,
+        blob = excluded.blob
+      WHERE (e.version_ts, e.version_nonce) < (excluded.version_ts, excluded.version_nonce)
+      RETURNING ns, key`;
+  if (n <= UPSERT_TEXT_CACHED_UP_TO) upsertTexts[n] = text;
+  return text;
+}
 const DIGEST = digestSelectSql({ key: "key", ts: "version_ts", nonce: "version_nonce" });
 // Purge deletes in slices so one round never holds a huge transaction or blocks writers for long.
 const PURGE_SLICE = 5000;
@@ -55,27 +75,12 @@ export async function openPostgresBackend(url: string, poolSize: number): Promis
   }
 
   // A multi-row VALUES statement: measured faster here than unnest() of arrays, whose bytea elements travel
-  // hex-encoded in a text array literal.
+  // hex-encoded in a text array literal. Its text depends only on the row count and is built here, not by
+  // Bun.SQL's insert helper (which walks the rows and columns by name and escapes them on every batch).
   async function upsert(q: SQL, rows: StoredEntry[]): Promise<Array<[string, Uint8Array]> | number> {
-    const values = rows.map((r) => ({
-      ns: r.ns,
-      key: r.key,
-      value: r.value,
-      metadata: r.metadata,
-      expiration: r.expiration,
-      version_ts: r.version.ts,
-      version_nonce: r.version.nonce,
-      tombstone: r.tombstone,
-      blob: r.blob ?? null,
-    }));
-    const res = await q`
-      INSERT INTO kv_entries AS e ${sql(values)}
-      ON CONFLICT (ns, key) DO UPDATE SET
-        value = excluded.value, metadata = excluded.metadata, expiration = excluded.expiration,
-        version_ts = excluded.version_ts, version_nonce = excluded.version_nonce, tombstone = excluded.tombstone,
-        blob = excluded.blob
-      WHERE (e.version_ts, e.version_nonce) < (excluded.version_ts, excluded.version_nonce)
-      RETURNING ns, key`.values();
+    const params: unknown[] = [];
+    for (const r of rows) params.push(r.ns, r.key, r.value, r.metadata, r.expiration, r.version.ts, r.version.nonce, r.tombstone, r.blob ?? null);
+    const res = await q.unsafe(upsertText(rows.length), params).values();
     // Everything applied is the common case: skip mapping the returned keys back.
     return res.length === rows.length ? res.length : (res as Array<[string, Uint8Array]>);
   }
