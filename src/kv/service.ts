@@ -34,8 +34,13 @@ function storageError(e: unknown): unknown {
   return reason === null ? e : new ApiError(503, CODE.internal, `storage is unavailable (${reason}): retry the request`);
 }
 
-// Methods that never touch storage, or whose callers want the raw answer.
-const UNGUARDED = new Set(["close", "ready", "redundancy"]);
+const rethrowStorageError = (e: unknown): never => {
+  throw storageError(e);
+};
+
+// Methods that never touch storage, or whose callers want the raw answer, or (get) that map storage errors
+// themselves so a cache hit has no extra frame.
+const UNGUARDED = new Set(["close", "ready", "redundancy", "get"]);
 
 /** KVService whose methods may answer synchronously (a cached GET): guarded() makes every one a promise. */
 type MaybeSync<T> = { [K in keyof T]: T[K] extends (...a: infer A) => Promise<infer R> ? (...a: A) => R | Promise<R> : T[K] };
@@ -110,10 +115,16 @@ export function kvService(gateway: Gateway, clock: Clock): KVService {
 
     accountOf: async (nsId) => (await namespaceById(nsId)).account_id,
 
-    // Not async: a cached value of a known namespace is answered without a promise of its own.
+    // Not async and not wrapped by guarded(): a cached value of a known namespace is answered with one settled
+    // promise and no async frame; a read that needs the namespace row or storage maps storage errors itself.
     get(accountId, nsId, key, opts) {
-      const known = knownNamespace(accountId, nsId);
-      return known instanceof Promise ? known.then((ns) => gateway.get(ns.id, key, cacheTtl(opts))) : gateway.get(known.id, key, cacheTtl(opts));
+      try {
+        const known = knownNamespace(accountId, nsId);
+        const v = known instanceof Promise ? known.then((ns) => gateway.get(ns.id, key, cacheTtl(opts))) : gateway.get(known.id, key, cacheTtl(opts));
+        return v instanceof Promise ? v.catch(rethrowStorageError) : Promise.resolve(v);
+      } catch (e) {
+        return Promise.reject(storageError(e));
+      }
     },
     async getMany(accountId, nsId, keys, opts) {
       const ns = await namespace(accountId, nsId);
