@@ -14,7 +14,7 @@ import { authGate } from "./auth.ts";
 import { errorResponse, fail } from "./envelope.ts";
 
 /** A handler Bun.serve runs for a natively matched route, after the gate, with the router's path params. */
-export type NativeHandler<P = any> = (request: Request, params: P) => Promise<Response>;
+export type NativeHandler<P = any> = (request: Request, params: P) => Response | Promise<Response>;
 
 export interface HttpAppOptions {
   config: Pick<Config, "authFailureDelayMs" | "httpAuthFailureMaxPending">;
@@ -59,7 +59,7 @@ function routeLabel(template: string | undefined, product: (template: string) =>
 const isOpen = (req: Request, template: string | undefined) => template !== undefined && OPEN_ROUTES.has(template) && (req.method === "GET" || req.method === "HEAD");
 
 /** What Bun.serve takes as `routes`: a template, then a handler per method. */
-export type NativeRoutes = Record<string, Record<string, (req: Request & { params: Record<string, string> }) => Promise<Response>>>;
+export type NativeRoutes = Record<string, Record<string, (req: Request & { params: Record<string, string> }) => Response | Promise<Response>>>;
 
 export interface HttpApp {
   fetch(req: Request): Promise<Response>;
@@ -138,22 +138,7 @@ export function createHttpApp(opts: HttpAppOptions): HttpApp {
   const native = (template: string, method: string, handler: NativeHandler) => {
     const route = label(template);
     const byStatus = new Map<number, { count: { inc(): void }; time: { observe(v: number): void } }>();
-    return async (req: Request & { params: Record<string, string> }) => {
-      const started = performance.now();
-      let res: Response;
-      if (!PLAIN_URL.test(req.url)) {
-        res = fail(400, CODE.badRequest, "Invalid Host header or request target: expected Host: name[:port] and an origin-form path.");
-      } else {
-        const refused = auth.check(req);
-        if (refused) res = await refused;
-        else {
-          try {
-            res = await handler(req, req.params);
-          } catch (e) {
-            res = errorResponse(e);
-          }
-        }
-      }
+    const done = (req: Request, res: Response, started: number) => {
       const head = req.method === "HEAD";
       const id = head ? -res.status : res.status;
       let m = byStatus.get(id);
@@ -161,6 +146,27 @@ export function createHttpApp(opts: HttpAppOptions): HttpApp {
       m.count.inc();
       m.time.observe((performance.now() - started) / 1000);
       return res;
+    };
+    const answerError = (e: unknown) => errorResponse(e);
+    // Not async: a handler that answers at once (a cached GET) gives Bun its Response with no promise at all.
+    return (req: Request & { params: Record<string, string> }): Response | Promise<Response> => {
+      const started = performance.now();
+      let res: Response | Promise<Response>;
+      if (!PLAIN_URL.test(req.url)) {
+        res = fail(400, CODE.badRequest, "Invalid Host header or request target: expected Host: name[:port] and an origin-form path.");
+      } else {
+        const refused = auth.check(req);
+        if (refused) res = refused;
+        else {
+          try {
+            res = handler(req, req.params);
+            if (res instanceof Promise) res = res.catch(answerError);
+          } catch (e) {
+            res = errorResponse(e);
+          }
+        }
+      }
+      return res instanceof Promise ? res.then((r) => done(req, r, started)) : done(req, res, started);
     };
   };
   const routes: NativeRoutes = {};

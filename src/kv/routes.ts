@@ -7,7 +7,7 @@ import { ok } from "../http/envelope.ts";
 import { readForm, readJson, readLimited } from "../http/body.ts";
 import { ApiError, CODE } from "../errors.ts";
 import * as L from "./limits.ts";
-import type { KVService, PutInput } from "./types.ts";
+import type { KVService, KVValue, PutInput } from "./types.ts";
 import { bulkGetValue, oneOf, positiveInt, resolveExpiration, shown, validateAccountId, validateCacheTtl, validateKey, validateListLimit, validateMetadata, validateNamespaceId, validateTitle } from "./validate.ts";
 
 const valueTooLarge = (size: number) => new ApiError(413, CODE.valueTooLarge, `Value length of ${size} exceeds limit of ${L.MAX_VALUE_BYTES}.`);
@@ -122,7 +122,7 @@ interface PathIds {
   namespace_id: string;
 }
 
-type ValueHandler = (request: Request, params: PathIds) => Promise<Response>;
+type ValueHandler = (request: Request, params: PathIds) => Response | Promise<Response>;
 
 /**
  * GET, PUT and DELETE of one value. The same functions serve the Elysia routes and, on the hot path, the routes
@@ -140,13 +140,13 @@ function valueHandlers(kv: KVService, clock: Clock): { get: ValueHandler; put: V
     if (p.namespace_id !== validNamespace) validNamespace = validateNamespaceId(p.namespace_id);
   };
   return {
-    async get(request, params) {
+    // Synchronous on a cache hit (no promise from the request to the Response); a throw is the caller's to answer.
+    get(request, params) {
       ids(params);
       const key = keyFromUrl(request.url, "values");
       const q = request.url.indexOf("?") < 0 ? undefined : query(request.url).get(L.PARAM.cacheTtl);
-      const v = await kv.get(params.account_id, params.namespace_id, key, { cacheTtl: validateCacheTtl(q ?? null) });
-      if (!v) throw new ApiError(404, CODE.keyNotFound, `key not found: ${JSON.stringify(key)}`);
-      return new Response(v.value, { headers: v.expiration === null ? OCTETS : { "content-type": "application/octet-stream", expiration: String(v.expiration) } });
+      const v = kv.get(params.account_id, params.namespace_id, key, { cacheTtl: validateCacheTtl(q ?? null) });
+      return v instanceof Promise ? v.then((x) => valueResponse(key, x)) : valueResponse(key, v);
     },
     async put(request, params) {
       ids(params);
@@ -167,6 +167,11 @@ function valueHandlers(kv: KVService, clock: Clock): { get: ValueHandler; put: V
       return okEmpty();
     },
   };
+}
+
+function valueResponse(key: string, v: KVValue | null): Response {
+  if (!v) throw new ApiError(404, CODE.keyNotFound, `key not found: ${JSON.stringify(key)}`);
+  return new Response(v.value, { headers: v.expiration === null ? OCTETS : { "content-type": "application/octet-stream", expiration: String(v.expiration) } });
 }
 
 // Prebuilt Headers: Response copies them, and copying is several times cheaper than building from an object.

@@ -115,13 +115,13 @@ export function kvService(gateway: Gateway, clock: Clock): KVService {
 
     accountOf: async (nsId) => (await namespaceById(nsId)).account_id,
 
-    // Not async and not wrapped by guarded(): a cached value of a known namespace is answered with one settled
-    // promise and no async frame; a read that needs the namespace row or storage maps storage errors itself.
+    // Not async and not wrapped by guarded(): a cached value of a known namespace is answered as it is, with no
+    // promise at all; a read that needs the namespace row or storage maps storage errors itself.
     get(accountId, nsId, key, opts) {
       try {
         const known = knownNamespace(accountId, nsId);
         const v = known instanceof Promise ? known.then((ns) => gateway.get(ns.id, key, cacheTtl(opts))) : gateway.get(known.id, key, cacheTtl(opts));
-        return v instanceof Promise ? v.catch(rethrowStorageError) : Promise.resolve(v);
+        return v instanceof Promise ? v.catch(rethrowStorageError) : v;
       } catch (e) {
         return Promise.reject(storageError(e));
       }

@@ -67,7 +67,8 @@ export interface KVService {
   /** The account owning a namespace addressed by id alone (the workerd binding listener); ApiError 404 when unknown. */
   accountOf(namespaceId: string): Promise<string>;
 
-  get(accountId: string, namespaceId: string, key: string, opts?: GetOptions): Promise<KVValue | null>;
+  /** A cached value of a known namespace comes back as it is, not in a promise (the GET hot path stays synchronous). */
+  get(accountId: string, namespaceId: string, key: string, opts?: GetOptions): KVValue | null | Promise<KVValue | null>;
   getMany(accountId: string, namespaceId: string, keys: string[], opts?: GetOptions): Promise<Array<KVValue | null>>;
   /** Resolves once the write's batch has committed. */
   put(accountId: string, namespaceId: string, input: PutInput): Promise<void>;
