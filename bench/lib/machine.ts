@@ -46,5 +46,9 @@ export function machine(): Machine {
   };
 }
 
-export const describeMachine = (m: Machine) =>
-  `${m.nproc} × ${m.cpu}, ${m.memoryGiB} GiB RAM, ${m.kernel}; Bun ${m.bun}, Node ${m.node}, ${m.postgres}; commit ${m.commit}${m.dirty ? ` (with uncommitted changes to ${m.dirtyFiles.join(", ")})` : ""}`;
+/** One line: the machine, the tools, the commit, and the source files (not bench results) changed since it. */
+export function describeMachine(m: Machine): string {
+  const changed = m.dirtyFiles.filter((f) => !f.startsWith("bench/results/"));
+  const dirty = changed.length === 0 ? "" : changed.length <= 3 ? ` with uncommitted changes to ${changed.join(", ")}` : ` with uncommitted changes to ${changed.length} files`;
+  return `${m.nproc} × ${m.cpu}, ${m.memoryGiB} GiB RAM, ${m.kernel}; Bun ${m.bun}, Node ${m.node}, ${m.postgres}; commit ${m.commit}${dirty}`;
+}
