@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
 import { freePort, startEmbeddedPostgres, type EmbeddedPostgres } from "../src/embedded/postgres.ts";
-import { startTestPostgres, tempDir, type TestPostgres } from "./helpers/postgres.ts";
+import { clusterPids, startTestPostgres, tempDir, type TestPostgres } from "./helpers/postgres.ts";
 import { startTestS3, type TestS3 } from "./helpers/s3.ts";
 
 const root = path.resolve(import.meta.dir, "..");
@@ -20,24 +20,8 @@ let pgs: TestPostgres[] = [];
 let s3: TestS3;
 const frozen = new Set<number>();
 
-/** Every process of one cluster: the postmaster and its children (backends, checkpointer, ...). */
-function clusterPids(pg: TestPostgres): number[] {
-  const pids = [pg.pid];
-  for (const d of fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${d}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid === pg.pid) pids.push(Number(d));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return pids;
-}
-
 function freeze(pg: TestPostgres) {
-  for (const pid of clusterPids(pg)) {
+  for (const pid of clusterPids(pg.pid)) {
     process.kill(pid, "SIGSTOP");
     frozen.add(pid);
   }
@@ -67,6 +51,24 @@ afterAll(async () => {
   for (const pg of pgs) await pg.destroy().catch(() => {});
   await s3?.stop();
 });
+
+/** A kvdrive on its own data dir and HTTP port, with the s3rver bucket as its replica. */
+function replicaEnv(dataDir: string, port: number): Record<string, string> {
+  return {
+    KVDRIVE_REPLICA_S3_BUCKET: s3.bucket,
+    KVDRIVE_REPLICA_S3_ENDPOINT: s3.endpoint,
+    KVDRIVE_REPLICA_S3_ACCESS_KEY_ID: s3.accessKeyId,
+    KVDRIVE_REPLICA_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
+    KVDRIVE_DATA_DIR: dataDir,
+    KVDRIVE_HTTP_PORT: String(port),
+    KVDRIVE_PG_PORT: "0",
+    KVDRIVE_API_TOKEN: TOKEN,
+  };
+}
+
+/** The shutdown bound under test, and a backend timeout longer than it: a write to a hung backend is still
+ * waiting when the signal lands. */
+const BOUNDED = { KVDRIVE_SHUTDOWN_TIMEOUT_SECONDS: String(SHUTDOWN_SECONDS), KVDRIVE_BACKEND_TIMEOUT_MS: "60000" };
 
 function spawnKvdrive(env: Record<string, string>) {
   const proc = Bun.spawn(["bun", "src/main.ts"], { cwd: root, env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
@@ -101,21 +103,7 @@ describe("SIGTERM with every backend stopped or hung", () => {
   test("exits within KVDRIVE_SHUTDOWN_TIMEOUT_SECONDS, non-zero, reporting what it could not flush; acknowledged writes are kept", async () => {
     const dataDir = tempDir("kvdrive-shutdown-");
     const port = await freePort();
-    const kvd = spawnKvdrive({
-      DATABASE_URL: pgs.map((p) => p.url).join(","),
-      KVDRIVE_REPLICA_S3_BUCKET: s3.bucket,
-      KVDRIVE_REPLICA_S3_ENDPOINT: s3.endpoint,
-      KVDRIVE_REPLICA_S3_ACCESS_KEY_ID: s3.accessKeyId,
-      KVDRIVE_REPLICA_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
-      KVDRIVE_DATA_DIR: dataDir,
-      KVDRIVE_HTTP_PORT: String(port),
-      KVDRIVE_PG_PORT: "0",
-      KVDRIVE_API_TOKEN: TOKEN,
-      KVDRIVE_SHUTDOWN_TIMEOUT_SECONDS: String(SHUTDOWN_SECONDS),
-      // Longer than the shutdown bound: a write to a hung backend is still waiting when the signal lands.
-      KVDRIVE_BACKEND_TIMEOUT_MS: "60000",
-      KVDRIVE_INVALIDATION: "false",
-    });
+    const kvd = spawnKvdrive({ ...replicaEnv(dataDir, port), ...BOUNDED, DATABASE_URL: pgs.map((p) => p.url).join(","), KVDRIVE_INVALIDATION: "false" });
     await kvd.ready;
     const base = `http://127.0.0.1:${port}/client/v4/accounts/a/storage/kv/namespaces`;
     const headers = { authorization: `Bearer ${TOKEN}` };
@@ -157,18 +145,7 @@ describe("SIGTERM with every backend stopped or hung", () => {
     restarted.push(again0);
     pgs[0]!.stop = again0.stop;
     await s3.resume();
-    const again = spawnKvdrive({
-      DATABASE_URL: pgs.map((p) => p.url).join(","),
-      KVDRIVE_REPLICA_S3_BUCKET: s3.bucket,
-      KVDRIVE_REPLICA_S3_ENDPOINT: s3.endpoint,
-      KVDRIVE_REPLICA_S3_ACCESS_KEY_ID: s3.accessKeyId,
-      KVDRIVE_REPLICA_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
-      KVDRIVE_DATA_DIR: dataDir,
-      KVDRIVE_HTTP_PORT: String(port),
-      KVDRIVE_PG_PORT: "0",
-      KVDRIVE_API_TOKEN: TOKEN,
-      KVDRIVE_INVALIDATION: "false",
-    });
+    const again = spawnKvdrive({ ...replicaEnv(dataDir, port), DATABASE_URL: pgs.map((p) => p.url).join(","), KVDRIVE_INVALIDATION: "false" });
     await again.ready;
     const values = await Promise.all(acked.map(async (k) => (await fetch(`${base}/${ns}/values/${k}`, { headers })).text()));
     expect(values).toEqual(acked.map((k) => `v${k.slice(1)}`));
@@ -189,38 +166,11 @@ function postmasterPid(dir: string): number | null {
   }
 }
 
-function pidsOf(pid: number): number[] {
-  const pids = [pid];
-  for (const d of fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${d}/stat`, "utf8");
-      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) pids.push(Number(d));
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return pids;
-}
-
 describe("SIGTERM with two embedded shards and the replica stopped or hung", () => {
   test("exits within the bound, and the embedded servers it could not wait for are asked to stop, not left behind", async () => {
     const dataDir = tempDir("kvdrive-shutdown-emb-");
     const port = await freePort();
-    const kvd = spawnKvdrive({
-      DATABASE_URL: "",
-      KVDRIVE_EMBEDDED_SHARDS: "2",
-      KVDRIVE_REPLICA_S3_BUCKET: s3.bucket,
-      KVDRIVE_REPLICA_S3_ENDPOINT: s3.endpoint,
-      KVDRIVE_REPLICA_S3_ACCESS_KEY_ID: s3.accessKeyId,
-      KVDRIVE_REPLICA_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
-      KVDRIVE_DATA_DIR: dataDir,
-      KVDRIVE_HTTP_PORT: String(port),
-      KVDRIVE_PG_PORT: "0",
-      KVDRIVE_API_TOKEN: TOKEN,
-      KVDRIVE_SHUTDOWN_TIMEOUT_SECONDS: String(SHUTDOWN_SECONDS),
-      KVDRIVE_BACKEND_TIMEOUT_MS: "60000",
-    });
+    const kvd = spawnKvdrive({ ...replicaEnv(dataDir, port), ...BOUNDED, DATABASE_URL: "", KVDRIVE_EMBEDDED_SHARDS: "2" });
     let hung: number[] = [];
     try {
       await kvd.ready;
@@ -235,7 +185,7 @@ describe("SIGTERM with two embedded shards and the replica stopped or hung", () 
       expect(second).toBeGreaterThan(0);
       await s3.halt();
       process.kill(first, "SIGQUIT"); // the first shard crashes (immediate shutdown)
-      hung = pidsOf(second);
+      hung = clusterPids(second);
       for (const pid of hung) process.kill(pid, "SIGSTOP"); // the second hangs
       const late = Array.from({ length: 10 }, (_, i) => fetch(`${base}/${ns}/values/late${i}`, { method: "PUT", headers, body: "late" }).then((r) => r.status, () => 0));
       await Bun.sleep(300);

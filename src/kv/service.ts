@@ -42,7 +42,7 @@ const rethrowStorageError = (e: unknown): never => {
 // themselves so a cache hit has no extra frame.
 const UNGUARDED = new Set(["close", "ready", "redundancy", "get"]);
 
-/** KVService whose methods may answer synchronously (a cached GET): guarded() makes every one a promise. */
+/** KVService as written below, where a method may answer synchronously: guarded() makes every guarded one a promise. */
 type MaybeSync<T> = { [K in keyof T]: T[K] extends (...a: infer A) => Promise<infer R> ? (...a: A) => R | Promise<R> : T[K] };
 
 /** The service with every storage-facing method answering a storage outage as a 503 ApiError. */

@@ -13,3 +13,18 @@ export function tempDir(prefix = "kvdrive-test-"): string {
 }
 
 export const startTestPostgres = (settings?: Record<string, string | number>): Promise<TestPostgres> => startTempPostgres("kvdrive-test-", settings);
+
+/** Every process of one Postgres cluster: the postmaster and its children (backends, checkpointer, ...), from /proc. */
+export function clusterPids(postmaster: number): number[] {
+  const pids = [postmaster];
+  for (const d of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, "utf8");
+      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === postmaster) pids.push(Number(d));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return pids;
+}

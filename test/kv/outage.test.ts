@@ -5,9 +5,8 @@ import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import Cloudflare from "cloudflare";
-import fs from "node:fs";
 import { startEmbeddedPostgres, type EmbeddedPostgres } from "../../src/embedded/postgres.ts";
-import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
+import { clusterPids, startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
 import { startTestServer, TEST_TOKEN, type TestServer } from "../helpers/server.ts";
 
 let pg: TestPostgres;
@@ -102,21 +101,6 @@ describe("the only Postgres cluster down", () => {
     expect(await cf.kv.namespaces.values.get("b1", { account_id: "acc", namespace_id: ns }).then((r) => r.text())).toBe("x");
   });
 });
-
-/** Every process of one cluster: the postmaster and its children. */
-function clusterPids(pid: number): number[] {
-  const pids = [pid];
-  for (const d of fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${d}/stat`, "utf8");
-      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) pids.push(Number(d));
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return pids;
-}
 
 describe("the only Postgres cluster hung", () => {
   let hung: TestPostgres;
