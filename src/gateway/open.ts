@@ -127,7 +127,7 @@ export async function openGateway({ urls, config, clock, metrics, log }: Gateway
 
   const tombstone = (ns: string, key: string): StoredEntry => ({ ns, key: encoder.encode(key), value: null, metadata: null, expiration: null, version: versions.next(), tombstone: true });
 
-  const remember = (r: StoredEntry, key: string) => cache.setFromWrite(cacheKey(r.ns, key), fromStored(r));
+  const remember = (r: StoredEntry, key: string) => cache.noteWrite(cacheKey(r.ns, key), fromStored(r));
 
   // A shutdown cut short reports the rows it never committed (none of them was acknowledged).
   const forget = onAbandon(() => ({ unflushedRows: batcher.pendingRows }));

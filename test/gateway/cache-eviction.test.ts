@@ -95,15 +95,61 @@ test("a read in flight when its namespace is evicted whole is not kept", () => {
   expect(c.get("ns\0x", 60)).toBeDefined();
 });
 
-test("past its bound, the record of remote evictions is dropped and every read in flight is held back", () => {
+test("any number of remote evictions: each evicted key's read in flight is held back, with nothing kept per eviction", () => {
   const c = cache();
   const before = c.readTicket();
-  for (let i = 0; i < 20; i++) c.evictHashed("ns", Array.from({ length: 1000 }, (_, j) => i * 1000 + j));
-  c.setFromRead("ns2\0unrelated", entry("v"), before);
-  expect(c.get("ns2\0unrelated", 60)).toBeUndefined();
-  const after = c.readTicket();
-  c.setFromRead("ns2\0unrelated", entry("v"), after);
-  expect(c.get("ns2\0unrelated", 60)).toBeDefined();
+  const keys = Array.from({ length: 200_000 }, (_, i) => `k${i}`);
+  const heapBefore = process.memoryUsage().heapUsed;
+  for (let i = 0; i < keys.length; i += 1000) c.evictHashed("ns", keys.slice(i, i + 1000).map((k) => keyHash(k)));
+  // The record is a fixed table: 200,000 evictions retain no per-key state (a Map of them took over 10 MB).
+  expect(process.memoryUsage().heapUsed - heapBefore).toBeLessThan(4 * 2 ** 20);
+  for (let i = 0; i < keys.length; i += 997) {
+    c.setFromRead(`ns\0${keys[i]}`, entry("read before the eviction"), before);
+    expect(c.get(`ns\0${keys[i]}`, 60)).toBeUndefined();
+  }
+  // A read that began after them is kept.
+  c.setFromRead("ns\0k5", entry("fresh", 2), c.readTicket());
+  expect(c.get("ns\0k5", 60)).toBeDefined();
+});
+
+test("past its bound, the record of namespace-wide evictions is dropped and every read in flight is held back", () => {
+  const c = cache();
+  const before = c.readTicket();
+  for (let i = 0; i < 1025; i++) c.evictNamespace(`ns${i}`);
+  c.setFromRead("unrelated\0x", entry("v"), before);
+  expect(c.get("unrelated\0x", 60)).toBeUndefined();
+  c.setFromRead("unrelated\0x", entry("v"), c.readTicket());
+  expect(c.get("unrelated\0x", 60)).toBeDefined();
+});
+
+test("noteWrite: a cached key takes the newer version; an uncached key is added while there is room, and a full cache keeps it out without evicting", () => {
+  const value = "v".repeat(100);
+  const c = createReadCache({ maxBytes: 16 * entrySize("ns\0w00", entry(value)), clock: manualClock() });
+  const text = (k: string) => new TextDecoder().decode(c.get(k, 60)!.value!);
+  c.setFromRead("ns\0hot", entry("old", 1), c.readTicket());
+  c.noteWrite("ns\0hot", entry("new", 2));
+  expect(text("ns\0hot")).toBe("new");
+  // An older acknowledged write (its conditional upsert did not apply) leaves the newer entry.
+  c.noteWrite("ns\0hot", entry("older", 1));
+  expect(text("ns\0hot")).toBe("new");
+  // Room left: written keys are cached, up to the bound.
+  for (let i = 0; i < 15; i++) c.noteWrite(`ns\0w${String(i).padStart(2, "0")}`, entry(value));
+  expect(c.entries).toBe(16);
+  const full = c.bytes;
+  // Full: a write of a fresh key evicts nothing and is not added.
+  const before = c.readTicket();
+  for (let i = 0; i < 50; i++) c.noteWrite(`ns\0fresh${i}`, entry(value, 5));
+  expect(c.entries).toBe(16);
+  expect(c.bytes).toBe(full);
+  expect(text("ns\0hot")).toBe("new");
+  expect(text("ns\0w00")).toBe(value);
+  expect(c.get("ns\0fresh0", 60)).toBeUndefined();
+  // A read that began before the write may bring back the older row: answered, not kept.
+  c.setFromRead("ns\0fresh0", entry("older row", 4), before);
+  expect(c.get("ns\0fresh0", 60)).toBeUndefined();
+  // A read that began after the write is kept (a read may evict, as reads always could).
+  c.setFromRead("ns\0fresh0", entry("written", 5), c.readTicket());
+  expect(text("ns\0fresh0")).toBe("written");
 });
 
 test("deleteWhere holds back every read in flight", () => {
