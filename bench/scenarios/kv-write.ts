@@ -25,6 +25,19 @@ async function withOriginCpu(pg: BenchPostgres, fn: () => Promise<Row>): Promise
 }
 
 /**
+ * Forces a checkpoint before a measured write run, direct or through kvdrive alike: a checkpoint that happens to
+ * fall inside a 4-second window (every ~100k rows here, by WAL volume) otherwise decides that run's p99.
+ */
+async function checkpoint(pg: BenchPostgres): Promise<void> {
+  const sql = new SQL(pg.url, { max: 1 });
+  try {
+    await sql`CHECKPOINT`;
+  } finally {
+    await sql.close();
+  }
+}
+
+/**
  * Direct single-row conditional upserts from pgbench (a C client: it costs Postgres' side little), the statement
  * kvdrive's store sends with one row, RETURNING included, each a fresh key, one commit per row.
  */
@@ -46,6 +59,7 @@ async function direct(ctx: Context, pg: BenchPostgres, nsId: string, clients: nu
   // that, and tps is pgbench's own "without initial connection time".
   const run = { clients, durationSec: ctx.durationSec + Math.ceil(clients / 25), mode: "prepared" as const, selectOnly: false, script: { name: "upsert", text: directScript(nsId) } };
   await pgbench("warm-up", target, { ...run, durationSec: ctx.warmupSec + Math.ceil(clients / 25) });
+  await checkpoint(pg);
   return ctx.measure(label, ctx.durationSec, async () => {
     const postmaster = postmasterPid(pg.dataDir);
     const before = cpuSeconds(postmaster, true);
@@ -70,14 +84,16 @@ async function putWrk(ctx: Context, pg: BenchPostgres, k: KvdriveProcess, label:
   const ns = await namespace(k, "bench-write");
   const o = { url: `${k.origin}${ns.values}warm`, connections, durationSec: ctx.durationSec, headers: AUTH, method: "PUT", body: VALUE, rowsPerRequest: 1 };
   await wrk("warm-up", { ...o, durationSec: ctx.warmupSec, unique: `${ns.values}warm-${connections}-` });
+  await checkpoint(pg);
   return ctx.measure(label, ctx.durationSec, () => withOriginCpu(pg, () => withServerCpu(k.pid, () => wrk(label, { ...o, unique: `${ns.values}${label.replace(/\W+/g, "-")}-` }))));
 }
 
-async function put(ctx: Context, k: KvdriveProcess, label: string, connections: number): Promise<Row> {
+async function put(ctx: Context, pg: BenchPostgres, k: KvdriveProcess, label: string, connections: number): Promise<Row> {
   const ns = await namespace(k, "bench-write");
   await checkHttp(`${k.origin}${ns.values}check`, { method: "PUT", headers: AUTH, body: VALUE }, 200);
   const load = { origin: k.origin, connections, durationSec: ctx.durationSec, headers: AUTH, requests: [{ method: "PUT", path: `${ns.values}${label.replace(/\W+/g, "-")}-`, body: VALUE, unique: true }] };
   await autocannon("warm-up", { ...load, durationSec: ctx.warmupSec });
+  await checkpoint(pg);
   return ctx.measure(label, ctx.durationSec, () => withServerCpu(k.pid, () => autocannon(label, { ...load, rowsPerRequest: 1 })));
 }
 
@@ -119,6 +135,7 @@ export const kvWrite: Scenario = {
           RETURNING ns, key`;
     if ((await upsert(-1)).length !== 1) throw new Error("endpoint check failed: direct upsert wrote no row");
     await closedLoop("warm-up", { concurrency: 16, durationSec: ctx.warmupSec }, upsert);
+    await checkpoint(pg);
     const directSql = await ctx.measure("direct single-row upserts, Bun.SQL, 16 connections", d, () => withOriginCpu(pg, () => closedLoop("direct single-row upserts, Bun.SQL, 16 connections", { concurrency: 16, durationSec: d, rowsPerOp: 1 }, (i) => upsert(i + 1_000_000))));
     rows.push(directSql);
 
@@ -128,9 +145,9 @@ export const kvWrite: Scenario = {
       viaWrk.set(c, wrkInstalled() ? await putWrk(ctx, pg, k, label, c) : notInstalled(label, "wrk"));
       rows.push(viaWrk.get(c)!);
     }
-    const gc16 = await put(ctx, k, "kvdrive PUT, group commit, 16 connections, autocannon", 16);
-    const gc64 = await put(ctx, k, "kvdrive PUT, group commit, 64 connections, autocannon", 64);
-    const gc256 = await put(ctx, k, "kvdrive PUT, group commit, 256 connections, autocannon", 256);
+    const gc16 = await put(ctx, pg, k, "kvdrive PUT, group commit, 16 connections, autocannon", 16);
+    const gc64 = await put(ctx, pg, k, "kvdrive PUT, group commit, 64 connections, autocannon", 64);
+    const gc256 = await put(ctx, pg, k, "kvdrive PUT, group commit, 256 connections, autocannon", 256);
     rows.push(gc16, gc64, gc256);
     for (const c of LEVELS) {
       ratios.push(ratio(`PUT with group commit / direct single-row upserts (rows/s, wrk vs pgbench, both ${c} connections)`, viaWrk.get(c), directs.get(c), "rowsPerSec", { min: 3 }));
@@ -148,7 +165,7 @@ export const kvWrite: Scenario = {
     if (ctx.full) {
       try {
         const single = await ctx.kvdrive({ KVDRIVE_BATCH_MAX_ROWS: "1" });
-        const noGc = await put(ctx, single, "kvdrive PUT, no group commit (KVDRIVE_BATCH_MAX_ROWS=1), 16 connections", 16);
+        const noGc = await put(ctx, pg, single, "kvdrive PUT, no group commit (KVDRIVE_BATCH_MAX_ROWS=1), 16 connections", 16);
         rows.push(noGc);
         ratios.push(ratio("group commit / no group commit (rows/s, 16 connections)", gc16, noGc, "rowsPerSec"));
       } catch (e) {
@@ -191,7 +208,7 @@ export const kvWrite: Scenario = {
       ratios,
       notes: [
         ...(floor.length ? [`CPU per row, all processes (the floor on this machine): ${floor.join("; ")}.`] : []),
-        "Every PUT uses a fresh key; an HTTP 200 means the row's batch has committed (fsync on, Postgres defaults).",
+        "Every PUT uses a fresh key; an HTTP 200 means the row's batch has committed (fsync on, Postgres defaults). Each measured write run, direct or through kvdrive, starts right after a CHECKPOINT, so no run has a checkpoint in its window by chance.",
         "Direct upserts: pgbench (-M prepared, a custom script) sends the statement kvdrive's store sends, with one row and a fresh key, RETURNING included, at the same connection counts as the PUTs; the Bun.SQL row is the same from the bench process.",
         "CPU columns: the server is kvdrive's process (µs per PUT, from /proc), or Postgres (postmaster and backends) for the direct rows; Postgres' CPU per PUT behind kvdrive is in the JSON (originCpuUsPerTx). A row whose load generator used (nearly) all the cores its threads can use, or more CPU than the server, is marked, and its ratios are not kvdrive's.",
         `Peak kvdrive RSS during the scenario: ${(peak / MiB).toFixed(0)} MiB.`,
