@@ -178,11 +178,12 @@ export async function openGateway({ urls, config, clock, metrics, log }: Gateway
       }
       return out;
     },
-    async put(ns, key, value, metadata, expiration) {
+    put(ns, key, value, metadata, expiration) {
       const r = row(ns, key, value, metadata, expiration);
-      await batcher.submit(r);
-      remember(r, key);
-      announce(ns, [key]);
+      return batcher.submit(r).then(() => {
+        remember(r, key);
+        announce(ns, [key]);
+      });
     },
     async putMany(ns, writes) {
       const rows = writes.map((w) => row(ns, w.key, w.value, w.metadata, w.expiration));

@@ -160,13 +160,13 @@ export function createHttpApp(opts: HttpAppOptions): HttpApp {
         else {
           try {
             res = handler(req, req.params);
-            if (res instanceof Promise) res = res.catch(answerError);
           } catch (e) {
             res = errorResponse(e);
           }
         }
       }
-      return res instanceof Promise ? res.then((r) => done(req, r, started)) : done(req, res, started);
+      // One reaction for both outcomes: a rejected handler is answered by the envelope, then counted alike.
+      return res instanceof Promise ? res.then((r) => done(req, r, started), (e) => done(req, answerError(e), started)) : done(req, res, started);
     };
   };
   const routes: NativeRoutes = {};

@@ -4,21 +4,27 @@ import { ApiError, CODE } from "../errors.ts";
 /** The client went away or broke the framing mid-body: its fault, answered 400 (if anyone still listens). */
 const truncated = () => new ApiError(400, CODE.badRequest, "The request body ended before its declared length (or its chunked framing broke).");
 
-export async function readLimited(req: Request, limit: number, tooLarge: (size: number) => ApiError): Promise<Uint8Array> {
+// Not async: a body of declared length is one promise (Bun's), its failures mapped on the way out.
+export function readLimited(req: Request, limit: number, tooLarge: (size: number) => ApiError): Promise<Uint8Array> {
+  const mapped = (e: unknown) => (e instanceof ApiError ? e : truncated());
   try {
-    return await readBody(req, limit, tooLarge);
+    return readBody(req, limit, tooLarge).catch((e) => Promise.reject(mapped(e)));
   } catch (e) {
-    if (e instanceof ApiError) throw e;
-    throw truncated();
+    return Promise.reject(mapped(e));
   }
 }
 
-async function readBody(req: Request, limit: number, tooLarge: (size: number) => ApiError): Promise<Uint8Array> {
+function readBody(req: Request, limit: number, tooLarge: (size: number) => ApiError): Promise<Uint8Array> {
   const declared = Number(req.headers.get("content-length") ?? NaN);
   if (declared > limit) throw tooLarge(declared);
   // A declared length within the limit is safe to take in one piece (Bun enforces the declared length). This
   // comes before req.body, whose getter builds a stream: the hot path (a PUT with Content-Length) never makes one.
   if (declared >= 0) return req.bytes();
+  return readStream(req, limit, tooLarge);
+}
+
+/** A body of undeclared length (chunked), counted chunk by chunk and refused past the limit. */
+async function readStream(req: Request, limit: number, tooLarge: (size: number) => ApiError): Promise<Uint8Array> {
   if (!req.body) return new Uint8Array(0);
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];

@@ -148,18 +148,23 @@ function valueHandlers(kv: KVService, clock: Clock): { get: ValueHandler; put: V
       const v = kv.get(params.account_id, params.namespace_id, key, { cacheTtl: validateCacheTtl(q ?? null) });
       return v instanceof Promise ? v.then((x) => valueResponse(key, x)) : valueResponse(key, v);
     },
-    async put(request, params) {
+    // Not async: a plain PUT is one chain (body, then the write) with no async frame of its own; a throw before
+    // the body is read is the caller's to answer, as for get.
+    put(request, params) {
       ids(params);
       const key = keyFromUrl(request.url, "values");
       const q = query(request.url);
       const expiration = resolveExpiration(q.get(L.PARAM.expiration), q.get(L.PARAM.expirationTtl), nowSeconds());
       const ct = request.headers.get("content-type") ?? "";
-      const { value, metadata } = ct.startsWith("multipart/form-data")
-        ? await formPut(request)
-        : { value: await readLimited(request, L.MAX_VALUE_BYTES, valueTooLarge), metadata: undefined };
-      validateMetadata(metadata);
-      await kv.put(params.account_id, params.namespace_id, { key, value, metadata, expiration });
-      return okEmpty();
+      if (ct.startsWith("multipart/form-data")) {
+        return formPut(request).then(({ value, metadata }) => {
+          validateMetadata(metadata);
+          return kv.put(params.account_id, params.namespace_id, { key, value, metadata, expiration });
+        }).then(okEmpty);
+      }
+      return readLimited(request, L.MAX_VALUE_BYTES, valueTooLarge)
+        .then((value) => kv.put(params.account_id, params.namespace_id, { key, value, metadata: undefined, expiration }))
+        .then(okEmpty);
     },
     async delete(request, params) {
       ids(params);
