@@ -25,12 +25,14 @@ async function withOriginCpu(pg: BenchPostgres, fn: () => Promise<Row>): Promise
 }
 
 /**
- * Forces a checkpoint before a measured write run, direct or through kvdrive alike: a checkpoint that happens to
- * fall inside a 4-second window (every ~100k rows here, by WAL volume) otherwise decides that run's p99.
+ * Settles Postgres before a measured write run, direct or through kvdrive alike: VACUUM ANALYZE of the table (as
+ * pgbench does before its own runs), so the autovacuum the previous runs' inserts have earned does not land in
+ * this run's window, then a CHECKPOINT, so no checkpoint falls inside a 4-second window by chance and decides its p99.
  */
 async function checkpoint(pg: BenchPostgres): Promise<void> {
   const sql = new SQL(pg.url, { max: 1 });
   try {
+    await sql`VACUUM ANALYZE kv_entries`;
     await sql`CHECKPOINT`;
   } finally {
     await sql.close();
@@ -208,7 +210,7 @@ export const kvWrite: Scenario = {
       ratios,
       notes: [
         ...(floor.length ? [`CPU per row, all processes (the floor on this machine): ${floor.join("; ")}.`] : []),
-        "Every PUT uses a fresh key; an HTTP 200 means the row's batch has committed (fsync on, Postgres defaults). Each measured write run, direct or through kvdrive, starts right after a CHECKPOINT, so no run has a checkpoint in its window by chance.",
+        "Every PUT uses a fresh key; an HTTP 200 means the row's batch has committed (fsync on, Postgres defaults). Each measured write run, direct or through kvdrive, starts right after VACUUM ANALYZE of kv_entries and a CHECKPOINT, so no run has the autovacuum earned by earlier runs, or a checkpoint, in its window by chance.",
         "Direct upserts: pgbench (-M prepared, a custom script) sends the statement kvdrive's store sends, with one row and a fresh key, RETURNING included, at the same connection counts as the PUTs; the Bun.SQL row is the same from the bench process.",
         "CPU columns: the server is kvdrive's process (µs per PUT, from /proc), or Postgres (postmaster and backends) for the direct rows; Postgres' CPU per PUT behind kvdrive is in the JSON (originCpuUsPerTx). A row whose load generator used (nearly) all the cores its threads can use, or more CPU than the server, is marked, and its ratios are not kvdrive's.",
         `Peak kvdrive RSS during the scenario: ${(peak / MiB).toFixed(0)} MiB.`,
