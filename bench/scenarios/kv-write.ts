@@ -31,7 +31,7 @@ async function withOriginCpu(pg: BenchPostgres, fn: () => Promise<Row>): Promise
  * pgbench does before its own runs), so the autovacuum the previous runs' inserts have earned does not land in
  * this run's window, then a CHECKPOINT, so no checkpoint falls inside a 4-second window by chance and decides its p99.
  */
-async function checkpoint(pg: BenchPostgres): Promise<void> {
+async function settle(pg: BenchPostgres): Promise<void> {
   const sql = new SQL(pg.url, { max: 1 });
   try {
     await sql`VACUUM ANALYZE kv_entries`;
@@ -63,7 +63,7 @@ async function direct(ctx: Context, pg: BenchPostgres, nsId: string, clients: nu
   // that, and tps is pgbench's own "without initial connection time".
   const run = { clients, durationSec: ctx.durationSec + Math.ceil(clients / 25), mode: "prepared" as const, selectOnly: false, script: { name: "upsert", text: directScript(nsId) } };
   await pgbench("warm-up", target, { ...run, durationSec: ctx.warmupSec + Math.ceil(clients / 25) });
-  await checkpoint(pg);
+  await settle(pg);
   return ctx.measure(label, ctx.durationSec, async () => {
     const postmaster = postmasterPid(pg.dataDir);
     const before = cpuSeconds(postmaster, true);
@@ -88,7 +88,7 @@ async function putWrk(ctx: Context, pg: BenchPostgres, k: KvdriveProcess, label:
   const ns = await namespace(k, "bench-write");
   const o = { url: `${k.origin}${ns.values}warm`, connections, durationSec: ctx.durationSec, headers: AUTH, method: "PUT", body: VALUE, rowsPerRequest: 1 };
   await wrk("warm-up", { ...o, durationSec: ctx.warmupSec, unique: `${ns.values}warm-${connections}-` });
-  await checkpoint(pg);
+  await settle(pg);
   return ctx.measure(label, ctx.durationSec, () => withOriginCpu(pg, () => withServerCpu(k.pid, () => wrk(label, { ...o, unique: `${ns.values}${label.replace(/\W+/g, "-")}-` }))));
 }
 
@@ -97,7 +97,7 @@ async function put(ctx: Context, pg: BenchPostgres, k: KvdriveProcess, label: st
   await checkHttp(`${k.origin}${ns.values}check`, { method: "PUT", headers: AUTH, body: VALUE }, 200);
   const load = { origin: k.origin, connections, durationSec: ctx.durationSec, headers: AUTH, requests: [{ method: "PUT", path: `${ns.values}${label.replace(/\W+/g, "-")}-`, body: VALUE, unique: true }] };
   await autocannon("warm-up", { ...load, durationSec: ctx.warmupSec });
-  await checkpoint(pg);
+  await settle(pg);
   return ctx.measure(label, ctx.durationSec, () => withServerCpu(k.pid, () => autocannon(label, { ...load, rowsPerRequest: 1 })));
 }
 
@@ -139,7 +139,7 @@ export const kvWrite: Scenario = {
           RETURNING ns, key`;
     if ((await upsert(-1)).length !== 1) throw new Error("endpoint check failed: direct upsert wrote no row");
     await closedLoop("warm-up", { concurrency: 16, durationSec: ctx.warmupSec }, upsert);
-    await checkpoint(pg);
+    await settle(pg);
     const directSql = await ctx.measure("direct single-row upserts, Bun.SQL, 16 connections", d, () => withOriginCpu(pg, () => closedLoop("direct single-row upserts, Bun.SQL, 16 connections", { concurrency: 16, durationSec: d, rowsPerOp: 1 }, (i) => upsert(i + 1_000_000))));
     rows.push(directSql);
 

@@ -179,8 +179,7 @@ export function createReadCache(opts: { maxBytes: number; clock: Clock }): ReadC
     return n;
   }
 
-  function store(key: string, entry: CachedEntry) {
-    const size = entrySize(key, entry);
+  function store(key: string, entry: CachedEntry, size = entrySize(key, entry)) {
     const old = map.get(key);
     if (old) {
       map.delete(key);
@@ -236,7 +235,8 @@ export function createReadCache(opts: { maxBytes: number; clock: Clock }): ReadC
         if (compareVersions(entry.version, old.version) >= 0) store(key, entry);
         return;
       }
-      if (bytes + entrySize(key, entry) <= opts.maxBytes) return store(key, entry);
+      const size = entrySize(key, entry);
+      if (bytes + size <= opts.maxBytes) return store(key, entry, size);
       const p = splitKey(key);
       if (p) changedAt[slotOf(p.ns, p.h)] = ++seq;
       else droppedSeq = ++seq;

@@ -4,13 +4,19 @@ import { ApiError, CODE } from "../errors.ts";
 /** The client went away or broke the framing mid-body: its fault, answered 400 (if anyone still listens). */
 const truncated = () => new ApiError(400, CODE.badRequest, "The request body ended before its declared length (or its chunked framing broke).");
 
-// Not async: a body of declared length is one promise (Bun's), its failures mapped on the way out.
+/** Our own refusals as they are; anything else the body read threw means the body broke off. */
+const asBodyError = (e: unknown) => (e instanceof ApiError ? e : truncated());
+const rethrowAsBodyError = (e: unknown): never => {
+  throw asBodyError(e);
+};
+
+// Not async: a body of declared length is one promise (Bun's), its failures mapped on the way out (the mapping
+// functions are module-level: nothing is allocated for them per request).
 export function readLimited(req: Request, limit: number, tooLarge: (size: number) => ApiError): Promise<Uint8Array> {
-  const mapped = (e: unknown) => (e instanceof ApiError ? e : truncated());
   try {
-    return readBody(req, limit, tooLarge).catch((e) => Promise.reject(mapped(e)));
+    return readBody(req, limit, tooLarge).catch(rethrowAsBodyError);
   } catch (e) {
-    return Promise.reject(mapped(e));
+    return Promise.reject(asBodyError(e));
   }
 }
 
