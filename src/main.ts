@@ -171,6 +171,10 @@ async function main() {
   Postgres:  ${kvd.pgUrl}${kvd.workerdPort === null ? "" : `
   Workers:   KV bindings on ${config.host}:${kvd.workerdPort} (bun run kvdrive workerd-config, bun run kvdrive dev)`}`);
 
+  // Bun's allocator (mimalloc) returns freed pages to the OS after 100 ms by default; each return is a madvise with
+  // a TLB flush on every core, about a fifth of kvdrive's CPU per PUT under load. `bun start` turns that off.
+  if (process.env.MIMALLOC_PURGE_DELAY === undefined) console.log("kvdrive: MIMALLOC_PURGE_DELAY is not set: started without `bun start`, Bun's allocator returns freed memory to the OS as it goes (slower under load; see README, Performance)");
+
   const limitSeconds = config.shutdownTimeoutSeconds;
 
   /**

@@ -66,6 +66,35 @@ describe("configuration errors", () => {
   });
 });
 
+describe("bun start's allocator setting", () => {
+  // The process is stopped by a bad setting right after start: what matters is the environment its allocator
+  // read at birth, which mimalloc prints with MIMALLOC_VERBOSE (the `bun run` process prints its own first).
+  const start = async (extra: Record<string, string>) => {
+    const dataDir = path.join(tempDir("kvdrive-alloc-"), "data");
+    const proc = Bun.spawn(["bun", "run", "start"], {
+      cwd: root,
+      env: { ...process.env, MIMALLOC_PURGE_DELAY: undefined, ...extra, MIMALLOC_VERBOSE: "1", KVDRIVE_DATA_DIR: dataDir, KVDRIVE_S3_BUCKET: "b", KVDRIVE_S3_ENDPOINT: "not a url" },
+      stderr: "pipe",
+      stdout: "pipe",
+    });
+    const [code, stderr] = await Promise.all([proc.exited, new Response(proc.stderr).text(), new Response(proc.stdout).text()]);
+    fs.rmSync(path.dirname(dataDir), { recursive: true, force: true });
+    expect(code).not.toBe(0);
+    expect(stderr).toContain("KVDRIVE_S3_ENDPOINT");
+    return [...stderr.matchAll(/option 'purge_delay': (-?\d+)/g)].map((m) => Number(m[1]));
+  };
+
+  test("bun start runs kvdrive with freed memory kept by the allocator (MIMALLOC_PURGE_DELAY=-1)", async () => {
+    const seen = await start({});
+    expect(seen.at(-1)).toBe(-1);
+  });
+
+  test("a MIMALLOC_PURGE_DELAY of the user's own is kept", async () => {
+    const seen = await start({ MIMALLOC_PURGE_DELAY: "250" });
+    expect(seen.at(-1)).toBe(250);
+  });
+});
+
 describe("bun start on the embedded default", () => {
   test("starts a real embedded Postgres, prints URL and token, keeps the token 0600, reuses data on a second start", async () => {
     const dataDir = path.join(tempDir(), "data");
