@@ -171,9 +171,10 @@ async function main() {
   Postgres:  ${kvd.pgUrl}${kvd.workerdPort === null ? "" : `
   Workers:   KV bindings on ${config.host}:${kvd.workerdPort} (bun run kvdrive workerd-config, bun run kvdrive dev)`}`);
 
-  // Bun's allocator (mimalloc) returns freed pages to the OS after 100 ms by default; each return is a madvise with
-  // a TLB flush on every core, about a fifth of kvdrive's CPU per PUT under load. `bun start` turns that off.
-  if (process.env.MIMALLOC_PURGE_DELAY === undefined) console.log("kvdrive: MIMALLOC_PURGE_DELAY is not set: started without `bun start`, Bun's allocator returns freed memory to the OS as it goes (slower under load; see README, Performance)");
+  // Bun's allocator (mimalloc) returns the free parts of pages still in use to the OS every 100 ms; under load
+  // that is hundreds of madvise calls a second, each a TLB flush on every core. `bun start` turns that off
+  // (freed whole pages are still returned).
+  if (process.env.MIMALLOC_PURGE_HOLES === undefined) console.log("kvdrive: MIMALLOC_PURGE_HOLES is not set (started without `bun start`): Bun's allocator keeps returning parts of pages to the OS, which costs CPU under load (see README, Performance)");
 
   const limitSeconds = config.shutdownTimeoutSeconds;
 

@@ -32,7 +32,7 @@ export async function startKvdriveProcess(databaseUrl: string, env: Record<strin
   const child = await spawnUntil(
     ["bun", ...bunArgs, "src/main.ts"],
     // The allocator setting `bun start` gives kvdrive (package.json), so the bench measures what users run.
-    { MIMALLOC_PURGE_DELAY: process.env.MIMALLOC_PURGE_DELAY ?? "-1", DATABASE_URL: databaseUrl, KVDRIVE_HTTP_PORT: String(httpPort), KVDRIVE_PG_PORT: String(pgPort), KVDRIVE_WORKERD_PORT: "0", KVDRIVE_DATA_DIR: dataDir, KVDRIVE_API_TOKEN: TOKEN, ...env },
+    { MIMALLOC_PURGE_HOLES: process.env.MIMALLOC_PURGE_HOLES ?? "0", DATABASE_URL: databaseUrl, KVDRIVE_HTTP_PORT: String(httpPort), KVDRIVE_PG_PORT: String(pgPort), KVDRIVE_WORKERD_PORT: "0", KVDRIVE_DATA_DIR: dataDir, KVDRIVE_API_TOKEN: TOKEN, ...env },
     "kvdrive ready",
   );
   return {
