@@ -27,6 +27,9 @@ beforeAll(async () => {
     // Generous: on a loaded machine a replica write that times out leaves its key unknowable while the shard is
     // down, and lists would (rightly) be 503 rather than exercise the merge.
     backendTimeoutMs: 15_000,
+    // Longer than the backend timeout: a list page may wait that long for a backend, and the default idle timeout
+    // (10 s) would close its connection before the answer (seen once in a full run: ECONNRESET after 8.5 s of paging).
+    httpIdleTimeoutSeconds: 20,
     crawlerIntervalSeconds: 3600,
     invalidation: false,
   });
