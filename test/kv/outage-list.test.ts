@@ -27,8 +27,9 @@ beforeAll(async () => {
     // Generous: on a loaded machine a replica write that times out leaves its key unknowable while the shard is
     // down, and lists would (rightly) be 503 rather than exercise the merge.
     backendTimeoutMs: 15_000,
-    // Longer than the backend timeout: a list page may wait that long for a backend, and the default idle timeout
-    // (10 s) would close its connection before the answer (seen once in a full run: ECONNRESET after 8.5 s of paging).
+    // Longer than the whole case: a keep-alive connection the client last used while seeding, reused by a lister
+    // just as the server's idle timeout (10 s) closed it, was a reset without an answer (seen once in a full run:
+    // ECONNRESET 8.5 s into paging). Bun's fetch does not retry such a request; a pending request is never cut.
     httpIdleTimeoutSeconds: 20,
     crawlerIntervalSeconds: 3600,
     invalidation: false,
