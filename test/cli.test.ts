@@ -40,7 +40,9 @@ test("cli: help, unknown commands and bad flags", async () => {
   const bad = await cli(["backfill", "--to"], { DATABASE_URL: pgs[0]!.url });
   expect(bad.code).toBe(2);
   expect(bad.err).toContain("--to needs a value");
-  const noStorage = await cli(["rebalance"], { KVDRIVE_DATA_DIR: tempDir("kvdrive-cli-empty-") });
+  const empty = tempDir("kvdrive-cli-empty-");
+  const noStorage = await cli(["rebalance"], { KVDRIVE_DATA_DIR: empty });
+  fs.rmSync(empty, { recursive: true, force: true });
   expect(noStorage.code).toBe(2);
   expect(noStorage.err).toMatch(/DATABASE_URL is not set/);
 });

@@ -9,7 +9,11 @@ import { openGateway } from "../../src/gateway/open.ts";
 import type { Gateway } from "../../src/gateway/types.ts";
 import { ShuttingDownError } from "../../src/errors.ts";
 import { createRegistry } from "../../src/metrics/registry.ts";
-import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
+import fs from "node:fs";
+import { startTestPostgres, tempDir, type TestPostgres } from "../helpers/postgres.ts";
+
+/** The data dir these in-process services are given (the blob store makes its folder there), removed afterwards. */
+const dataDir = tempDir("kvdrive-unit-");
 
 let pg: TestPostgres;
 let gw: Gateway;
@@ -19,11 +23,12 @@ const text = (v: { value: Uint8Array } | null) => (v ? new TextDecoder().decode(
 
 beforeAll(async () => {
   pg = await startTestPostgres();
-  gw = await openGateway({ urls: [pg.url], config: loadConfig({ dataDir: "/tmp/unused" }, {}), clock, metrics: createRegistry() });
+  gw = await openGateway({ urls: [pg.url], config: loadConfig({ dataDir }, {}), clock, metrics: createRegistry() });
 }, 60_000);
 afterAll(async () => {
   await gw.close();
   await pg.destroy();
+  fs.rmSync(dataDir, { recursive: true, force: true });
 }, 60_000);
 
 test("a write is read back from the cache without a promise; a miss goes to storage and is cached", async () => {
@@ -79,7 +84,7 @@ test("the namespace catalog: remembered rows, forget and reload, rename, replica
 });
 
 test("after close a write is refused with ShuttingDownError", async () => {
-  const other = await openGateway({ urls: [pg.url], config: loadConfig({ dataDir: "/tmp/unused", invalidation: false }, {}), clock, metrics: createRegistry() });
+  const other = await openGateway({ urls: [pg.url], config: loadConfig({ dataDir, invalidation: false }, {}), clock, metrics: createRegistry() });
   await other.createNamespace("acc-gw", "gw-ns-4", "four");
   await other.close();
   await expect(other.put("gw-ns-4", "k", bytes("v"), null, null)).rejects.toBeInstanceOf(ShuttingDownError);

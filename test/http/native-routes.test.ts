@@ -11,7 +11,11 @@ import { kvHttp } from "../../src/kv/routes.ts";
 import { createKVService } from "../../src/kv/service.ts";
 import type { KVService } from "../../src/kv/types.ts";
 import { createRegistry, type Registry } from "../../src/metrics/registry.ts";
-import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
+import fs from "node:fs";
+import { startTestPostgres, tempDir, type TestPostgres } from "../helpers/postgres.ts";
+
+/** The data dir these in-process services are given (the blob store makes its folder there), removed afterwards. */
+const dataDir = tempDir("kvdrive-unit-");
 
 const TOKEN = "native-routes-token";
 const ACC = "acct-native";
@@ -24,7 +28,7 @@ let ns: string;
 beforeAll(async () => {
   pg = await startTestPostgres();
   metrics = createRegistry();
-  const config = loadConfig({ dataDir: "/tmp/unused", authFailureDelayMs: 0 }, {});
+  const config = loadConfig({ dataDir, authFailureDelayMs: 0 }, {});
   kv = await createKVService({ urls: [pg.url], config, clock: systemClock, metrics });
   const api = kvHttp(kv, systemClock);
   app = createHttpApp({ config, metrics, apiToken: TOKEN, ready: () => kv.ready(), plugins: [api.routes], native: api.native, label: api.label });
@@ -33,6 +37,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await kv.close();
   await pg.destroy();
+  fs.rmSync(dataDir, { recursive: true, force: true });
 });
 
 type Native = (req: Request & { params: { account_id: string; namespace_id: string } }) => Promise<Response>;

@@ -294,5 +294,6 @@ test("kvdrive killed with SIGKILL mid-load and restarted: every acknowledged wri
   } finally {
     p.kill("SIGTERM");
     await p.exited;
+    (await import("node:fs")).rmSync(dataDir, { recursive: true, force: true });
   }
 }, 120_000);

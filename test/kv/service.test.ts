@@ -6,7 +6,11 @@ import { loadConfig } from "../../src/config.ts";
 import { createRegistry } from "../../src/metrics/registry.ts";
 import { createKVService } from "../../src/kv/service.ts";
 import type { KVService } from "../../src/kv/types.ts";
-import { startTestPostgres, type TestPostgres } from "../helpers/postgres.ts";
+import fs from "node:fs";
+import { startTestPostgres, tempDir, type TestPostgres } from "../helpers/postgres.ts";
+
+/** The data dir these in-process services are given (the blob store makes its folder there), removed afterwards. */
+const dataDir = tempDir("kvdrive-unit-");
 
 let pg: TestPostgres;
 let kv: KVService;
@@ -18,11 +22,12 @@ const bytes = (s: string) => new TextEncoder().encode(s);
 
 beforeAll(async () => {
   pg = await startTestPostgres();
-  kv = await createKVService({ urls: [pg.url], config: loadConfig({ dataDir: "/tmp/unused" }, {}), clock, metrics });
+  kv = await createKVService({ urls: [pg.url], config: loadConfig({ dataDir }, {}), clock, metrics });
 }, 60_000);
 afterAll(async () => {
   await kv.close();
   await pg.destroy();
+  fs.rmSync(dataDir, { recursive: true, force: true });
 }, 60_000);
 
 describe("namespaces", () => {
@@ -208,7 +213,7 @@ describe("read cache", () => {
 describe("bounds, background purge and shutdown", () => {
   test("the cache stays within its byte bound; cacheTtl under 30 s counts as 30 s", async () => {
     const m = createRegistry();
-    const small = await createKVService({ urls: [pg.url], config: loadConfig({ dataDir: "/tmp/unused", cacheBytes: 64 * 1024 }, {}), clock, metrics: m });
+    const small = await createKVService({ urls: [pg.url], config: loadConfig({ dataDir, cacheBytes: 64 * 1024 }, {}), clock, metrics: m });
     const ns = (await small.createNamespace(ACC, "small-cache")).id;
     const gauge = () => Number(/^kvdrive_cache_bytes (\d+)$/m.exec(m.render())![1]);
     for (let i = 0; i < 50; i++) {
@@ -238,7 +243,7 @@ describe("bounds, background purge and shutdown", () => {
     const m = createRegistry();
     const purging = await createKVService({
       urls: [pg.url],
-      config: loadConfig({ dataDir: "/tmp/unused", purgeIntervalSeconds: 1, tombstoneGraceSeconds: 600 }, {}),
+      config: loadConfig({ dataDir, purgeIntervalSeconds: 1, tombstoneGraceSeconds: 600 }, {}),
       clock,
       metrics: m,
     });
@@ -264,7 +269,7 @@ describe("bounds, background purge and shutdown", () => {
   });
 
   test("close() commits every accepted write, then refuses new ones with 503", async () => {
-    const closing = await createKVService({ urls: [pg.url], config: loadConfig({ dataDir: "/tmp/unused", batchWindowMs: 50, batchConcurrency: 1 }, {}), clock, metrics: createRegistry() });
+    const closing = await createKVService({ urls: [pg.url], config: loadConfig({ dataDir, batchWindowMs: 50, batchConcurrency: 1 }, {}), clock, metrics: createRegistry() });
     const ns = (await closing.createNamespace(ACC, "closing")).id;
     const writes = Array.from({ length: 300 }, (_, i) => closing.put(ACC, ns, { key: `c${i}`, value: bytes(`v${i}`) }));
     await closing.close();

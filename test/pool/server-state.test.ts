@@ -17,7 +17,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   for (const p of pools) p.close();
-  await origin?.stop();
+  await origin?.destroy();
 });
 
 function openPool(size = 1) {
