@@ -6,6 +6,14 @@ import path from "node:path";
 import { freePort, startTempPostgres, type TempPostgres } from "../../src/embedded/postgres.ts";
 import { spawnUntil, type Child } from "./procs.ts";
 
+/**
+ * The environment `bun start` puts before kvdrive (package.json's start script: `NAME=${NAME:-default} …`), each
+ * default taken unless this process has its own value: the bench measures kvdrive as users run it.
+ */
+const START_ENV: Record<string, string> = Object.fromEntries(
+  [...(JSON.parse(fs.readFileSync(new URL("../../package.json", import.meta.url), "utf8")).scripts.start as string).matchAll(/(\w+)=\$\{\1:-([^}]*)\}/g)].map(([, name, dflt]) => [name!, process.env[name!] ?? dflt!]),
+);
+
 export const TOKEN = "bench-token-0123456789abcdef";
 export const AUTH = { authorization: `Bearer ${TOKEN}` };
 
@@ -31,8 +39,7 @@ export async function startKvdriveProcess(databaseUrl: string, env: Record<strin
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "kvdrive-bench-data-"));
   const child = await spawnUntil(
     ["bun", ...bunArgs, "src/main.ts"],
-    // The allocator setting `bun start` gives kvdrive (package.json), so the bench measures what users run.
-    { MIMALLOC_PURGE_HOLES: process.env.MIMALLOC_PURGE_HOLES ?? "0", DATABASE_URL: databaseUrl, KVDRIVE_HTTP_PORT: String(httpPort), KVDRIVE_PG_PORT: String(pgPort), KVDRIVE_WORKERD_PORT: "0", KVDRIVE_DATA_DIR: dataDir, KVDRIVE_API_TOKEN: TOKEN, ...env },
+    { ...START_ENV, DATABASE_URL: databaseUrl, KVDRIVE_HTTP_PORT: String(httpPort), KVDRIVE_PG_PORT: String(pgPort), KVDRIVE_WORKERD_PORT: "0", KVDRIVE_DATA_DIR: dataDir, KVDRIVE_API_TOKEN: TOKEN, ...env },
     "kvdrive ready",
   );
   return {

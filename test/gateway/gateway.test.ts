@@ -9,11 +9,10 @@ import { openGateway } from "../../src/gateway/open.ts";
 import type { Gateway } from "../../src/gateway/types.ts";
 import { ShuttingDownError } from "../../src/errors.ts";
 import { createRegistry } from "../../src/metrics/registry.ts";
-import fs from "node:fs";
-import { startTestPostgres, tempDir, type TestPostgres } from "../helpers/postgres.ts";
+import { startTestPostgres, tempDirForFile, type TestPostgres } from "../helpers/postgres.ts";
 
-/** The data dir these in-process services are given (the blob store makes its folder there), removed afterwards. */
-const dataDir = tempDir("kvdrive-unit-");
+/** The data dir these in-process services are given (the blob store makes its folder there). */
+const dataDir = tempDirForFile("kvdrive-unit-");
 
 let pg: TestPostgres;
 let gw: Gateway;
@@ -28,7 +27,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await gw.close();
   await pg.destroy();
-  fs.rmSync(dataDir, { recursive: true, force: true });
 }, 60_000);
 
 test("a write is read back from the cache without a promise; a miss goes to storage and is cached", async () => {

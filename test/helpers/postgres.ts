@@ -1,4 +1,5 @@
 // A real embedded Postgres per test file, in its own temp dir, removed afterwards.
+import { afterAll } from "bun:test";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -9,6 +10,13 @@ export type TestPostgres = TempPostgres;
 export function tempDir(prefix = "kvdrive-test-"): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   fs.chmodSync(dir, 0o755); // the postgres user must reach the cluster inside when tests run as root
+  return dir;
+}
+
+/** A temp dir removed after this test file's tests: call it at the top level of the file. */
+export function tempDirForFile(prefix: string): string {
+  const dir = tempDir(prefix);
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
 

@@ -11,11 +11,10 @@ import { kvHttp } from "../../src/kv/routes.ts";
 import { createKVService } from "../../src/kv/service.ts";
 import type { KVService } from "../../src/kv/types.ts";
 import { createRegistry, type Registry } from "../../src/metrics/registry.ts";
-import fs from "node:fs";
-import { startTestPostgres, tempDir, type TestPostgres } from "../helpers/postgres.ts";
+import { startTestPostgres, tempDirForFile, type TestPostgres } from "../helpers/postgres.ts";
 
-/** The data dir these in-process services are given (the blob store makes its folder there), removed afterwards. */
-const dataDir = tempDir("kvdrive-unit-");
+/** The data dir these in-process services are given (the blob store makes its folder there). */
+const dataDir = tempDirForFile("kvdrive-unit-");
 
 const TOKEN = "native-routes-token";
 const ACC = "acct-native";
@@ -37,7 +36,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await kv.close();
   await pg.destroy();
-  fs.rmSync(dataDir, { recursive: true, force: true });
 });
 
 type Native = (req: Request & { params: { account_id: string; namespace_id: string } }) => Promise<Response>;

@@ -6,11 +6,10 @@ import { loadConfig } from "../../src/config.ts";
 import { createRegistry } from "../../src/metrics/registry.ts";
 import { createKVService } from "../../src/kv/service.ts";
 import type { KVService } from "../../src/kv/types.ts";
-import fs from "node:fs";
-import { startTestPostgres, tempDir, type TestPostgres } from "../helpers/postgres.ts";
+import { startTestPostgres, tempDirForFile, type TestPostgres } from "../helpers/postgres.ts";
 
-/** The data dir these in-process services are given (the blob store makes its folder there), removed afterwards. */
-const dataDir = tempDir("kvdrive-unit-");
+/** The data dir these in-process services are given (the blob store makes its folder there). */
+const dataDir = tempDirForFile("kvdrive-unit-");
 
 let pg: TestPostgres;
 let kv: KVService;
@@ -27,7 +26,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await kv.close();
   await pg.destroy();
-  fs.rmSync(dataDir, { recursive: true, force: true });
 }, 60_000);
 
 describe("namespaces", () => {
