@@ -13,6 +13,11 @@ export interface BatcherOptions {
   windowMs: number;
   concurrency: number;
   metrics: Registry;
+  /**
+   * The cluster a row belongs to, when rows are spread over several: a batch is then committed per cluster and
+   * each part settles its own callers, so a cluster that is down fails only the writes it holds.
+   */
+  clusterOf?(row: StoredEntry): unknown;
 }
 
 export interface Batcher {
@@ -77,9 +82,9 @@ export function createBatcher(opts: BatcherOptions): Batcher {
     tracked.finally(() => settling.delete(tracked));
   }
 
-  async function commit(waiters: Waiter[]) {
+  /** One statement's worth: its rows commit together, and its callers settle together. */
+  async function commitPart(waiters: Waiter[]) {
     const started = performance.now();
-    inFlightRows += waiters.length;
     try {
       await writeWithRetry(waiters.map((w) => w.row));
       batchRows.observe(waiters.length);
@@ -90,6 +95,30 @@ export function createBatcher(opts: BatcherOptions): Batcher {
       batchErrors.inc();
       if (closed) failedAtClose += waiters.length;
       for (const w of waiters) w.reject(e);
+    }
+  }
+
+  /** The batch's rows by cluster (one part when there is one cluster, or one row). */
+  function parts(waiters: Waiter[]): Waiter[][] {
+    const clusterOf = opts.clusterOf;
+    if (!clusterOf || waiters.length === 1) return [waiters];
+    const by = new Map<unknown, Waiter[]>();
+    for (const w of waiters) {
+      const c = clusterOf(w.row);
+      const part = by.get(c);
+      if (part) part.push(w);
+      else by.set(c, [w]);
+    }
+    return by.size === 1 ? [waiters] : [...by.values()];
+  }
+
+  // A batch holds one slot however many clusters it spans.
+  async function commit(waiters: Waiter[]) {
+    inFlightRows += waiters.length;
+    try {
+      const split = parts(waiters);
+      if (split.length === 1) await commitPart(waiters);
+      else await Promise.all(split.map(commitPart));
     } finally {
       inFlightRows -= waiters.length;
       inFlight--;

@@ -70,6 +70,8 @@ export async function openGateway({ urls, config, clock, metrics, log }: Gateway
     windowMs: config.batchWindowMs,
     concurrency: config.batchConcurrency,
     metrics,
+    // By the primary's clusters: one cluster down (and its replica, if any) fails only the writes it holds.
+    clusterOf: primary.shards.length > 1 ? (r) => primary.ownerOf(r.ns, r.key) : undefined,
   });
   // Other instances evict what this one writes (and this one what they write), over LISTEN/NOTIFY on every
   // cluster. Without it (disabled, or no cluster reachable), staleness across instances is the cache TTL.
