@@ -147,14 +147,37 @@ export function createConditionalWriter(opts: ConditionalWriterOptions): Conditi
     throw new ConditionalConflictError(`putIfNewer(${JSON.stringify(key)}): older writes kept replacing ours ${maxAttempts} times in a row`);
   }
 
-  async function putIfNewer(key: string, body: Uint8Array, version: Version, metadata: Record<string, string> = {}) {
-    return (await mode()) === "cas" ? putCas(key, body, version, metadata) : putVerify(key, body, version, metadata);
+  // One conditional operation per key at a time from this writer: the next waits for the one in flight. In
+  // "verify" mode this closes the HEAD->PUT window between this process's own writers of a key (a repair and
+  // a live write, two overwrites), and it spares stores whose PUT is not atomic: s3rver writes the object and
+  // its metadata file in place, so two PUTs of one key at once can leave a torn metadata file that answers
+  // 500 to every later HEAD and GET of the key (seen in the list-during-outage test). In "cas" mode it saves
+  // the retries of a lost swap. The map holds only keys with an operation in flight.
+  const tails = new Map<string, Promise<unknown>>();
+  function oneAtATime<T>(key: string, op: () => Promise<T>): Promise<T> {
+    const before = tails.get(key);
+    const run = before ? before.then(op, op) : op();
+    const tail = run.then(() => {}, () => {});
+    tails.set(key, tail);
+    void tail.then(() => {
+      if (tails.get(key) === tail) tails.delete(key);
+    });
+    return run;
+  }
+
+  function putIfNewer(key: string, body: Uint8Array, version: Version, metadata: Record<string, string> = {}) {
+    return oneAtATime(key, async () =>
+      (await mode()) === "cas" ? putCas(key, body, version, metadata) : putVerify(key, body, version, metadata));
   }
 
   // Same window as putVerify in "verify" mode: a newer write between our HEAD and our DELETE is deleted with it.
   // The primary still holds that newer write, so the crawler copies it back; a tombstone is only removed once
   // both backends hold it, so what is lost here is never the only copy.
-  async function deleteIfVersion(key: string, version: Version): Promise<boolean> {
+  function deleteIfVersion(key: string, version: Version): Promise<boolean> {
+    return oneAtATime(key, () => deleteExactVersion(key, version));
+  }
+
+  async function deleteExactVersion(key: string, version: Version): Promise<boolean> {
     const h = await head(key);
     if (!h?.version || compareVersions(h.version, version) !== 0) return false;
     try {

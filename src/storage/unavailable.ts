@@ -1,6 +1,6 @@
 // Which storage failures mean "storage is unavailable, retry later" (a 503) rather than a defect (a 500):
 // a cluster that refuses or drops connections, is shutting down or starting up, has no connection slot left,
-// or does not answer in time; an object store that cannot be reached. Everything else is a real error.
+// or does not answer in time; an object store that cannot be reached or answers 500/502/503/504. Everything else is a real error.
 
 import { StorageUnavailableError } from "../errors.ts";
 
@@ -31,6 +31,8 @@ export function unavailableReason(e: unknown, depth = 0): string | null {
   if (sqlstate && (sqlstate.startsWith("08") || UNAVAILABLE_SQLSTATES.has(sqlstate))) return `${sqlstate}: ${message}`;
   if (UNAVAILABLE_SOCKET_CODES.has(code)) return `${code}: ${message}`;
   const status = err.$metadata?.httpStatusCode;
-  if (status === 503 || status === 502 || status === 504) return `object store answered ${status}`;
+  // 500 too: S3 documents InternalError as "please try again" (its SDK retries it as transient), not as a
+  // defect of the request.
+  if (status === 500 || status === 503 || status === 502 || status === 504) return `object store answered ${status}`;
   return unavailableReason(err.cause, depth + 1);
 }

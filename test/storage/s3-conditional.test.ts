@@ -151,6 +151,30 @@ for (const mode of ["verify", "cas"] as ConditionalMode[]) {
   });
 }
 
+// s3rver's PUT is not atomic (it writes the object and its metadata file in place): several PUTs of one key at
+// once can leave a torn metadata file, and every later HEAD or GET of the key is a 500. Checked: six plain
+// concurrent PUTs of one key left 28 of 50 keys unreadable. Through one writer they run one at a time.
+test("verify: concurrent writes of one key through one writer leave it whole, holding the newest version", async () => {
+  const { client } = clientFor(s3.endpoint);
+  const w = createConditionalWriter({ client, bucket: s3.bucket, mode: "verify" });
+  for (let round = 0; round < 20; round++) {
+    const k = `verify/concurrent-${round}`;
+    // versions in a scrambled order, and metadata of different lengths so a torn file would show
+    const versions = Array.from({ length: 6 }, (_, i) => v(1000 + ((i * 5 + round) % 6), i));
+    const results = await Promise.all(versions.map((ver, i) => w.putIfNewer(k, enc(`w${i}`.repeat(10 * (i + 1))), ver, { note: "m".repeat(i * 9) })));
+    const newest = versions.reduce((a, b) => (a.ts > b.ts ? a : b));
+    const i = versions.indexOf(newest);
+    expect({ round, stored: await read(client, k) }).toEqual({ round, stored: { body: `w${i}`.repeat(10 * (i + 1)), version: newest } });
+    expect(results[i]!.written).toBe(true);
+    expect(results.every((r) => r.stored !== null && r.stored.ts <= newest.ts)).toBe(true);
+  }
+  // a delete waits for the write in flight: it sees the version that write stored
+  const k = "verify/delete-after-write";
+  const [, deleted] = await Promise.all([w.putIfNewer(k, enc("x"), v(7)), w.deleteIfVersion(k, v(7))]);
+  expect(deleted).toBe(true);
+  expect(await w.head(k)).toBeNull();
+});
+
 test("cas: many concurrent writers of one key leave the newest version", async () => {
   const writers = Array.from({ length: 12 }, () => createConditionalWriter({ client: clientFor(shim.endpoint).client, bucket: s3.bucket, mode: "cas", maxAttempts: 50 }));
   const versions = writers.map((_, i) => v(1000 + ((i * 7919) % 97), i));

@@ -21,6 +21,7 @@ test("connection failures, shutdown, start-up, too many connections and timeouts
     Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:9"), { code: "ECONNREFUSED" }),
     Object.assign(new Error("socket hang up"), { code: "ECONNRESET" }),
     Object.assign(new Error("Service Unavailable"), { name: "ServiceUnavailable", $metadata: { httpStatusCode: 503 } }),
+    Object.assign(new Error("We encountered an internal error. Please try again."), { name: "InternalError", $metadata: { httpStatusCode: 500 } }),
     new BackendTimeoutError("primary backend: get took longer than KVDRIVE_BACKEND_TIMEOUT_MS=10"),
     new BackendBehindError("retry the read"),
     new StorageUnavailableError("down"),
