@@ -11,6 +11,7 @@ import type { Owner, Server } from "./server/server.ts";
 import type { Pool } from "./pool.ts";
 import type { PoolerContext } from "./context.ts";
 import { recordQuery } from "./cache/cache-path.ts";
+import { parserLoaded, parserReady } from "./cache/classify.ts";
 import { quiet, sessionEffect } from "./session.ts";
 
 export interface ExecuteRequest {
@@ -55,6 +56,7 @@ function acquire(pool: Pool): Promise<Server> {
 
 export async function executeStatements(pool: Pool, params: () => Map<string, string>, req: ExecuteRequest, ctx: PoolerContext): Promise<ExecuteResult[]> {
   if (!req.statements.length) return [];
+  if (!parserLoaded()) await parserReady();
   const cp = ctx.cachePath;
   if (!cp) return run(pool, params, req, ctx, "disabled");
   if (!ctx.cacheOn(req.database)) return run(pool, params, req, ctx, "disabled");

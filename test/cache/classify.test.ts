@@ -1,7 +1,9 @@
 import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { expect, test } from "bun:test";
-import { classify, memoSize } from "../../src/pool/cache/classify.ts";
+import { classify, memoSize, parserReady } from "../../src/pool/cache/classify.ts";
+
+await parserReady();
 
 const cases: Array<[string, Partial<ReturnType<typeof classify>>]> = [
   ["SELECT a FROM t WHERE id = $1", { cacheable: true, status: "miss", readTables: ["t"], writeTables: [] }],

@@ -5,6 +5,9 @@ import { expect, test } from "bun:test";
 import { quiet, sessionEffect, untracked } from "../../src/pool/session.ts";
 import { createSessionTracker } from "../../src/pool/session-tracker.ts";
 import { readStartupParams } from "../../src/pool/client/startup.ts";
+import { parserReady } from "../../src/pool/cache/classify.ts";
+
+await parserReady();
 
 test("session-only features pin", () => {
   expect(sessionEffect("LISTEN chan").pin).toBe("listen");

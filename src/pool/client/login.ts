@@ -4,6 +4,7 @@
 import { AUTH_OK, errorMessage, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, READY_IDLE } from "../../protocol/backend.ts";
 import { createFrames, readStartup } from "../../protocol/frames.ts";
 import { decodeStartup, PROTOCOL_3_0 } from "../../protocol/frontend.ts";
+import { parserLoaded, parserReady } from "../cache/classify.ts";
 import type { Waiter } from "../pool.ts";
 import { close, fatal, resumeMessages, send } from "./client.ts";
 import { attach, cancelRunning, detach, flushToServer } from "./link.ts";
@@ -88,8 +89,20 @@ export function onAuthMessage(cl: Client, type: number, body: Uint8Array): boole
 }
 
 function authenticated(cl: Client) {
-  const { ctx, params } = cl;
   move(cl, St.Validating);
+  if (parserLoaded()) return validate(cl);
+  // The process's first client waits for the Postgres parser (classify.ts loads it on first use).
+  cl.socket.pause();
+  parserReady().then(
+    () => validate(cl),
+    (e) => cl.st === St.Validating && fatal(cl, "XX000", `kvdrive could not load the Postgres parser: ${(e as Error).message}`),
+  );
+}
+
+/** Authenticated and the parser loaded: check the database and start-up parameters, then greet. */
+function validate(cl: Client) {
+  if (cl.st !== St.Validating) return;
+  const { ctx, params } = cl;
   cl.frames!.limit(cl.cfg.pgMaxMessageBytes, "KVDRIVE_PG_MAX_MESSAGE_BYTES");
   cl.pool = ctx.pool(cl.database, cl.user);
   const startupParams = () => {
