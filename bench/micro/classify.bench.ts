@@ -4,7 +4,8 @@ import { bench, do_not_optimize, group, summary } from "mitata";
 import { requireModules, runMicro } from "../lib/micro.ts";
 
 if (requireModules(["src/pool/cache/classify.ts"])) {
-  const { classify, parserReady } = await import("../../src/pool/cache/classify.ts");
+  const { classify } = await import("../../src/pool/cache/classify.ts");
+  const { parserReady } = await import("../../src/pool/cache/parser.ts");
   await parserReady();
   const hot = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
   classify(hot);

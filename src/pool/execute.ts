@@ -11,7 +11,7 @@ import type { Owner, Server } from "./server/server.ts";
 import type { Pool } from "./pool.ts";
 import type { PoolerContext } from "./context.ts";
 import { recordQuery } from "./cache/cache-path.ts";
-import { parserLoaded, parserReady } from "./cache/classify.ts";
+import { parserLoaded, parserReady } from "./cache/parser.ts";
 import { quiet, sessionEffect } from "./session.ts";
 
 export interface ExecuteRequest {

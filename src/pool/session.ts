@@ -8,7 +8,8 @@
 //   connection is then reset before anyone else gets it (RESET_SQL), or closed when even that cannot undo them.
 // A false "pin" or "unknown" costs only pooling efficiency; a missed one would leak one client's state to another,
 // so whatever is not understood counts as unknown.
-import { parserLoaded, parseStatements, type Pin } from "./cache/classify.ts";
+import { parseStatements, type Pin } from "./cache/classify.ts";
+import { ParserUnavailableError, parserStarted } from "./cache/parser.ts";
 import { B, decodeDataRow, decodeErrorResponse } from "../protocol/backend.ts";
 import { createFrames } from "../protocol/frames.ts";
 import { encodeQuery } from "../protocol/frontend.ts";
@@ -125,9 +126,12 @@ export function sessionEffect(sql: string): SessionEffect {
   try {
     eff = analyse(parseStatements(sql).map((s) => s.stmt ?? {}));
   } catch (e) {
-    if (!parserLoaded()) throw e; // a caller that skipped parserReady(): a bug, never a verdict to memoize
     // Unparseable here: the origin rejects it too. Nothing runs, but nothing is assumed either.
     eff = { none: false, ops: null, functions: [], unknown: "unparsed statement" };
+    if (e instanceof ParserUnavailableError) {
+      if (!parserStarted()) throw e; // a caller that skipped parserReady(): a bug
+      return eff; // the parser is being replaced: this verdict is not remembered
+    }
   }
   if (sql.length <= MEMO_MAX_SQL) {
     if (memo.size >= MEMO_MAX) {

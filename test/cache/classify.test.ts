@@ -1,7 +1,8 @@
 import { setDefaultTimeout } from "bun:test";
 setDefaultTimeout(120_000); // per file: bun applies a preloaded default to the first file only
 import { expect, test } from "bun:test";
-import { classify, memoSize, parserReady } from "../../src/pool/cache/classify.ts";
+import { classify, memoSize } from "../../src/pool/cache/classify.ts";
+import { parserReady } from "../../src/pool/cache/parser.ts";
 
 await parserReady();
 
@@ -78,4 +79,16 @@ test("the memo is bounded in bytes and keeps what is used (LRU, not first in, fi
   expect(memoSize().bytes).toBeLessThanOrEqual(8 * 1024 * 1024);
   expect(classify("SELECT a FROM memo_kept")).toBe(kept);
   expect(classify("SELECT a FROM memo_early")).not.toBe(early);
+});
+
+test("a statement and a parse tree larger than the parser's first 1 MiB buffer are read whole (it grows), and errors still come back", () => {
+  // 2.4 MB of SQL: an INSERT of 20,000 rows, whose parse tree is many times its size.
+  const rows = Array.from({ length: 20_000 }, (_, i) => `(${i}, 'name-${i}-${"x".repeat(90)}')`).join(",");
+  const c = classify(`INSERT INTO big_insert (id, name) VALUES ${rows}`);
+  expect(c).toMatchObject({ cacheable: false, writeTables: ["big_insert"], statements: 1 });
+  const r = classify(`SELECT count(*) FROM big_read WHERE name IN (${Array.from({ length: 30_000 }, (_, i) => `'n${i}'`).join(",")})`);
+  expect(r).toMatchObject({ cacheable: true, readTables: ["big_read"] });
+  // After the large ones, a small statement and a syntax error answer as before.
+  expect(classify("SELECT a FROM after_big")).toMatchObject({ cacheable: true, readTables: ["after_big"] });
+  expect(classify("SELEC a FROM after_big")).toMatchObject({ cacheable: false, status: "uncacheable", writeTables: ["*"] });
 });

@@ -1,10 +1,10 @@
 // Child process for test/pool/parser-on-first-use.test.ts: a fresh kvdrive whose first SQL arrives either from
 // several wire clients at once (mode "wire") or from several HTTP /sql requests at once (mode "http"), after KV
-// traffic that must not have loaded the Postgres parser. Prints one JSON line with what it saw.
+// traffic that must not have started the Postgres parser. Prints one JSON line with what it saw.
 import { heapStats } from "bun:jsc";
 import pg from "pg";
 import postgres from "postgres";
-import { parserLoaded } from "../../src/pool/cache/classify.ts";
+import { parserLoaded } from "../../src/pool/cache/parser.ts";
 import { startTestServer, TEST_TOKEN } from "./server.ts";
 
 const [databaseUrl, mode] = process.argv.slice(2) as [string, "wire" | "http"];

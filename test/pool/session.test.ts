@@ -5,7 +5,7 @@ import { expect, test } from "bun:test";
 import { quiet, sessionEffect, untracked } from "../../src/pool/session.ts";
 import { createSessionTracker } from "../../src/pool/session-tracker.ts";
 import { readStartupParams } from "../../src/pool/client/startup.ts";
-import { parserReady } from "../../src/pool/cache/classify.ts";
+import { parserReady } from "../../src/pool/cache/parser.ts";
 
 await parserReady();
 

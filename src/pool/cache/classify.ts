@@ -5,27 +5,9 @@
 // Table names are normalized to their bare lower-case relation name ("public.T" and "t" both become "t"):
 // invalidation by relation name may drop a little more than needed, never less. '*' means "every table".
 //
-// The parser is loaded on first use (a pooler client's login, an HTTP SQL request), not at import: its WASM memory
-// (256 MiB) counts towards JavaScriptCore's heap size, from which the collector sizes the allocation it allows
-// before the next collection, so a process serving only KV let up to 300 MiB of garbage pile up before collecting.
-// The module instantiates its WASM when imported, so it is imported here, not at the top.
-let parseSync: typeof import("libpg-query").parseSync | null = null;
-let loading: Promise<void> | null = null;
-let loaded = false;
-
-/** Loads the Postgres parser once; classify and parseStatements need it. Resolves at once when loaded. */
-export function parserReady(): Promise<void> {
-  loading ??= import("libpg-query").then(async (m) => {
-    await m.loadModule();
-    parseSync = m.parseSync;
-    loaded = true;
-  });
-  return loading;
-}
-
-export function parserLoaded(): boolean {
-  return loaded;
-}
+// The parser runs in a worker thread (parser.ts says why), started on first use: a pooler client's login or an
+// HTTP SQL request.
+import { parse, ParserUnavailableError, parserStarted } from "./parser.ts";
 
 export type CacheStatus = "hit" | "miss" | "stale" | "uncacheable" | "transaction" | "volatile" | "multiplestatements" | "oversizedresult" | "disabled";
 /** Why a client keeps one origin connection (classify finds the first five; session.ts adds "role" for SET ROLE and SESSION AUTHORIZATION). */
@@ -247,12 +229,12 @@ const recent = new Map<string, Array<{ stmt: Record<string, unknown> }> | Error>
 /** The statements of `sql` as the Postgres parser reads them; throws the parser's error. */
 export function parseStatements(sql: string): Array<{ stmt: Record<string, unknown> }> {
   if (sql === "") return [];
-  if (!loaded) throw new Error("the Postgres parser is not loaded: await parserReady() first");
   let got = recent.get(sql);
   if (got === undefined) {
     try {
-      got = (parseSync!(sql).stmts ?? []) as unknown as Array<{ stmt: Record<string, unknown> }>;
+      got = parse(sql);
     } catch (e) {
+      if (e instanceof ParserUnavailableError) throw e;
       got = e as Error;
     }
     if (sql.length <= MEMO_MAX_SQL) {
@@ -276,9 +258,12 @@ export function classify(sql: string): Classification {
   try {
     c = classifyParsed(parseStatements(sql));
   } catch (e) {
-    if (!loaded) throw e; // a caller that skipped parserReady(): a bug, never a verdict to memoize
     // Unparseable here: the origin will report the syntax error. Nothing to cache, and we cannot tell what it writes.
     c = { cacheable: false, status: "uncacheable", readTables: [], writeTables: ["*"], functions: [], statements: 1 };
+    if (e instanceof ParserUnavailableError) {
+      if (!parserStarted()) throw e; // a caller that skipped parserReady(): a bug
+      return c; // the parser is being replaced: this verdict is not remembered
+    }
   }
   if (sql.length <= MEMO_MAX_SQL) {
     const bytes = 2 * sql.length + verdictBytes(c);

@@ -4,7 +4,7 @@
 import { AUTH_OK, errorMessage, encodeBackendKeyData, encodeNegotiateProtocolVersion, encodeParameterStatus, READY_IDLE } from "../../protocol/backend.ts";
 import { createFrames, readStartup } from "../../protocol/frames.ts";
 import { decodeStartup, PROTOCOL_3_0 } from "../../protocol/frontend.ts";
-import { parserLoaded, parserReady } from "../cache/classify.ts";
+import { parserLoaded, parserReady } from "../cache/parser.ts";
 import type { Waiter } from "../pool.ts";
 import { close, fatal, resumeMessages, send } from "./client.ts";
 import { attach, cancelRunning, detach, flushToServer } from "./link.ts";
