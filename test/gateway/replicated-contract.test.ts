@@ -55,4 +55,4 @@ afterAll(async () => {
 }, 60_000);
 
 backendContract("replicated (postgres + postgres)", () => twoPostgres, "rep-pg");
-backendContract("replicated (postgres + s3)", () => postgresAndS3, "rep-s3", { atomic: false, largeWriteRows: 600, storesAnyRow: true });
+backendContract("replicated (postgres + s3)", () => postgresAndS3, "rep-s3", { atomic: false, largeWriteRows: 600, refusedRow: "both" });

@@ -19,7 +19,7 @@ afterAll(async () => {
   await s3?.stop();
 }, 60_000);
 
-backendContract("s3", () => backend, "s3c", { atomic: false, largeWriteRows: 600, storesAnyRow: true });
+backendContract("s3", () => backend, "s3c", { atomic: false, largeWriteRows: 600, refusedRow: "long-key" });
 
 test("s3: the object key encoding keeps byte order and round-trips, within S3's key limit for 512-byte keys", () => {
   const samples = [[], [0], [0, 0], [0, 1], [1], [0x61], [0x61, 0x00], [0x61, 0x62], [0x62], [0xff], [0xff, 0xff], Array(512).fill(0xff)].map((a) => new Uint8Array(a));
