@@ -107,7 +107,7 @@ test("a row purged from storage replaces the cached entry when read afresh", () 
 });
 
 test("a read that overlapped the eviction of a newer entry is answered but not kept", () => {
-  const cache = createReadCache({ maxBytes: 2_000, clock: manualClock() });
+  const cache = createReadCache({ maxBytes: 4_000, clock: manualClock() });
   const ticket = cache.readTicket();
   cache.setFromWrite("k", entry("new", 2));
   for (let i = 0; i < 20; i++) cache.setFromWrite(`filler${i}`, entry("x".repeat(40)));
