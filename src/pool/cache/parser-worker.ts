@@ -1,15 +1,14 @@
 // The worker behind parser.ts: loads libpg-query in its own VM and answers parse requests through shared memory
 // (the slots are named in parser.ts). Requests and answers are UTF-8 in one growable SharedArrayBuffer.
-import { PARSER_CTL as C } from "./parser.ts";
+import { growFor, PARSER_CTL as C, type GrowableBuffer } from "./parser.ts";
 
 declare const self: Worker;
 
 let parseSync: ((sql: string) => { stmts?: unknown[] }) | null = null;
 
 self.onmessage = (e: MessageEvent) => {
-  const { ctl, sab } = e.data as { ctl: Int32Array; sab: SharedArrayBuffer };
+  const { ctl, sab } = e.data as { ctl: Int32Array; sab: GrowableBuffer };
   const data = new Uint8Array(sab);
-  const buf = sab as unknown as { byteLength: number; maxByteLength: number; grow(n: number): void };
   const encoder = new TextEncoder();
   const decoder = new TextDecoder();
   postMessage("ready");
@@ -25,10 +24,10 @@ self.onmessage = (e: MessageEvent) => {
       text = (err as Error)?.message ?? String(err);
     }
     const bytes = Buffer.byteLength(text);
-    if (bytes > buf.maxByteLength) {
+    if (!growFor(sab, bytes)) {
       status = C.tooBig;
-      text = `the parse tree (${bytes} bytes of JSON) is over the parser's ${buf.maxByteLength}-byte buffer`;
-    } else if (bytes > buf.byteLength) buf.grow(Math.min(buf.maxByteLength, Math.max(bytes, buf.byteLength * 2)));
+      text = `the parse tree (${bytes} bytes of JSON) is over the parser's ${sab.maxByteLength}-byte buffer`;
+    }
     ctl[C.length] = encoder.encodeInto(text, data).written;
     ctl[C.status] = status;
     Atomics.store(ctl, C.request, 0);

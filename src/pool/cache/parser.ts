@@ -35,6 +35,16 @@ const DATA_MAX_BYTES = 256 * 1024 * 1024;
 /** A parse that takes longer means the worker is gone: it is replaced, and this statement counts as unparsed. */
 const CALL_TIMEOUT_MS = 10_000;
 
+/** A SharedArrayBuffer made with maxByteLength (ES2024), as Bun provides it. */
+export type GrowableBuffer = SharedArrayBuffer & { readonly maxByteLength: number; grow(bytes: number): void };
+
+/** Grows `buf` to hold `bytes` (doubling, up to its maximum); false when `bytes` is over the maximum. */
+export function growFor(buf: GrowableBuffer, bytes: number): boolean {
+  if (bytes > buf.maxByteLength) return false;
+  if (bytes > buf.byteLength) buf.grow(Math.min(buf.maxByteLength, Math.max(bytes, buf.byteLength * 2)));
+  return true;
+}
+
 export class ParserLimitError extends Error {}
 /** The worker is not running: never started (a caller that skipped parserReady(), a bug), or being replaced. */
 export class ParserUnavailableError extends Error {}
@@ -42,8 +52,9 @@ export class ParserUnavailableError extends Error {}
 interface Link {
   worker: Worker;
   ctl: Int32Array;
+  sab: GrowableBuffer;
+  /** A view of sab that follows its length as it grows. */
   data: Uint8Array;
-  sab: SharedArrayBuffer;
 }
 
 let link: Link | null = null;
@@ -56,7 +67,7 @@ function start(): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const worker = new Worker(new URL("./parser-worker.ts", import.meta.url).href);
     const ctl = new Int32Array(new SharedArrayBuffer(C.slots * 4));
-    const sab = new SharedArrayBuffer(DATA_INITIAL_BYTES, { maxByteLength: DATA_MAX_BYTES } as unknown as undefined);
+    const sab = new (SharedArrayBuffer as unknown as new (bytes: number, o: { maxByteLength: number }) => GrowableBuffer)(DATA_INITIAL_BYTES, { maxByteLength: DATA_MAX_BYTES });
     const fail = (e: unknown) => {
       loading = null;
       link = null;
@@ -67,12 +78,7 @@ function start(): Promise<void> {
     worker.onmessage = (e: MessageEvent) => {
       if (e.data === "loaded") return worker.postMessage({ ctl, sab });
       if (e.data === "ready") {
-        worker.onerror = () => {
-          if (link?.worker === worker) {
-            link = null;
-            loading = null;
-          }
-        };
+        worker.onerror = () => lost(worker);
         link = { worker, ctl, sab, data: new Uint8Array(sab) };
         return resolve();
       }
@@ -80,6 +86,15 @@ function start(): Promise<void> {
     };
     worker.unref();
   });
+}
+
+/** The running worker died or stopped answering: it is dropped and a new one started. */
+function lost(worker: Worker) {
+  if (link?.worker !== worker) return;
+  worker.terminate();
+  link = null;
+  loading = null;
+  void parserReady().catch(() => {});
 }
 
 /** Starts the parser's worker once; parseStatements needs it. Resolves at once when it is running. */
@@ -98,28 +113,19 @@ export function parserStarted(): boolean {
   return started;
 }
 
-function grow(l: Link, bytes: number) {
-  if (bytes > DATA_MAX_BYTES) throw new ParserLimitError(`a statement of ${bytes} bytes is over the parser's ${DATA_MAX_BYTES}-byte buffer`);
-  const sab = l.sab as unknown as { byteLength: number; grow(n: number): void };
-  if (bytes > sab.byteLength) sab.grow(Math.min(DATA_MAX_BYTES, Math.max(bytes, sab.byteLength * 2)));
-}
-
 /** The statements of `sql` as the Postgres parser reads them; throws the parser's error (or ParserLimitError). */
 export function parse(sql: string): Array<{ stmt: Record<string, unknown> }> {
   const l = link;
   if (!l) throw new ParserUnavailableError(started ? "the Postgres parser is restarting" : "the Postgres parser is not running: await parserReady() first");
   const { ctl } = l;
-  grow(l, Buffer.byteLength(sql));
-  const n = encoder.encodeInto(sql, l.data).written;
-  ctl[C.length] = n;
+  const bytes = Buffer.byteLength(sql);
+  if (!growFor(l.sab, bytes)) throw new ParserLimitError(`a statement of ${bytes} bytes is over the parser's ${DATA_MAX_BYTES}-byte buffer`);
+  ctl[C.length] = encoder.encodeInto(sql, l.data).written;
   Atomics.store(ctl, C.done, 0);
   Atomics.store(ctl, C.request, 1);
   Atomics.notify(ctl, C.request);
   if (Atomics.wait(ctl, C.done, 0, CALL_TIMEOUT_MS) === "timed-out") {
-    l.worker.terminate();
-    link = null;
-    loading = null;
-    void parserReady().catch(() => {});
+    lost(l.worker);
     throw new ParserUnavailableError(`the Postgres parser did not answer within ${CALL_TIMEOUT_MS} ms: restarting it`);
   }
   const status = ctl[C.status];

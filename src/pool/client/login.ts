@@ -91,7 +91,7 @@ export function onAuthMessage(cl: Client, type: number, body: Uint8Array): boole
 function authenticated(cl: Client) {
   move(cl, St.Validating);
   if (parserLoaded()) return validate(cl);
-  // The process's first client waits for the Postgres parser (classify.ts loads it on first use).
+  // The process's first client waits for the Postgres parser's worker (parser.ts starts it on first use).
   cl.socket.pause();
   parserReady().then(
     () => validate(cl),
