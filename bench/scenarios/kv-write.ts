@@ -1,13 +1,15 @@
 // KV writes of 288-byte values: single PUTs with group commit (default window) and without (one row per
 // batch), bulk writes, 95/5 and 50/50 read/write mixes, against single-row upserts sent straight to Postgres.
 import { SQL } from "bun";
+import { freePort } from "../../src/embedded/postgres.ts";
 import type { Context, Scenario } from "../lib/context.ts";
 import { cpuSeconds, generatorBound, postmasterPid, withServerCpu } from "../lib/cpu.ts";
 import { autocannon, wrk, wrkInstalled } from "../lib/http-load.ts";
 import { pgbench } from "../lib/pgbench.ts";
 import { closedLoop } from "../lib/recorder.ts";
 import { failed, notInstalled, ratio, type Ratio, type Row } from "../lib/result.ts";
-import { AUTH, checkHttp, namespace, type BenchPostgres, type KvdriveProcess } from "../lib/stack.ts";
+import { spawnUntil } from "../lib/procs.ts";
+import { AUTH, TOKEN, checkHttp, namespace, type BenchPostgres, type KvdriveProcess } from "../lib/stack.ts";
 
 const VALUE = "w".repeat(288);
 const BULK_PAIRS = 100;
@@ -16,6 +18,8 @@ const MiB = 2 ** 20;
 const LEVELS = [16, 64, 256] as const;
 /** Seconds of load a fresh kvdrive gets before its first measured PUT level (see run). */
 const JIT_WARMUP_SEC = 5;
+/** Connections of the floor server's run (the issue's throughput figure). */
+const FLOOR_CONNECTIONS = 64;
 
 /** Adds Postgres' CPU per request (postmaster and every backend) to a row measured by `fn`. */
 async function withOriginCpu(pg: BenchPostgres, fn: () => Promise<Row>): Promise<Row> {
@@ -83,13 +87,26 @@ async function direct(ctx: Context, pg: BenchPostgres, nsId: string, clients: nu
   });
 }
 
-/** kvdrive PUTs of fresh keys driven by wrk (a Lua script numbers the keys), with kvdrive's and Postgres' CPU. */
-async function putWrk(ctx: Context, pg: BenchPostgres, k: KvdriveProcess, label: string, connections: number): Promise<Row> {
-  const ns = await namespace(k, "bench-write");
-  const o = { url: `${k.origin}${ns.values}warm`, connections, durationSec: ctx.durationSec, headers: AUTH, method: "PUT", body: VALUE, rowsPerRequest: 1 };
-  await wrk("warm-up", { ...o, durationSec: ctx.warmupSec, unique: `${ns.values}warm-${connections}-` });
+/** PUTs of fresh keys driven by wrk (a Lua script numbers the keys), with the server's and Postgres' CPU. */
+async function putWrk(ctx: Context, pg: BenchPostgres, server: { origin: string; pid: number }, values: string, label: string, connections: number): Promise<Row> {
+  const o = { url: `${server.origin}${values}warm`, connections, durationSec: ctx.durationSec, headers: AUTH, method: "PUT", body: VALUE, rowsPerRequest: 1 };
+  await wrk("warm-up", { ...o, durationSec: ctx.warmupSec, unique: `${values}warm-${connections}-` });
   await settle(pg);
-  return ctx.measure(label, ctx.durationSec, () => withOriginCpu(pg, () => withServerCpu(k.pid, () => wrk(label, { ...o, unique: `${ns.values}${label.replace(/\W+/g, "-")}-` }))));
+  return ctx.measure(label, ctx.durationSec, () => withOriginCpu(pg, () => withServerCpu(server.pid, () => wrk(label, { ...o, unique: `${values}${label.replace(/\W+/g, "-")}-` }))));
+}
+
+/** The floor server (kv-write-floor.ts) at `connections`, on its own port, writing into kvdrive's namespace `nsId`. */
+async function floorPut(ctx: Context, pg: BenchPostgres, values: string, nsId: string, label: string, connections: number): Promise<Row> {
+  const port = await freePort();
+  const floor = await spawnUntil(["bun", new URL("./kv-write-floor.ts", import.meta.url).pathname, String(port), pg.url, nsId, TOKEN], {}, "ready");
+  try {
+    const server = { origin: `http://127.0.0.1:${port}`, pid: floor.proc.pid };
+    await checkHttp(`${server.origin}${values}floor-check`, { method: "PUT", headers: AUTH, body: VALUE }, 200);
+    await wrk("warm-up (JIT)", { url: `${server.origin}${values}floor-jit`, connections, durationSec: Math.max(ctx.warmupSec, JIT_WARMUP_SEC), headers: AUTH, method: "PUT", body: VALUE, unique: `${values}floor-jit-` });
+    return await putWrk(ctx, pg, server, values, label, connections);
+  } finally {
+    await floor.stop();
+  }
 }
 
 async function put(ctx: Context, pg: BenchPostgres, k: KvdriveProcess, label: string, connections: number): Promise<Row> {
@@ -153,9 +170,18 @@ export const kvWrite: Scenario = {
     }
     for (const c of LEVELS) {
       const label = `kvdrive PUT, group commit, ${c} connections, wrk`;
-      viaWrk.set(c, wrkInstalled() ? await putWrk(ctx, pg, k, label, c) : notInstalled(label, "wrk"));
+      viaWrk.set(c, wrkInstalled() ? await putWrk(ctx, pg, k, (await namespace(k, "bench-write")).values, label, c) : notInstalled(label, "wrk"));
       rows.push(viaWrk.get(c)!);
     }
+    // The floor: the least any Bun server must do for a group-commit PUT (kv-write-floor.ts), at 64 connections.
+    const floorLabel = `floor: bare Bun.serve + Bun.SQL group commit, same statement, ${FLOOR_CONNECTIONS} connections, wrk`;
+    let floor: Row;
+    try {
+      floor = wrkInstalled() ? await floorPut(ctx, pg, ns.values, ns.id, floorLabel, FLOOR_CONNECTIONS) : notInstalled(floorLabel, "wrk");
+    } catch (e) {
+      floor = failed(floorLabel, e);
+    }
+    rows.push(floor);
     const gc16 = await put(ctx, pg, k, "kvdrive PUT, group commit, 16 connections, autocannon", 16);
     const gc64 = await put(ctx, pg, k, "kvdrive PUT, group commit, 64 connections, autocannon", 64);
     const gc256 = await put(ctx, pg, k, "kvdrive PUT, group commit, 256 connections, autocannon", 256);
@@ -163,6 +189,8 @@ export const kvWrite: Scenario = {
     for (const c of LEVELS) {
       ratios.push(ratio(`PUT with group commit / direct single-row upserts (rows/s, wrk vs pgbench, both ${c} connections)`, viaWrk.get(c), directs.get(c), "rowsPerSec", { min: 3 }));
     }
+    ratios.push(ratio(`floor server / direct single-row upserts (rows/s, wrk vs pgbench, both ${FLOOR_CONNECTIONS} connections): what any Bun server reaches here`, floor, directs.get(FLOOR_CONNECTIONS), "rowsPerSec"));
+    ratios.push(ratio(`kvdrive PUT / floor server (rows/s, wrk, both ${FLOOR_CONNECTIONS} connections)`, viaWrk.get(FLOOR_CONNECTIONS), floor, "rowsPerSec"));
     const p16 = viaWrk.get(16);
     if (p16?.p99 !== undefined && p16.status === "ok") ratios.push({ name: `PUT group commit p99 within 10 ms, 16 conns, wrk (10 ms / p99 of ${p16.p99.toFixed(2)} ms)`, value: 10 / p16.p99, target: "≥ 1×", pass: p16.p99 <= 10 });
     ratios.push(ratio("PUT with group commit / direct single-row upserts (rows/s, autocannon vs pgbench, both 16 connections)", gc16, directs.get(16), "rowsPerSec", { min: 3 }));
@@ -206,11 +234,12 @@ export const kvWrite: Scenario = {
     // The floor: every process's CPU per PUT added up, and the rate two cores allow at that cost.
     const budget = (r: Row | undefined) => {
       if (!r || r.status !== "ok" || r.loadGenCpuUsPerReq === undefined || r.originCpuUsPerTx === undefined) return undefined;
-      const kvdrive = r.label.startsWith("kvdrive") ? (r.serverCpuUsPerReq ?? 0) : 0;
-      const total = kvdrive + r.originCpuUsPerTx + r.loadGenCpuUsPerReq;
-      return `${r.label}: ${kvdrive ? `kvdrive ${kvdrive.toFixed(0)} + ` : ""}Postgres ${r.originCpuUsPerTx.toFixed(0)} + load generator ${r.loadGenCpuUsPerReq.toFixed(0)} = ${total.toFixed(0)} µs per row, so at most ${Math.round(2e6 / total).toLocaleString("en-US")} rows/s on 2 cores (measured ${Math.round(r.rowsPerSec ?? r.rps ?? 0).toLocaleString("en-US")})`;
+      // A direct row's server is Postgres itself, already counted as the origin.
+      const server = r.label.startsWith("direct") ? 0 : (r.serverCpuUsPerReq ?? 0);
+      const total = server + r.originCpuUsPerTx + r.loadGenCpuUsPerReq;
+      return `${r.label}: ${server ? `${r.label.startsWith("floor") ? "floor server" : "kvdrive"} ${server.toFixed(0)} + ` : ""}Postgres ${r.originCpuUsPerTx.toFixed(0)} + load generator ${r.loadGenCpuUsPerReq.toFixed(0)} = ${total.toFixed(0)} µs per row, so at most ${Math.round(2e6 / total).toLocaleString("en-US")} rows/s on 2 cores (measured ${Math.round(r.rowsPerSec ?? r.rps ?? 0).toLocaleString("en-US")})`;
     };
-    const floor = [...LEVELS.map((c) => budget(viaWrk.get(c))), ...LEVELS.map((c) => budget(directs.get(c)))].filter(Boolean);
+    const budgets = [...LEVELS.map((c) => budget(viaWrk.get(c))), budget(floor), ...LEVELS.map((c) => budget(directs.get(c)))].filter(Boolean);
     return {
       scenario: "kv-write",
       title: this.title,
@@ -218,7 +247,8 @@ export const kvWrite: Scenario = {
       rows,
       ratios,
       notes: [
-        ...(floor.length ? [`CPU per row, all processes (the floor on this machine): ${floor.join("; ")}.`] : []),
+        ...(budgets.length ? [`CPU per row, all processes (the floor on this machine): ${budgets.join("; ")}.`] : []),
+        "The floor server (bench/scenarios/kv-write-floor.ts, its own process) is the least a Bun server does for a PUT acknowledged after commit: Bun.serve with no framework, cache, metrics or validation; token check, body read, a queue shared among up to 4 batches in flight (kvdrive's default) that send kvdrive's own conditional upsert through Bun.SQL. kvdrive / floor is what kvdrive's features cost; floor / direct is what any Bun group-commit server reaches on this machine.",
         "Every PUT uses a fresh key; an HTTP 200 means the row's batch has committed (fsync on, Postgres defaults). kvdrive gets 5 s of PUT load before its first measured level (JIT warm-up of a fresh process), then 1 s before each level. Each measured write run, direct or through kvdrive, starts right after VACUUM ANALYZE of kv_entries and a CHECKPOINT, so no run has the autovacuum earned by earlier runs, or a checkpoint, in its window by chance.",
         "Direct upserts: pgbench (-M prepared, a custom script) sends the statement kvdrive's store sends, with one row and a fresh key, RETURNING included, at the same connection counts as the PUTs; the Bun.SQL row is the same from the bench process.",
         "CPU columns: the server is kvdrive's process (µs per PUT, from /proc), or Postgres (postmaster and backends) for the direct rows; Postgres' CPU per PUT behind kvdrive is in the JSON (originCpuUsPerTx). A row whose load generator used (nearly) all the cores its threads can use, or more CPU than the server, is marked, and its ratios are not kvdrive's.",

@@ -13,7 +13,7 @@ const UPSERT_COLUMNS = ["ns", "key", "value", "metadata", "expiration", "version
 const UPSERT_TEXT_CACHED_UP_TO = 64;
 const upsertTexts: string[] = [];
 /** The conditional upsert of `n` rows, with UPSERT_COLUMNS.length parameters a row in that order. */
-function upsertText(n: number): string {
+export function upsertText(n: number): string {
   const cached = upsertTexts[n];
   if (cached !== undefined) return cached;
   const c = UPSERT_COLUMNS.length;
