@@ -12,7 +12,7 @@ import { failed, flushDeferred, resumeMessages, send, toOrigin } from "./client.
 import { acquire, flushToServer } from "./link.ts";
 import { cacheSessionKey, quietHere, sig, stmtKeyPrefix } from "./settings.ts";
 import { ensurePrepared, makeStatement } from "./statements.ts";
-import { move, St, type Client, type Stmt } from "./state.ts";
+import { move, resumeReading, St, type Client, type Stmt } from "./state.ts";
 
 const utf8 = new TextDecoder();
 export const UNTRACKED_LOAD = "a cache load of a statement calling functions that are not builtins";
@@ -267,7 +267,7 @@ function batchAnswered(cl: Client, r: { status: string; messages: Uint8Array[] }
 export function resumeAfterBusy(cl: Client) {
   if (!cl.pausedWhileBusy) return;
   cl.pausedWhileBusy = false;
-  cl.socket.resume();
+  resumeReading(cl);
 }
 
 /** Part of a recorded miss's answer, as it streams to the client. */

@@ -9,7 +9,7 @@ import { encodeReadyForQuery, errorMessage, errorMessageV2, PARSE_COMPLETE, READ
 import { createOutbox } from "../outbox.ts";
 import { sessionEffect } from "../session.ts";
 import type { PoolerContext } from "../context.ts";
-import { loggedIn, move, St, type Client } from "./state.ts";
+import { loggedIn, move, resumeReading, St, type Client } from "./state.ts";
 import { collectBatch, endTee, preparedCall, unnamedCall } from "./call.ts";
 import { onCopyData, onCopyEnd, onFunctionCall, FUNCTION_CALL_REFUSED } from "./copy.ts";
 import { onBind, onClose, onDescribe, onExecute, onFlush, onParse, onSync } from "./extended.ts";
@@ -101,7 +101,7 @@ export function createClient(socket: Socket<ClientSocketData>, ctx: PoolerContex
       if (cl.outPaused) {
         cl.outPaused = false;
         // Unless reading is stopped for another reason, whose own end resumes it.
-        if (!cl.waiter && !cl.pausedWhileBusy && !cl.expectPaused && cl.st !== St.Validating && !(cl.server && cl.server.conn.queued() > 0)) socket.resume();
+        resumeReading(cl);
         if ((cl.st === St.Idle || cl.st === St.Active) && cl.frames?.pending()) resumeMessages(cl);
       }
     },

@@ -8,7 +8,7 @@ import type { Waiter } from "../pool.ts";
 import { K, type Expect } from "../server/expect.ts";
 import { replaySql } from "../server/replay.ts";
 import type { Owner, Server } from "../server/server.ts";
-import { move, St, type Client } from "./state.ts";
+import { move, resumeReading, St, type Client } from "./state.ts";
 import { close, failed, fatal, flushDeferred, MAX_IN_FLIGHT, resumeMessages, send } from "./client.ts";
 import { endTee, record, resumeAfterBusy } from "./call.ts";
 import { sessionChanged, sig } from "./settings.ts";
@@ -45,7 +45,7 @@ export function createPoolWaiter(cl: Client): Waiter {
           return failed(cl, e);
         }
       }
-      cl.socket.resume();
+      resumeReading(cl);
       resumeMessages(cl);
       flushToServer(cl);
     },
@@ -64,7 +64,7 @@ export function createPoolWaiter(cl: Client): Waiter {
         cl.pendingDiscard = false;
       }
       if (cl.inAcquire) return;
-      cl.socket.resume();
+      resumeReading(cl);
       resumeMessages(cl);
     },
   };
@@ -137,7 +137,7 @@ export function createOwner(cl: Client): Owner {
       send(cl, b);
       if (cl.expectPaused && (!cl.server || cl.server.expect.length <= MAX_IN_FLIGHT / 2)) {
         cl.expectPaused = false;
-        if (!cl.outPaused && !cl.waiter) cl.socket.resume();
+        resumeReading(cl);
       }
     },
     backpressured: () => cl.out.queued() > 0,
@@ -196,7 +196,7 @@ export function createOwner(cl: Client): Owner {
       else fatal(cl, "08006", "the origin connection serving this session closed unexpectedly");
     },
     serverDrained() {
-      cl.socket.resume();
+      resumeReading(cl);
     },
     parseRejected(client, serverName) {
       const st = cl.stmts.get(client);

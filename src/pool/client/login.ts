@@ -9,7 +9,7 @@ import type { Waiter } from "../pool.ts";
 import { close, fatal, resumeMessages, send } from "./client.ts";
 import { attach, cancelRunning, detach, flushToServer } from "./link.ts";
 import { createAuthExchange, readStartupParams, type AuthStep } from "./startup.ts";
-import { move, St, type Client } from "./state.ts";
+import { move, resumeReading, St, type Client } from "./state.ts";
 
 /** Bytes before the StartupMessage is through; what follows it in the same chunk goes to the password exchange. */
 export function onStartupData(cl: Client, chunk: Uint8Array) {
@@ -155,7 +155,7 @@ function greet(cl: Client) {
   cl.tracker.started();
   cl.onLoggedIn?.();
   cl.ctx.register(cl.pid, cl.key, cl.id, () => cancelRunning(cl), cl.pool!);
-  cl.socket.resume();
+  resumeReading(cl);
   resumeMessages(cl);
   flushToServer(cl);
 }

@@ -68,6 +68,19 @@ export function move(cl: Client, next: St): boolean {
   return true;
 }
 
+/**
+ * Reading from a client stops for several reasons at once (a connection awaited, the origin's write queue, its
+ * own unread answers, too many requests in flight, a lookup in flight, start-up checks); each is a flag or a
+ * queue, and whatever ends one calls this, which reads again only when none holds. A resume that skipped this
+ * let a client flooding inside a transaction pile up 1.6 million expectations past MAX_IN_FLIGHT.
+ */
+export function resumeReading(cl: Client) {
+  if (cl.st === St.Closed || cl.st === St.Validating || cl.authFailing) return;
+  if (cl.waiter || cl.pausedWhileBusy || cl.outPaused || cl.expectPaused) return;
+  if (cl.server && cl.server.conn.queued() > 0) return;
+  cl.socket.resume();
+}
+
 /** Past start-up and not closed. */
 export const loggedIn = (cl: Client) => cl.st >= St.Idle && cl.st < St.Closed;
 
