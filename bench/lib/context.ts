@@ -1,5 +1,6 @@
 // What a scenario gets from the runner: its durations, a shared Postgres, kvdrive processes that are
 // stopped when the scenario ends, RSS sampling of everything kvdrive, and progress lines.
+import { machineSeconds } from "./cpu.ts";
 import { sampleRss } from "./procs.ts";
 import type { Row } from "./result.ts";
 import { startBenchPostgres, startKvdriveProcess, type BenchPostgres, type KvdriveProcess } from "./stack.ts";
@@ -24,7 +25,7 @@ export interface Context {
 
 const fmt = (r: Row) =>
   (r.status === "ok" || r.status === "errors") && r.rps !== undefined
-    ? `${Math.round(r.rowsPerSec ?? r.rps ?? 0)} ${r.rowsPerSec !== undefined ? "rows/s" : "req/s"}, p50 ${r.p50?.toFixed(2)} ms, p99 ${r.p99?.toFixed(2)} ms, p99.9 ${r.p999?.toFixed(2)} ms, errors ${r.errors}, non-2xx ${r.non2xx}${r.status === "errors" ? "  << MARKED: errors" : ""}${r.note ? ` (${r.note})` : ""}`
+    ? `${Math.round(r.rowsPerSec ?? r.rps ?? 0)} ${r.rowsPerSec !== undefined ? "rows/s" : "req/s"}, p50 ${r.p50?.toFixed(2)} ms, p99 ${r.p99?.toFixed(2)} ms, p99.9 ${r.p999?.toFixed(2)} ms, errors ${r.errors}, non-2xx ${r.non2xx}${r.machineBusy !== undefined ? `, machine ${Math.round(r.machineBusy * 100)}% busy` : ""}${r.status === "errors" ? "  << MARKED: errors" : ""}${r.note ? ` (${r.note})` : ""}`
     : `${r.status}${r.note ? `: ${r.note}` : ""}`;
 
 export function createContext(o: { full: boolean; durationSec: number; warmupSec: number }) {
@@ -43,7 +44,13 @@ export function createContext(o: { full: boolean; durationSec: number; warmupSec
       // Long runs show progress so a silent terminal is never mistaken for a hang.
       const ticker = durationSec >= 8 ? setInterval(() => console.log(`      … ${Math.round((Date.now() - started) / 1000)} s of ${durationSec} s`), 5000) : undefined;
       try {
+        const m0 = machineSeconds();
         const r = await fn();
+        const m1 = machineSeconds();
+        if (r.total && m1.all > m0.all) {
+          r.machineCpuUsPerReq = ((m1.busy - m0.busy) * 1e6) / r.total;
+          r.machineBusy = (m1.busy - m0.busy) / (m1.all - m0.all);
+        }
         console.log(`      ${fmt(r)}`);
         return r;
       } finally {

@@ -40,6 +40,17 @@ export function cpuSeconds(pid: number, tree = false): number {
   return t / TICKS;
 }
 
+/**
+ * CPU seconds the whole machine spent busy (every state of /proc/stat's first line but idle and iowait) and
+ * the seconds of all its cores, since boot: what no per-process figure misses (kernel work on loopback,
+ * processes the bench does not know).
+ */
+export function machineSeconds(): { busy: number; all: number } {
+  const f = fs.readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  const all = f.reduce((a, b) => a + b, 0);
+  return { busy: (all - f[3]! - f[4]!) / TICKS, all: all / TICKS };
+}
+
 /** The postmaster's pid of a cluster, from its data directory. */
 export const postmasterPid = (dataDir: string): number => Number(fs.readFileSync(`${dataDir}/postmaster.pid`, "utf8").split("\n")[0]);
 

@@ -30,7 +30,7 @@ function rowLine(r: Row): string {
   const note = r.note ? ` — ${r.note.replaceAll("|", "\\|")}` : "";
   const cpu = (us: number | undefined, cores: number | undefined) => (us === undefined || !Number.isFinite(us) ? "" : `${us.toFixed(1)}${cores !== undefined ? ` (${cores.toFixed(2)} cores)` : ""}`);
   const sat = r.loadGenSaturated ? " — **load generator saturated first**" : "";
-  return `| ${r.label} | ${r.connections ?? ""} | ${num(r.rps)} | ${num(r.rowsPerSec)} | ${ms(r.p50)} | ${ms(r.p99)} | ${ms(r.p999)} | ${cpu(r.serverCpuUsPerReq, r.serverCores)} | ${cpu(r.loadGenCpuUsPerReq, r.loadGenCores)} | ${r.errors ?? ""} | ${r.non2xx ?? ""} | ${status}${sat}${note} |`;
+  return `| ${r.label} | ${r.connections ?? ""} | ${num(r.rps)} | ${num(r.rowsPerSec)} | ${ms(r.p50)} | ${ms(r.p99)} | ${ms(r.p999)} | ${cpu(r.serverCpuUsPerReq, r.serverCores)} | ${cpu(r.loadGenCpuUsPerReq, r.loadGenCores)} | ${r.machineCpuUsPerReq === undefined ? "" : `${r.machineCpuUsPerReq.toFixed(1)} (${Math.round((r.machineBusy ?? 0) * 100)}%)`} | ${r.errors ?? ""} | ${r.non2xx ?? ""} | ${status}${sat}${note} |`;
 }
 
 export function rowsTable(rows: Row[]): string {
@@ -38,7 +38,7 @@ export function rowsTable(rows: Row[]): string {
   const groups = [...new Set(rows.map((r) => r.group ?? ""))];
   for (const g of groups) {
     if (g) out.push(`**${g}**`, "");
-    out.push("| target | conns | req/s | rows/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | load generator CPU µs/req | errors | non-2xx | status |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    out.push("| target | conns | req/s | rows/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | load generator CPU µs/req | machine CPU µs/req (busy) | errors | non-2xx | status |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for (const r of rows.filter((x) => (x.group ?? "") === g)) out.push(rowLine(r));
     out.push("");
   }

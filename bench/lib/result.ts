@@ -31,6 +31,9 @@ export interface Row {
   serverCpuUsPerReq?: number;
   /** Cores the server under test used on average during the run. */
   serverCores?: number;
+  /** The whole machine's busy CPU per request (µs) and its busy share of every core (0-1), during the run. */
+  machineCpuUsPerReq?: number;
+  machineBusy?: number;
   /** CPU per request of the load generator (wrk, autocannon, pgbench), µs. */
   loadGenCpuUsPerReq?: number;
   /** Cores the load generator used on average during the run. */
