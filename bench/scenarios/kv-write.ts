@@ -22,6 +22,9 @@ const JIT_WARMUP_SEC = 5;
 const CORES = os.cpus().length;
 /** Connections of the floor server's run (the issue's throughput figure). */
 const FLOOR_CONNECTIONS = 64;
+/** Postgres alone: rows a statement (a full batch at 64 connections) and statements in flight (kvdrive's default). */
+const ALONE_ROWS = 32;
+const ALONE_CLIENTS = 4;
 
 /** Adds Postgres' CPU per request (postmaster and every backend) to a row measured by `fn`. */
 async function withOriginCpu(pg: BenchPostgres, fn: () => Promise<Row>): Promise<Row> {
@@ -48,13 +51,15 @@ async function settle(pg: BenchPostgres): Promise<void> {
 }
 
 /**
- * Direct single-row conditional upserts from pgbench (a C client: it costs Postgres' side little), the statement
- * kvdrive's store sends with one row, RETURNING included, each a fresh key, one commit per row.
+ * Direct conditional upserts from pgbench (a C client: it costs Postgres' side little), the statement kvdrive's
+ * store sends, RETURNING included, each row a fresh key, one commit per statement: one row a statement for the
+ * direct baseline, or `rows` for Postgres alone running kvdrive's group-commit statement (no HTTP, no server).
  */
-function directScript(nsId: string): string {
+function directScript(nsId: string, rows = 1): string {
+  const tuples = Array.from({ length: rows }, (_, i) => `('${nsId}', convert_to('pgb-' || :client_id || '-' || :k${rows > 1 ? ` || '-${i}'` : ""}, 'UTF8'), convert_to('${VALUE}', 'UTF8'), NULL, NULL, (extract(epoch from clock_timestamp()) * 1000000)::bigint, 1, false)`);
   return `\\set k random(1, 2000000000)
 INSERT INTO kv_entries AS e (ns, key, value, metadata, expiration, version_ts, version_nonce, tombstone)
-  VALUES ('${nsId}', convert_to('pgb-' || :client_id || '-' || :k, 'UTF8'), convert_to('${VALUE}', 'UTF8'), NULL, NULL, (extract(epoch from clock_timestamp()) * 1000000)::bigint, 1, false)
+  VALUES ${tuples.join(",\n    ")}
   ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, metadata = excluded.metadata, expiration = excluded.expiration,
     version_ts = excluded.version_ts, version_nonce = excluded.version_nonce, tombstone = excluded.tombstone
   WHERE (e.version_ts, e.version_nonce) < (excluded.version_ts, excluded.version_nonce)
@@ -62,31 +67,34 @@ INSERT INTO kv_entries AS e (ns, key, value, metadata, expiration, version_ts, v
 `;
 }
 
-async function direct(ctx: Context, pg: BenchPostgres, nsId: string, clients: number): Promise<Row> {
-  const label = `direct single-row upserts, pgbench, ${clients} connections`;
+async function direct(ctx: Context, pg: BenchPostgres, nsId: string, clients: number, rowsPerStatement = 1, label = `direct single-row upserts, pgbench, ${clients} connections`): Promise<Row> {
   const target = { host: "127.0.0.1", port: pg.port, user: pg.user, password: pg.password, db: "postgres" };
   // pgbench's -T clock runs while its clients log in (SCRAM, tens of ms each here): the run is lengthened by
   // that, and tps is pgbench's own "without initial connection time".
-  const run = { clients, durationSec: ctx.durationSec + Math.ceil(clients / 25), mode: "prepared" as const, selectOnly: false, script: { name: "upsert", text: directScript(nsId) } };
+  const run = { clients, durationSec: ctx.durationSec + Math.ceil(clients / 25), mode: "prepared" as const, selectOnly: false, script: { name: "upsert", text: directScript(nsId, rowsPerStatement) } };
   await pgbench("warm-up", target, { ...run, durationSec: ctx.warmupSec + Math.ceil(clients / 25) });
   await settle(pg);
-  return ctx.measure(label, ctx.durationSec, async () => {
+  const measured = await ctx.measure(label, ctx.durationSec, async () => {
     const postmaster = postmasterPid(pg.dataDir);
     const before = cpuSeconds(postmaster, true);
     const row = await pgbench(label, target, run);
-    row.rowsPerSec = row.rps;
+    // Per row, not per statement: a batch statement's rows are what the PUT rows are compared with.
+    row.rowsPerSec = (row.rps ?? 0) * rowsPerStatement;
     if (row.total) {
-      row.serverCpuUsPerReq = row.originCpuUsPerTx = ((cpuSeconds(postmaster, true) - before) * 1e6) / row.total;
-      row.serverCores = (row.serverCpuUsPerReq * row.total) / 1e6 / run.durationSec;
+      row.serverCpuUsPerReq = row.originCpuUsPerTx = ((cpuSeconds(postmaster, true) - before) * 1e6) / row.total / rowsPerStatement;
+      row.serverCores = (row.serverCpuUsPerReq * row.total * rowsPerStatement) / 1e6 / run.durationSec;
     }
     if (row.clientCpuMsPerTx !== undefined && row.total) {
-      row.loadGenCpuUsPerReq = row.clientCpuMsPerTx * 1000;
-      row.loadGenCores = (row.loadGenCpuUsPerReq * row.total) / 1e6 / run.durationSec;
+      row.loadGenCpuUsPerReq = (row.clientCpuMsPerTx * 1000) / rowsPerStatement;
+      row.loadGenCores = (row.loadGenCpuUsPerReq * row.total * rowsPerStatement) / 1e6 / run.durationSec;
       row.loadGenThreads = 2;
     }
     row.loadGenSaturated = generatorBound(row);
     return row;
   });
+  // The machine's CPU is measured per statement; every CPU column of this row is per row.
+  if (measured.machineCpuUsPerReq !== undefined) measured.machineCpuUsPerReq /= rowsPerStatement;
+  return measured;
 }
 
 /** PUTs of fresh keys driven by wrk (a Lua script numbers the keys), with the server's and Postgres' CPU. */
@@ -144,6 +152,16 @@ export const kvWrite: Scenario = {
       }
       rows.push(directs.get(c)!);
     }
+    // Postgres alone on kvdrive's group-commit statement: what a row costs the database with no HTTP and no server,
+    // the part of the per-row budget no server can take back.
+    const aloneLabel = `Postgres alone: the group-commit statement, ${ALONE_ROWS} rows each, ${ALONE_CLIENTS} pgbench connections (CPU per row)`;
+    let alone: Row;
+    try {
+      alone = await direct(ctx, pg, ns.id, ALONE_CLIENTS, ALONE_ROWS, aloneLabel);
+    } catch (e) {
+      alone = failed(aloneLabel, e);
+    }
+    rows.push(alone);
     // The Bun.SQL closed loop of earlier runs, kept for continuity (16 connections).
     const sql = new SQL(pg.url, { max: 16 });
     ctx.defer(() => sql.close());
@@ -192,6 +210,7 @@ export const kvWrite: Scenario = {
       ratios.push(ratio(`PUT with group commit / direct single-row upserts (rows/s, wrk vs pgbench, both ${c} connections)`, viaWrk.get(c), directs.get(c), "rowsPerSec", { min: 3 }));
     }
     ratios.push(ratio(`floor server / direct single-row upserts (rows/s, wrk vs pgbench, both ${FLOOR_CONNECTIONS} connections): what any Bun server reaches here`, floor, directs.get(FLOOR_CONNECTIONS), "rowsPerSec"));
+    ratios.push(ratio(`Postgres alone, group-commit statement of ${ALONE_ROWS} rows / direct single-row upserts at ${FLOOR_CONNECTIONS} connections (rows/s, pgbench both): the database's side, with no HTTP`, alone, directs.get(FLOOR_CONNECTIONS), "rowsPerSec"));
     ratios.push(ratio(`kvdrive PUT / floor server (rows/s, wrk, both ${FLOOR_CONNECTIONS} connections)`, viaWrk.get(FLOOR_CONNECTIONS), floor, "rowsPerSec"));
     const p16 = viaWrk.get(16);
     if (p16?.p99 !== undefined && p16.status === "ok") ratios.push({ name: `PUT group commit p99 within 10 ms, 16 conns, wrk (10 ms / p99 of ${p16.p99.toFixed(2)} ms)`, value: 10 / p16.p99, target: "≥ 1×", pass: p16.p99 <= 10 });
@@ -237,7 +256,7 @@ export const kvWrite: Scenario = {
     const budget = (r: Row | undefined) => {
       if (!r || r.status !== "ok" || r.loadGenCpuUsPerReq === undefined || r.originCpuUsPerTx === undefined) return undefined;
       // A direct row's server is Postgres itself, already counted as the origin.
-      const server = r.label.startsWith("direct") ? 0 : (r.serverCpuUsPerReq ?? 0);
+      const server = r.label.startsWith("direct") || r === alone ? 0 : (r.serverCpuUsPerReq ?? 0);
       const total = server + r.originCpuUsPerTx + r.loadGenCpuUsPerReq;
       return `${r.label}: ${server ? `${r.label.startsWith("floor") ? "floor server" : "kvdrive"} ${server.toFixed(0)} + ` : ""}Postgres ${r.originCpuUsPerTx.toFixed(0)} + load generator ${r.loadGenCpuUsPerReq.toFixed(0)} = ${total.toFixed(0)} µs per row, so at most ${Math.round((CORES * 1e6) / total).toLocaleString("en-US")} rows/s on ${CORES} cores (measured ${Math.round(r.rowsPerSec ?? r.rps ?? 0).toLocaleString("en-US")})${machine(r)}`;
     };
@@ -246,7 +265,18 @@ export const kvWrite: Scenario = {
     const machine = (r: Row) => (r.machineCpuUsPerReq === undefined ? "" : `; the whole machine ${r.machineCpuUsPerReq.toFixed(0)} µs per row, ${Math.round((r.machineBusy ?? 0) * 100)}% busy`);
     const direct64 = directs.get(64);
     const goal = direct64?.status === "ok" && direct64.rowsPerSec ? `3× direct at 64 connections is ${Math.round(3 * direct64.rowsPerSec).toLocaleString("en-US")} rows/s: on ${CORES} cores fully busy, at most ${((CORES * 1e6) / (3 * direct64.rowsPerSec)).toFixed(0)} µs of the whole machine per row.` : undefined;
-    const budgets = [...LEVELS.map((c) => budget(viaWrk.get(c))), budget(floor), ...LEVELS.map((c) => budget(directs.get(c)))].filter(Boolean);
+    // What is left of that budget once Postgres has run the batches (pgbench's own share taken out) and wrk has sent
+    // the PUTs, and what the least Bun server adds on top.
+    const wrk64 = viaWrk.get(FLOOR_CONNECTIONS);
+    const rest =
+      goal && alone.status === "ok" && alone.machineCpuUsPerReq !== undefined && wrk64?.status === "ok" && wrk64.loadGenCpuUsPerReq !== undefined && floor.status === "ok" && floor.serverCpuUsPerReq !== undefined
+        ? (() => {
+            const pgRow = alone.machineCpuUsPerReq - (alone.loadGenCpuUsPerReq ?? 0);
+            const sum = pgRow + wrk64.loadGenCpuUsPerReq + floor.serverCpuUsPerReq;
+            return `Postgres alone on the group-commit statement (${ALONE_ROWS} rows each, ${ALONE_CLIENTS} pgbench connections, no HTTP): ${Math.round(alone.rowsPerSec ?? 0).toLocaleString("en-US")} rows/s, the whole machine ${alone.machineCpuUsPerReq.toFixed(0)} µs per row of which pgbench ${(alone.loadGenCpuUsPerReq ?? 0).toFixed(0)}, ${Math.round((alone.machineBusy ?? 0) * 100)}% busy. With wrk's ${wrk64.loadGenCpuUsPerReq.toFixed(0)} µs per PUT (${FLOOR_CONNECTIONS}-connection row) and the least a Bun server adds (the floor server's ${floor.serverCpuUsPerReq.toFixed(0)} µs): ${pgRow.toFixed(0)} + ${wrk64.loadGenCpuUsPerReq.toFixed(0)} + ${floor.serverCpuUsPerReq.toFixed(0)} = ${sum.toFixed(0)} µs per row, at most ${Math.round((CORES * 1e6) / sum).toLocaleString("en-US")} rows/s on ${CORES} fully busy cores, ${(((CORES * 1e6) / sum) / (direct64!.rowsPerSec ?? 1)).toFixed(2)}× direct at ${FLOOR_CONNECTIONS} connections.`;
+          })()
+        : undefined;
+    const budgets = [...LEVELS.map((c) => budget(viaWrk.get(c))), budget(floor), ...LEVELS.map((c) => budget(directs.get(c))), budget(alone)].filter(Boolean);
     return {
       scenario: "kv-write",
       title: this.title,
@@ -256,6 +286,7 @@ export const kvWrite: Scenario = {
       notes: [
         ...(budgets.length ? [`CPU per row, all processes (the floor on this machine): ${budgets.join("; ")}.`] : []),
         ...(goal ? [goal] : []),
+        ...(rest ? [rest] : []),
         "The floor server (bench/scenarios/kv-write-floor.ts, its own process) is the least a Bun server does for a PUT acknowledged after commit: Bun.serve with no framework, cache, metrics or validation; token check, body read, a queue shared among up to 4 batches in flight (kvdrive's default) that send kvdrive's own conditional upsert through Bun.SQL. kvdrive / floor is what kvdrive's features cost; floor / direct is what any Bun group-commit server reaches on this machine.",
         "Every PUT uses a fresh key; an HTTP 200 means the row's batch has committed (fsync on, Postgres defaults). kvdrive gets 5 s of PUT load before its first measured level (JIT warm-up of a fresh process), then 1 s before each level. Each measured write run, direct or through kvdrive, starts right after VACUUM ANALYZE of kv_entries and a CHECKPOINT, so no run has the autovacuum earned by earlier runs, or a checkpoint, in its window by chance.",
         "Direct upserts: pgbench (-M prepared, a custom script) sends the statement kvdrive's store sends, with one row and a fresh key, RETURNING included, at the same connection counts as the PUTs; the Bun.SQL row is the same from the bench process.",
