@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
 import { startTestPostgres, tempDir, type TestPostgres } from "./helpers/postgres.ts";
-import { freePort } from "../src/embedded/postgres.ts";
+import { freePort, freePorts } from "../src/embedded/postgres.ts";
 
 const root = path.resolve(import.meta.dir, "..");
 
@@ -101,7 +101,8 @@ describe("bun start's allocator setting", () => {
 describe("bun start on the embedded default", () => {
   test("starts a real embedded Postgres, prints URL and token, keeps the token 0600, reuses data on a second start", async () => {
     const dataDir = path.join(tempDir(), "data");
-    const env = { KVDRIVE_DATA_DIR: dataDir, KVDRIVE_HTTP_PORT: String(await freePort()), KVDRIVE_PG_PORT: String(await freePort()), DATABASE_URL: "", KVDRIVE_API_TOKEN: "" };
+    const [httpPort, pgPort] = await freePorts(2);
+    const env = { KVDRIVE_DATA_DIR: dataDir, KVDRIVE_HTTP_PORT: String(httpPort), KVDRIVE_PG_PORT: String(pgPort), DATABASE_URL: "", KVDRIVE_API_TOKEN: "" };
     const first = spawnKvdrive(env);
     const out = await first.ready;
     const url = /KV API:\s+(\S+)/.exec(out)![1]!;

@@ -3,7 +3,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { freePort, startTempPostgres, type TempPostgres } from "../../src/embedded/postgres.ts";
+import { freePorts, startTempPostgres, type TempPostgres } from "../../src/embedded/postgres.ts";
 import { spawnUntil, type Child } from "./procs.ts";
 
 /**
@@ -34,8 +34,7 @@ export interface KvdriveProcess {
 
 /** Starts `bun src/main.ts` against databaseUrl with extra environment (KVDRIVE_CACHE_BYTES=0 …). */
 export async function startKvdriveProcess(databaseUrl: string, env: Record<string, string> = {}, bunArgs: string[] = []): Promise<KvdriveProcess> {
-  const httpPort = await freePort();
-  const pgPort = await freePort();
+  const [httpPort, pgPort] = (await freePorts(2)) as [number, number];
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "kvdrive-bench-data-"));
   const child = await spawnUntil(
     ["bun", ...bunArgs, "src/main.ts"],
