@@ -40,7 +40,11 @@ export async function startKvdriveProcess(databaseUrl: string, env: Record<strin
     ["bun", ...bunArgs, "src/main.ts"],
     { ...START_ENV, DATABASE_URL: databaseUrl, KVDRIVE_HTTP_PORT: String(httpPort), KVDRIVE_PG_PORT: String(pgPort), KVDRIVE_WORKERD_PORT: "0", KVDRIVE_DATA_DIR: dataDir, KVDRIVE_API_TOKEN: TOKEN, ...env },
     "kvdrive ready",
-  );
+  ).catch((e) => {
+    // A kvdrive that did not start leaves no data dir behind either.
+    fs.rmSync(dataDir, { recursive: true, force: true });
+    throw e;
+  });
   return {
     child,
     pid: child.proc.pid,
