@@ -128,6 +128,22 @@ async function put(ctx: Context, pg: BenchPostgres, k: KvdriveProcess, label: st
   return ctx.measure(label, ctx.durationSec, () => withServerCpu(k.pid, () => autocannon(label, { ...load, rowsPerRequest: 1 })));
 }
 
+/**
+ * What is left of the per-row budget once Postgres has run the batches (`alone`, pgbench's own share taken out) and
+ * wrk has sent the PUTs (`viaWrk`), and what the least Bun server (`floor`) adds on top: the most any Bun server
+ * reaches against `direct` with every core busy. Undefined when a row it needs is missing.
+ */
+function floorBudget(alone: Row, viaWrk: Row | undefined, floor: Row, direct: Row | undefined): string | undefined {
+  if (alone.status !== "ok" || alone.machineCpuUsPerReq === undefined) return undefined;
+  if (viaWrk?.status !== "ok" || viaWrk.loadGenCpuUsPerReq === undefined) return undefined;
+  if (floor.status !== "ok" || floor.serverCpuUsPerReq === undefined) return undefined;
+  if (direct?.status !== "ok" || !direct.rowsPerSec) return undefined;
+  const pgRow = alone.machineCpuUsPerReq - (alone.loadGenCpuUsPerReq ?? 0);
+  const sum = pgRow + viaWrk.loadGenCpuUsPerReq + floor.serverCpuUsPerReq;
+  const most = (CORES * 1e6) / sum;
+  return `Postgres alone on the group-commit statement (${ALONE_ROWS} rows each, ${ALONE_CLIENTS} pgbench connections, no HTTP): ${Math.round(alone.rowsPerSec ?? 0).toLocaleString("en-US")} rows/s, the whole machine ${alone.machineCpuUsPerReq.toFixed(0)} µs per row of which pgbench ${(alone.loadGenCpuUsPerReq ?? 0).toFixed(0)}, ${Math.round((alone.machineBusy ?? 0) * 100)}% busy. With wrk's ${viaWrk.loadGenCpuUsPerReq.toFixed(0)} µs per PUT (${FLOOR_CONNECTIONS}-connection row) and the least a Bun server adds (the floor server's ${floor.serverCpuUsPerReq.toFixed(0)} µs): ${pgRow.toFixed(0)} + ${viaWrk.loadGenCpuUsPerReq.toFixed(0)} + ${floor.serverCpuUsPerReq.toFixed(0)} = ${sum.toFixed(0)} µs per row, at most ${Math.round(most).toLocaleString("en-US")} rows/s on ${CORES} fully busy cores, ${(most / direct.rowsPerSec).toFixed(2)}× direct at ${FLOOR_CONNECTIONS} connections.`;
+}
+
 export const kvWrite: Scenario = {
   name: "kv-write",
   title: "KV writes, 288-byte values: group commit, bulk, read/write mixes, direct single-row upserts",
@@ -265,17 +281,7 @@ export const kvWrite: Scenario = {
     const machine = (r: Row) => (r.machineCpuUsPerReq === undefined ? "" : `; the whole machine ${r.machineCpuUsPerReq.toFixed(0)} µs per row, ${Math.round((r.machineBusy ?? 0) * 100)}% busy`);
     const direct64 = directs.get(64);
     const goal = direct64?.status === "ok" && direct64.rowsPerSec ? `3× direct at 64 connections is ${Math.round(3 * direct64.rowsPerSec).toLocaleString("en-US")} rows/s: on ${CORES} cores fully busy, at most ${((CORES * 1e6) / (3 * direct64.rowsPerSec)).toFixed(0)} µs of the whole machine per row.` : undefined;
-    // What is left of that budget once Postgres has run the batches (pgbench's own share taken out) and wrk has sent
-    // the PUTs, and what the least Bun server adds on top.
-    const wrk64 = viaWrk.get(FLOOR_CONNECTIONS);
-    const rest =
-      goal && alone.status === "ok" && alone.machineCpuUsPerReq !== undefined && wrk64?.status === "ok" && wrk64.loadGenCpuUsPerReq !== undefined && floor.status === "ok" && floor.serverCpuUsPerReq !== undefined
-        ? (() => {
-            const pgRow = alone.machineCpuUsPerReq - (alone.loadGenCpuUsPerReq ?? 0);
-            const sum = pgRow + wrk64.loadGenCpuUsPerReq + floor.serverCpuUsPerReq;
-            return `Postgres alone on the group-commit statement (${ALONE_ROWS} rows each, ${ALONE_CLIENTS} pgbench connections, no HTTP): ${Math.round(alone.rowsPerSec ?? 0).toLocaleString("en-US")} rows/s, the whole machine ${alone.machineCpuUsPerReq.toFixed(0)} µs per row of which pgbench ${(alone.loadGenCpuUsPerReq ?? 0).toFixed(0)}, ${Math.round((alone.machineBusy ?? 0) * 100)}% busy. With wrk's ${wrk64.loadGenCpuUsPerReq.toFixed(0)} µs per PUT (${FLOOR_CONNECTIONS}-connection row) and the least a Bun server adds (the floor server's ${floor.serverCpuUsPerReq.toFixed(0)} µs): ${pgRow.toFixed(0)} + ${wrk64.loadGenCpuUsPerReq.toFixed(0)} + ${floor.serverCpuUsPerReq.toFixed(0)} = ${sum.toFixed(0)} µs per row, at most ${Math.round((CORES * 1e6) / sum).toLocaleString("en-US")} rows/s on ${CORES} fully busy cores, ${(((CORES * 1e6) / sum) / (direct64!.rowsPerSec ?? 1)).toFixed(2)}× direct at ${FLOOR_CONNECTIONS} connections.`;
-          })()
-        : undefined;
+    const rest = floorBudget(alone, viaWrk.get(FLOOR_CONNECTIONS), floor, direct64);
     const budgets = [...LEVELS.map((c) => budget(viaWrk.get(c))), budget(floor), ...LEVELS.map((c) => budget(directs.get(c))), budget(alone)].filter(Boolean);
     return {
       scenario: "kv-write",
